@@ -1,0 +1,19 @@
+//! gateway-model: Tollgate's entities and event envelopes, shared by the gateway and the ledger.
+//!
+//! Entities follow Otoroshi's JSON field names so that an Otoroshi export deserialises unchanged;
+//! validation returns every problem with its JSON path. Events are the wire formats of DESIGN §4:
+//! rkyv usage batches behind a version byte (validated when decoded) and JSON entity envelopes.
+//! This crate never does IO and never panics on input: bad bytes and bad JSON are errors.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod entity;
+pub mod import;
+pub mod validate;

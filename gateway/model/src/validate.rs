@@ -1,0 +1,485 @@
+//! Validation of entities: every problem, each with its JSON path
+//! (`apiKeys[2].dailyQuota: expected an integer ≥ 0, got -1`), never a panic and never only the
+//! first one.
+//!
+//! Deserialisation checks types ([`from_value`] records the path of a type error and, in strict
+//! mode, of every unknown field); [`Validate`] checks values and the rules that span fields.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::entity::{
+    Api, ApiKey, Backend, Frontend, LoadBalancing, Restriction, Route, StoredBackend,
+};
+
+/// One problem: where (a JSON path) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON path of the bad value, e.g. `routes[3].backend.targets[0].port`.
+    pub path: String,
+    /// What is wrong, e.g. `expected 1..=65535, got 0`.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found, in document order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The problems, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Problem> {
+        self.0.iter()
+    }
+
+    /// How many problems.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Joins a JSON path and a field name.
+pub fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// Joins a JSON path and an array index.
+pub fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// Deserialises `value` (found at `path`) into `T`.
+///
+/// A type error is recorded with the full path of the bad value and `None` is returned. Fields
+/// that `T` does not know are recorded as problems when `strict` (Tollgate's own files) and
+/// returned as ignored paths otherwise (Otoroshi exports carry many fields Tollgate has no use for).
+pub fn from_value<T: DeserializeOwned>(
+    value: &serde_json::Value,
+    path: &str,
+    strict: bool,
+    problems: &mut Problems,
+    ignored: &mut Vec<String>,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+    let de = serde_ignored::Deserializer::new(value, &mut record);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    match result {
+        Ok(t) => {
+            for field in unknown {
+                let full = join(path, &field.replace(".[", "["));
+                if strict {
+                    problems.push(full, "unknown field");
+                } else {
+                    ignored.push(full);
+                }
+            }
+            Some(t)
+        }
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." {
+                path.to_owned()
+            } else {
+                join(path, &inner.replace(".[", "["))
+            };
+            problems.push(full, clean_serde_message(&e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// serde_json's messages end with " at line N column M", meaningless for a `Value`; drop it.
+fn clean_serde_message(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Value rules of an entity.
+pub trait Validate {
+    /// Appends every problem of `self`, found at `path`, to `problems`.
+    fn validate(&self, path: &str, problems: &mut Problems);
+}
+
+fn non_blank(value: &str, path: String, problems: &mut Problems) {
+    if value.trim().is_empty() {
+        problems.push(path, "expected a non-empty string");
+    }
+}
+
+/// Client ids travel in headers and Basic credentials (split on the first `:`).
+fn client_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+fn header_value_ok(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn method_ok(method: &str) -> bool {
+    !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Validate for ApiKey {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        if !client_id_ok(&self.client_id) {
+            problems.push(
+                join(path, "clientId"),
+                "expected a non-empty string of visible ASCII characters without ':'",
+            );
+        }
+        if self.client_secret.is_empty() {
+            problems.push(join(path, "clientSecret"), "expected a non-empty string");
+        } else if !header_value_ok(self.client_secret.expose()) {
+            // Never echo the secret itself.
+            problems.push(
+                join(path, "clientSecret"),
+                "must contain only printable ASCII characters",
+            );
+        }
+        for (i, entity) in self.authorized_entities.iter().enumerate() {
+            if entity.trim().is_empty() {
+                problems.push(
+                    index(&join(path, "authorizedEntities"), i),
+                    "expected a non-empty entity id",
+                );
+            }
+        }
+        let rotation = join(path, "rotation");
+        if self.rotation.enabled {
+            if self.rotation.rotation_every == 0 {
+                problems.push(join(&rotation, "rotationEvery"), "expected an integer ≥ 1 (hours)");
+            }
+            if self.rotation.grace_period > self.rotation.rotation_every {
+                problems.push(
+                    join(&rotation, "gracePeriod"),
+                    format!(
+                        "must not exceed rotationEvery ({} h), got {} h",
+                        self.rotation.rotation_every, self.rotation.grace_period
+                    ),
+                );
+            }
+        }
+        if let Some(next) = &self.rotation.next_secret {
+            if next.is_empty() || !header_value_ok(next.expose()) {
+                problems.push(
+                    join(&rotation, "nextSecret"),
+                    "expected a non-empty string of printable ASCII characters",
+                );
+            }
+        }
+        let restrictions = join(path, "restrictions");
+        for (field, list) in [
+            ("allowed", &self.restrictions.allowed),
+            ("forbidden", &self.restrictions.forbidden),
+            ("notFound", &self.restrictions.not_found),
+        ] {
+            validate_restrictions(list, &join(&restrictions, field), problems);
+        }
+    }
+}
+
+/// Checks restriction entries: a method token or `*`, and a path regex that compiles.
+pub fn validate_restrictions(list: &[Restriction], path: &str, problems: &mut Problems) {
+    for (i, r) in list.iter().enumerate() {
+        let at = index(path, i);
+        if r.method != "*" && !method_ok(&r.method) {
+            problems.push(join(&at, "method"), "expected an HTTP method or \"*\"");
+        }
+        if let Err(e) = regex::Regex::new(&format!("^(?:{})$", r.path)) {
+            let first = e.to_string();
+            let line = first.lines().last().unwrap_or("invalid regex").trim().to_owned();
+            problems.push(join(&at, "path"), format!("invalid regex: {line}"));
+        }
+    }
+}
+
+impl Validate for Route {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        non_blank(&self.id, join(path, "id"), problems);
+        self.frontend.validate(&join(path, "frontend"), problems);
+        match (&self.backend, &self.backend_ref) {
+            (None, None) => problems.push(
+                path.to_owned(),
+                "expected `backend` (inline targets) or `backend_ref` (a stored backend id)",
+            ),
+            (_, Some(r)) if r.trim().is_empty() => {
+                problems.push(join(path, "backend_ref"), "expected a non-empty backend id");
+            }
+            (Some(b), None) => b.validate(&join(path, "backend"), problems),
+            _ => {}
+        }
+        if self.max_body_bytes == Some(0) {
+            problems.push(join(path, "max_body_bytes"), "expected an integer ≥ 1");
+        }
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            non_blank(&plugin.plugin, join(&index(&join(path, "plugins"), i), "plugin"), problems);
+        }
+    }
+}
+
+/// Checks one `frontend.domains` entry: `host` or `host/path`, where the host is a DNS name, an
+/// IPv4 address, `*.suffix` or `*`; no port, no scheme.
+pub fn domain_problem(domain: &str) -> Option<String> {
+    let (host, path) = match domain.find('/') {
+        Some(i) => (domain.get(..i).unwrap_or(""), domain.get(i..).unwrap_or("")),
+        None => (domain, ""),
+    };
+    if host.is_empty() {
+        return Some("expected `host` or `host/path`, the host is empty".to_owned());
+    }
+    if domain.contains("://") {
+        return Some("expected `host` or `host/path`, without a scheme".to_owned());
+    }
+    if host.contains(':') {
+        return Some("a port is not allowed in a domain (routes match any listener port)".into());
+    }
+    let name = match host.strip_prefix("*.") {
+        Some(rest) => rest,
+        None if host == "*" => "",
+        None => host,
+    };
+    if name.contains('*') {
+        return Some("`*` is only allowed as the first label (`*.example.com`) or alone".into());
+    }
+    let host_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) || name.is_empty();
+    if !host_ok || host.len() > 253 {
+        return Some(format!("invalid host name `{host}`"));
+    }
+    if path
+        .bytes()
+        .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+    {
+        return Some("the path must be visible ASCII without `?` or `#`".to_owned());
+    }
+    None
+}
+
+impl Validate for Frontend {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        let domains = join(path, "domains");
+        if self.domains.is_empty() {
+            problems.push(domains.clone(), "expected at least one domain");
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            if let Some(message) = domain_problem(d) {
+                problems.push(index(&domains, i), message);
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if !method_ok(m) {
+                problems.push(index(&join(path, "methods"), i), "expected an HTTP method");
+            }
+        }
+        for (name, value) in &self.headers {
+            if !method_ok(name) || !header_value_ok(value) {
+                problems.push(
+                    join(&join(path, "headers"), name),
+                    "expected a header name and a printable value",
+                );
+            }
+        }
+        if !self.cookies.is_empty() {
+            problems.push(join(path, "cookies"), "cookie matching is not supported by Tollgate");
+        }
+    }
+}
+
+impl Validate for Backend {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        let targets = join(path, "targets");
+        if self.targets.is_empty() {
+            problems.push(targets.clone(), "expected at least one target");
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let at = index(&targets, i);
+            let host_ok = !t.hostname.is_empty()
+                && t.hostname.len() <= 253
+                && t.hostname
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+            if !host_ok {
+                problems.push(join(&at, "hostname"), "expected a host name or an IP address");
+            }
+            if t.port == 0 {
+                problems.push(join(&at, "port"), "expected 1..=65535, got 0");
+            }
+            if t.weight == 0 {
+                problems.push(join(&at, "weight"), "expected an integer ≥ 1");
+            }
+            if t.protocol != "HTTP/1.1" && t.protocol != "HTTP/1.0" {
+                problems.push(
+                    join(&at, "protocol"),
+                    format!("unsupported upstream protocol `{}` (HTTP/1.1 only)", t.protocol),
+                );
+            }
+            if let Some(ip) = &t.ip_address {
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    problems.push(join(&at, "ip_address"), "expected an IP address");
+                }
+            }
+        }
+        if !self.root.starts_with('/') {
+            problems.push(join(path, "root"), "expected a path starting with `/`");
+        }
+        if self.rewrite {
+            problems.push(join(path, "rewrite"), "path rewriting is not supported by Tollgate");
+        }
+        if self.load_balancing == LoadBalancing::Unsupported {
+            problems.push(
+                join(&join(path, "load_balancing"), "type"),
+                "unsupported; expected RoundRobin, Random, PowerOfTwoRandomChoices, \
+                 LeastConnections, IpAddressHash, HeaderHash or NaiveFailover",
+            );
+        }
+        let client = join(path, "client");
+        if self.client.max_connections == 0 {
+            problems.push(join(&client, "max_connections"), "expected an integer ≥ 1");
+        }
+        for (field, v) in [
+            ("connection_timeout", self.client.connection_timeout),
+            ("call_timeout", self.client.call_timeout),
+            ("idle_timeout", self.client.idle_timeout),
+            ("global_timeout", self.client.global_timeout),
+        ] {
+            if v == 0 {
+                problems.push(join(&client, field), "expected a duration ≥ 1 ms");
+            }
+        }
+        if let Some(hc) = &self.health_check {
+            let at = join(path, "health_check");
+            if hc.enabled {
+                if !hc.url.starts_with('/') && !hc.url.starts_with("http") {
+                    problems.push(join(&at, "url"), "expected a path or an http(s) URL");
+                }
+                if hc.timeout == 0 {
+                    problems.push(join(&at, "timeout"), "expected a duration ≥ 1 ms");
+                }
+                if hc.interval == 0 {
+                    problems.push(join(&at, "interval"), "expected a duration ≥ 1 ms");
+                }
+            }
+        }
+    }
+}
+
+impl Validate for StoredBackend {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        non_blank(&self.id, join(path, "id"), problems);
+        self.backend.validate(&join(path, "backend"), problems);
+    }
+}
+
+fn duplicates<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    path: &str,
+    field: &str,
+    problems: &mut Problems,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id) {
+            problems.push(join(&index(path, i), field), format!("duplicate id `{id}`"));
+        }
+    }
+}
+
+impl Validate for Api {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        non_blank(&self.id, join(path, "id"), problems);
+        let routes = join(path, "routes");
+        let backends = join(path, "backends");
+        let flows = join(path, "flows");
+        let consumers = join(path, "consumers");
+        duplicates(self.routes.iter().map(|r| r.id.as_str()), &routes, "id", problems);
+        duplicates(self.backends.iter().map(|b| b.id.as_str()), &backends, "id", problems);
+        duplicates(self.flows.iter().map(|f| f.id.as_str()), &flows, "id", problems);
+        duplicates(self.consumers.iter().map(|c| c.id.as_str()), &consumers, "id", problems);
+        duplicates(
+            self.subscriptions.iter().map(|s| s.id.as_str()),
+            &join(path, "subscriptions"),
+            "id",
+            problems,
+        );
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = index(&routes, i);
+            non_blank(&r.id, join(&at, "id"), problems);
+            r.frontend.validate(&join(&at, "frontend"), problems);
+            if let Some(flow) = &r.flow_ref {
+                if !self.flows.iter().any(|f| &f.id == flow) {
+                    problems.push(join(&at, "flow_ref"), format!("no flow `{flow}` in this API"));
+                }
+            }
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            let at = index(&backends, i);
+            non_blank(&b.id, join(&at, "id"), problems);
+            b.backend.validate(&join(&at, "backend"), problems);
+        }
+        for (i, c) in self.consumers.iter().enumerate() {
+            non_blank(&c.id, join(&index(&consumers, i), "id"), problems);
+        }
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            let at = index(&join(path, "subscriptions"), i);
+            non_blank(&s.id, join(&at, "id"), problems);
+            if !self.consumers.iter().any(|c| c.id == s.consumer_ref) {
+                problems.push(
+                    join(&at, "consumer_ref"),
+                    format!("no consumer `{}` in this API", s.consumer_ref),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Reading whole documents: the real Otoroshi exports in ../shared/fixtures, the example entity
+//! file in ../shared/examples, and hostile input.
+
+use std::path::PathBuf;
+
+use gateway_model::import::{Dialect, import_document};
+use gateway_model::validate::Problems;
+use proptest::prelude::*;
+use serde_json::json;
+
+/// `shared/` beside the checkout (CI clones main with shared/ beside it), or `$TOLLGATE_SHARED`.
+fn shared(rel: &str) -> Vec<u8> {
+    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+        PathBuf::from,
+    );
+    let path = base.join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set TOLLGATE_SHARED)", path.display()))
+}
+
+fn problems_of(doc: serde_json::Value) -> Vec<String> {
+    let out = import_document(doc.to_string().as_bytes(), Some(Dialect::Tollgate)).unwrap();
+    out.problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn example_entities_validate_strictly() {
+    let out = import_document(&shared("examples/entities.json"), None).unwrap();
+    assert_eq!(out.dialect, Dialect::Tollgate);
+    assert!(out.is_clean(), "{}", out.problems);
+    assert_eq!(out.entities.routes.len(), 2);
+    assert_eq!(out.entities.backends.len(), 1);
+    assert_eq!(out.entities.apikeys.len(), 1);
+    let key = &out.entities.apikeys[0];
+    assert_eq!(key.client_id, "demo-client");
+    assert_eq!(key.daily_quota, 500);
+    assert_eq!(key.authorized_entities, vec!["route_route_keyed"]);
+    assert!(out.skipped.is_empty());
+}
+
+#[test]
+fn otoroshi_tunnel_export_imports_what_is_supported() {
+    let out = import_document(&shared("fixtures/otoroshi-export-tunnel.json"), None).unwrap();
+    assert_eq!(out.dialect, Dialect::Otoroshi);
+    assert_eq!(out.entities.apikeys.len(), 3, "{:#?}", out.problems);
+    assert!(out.entities.apikeys.iter().all(|k| k.authorized_entities.iter().any(|e| e.starts_with("group_"))));
+    // The route uses the tunnel plugin, which Tollgate lacks: imported, disabled, with a warning.
+    assert_eq!(out.entities.routes.len(), 1);
+    assert!(!out.entities.routes[0].enabled);
+    assert!(out.warnings.iter().any(|w| w.path == "routes[0].plugins[1].plugin"
+        && w.message.contains("TunnelPlugin")), "{}", out.warnings);
+    // Unsupported entities are listed one by one with a reason.
+    let sd: Vec<_> = out.skipped.iter().filter(|s| s.kind == "serviceDescriptors").collect();
+    assert_eq!(sd.len(), 1);
+    assert_eq!(sd[0].id.as_deref(), Some("admin-api-service"));
+    assert!(sd[0].reason.contains("legacy service descriptors"));
+    assert_eq!(out.skipped.iter().filter(|s| s.kind == "certificates").count(), 5);
+    assert!(out.skipped.iter().any(|s| s.kind == "config"));
+    assert!(out.ignored_fields.iter().any(|f| f.ends_with("_loc")), "{:?}", out.ignored_fields);
+    assert!(out.is_clean(), "{}", out.problems);
+}
+
+#[test]
+fn otoroshi_mtls_export_with_legacy_keys() {
+    let out = import_document(&shared("fixtures/otoroshi-export-mtls.json"), None).unwrap();
+    assert_eq!(out.dialect, Dialect::Otoroshi);
+    assert_eq!(out.entities.apikeys.len(), 2);
+    for k in &out.entities.apikeys {
+        assert!(k.authorized_entities.iter().all(|e| e.starts_with("group_")), "{:?}", k.authorized_entities);
+        assert!(!k.authorized_entities.is_empty());
+    }
+    assert_eq!(out.skipped.iter().filter(|s| s.kind == "serviceDescriptors").count(), 3);
+    assert_eq!(out.skipped.iter().filter(|s| s.kind == "clientValidators").count(), 2);
+    assert!(out.entities.routes.is_empty());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let problems = problems_of(json!({
+        "apiKeys": [
+            {"clientId": "ok", "clientSecret": "s"},
+            {"clientId": "also-ok", "clientSecret": "s"},
+            {"clientId": "bad", "clientSecret": "s", "dailyQuota": -1},
+            {"clientId": "", "clientSecret": ""},
+        ],
+        "routes": [
+            {"id": "r0", "frontend": {"domains": []}},
+            {"id": "r1", "frontend": {"domains": ["a.com"]},
+             "backend": {"targets": [{"hostname": "127.0.0.1", "port": 0, "weight": 0}]}},
+        ],
+    }));
+    let want = [
+        "apiKeys[2].dailyQuota: expected an integer ≥ 0, got -1",
+        "apiKeys[3].clientId: expected a non-empty string of visible ASCII characters without ':'",
+        "apiKeys[3].clientSecret: expected a non-empty string",
+        "routes[0].frontend.domains: expected at least one domain",
+        "routes[1].backend.targets[0].port: expected 1..=65535, got 0",
+        "routes[1].backend.targets[0].weight: expected an integer ≥ 1",
+    ];
+    for w in want {
+        assert!(problems.iter().any(|p| p == w), "missing {w:?} in {problems:#?}");
+    }
+    assert!(problems.iter().any(|p| p.starts_with("routes[0]: expected `backend`")), "{problems:#?}");
+}
+
+#[test]
+fn strict_files_reject_unknown_fields_and_keys() {
+    let problems = problems_of(json!({
+        "apiKeys": [{"clientId": "k", "clientSecret": "s", "dailyQuotas": 5,
+                     "rotation": {"every": 3}}],
+        "services": [],
+    }));
+    assert!(problems.contains(&"apiKeys[0].dailyQuotas: unknown field".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"apiKeys[0].rotation.every: unknown field".to_owned()), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.starts_with("services: unknown key")), "{problems:#?}");
+}
+
+#[test]
+fn otoroshi_dialect_tolerates_unknown_fields() {
+    let doc = json!({"apiKeys": [{"clientId": "k", "clientSecret": "s", "_loc": {"tenant": "t"},
+        "throttlingStrategy": null}]});
+    let out = import_document(doc.to_string().as_bytes(), Some(Dialect::Otoroshi)).unwrap();
+    assert!(out.is_clean());
+    assert_eq!(out.entities.apikeys.len(), 1);
+    assert_eq!(out.ignored_fields, vec!["apiKeys[0]._loc", "apiKeys[0].throttlingStrategy"]);
+}
+
+#[test]
+fn type_errors_name_the_nested_path() {
+    let problems = problems_of(json!({"routes": [
+        {"id": "r", "frontend": {"domains": ["a"], "strip_path": "yes"}, "backend_ref": "b"}],
+        "backends": [{"id": "b", "backend": {"targets": [{"hostname": "h", "port": 70000}]}}]}));
+    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.strip_path: invalid type")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.starts_with("backends[0].backend.targets[0].port: invalid value")), "{problems:#?}");
+}
+
+#[test]
+fn references_and_duplicates_are_checked() {
+    let problems = problems_of(json!({
+        "routes": [
+            {"id": "r", "frontend": {"domains": ["a"]}, "backend_ref": "missing"},
+            {"id": "dup", "frontend": {"domains": ["a"]}, "backend_ref": "b"},
+            {"id": "dup", "frontend": {"domains": ["b"]}, "backend_ref": "b"},
+        ],
+        "backends": [{"id": "b", "backend": {"targets": [{"hostname": "h", "port": 1}]}}],
+        "apiKeys": [{"clientId": "k", "clientSecret": "s"}, {"clientId": "k", "clientSecret": "t"}],
+    }));
+    assert!(problems.contains(&"routes[0].backend_ref: no backend with id `missing`".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"routes[2]: duplicate id `dup`".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"apiKeys[1]: duplicate id `k`".to_owned()), "{problems:#?}");
+}
+
+#[test]
+fn strict_unknown_plugin_is_a_problem() {
+    let problems = problems_of(json!({"routes": [{"id": "r", "frontend": {"domains": ["a"]},
+        "backend": {"targets": [{"hostname": "h", "port": 1}]},
+        "plugins": [{"plugin": "cp:otoroshi.next.plugins.Wasm"}]}]}));
+    assert_eq!(problems, vec!["routes[0].plugins[0].plugin: unknown plugin `cp:otoroshi.next.plugins.Wasm`"]);
+}
+
+#[test]
+fn value_rules() {
+    let problems = problems_of(json!({
+        "apiKeys": [{"clientId": "a:b", "clientSecret": "s\u{1}",
+            "rotation": {"enabled": true, "rotationEvery": 2, "gracePeriod": 3},
+            "restrictions": {"forbidden": [{"method": "G ET", "path": "/a("}]}}],
+        "routes": [{"id": "r", "frontend": {"domains": ["http://a.com", "a.com:80", "a.*.com", "*.ok.com/p"],
+            "methods": ["GET", ""], "cookies": {"c": "1"}},
+            "backend": {"targets": [{"hostname": "h", "port": 1, "protocol": "HTTP/2"}], "root": "x",
+                        "rewrite": true, "load_balancing": {"type": "Sticky"}}}],
+    }));
+    for w in [
+        "apiKeys[0].clientId: expected a non-empty string of visible ASCII characters without ':'",
+        "apiKeys[0].clientSecret: must contain only printable ASCII characters",
+        "apiKeys[0].rotation.gracePeriod: must not exceed rotationEvery (2 h), got 3 h",
+        "apiKeys[0].restrictions.forbidden[0].method: expected an HTTP method or \"*\"",
+        "routes[0].frontend.domains[1]: a port is not allowed in a domain (routes match any listener port)",
+        "routes[0].frontend.methods[1]: expected an HTTP method",
+        "routes[0].frontend.cookies: cookie matching is not supported by Tollgate",
+        "routes[0].backend.targets[0].protocol: unsupported upstream protocol `HTTP/2` (HTTP/1.1 only)",
+        "routes[0].backend.root: expected a path starting with `/`",
+        "routes[0].backend.rewrite: path rewriting is not supported by Tollgate",
+    ] {
+        assert!(problems.iter().any(|p| p == w), "missing {w:?} in {problems:#?}");
+    }
+    assert!(problems.iter().any(|p| p.starts_with("apiKeys[0].restrictions.forbidden[0].path: invalid regex")));
+    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.domains[0]:")));
+    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.domains[2]:")));
+    assert!(problems.iter().any(|p| p.starts_with("routes[0].backend.load_balancing.type: unsupported")));
+    assert!(!problems.iter().any(|p| p.contains("domains[3]")), "{problems:#?}");
+    // A secret is never echoed back in a problem.
+    assert!(!problems.iter().any(|p| p.contains("s\u{1}")));
+}
+
+#[test]
+fn api_references_are_checked() {
+    let problems = problems_of(json!({"apis": [{"id": "a",
+        "routes": [{"id": "ar", "frontend": {"domains": ["x"]}, "backend": "be", "flow_ref": "nope"}],
+        "consumers": [{"id": "c"}],
+        "subscriptions": [{"id": "s", "consumer_ref": "ghost"}]}]}));
+    assert!(problems.contains(&"apis[0].routes[0].flow_ref: no flow `nope` in this API".to_owned()), "{problems:#?}");
+    assert!(problems.contains(&"apis[0].subscriptions[0].consumer_ref: no consumer `ghost` in this API".to_owned()));
+}
+
+#[test]
+fn not_json_or_not_an_object() {
+    let err: Problems = import_document(b"{\"routes\": [", None).unwrap_err();
+    assert!(err.to_string().starts_with("not valid JSON"), "{err}");
+    assert!(import_document(b"[1,2]", None).is_err());
+    assert!(import_document(b"", None).is_err());
+    let problems = problems_of(json!({"routes": {"id": "r"}}));
+    assert_eq!(problems, vec!["routes: expected an array"]);
+}
+
+proptest! {
+    #[test]
+    fn garbage_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = import_document(&bytes, None);
+    }
+
+    #[test]
+    fn mutated_documents_never_panic(pos in 0usize..2000, byte in any::<u8>(), cut in 0usize..2000) {
+        let mut doc = shared("examples/entities.json");
+        if !doc.is_empty() {
+            let i = pos % doc.len();
+            doc[i] = byte;
+            doc.truncate(cut.max(i + 1).min(doc.len()));
+        }
+        let _ = import_document(&doc, None);
+    }
+
+    #[test]
+    fn arbitrary_json_values_in_fields_never_panic(v in arb_json()) {
+        for field in ["dailyQuota", "clientId", "rotation", "restrictions", "validUntil"] {
+            let doc = json!({"apiKeys": [{"clientId": "k", "clientSecret": "s", field: v.clone()}],
+                             "routes": [{"id": "r", "frontend": v.clone(), "backend_ref": v.clone()}]});
+            let _ = import_document(doc.to_string().as_bytes(), Some(Dialect::Tollgate));
+            let _ = import_document(doc.to_string().as_bytes(), Some(Dialect::Otoroshi));
+        }
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
