@@ -146,7 +146,8 @@ pub struct Restrictions {
     pub enabled: bool,
     /// `true` (Otoroshi's coded default): notFound then forbidden are checked and everything else
     /// passes. `false`: whitelist mode, `allowed` wins and anything not allowed is 404.
-    #[serde(default = "yes")]
+    /// (`allow_last` is accepted too: the route-level `NgRestrictions` plugin spells it so.)
+    #[serde(default = "yes", alias = "allow_last")]
     pub allow_last: bool,
     /// Allowed paths (used when `allowLast` is false).
     #[serde(default)]
@@ -154,8 +155,8 @@ pub struct Restrictions {
     /// Paths answered with 403.
     #[serde(default)]
     pub forbidden: Vec<Restriction>,
-    /// Paths answered with 404.
-    #[serde(default)]
+    /// Paths answered with 404 (`not_found` accepted too).
+    #[serde(default, alias = "not_found")]
     pub not_found: Vec<Restriction>,
 }
 

@@ -1,0 +1,402 @@
+//! The node configuration: the TOML file a user writes (`tollgate.toml`), read with unknown keys
+//! refused, then checked into a [`NodeConfig`] whose every field is valid. Every problem is
+//! reported with the path of its key (`listeners.http.addr: expected host:port, got "x"`).
+//!
+//! Two levels, as in monolake: [`FileConfig`] mirrors the file (serde, `deny_unknown_fields`), and
+//! `NodeConfig::try_from` turns it into runtime values (socket addresses, absolute paths, a
+//! calendar). Runtime-only knobs are CLI flags, not config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use gateway_core::window::Calendar;
+use gateway_model::import::{Import, import_document};
+use gateway_model::validate::Problems;
+use serde::Deserialize;
+
+/// The file as written. Every field is documented in docs/config.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// Traffic listeners.
+    #[serde(default)]
+    pub listeners: ListenersSection,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Where usage and entity events go.
+    #[serde(default)]
+    pub events: EventsSection,
+    /// The ledger.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    /// Quota calendar.
+    #[serde(default)]
+    pub quotas: QuotasSection,
+    /// Entities imported into an empty entity log.
+    #[serde(default)]
+    pub seed: SeedSection,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, unique in a cluster (default: `node-1`).
+    pub id: Option<String>,
+    /// Worker threads, one per core (default: every core).
+    pub cores: Option<u32>,
+    /// Directory for the journal, spool and ledger store, relative to the config file (default `data`).
+    pub data_dir: Option<String>,
+}
+
+/// `[listeners]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSection {
+    /// `[listeners.http]`: plain HTTP/1.1.
+    pub http: Option<HttpListener>,
+    /// `[listeners.https]`: HTTP/1.1 over TLS (rustls).
+    pub https: Option<HttpsListener>,
+}
+
+/// `[listeners.http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    /// `host:port` to listen on.
+    pub addr: String,
+}
+
+/// `[listeners.https]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsListener {
+    /// `host:port` to listen on.
+    pub addr: String,
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `host:port` of the admin API (default `127.0.0.1:9000`).
+    pub addr: Option<String>,
+    /// Bearer token of the admin API.
+    pub token: Option<String>,
+    /// A file holding the token (instead of `token`).
+    pub token_file: Option<String>,
+}
+
+/// `[events]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// `embedded` (journal on disk, the default) or `kafka`.
+    pub sink: Option<String>,
+    /// `[events.kafka]`, required when `sink = "kafka"`.
+    pub kafka: Option<KafkaSection>,
+}
+
+/// `[events.kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Usage topic (default `tollgate.usage`).
+    pub usage_topic: Option<String>,
+    /// Entity topic (default `tollgate.entities`).
+    pub entities_topic: Option<String>,
+    /// Totals topic (default `tollgate.totals`).
+    pub totals_topic: Option<String>,
+    /// Partitions of the usage topic when Tollgate creates it (default 16).
+    pub partitions: Option<u32>,
+}
+
+/// `[ledger]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// `embedded` (in the gateway process, the default) or `remote`.
+    pub mode: Option<String>,
+    /// `host:port` of the ledger's query API (default `127.0.0.1:9100`).
+    pub addr: Option<String>,
+}
+
+/// `[quotas]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasSection {
+    /// IANA time zone of the daily and monthly quota windows (default `UTC`).
+    pub timezone: Option<String>,
+}
+
+/// `[seed]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSection {
+    /// Entity file (Tollgate or Otoroshi JSON) imported when the entity log is empty.
+    pub entities: Option<String>,
+}
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// The embedded journal under the data directory.
+    Embedded,
+    /// Kafka.
+    Kafka {
+        /// Bootstrap brokers.
+        brokers: String,
+        /// Usage topic.
+        usage_topic: String,
+        /// Entity topic.
+        entities_topic: String,
+        /// Totals topic.
+        totals_topic: String,
+        /// Usage partitions.
+        partitions: u32,
+    },
+}
+
+/// Where the ledger runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerMode {
+    /// In the gateway process.
+    Embedded,
+    /// A separate `ledger` process.
+    Remote,
+}
+
+/// The TLS listener's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `host:port`.
+    pub addr: SocketAddr,
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// Client CA for mTLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node id.
+    pub node_id: String,
+    /// Worker threads.
+    pub cores: usize,
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// Plain HTTP listener.
+    pub http: Option<SocketAddr>,
+    /// TLS listener.
+    pub https: Option<TlsFiles>,
+    /// Admin API address.
+    pub admin_addr: SocketAddr,
+    /// Admin bearer token (never logged).
+    pub admin_token: gateway_model::entity::Secret,
+    /// Event sink.
+    pub sink: Sink,
+    /// Ledger mode.
+    pub ledger_mode: LedgerMode,
+    /// Ledger query API address.
+    pub ledger_addr: SocketAddr,
+    /// Quota calendar.
+    pub calendar: Calendar,
+    /// Seed entity file and what it holds.
+    pub seed: Option<(PathBuf, Import)>,
+}
+
+/// Reads and checks a config file.
+///
+/// # Errors
+/// Every problem found, each with the path of its key; file-level errors (unreadable, not TOML)
+/// have an empty path.
+pub fn load(path: &Path) -> Result<NodeConfig, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| one("", format!("{}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    parse(&text, &base)
+}
+
+fn one(path: &str, message: impl Into<String>) -> Problems {
+    let mut p = Problems::default();
+    p.push(path, message);
+    p
+}
+
+/// Parses and checks config text; relative paths are relative to `base`.
+///
+/// # Errors
+/// Every problem found, each with the path of its key.
+pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Problems> {
+    let value: toml::Value = toml::from_str(text).map_err(|e| one("", format!("not valid TOML: {}", e.message())))?;
+    let file: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        one(if path == "." { "" } else { &path }, message.trim().to_owned())
+    })?;
+    check(file, base)
+}
+
+fn addr(value: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(path, format!("expected an IP address and port such as 127.0.0.1:8080, got {value:?}"));
+            None
+        }
+    }
+}
+
+fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
+    let mut p = Problems::default();
+    let node_id = file.node.id.unwrap_or_else(|| "node-1".to_owned());
+    if node_id.is_empty() || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        p.push("node.id", "expected letters, digits, '-', '_' or '.'");
+    }
+    let available = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cores = match file.node.cores {
+        None => available,
+        Some(0) => {
+            p.push("node.cores", "expected an integer ≥ 1");
+            1
+        }
+        Some(n) => usize::try_from(n).unwrap_or(available),
+    };
+    let data_dir = base.join(file.node.data_dir.as_deref().unwrap_or("data"));
+
+    let http = file.listeners.http.as_ref().and_then(|l| addr(&l.addr, "listeners.http.addr", &mut p));
+    let https = file.listeners.https.as_ref().and_then(|l| {
+        let a = addr(&l.addr, "listeners.https.addr", &mut p)?;
+        Some(TlsFiles {
+            addr: a,
+            cert: base.join(&l.cert),
+            key: base.join(&l.key),
+            client_ca: l.client_ca.as_ref().map(|c| base.join(c)),
+        })
+    });
+    if file.listeners.http.is_none() && file.listeners.https.is_none() {
+        p.push("listeners", "expected [listeners.http] or [listeners.https]");
+    }
+    if let (Some(a), Some(b)) = (&http, &https) {
+        if *a == b.addr {
+            p.push("listeners.https.addr", "the same address as listeners.http.addr");
+        }
+    }
+
+    let admin_addr = addr(file.admin.addr.as_deref().unwrap_or("127.0.0.1:9000"), "admin.addr", &mut p);
+    let token = match (&file.admin.token, &file.admin.token_file) {
+        (Some(_), Some(_)) => {
+            p.push("admin.token_file", "set admin.token or admin.token_file, not both");
+            String::new()
+        }
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                p.push("admin.token_file", format!("{f}: {e}"));
+                String::new()
+            }
+        },
+        (None, None) => {
+            p.push("admin.token", "expected the admin API's bearer token (or admin.token_file)");
+            String::new()
+        }
+    };
+    if !token.is_empty() && token.len() < 8 {
+        p.push("admin.token", "expected at least 8 characters");
+    }
+
+    let sink = match (file.events.sink.as_deref().unwrap_or("embedded"), &file.events.kafka) {
+        ("embedded", _) => Sink::Embedded,
+        ("kafka", Some(k)) => {
+            if k.brokers.trim().is_empty() {
+                p.push("events.kafka.brokers", "expected host:port[,host:port…]");
+            }
+            if k.partitions == Some(0) {
+                p.push("events.kafka.partitions", "expected an integer ≥ 1");
+            }
+            Sink::Kafka {
+                brokers: k.brokers.clone(),
+                usage_topic: k.usage_topic.clone().unwrap_or_else(|| "tollgate.usage".into()),
+                entities_topic: k.entities_topic.clone().unwrap_or_else(|| "tollgate.entities".into()),
+                totals_topic: k.totals_topic.clone().unwrap_or_else(|| "tollgate.totals".into()),
+                partitions: k.partitions.unwrap_or(16),
+            }
+        }
+        ("kafka", None) => {
+            p.push("events.kafka", "sink = \"kafka\" needs [events.kafka] with brokers");
+            Sink::Embedded
+        }
+        (other, _) => {
+            p.push("events.sink", format!("expected \"embedded\" or \"kafka\", got {other:?}"));
+            Sink::Embedded
+        }
+    };
+
+    let ledger_mode = match file.ledger.mode.as_deref().unwrap_or("embedded") {
+        "embedded" => LedgerMode::Embedded,
+        "remote" => LedgerMode::Remote,
+        other => {
+            p.push("ledger.mode", format!("expected \"embedded\" or \"remote\", got {other:?}"));
+            LedgerMode::Embedded
+        }
+    };
+    let ledger_addr = addr(file.ledger.addr.as_deref().unwrap_or("127.0.0.1:9100"), "ledger.addr", &mut p);
+
+    let zone = file.quotas.timezone.as_deref().unwrap_or("UTC");
+    let calendar = Calendar::new(zone).map_err(|e| p.push("quotas.timezone", e.to_string())).ok();
+
+    let seed = file.seed.entities.as_ref().and_then(|f| {
+        let path = base.join(f);
+        let bytes = std::fs::read(&path).map_err(|e| p.push("seed.entities", format!("{f}: {e}"))).ok()?;
+        match import_document(&bytes, None) {
+            Ok(import) => {
+                for problem in import.problems.iter() {
+                    p.push("seed.entities", format!("{f}: {problem}"));
+                }
+                Some((path, import))
+            }
+            Err(problems) => {
+                for problem in problems.iter() {
+                    p.push("seed.entities", format!("{f}: {problem}"));
+                }
+                None
+            }
+        }
+    });
+
+    match (admin_addr, ledger_addr, calendar) {
+        (Some(admin_addr), Some(ledger_addr), Some(calendar)) if p.is_empty() => Ok(NodeConfig {
+            node_id,
+            cores,
+            data_dir,
+            http,
+            https,
+            admin_addr,
+            admin_token: gateway_model::entity::Secret::new(token),
+            sink,
+            ledger_mode,
+            ledger_addr,
+            calendar,
+            seed,
+        }),
+        _ => Err(p),
+    }
+}
+
+#[cfg(test)]
+mod tests;
