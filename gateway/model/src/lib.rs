@@ -15,5 +15,6 @@
 )]
 
 pub mod entity;
+pub mod event;
 pub mod import;
 pub mod validate;
