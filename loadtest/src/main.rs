@@ -193,7 +193,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     println!(
         "loadtest {} — {}, {} thread(s), {} connection(s){}",
         cfg.target.url,
-        if cfg.is_open() { "open loop" } else { "closed loop" },
+        if cfg.is_open() {
+            "open loop"
+        } else {
+            "closed loop"
+        },
         cfg.threads,
         cfg.connections,
         if cfg.warmup.is_zero() {
