@@ -8,7 +8,7 @@
 //!
 //! On the request path nothing here panics: `unwrap`, `expect`, `panic!` and slice indexing are
 //! denied outside tests, and every failure is a value that becomes a response in one place
-//! (the flow phases and the error responses).
+//! ([`respond`]).
 #![cfg_attr(
     not(test),
     deny(
@@ -19,5 +19,7 @@
     )
 )]
 
+pub mod http;
+pub mod respond;
 pub mod route;
 pub mod window;

@@ -1,0 +1,37 @@
+//! Sans-IO HTTP/1.1 codec: request and response heads, body framing, hop-by-hop rules.
+//!
+//! The IO shell reads bytes into its own buffer and hands them here; this module says whether a
+//! head is complete, what it contains, how its body is delimited and which payload bytes to
+//! forward. It parses strictly: anything two HTTP implementations could frame differently
+//! (Content-Length with Transfer-Encoding, duplicate Content-Length, bare CR or LF, obs-fold,
+//! transfer codings other than chunked) is an error, because a gateway that disagrees with its
+//! upstream about where a message ends is a request-smuggling gateway.
+//!
+//! It must never do IO, read a clock, allocate per message (the only allocation is the header
+//! scratch in [`HeadParser::new`]) or panic on any input: every failure is an [`HttpError`] that
+//! says which side sent the bad bytes and which status the client gets.
+//!
+//! - [`HeadParser`] parses heads incrementally into [`RequestHead`] and [`ResponseHead`].
+//! - [`BodyDecoder`] (and [`ChunkedDecoder`]) delimit bodies without copying them.
+//! - [`is_hop_by_hop`] and [`Headers::end_to_end`] say what a proxy must not forward.
+
+mod body;
+mod chunked;
+mod error;
+mod framing;
+mod head;
+mod headers;
+mod hop;
+mod scan;
+mod target;
+
+pub use body::{BodyDecoder, BodyFraming, BodyLimits, Decoded};
+pub use chunked::{ChunkedDecoder, ChunkedLimits};
+pub use error::{ErrorKind, HttpError, Side};
+pub use head::{HeadLimits, HeadParser, MAX_HEADERS, RequestHead, ResponseHead};
+pub use headers::{Header, Headers, HeadersIter};
+pub use hop::{connection_lists, is_always_hop_by_hop, is_hop_by_hop};
+pub use target::{Method, Target, TargetForm, Version};
+
+#[cfg(test)]
+mod tests;
