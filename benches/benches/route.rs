@@ -25,7 +25,8 @@ fn no_headers(_: &str) -> Option<&'static [u8]> {
 }
 
 fn lookups(c: &mut Criterion) {
-    let small = RouteTable::build((0..10).map(|i| def(i, format!("api{i}.example.com/v1")))).unwrap();
+    let small =
+        RouteTable::build((0..10).map(|i| def(i, format!("api{i}.example.com/v1")))).unwrap();
     c.bench_function("route/lookup_10_routes", |b| {
         b.iter(|| {
             black_box(small.lookup(
@@ -39,9 +40,12 @@ fn lookups(c: &mut Criterion) {
     });
 
     // 10,000 routes on 100 hosts, 100 paths each, two segments deep.
-    let many = RouteTable::build(
-        (0..10_000).map(|i| def(i, format!("h{}.example.com/svc{}/v{}", i % 100, i / 100, i % 7))),
-    )
+    let many = RouteTable::build((0..10_000).map(|i| {
+        def(
+            i,
+            format!("h{}.example.com/svc{}/v{}", i % 100, i / 100, i % 7),
+        )
+    }))
     .unwrap();
     c.bench_function("route/lookup_10000_routes", |b| {
         b.iter(|| {
@@ -70,10 +74,8 @@ fn lookups(c: &mut Criterion) {
         })
     });
 
-    let wild = RouteTable::build(
-        (0..10_000).map(|i| def(i, format!("*.t{i}.example.com/api"))),
-    )
-    .unwrap();
+    let wild =
+        RouteTable::build((0..10_000).map(|i| def(i, format!("*.t{i}.example.com/api")))).unwrap();
     c.bench_function("route/lookup_10000_wildcards", |b| {
         b.iter(|| {
             black_box(wild.lookup(
@@ -88,7 +90,13 @@ fn lookups(c: &mut Criterion) {
 
     c.bench_function("route/miss_10000_routes", |b| {
         b.iter(|| {
-            black_box(many.lookup(black_box(b"unknown.org"), b"GET", black_box("/x/y"), b"", no_headers))
+            black_box(many.lookup(
+                black_box(b"unknown.org"),
+                b"GET",
+                black_box("/x/y"),
+                b"",
+                no_headers,
+            ))
         })
     });
 }

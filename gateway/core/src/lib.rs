@@ -8,7 +8,7 @@
 //!
 //! On the request path nothing here panics: `unwrap`, `expect`, `panic!` and slice indexing are
 //! denied outside tests, and every failure is a value that becomes a response in one place
-//! ([`respond`]).
+//! ([`flow::Reject`] and [`respond`]).
 #![cfg_attr(
     not(test),
     deny(
@@ -19,7 +19,11 @@
     )
 )]
 
+pub mod apikey;
+pub mod balance;
+pub mod flow;
 pub mod http;
 pub mod respond;
+pub mod restriction;
 pub mod route;
 pub mod window;

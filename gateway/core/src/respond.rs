@@ -34,7 +34,8 @@ impl ErrorReply {
     /// The request is malformed.
     pub const BAD_REQUEST: Self = Self::new(400, "bad_request", "malformed request");
     /// The client was too slow to send its request head.
-    pub const HEAD_TIMEOUT: Self = Self::new(408, "request_timeout", "request head not received in time");
+    pub const HEAD_TIMEOUT: Self =
+        Self::new(408, "request_timeout", "request head not received in time");
     /// The body is larger than the route allows.
     pub const BODY_TOO_LARGE: Self = Self::new(413, "body_too_large", "request body too large");
     /// The head is too large or has too many headers.

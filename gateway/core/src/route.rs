@@ -136,7 +136,10 @@ impl PathIndex {
             if self.has_length(len) {
                 if let Some(entries) = path.get(..len).and_then(|p| self.by_prefix.get(p)) {
                     let whole = len == path.len();
-                    if let Some(e) = entries.iter().find(|e| (whole || !e.exact) && req.admits(e)) {
+                    if let Some(e) = entries
+                        .iter()
+                        .find(|e| (whole || !e.exact) && req.admits(e))
+                    {
                         return Some(e);
                     }
                 }
@@ -162,12 +165,10 @@ impl<H> Request<'_, H> {
         H: Fn(&str) -> Option<&'h [u8]>,
     {
         (e.methods.is_empty() || e.methods.iter().any(|m| m.as_bytes() == self.method))
-            && e
-                .headers
+            && e.headers
                 .iter()
                 .all(|(name, value)| (self.header)(name) == Some(value.as_bytes()))
-            && e
-                .query
+            && e.query
                 .iter()
                 .all(|(name, value)| query_has(self.query, name.as_bytes(), value.as_bytes()))
     }
@@ -344,10 +345,7 @@ impl RouteTable {
                     if let Some(e) = self.wildcard.get(suffix).and_then(|x| x.lookup(path, &req)) {
                         return Some(e);
                     }
-                    at = suffix
-                        .get(1..)
-                        .and_then(|s| s.find('.'))
-                        .map(|j| i + 1 + j);
+                    at = suffix.get(1..).and_then(|s| s.find('.')).map(|j| i + 1 + j);
                 }
                 None
             })

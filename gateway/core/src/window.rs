@@ -86,7 +86,8 @@ impl Calendar {
 
     /// The local calendar date at `now_ms`.
     fn date(&self, now_ms: i64) -> Result<Date, WindowError> {
-        let ts = Timestamp::from_millisecond(now_ms).map_err(|_| WindowError::OutOfRange(now_ms))?;
+        let ts =
+            Timestamp::from_millisecond(now_ms).map_err(|_| WindowError::OutOfRange(now_ms))?;
         Ok(ts.to_zoned(self.tz.clone()).date())
     }
 
@@ -105,7 +106,9 @@ impl Calendar {
     /// [`WindowError::OutOfRange`] for instants outside years -9999..=9999.
     pub fn day(&self, now_ms: i64) -> Result<Window, WindowError> {
         let date = self.date(now_ms)?;
-        let next = date.tomorrow().map_err(|_| WindowError::OutOfRange(now_ms))?;
+        let next = date
+            .tomorrow()
+            .map_err(|_| WindowError::OutOfRange(now_ms))?;
         Ok(Window {
             start_ms: self.start_of(date, now_ms)?,
             end_ms: self.start_of(next, now_ms)?,

@@ -10,7 +10,12 @@ fn parse(bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let hs = resp
         .headers
         .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8(h.value.to_vec()).unwrap()))
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8(h.value.to_vec()).unwrap(),
+            )
+        })
         .collect();
     (resp.code.unwrap(), hs, bytes[n..].to_vec())
 }
@@ -22,14 +27,23 @@ fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[test]
 fn error_response_has_json_body_and_otoroshi_error_header() {
     let mut out = Vec::new();
-    write_error(&mut out, &ErrorReply::TOO_MANY_REQUESTS, &[("retry-after", b"7")], false, false);
+    write_error(
+        &mut out,
+        &ErrorReply::TOO_MANY_REQUESTS,
+        &[("retry-after", b"7")],
+        false,
+        false,
+    );
     let (status, hs, body) = parse(&out);
     assert_eq!(status, 429);
     assert_eq!(header(&hs, "otoroshi-error"), Some("true"));
     assert_eq!(header(&hs, "content-type"), Some("application/json"));
     assert_eq!(header(&hs, "retry-after"), Some("7"));
     assert_eq!(header(&hs, "connection"), None);
-    assert_eq!(header(&hs, "content-length").unwrap(), body.len().to_string());
+    assert_eq!(
+        header(&hs, "content-length").unwrap(),
+        body.len().to_string()
+    );
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["error"], "too_many_requests");
     assert_eq!(json["error_description"], "You performed too much requests");
@@ -63,10 +77,18 @@ fn escaping_of_codes_and_descriptions() {
 #[test]
 fn every_named_reply_serialises_to_valid_json_with_its_status() {
     for r in [
-        ErrorReply::NO_ROUTE, ErrorReply::BAD_REQUEST, ErrorReply::HEAD_TIMEOUT,
-        ErrorReply::BODY_TOO_LARGE, ErrorReply::HEAD_TOO_LARGE, ErrorReply::FORBIDDEN,
-        ErrorReply::NOT_FOUND, ErrorReply::READ_ONLY, ErrorReply::TOO_MANY_REQUESTS,
-        ErrorReply::BAD_GATEWAY, ErrorReply::UNAVAILABLE, ErrorReply::GATEWAY_TIMEOUT,
+        ErrorReply::NO_ROUTE,
+        ErrorReply::BAD_REQUEST,
+        ErrorReply::HEAD_TIMEOUT,
+        ErrorReply::BODY_TOO_LARGE,
+        ErrorReply::HEAD_TOO_LARGE,
+        ErrorReply::FORBIDDEN,
+        ErrorReply::NOT_FOUND,
+        ErrorReply::READ_ONLY,
+        ErrorReply::TOO_MANY_REQUESTS,
+        ErrorReply::BAD_GATEWAY,
+        ErrorReply::UNAVAILABLE,
+        ErrorReply::GATEWAY_TIMEOUT,
     ] {
         let mut out = Vec::new();
         write_error(&mut out, &r, &[], false, false);

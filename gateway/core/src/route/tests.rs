@@ -137,7 +137,10 @@ fn methods_filter_and_fall_through() {
     let mut post = def("post", &["h/items"], 1);
     post.methods = vec!["POST".into()];
     let t = RouteTable::build([post, def("get", &["h/items"], 2), def("root", &["h"], 3)]).unwrap();
-    let m = |method: &[u8], path: &str| t.lookup(b"h", method, path, b"", no_headers).map(|m| m.slot);
+    let m = |method: &[u8], path: &str| {
+        t.lookup(b"h", method, path, b"", no_headers)
+            .map(|m| m.slot)
+    };
     assert_eq!(m(b"POST", "/items"), Some(1));
     assert_eq!(m(b"GET", "/items"), Some(2));
     assert_eq!(m(b"post", "/items"), Some(2), "methods are case-sensitive");
@@ -152,16 +155,25 @@ fn constrained_route_tried_before_unconstrained_with_same_prefix() {
     let with = |name: &str| -> Option<&'static [u8]> {
         (name.eq_ignore_ascii_case("x-version")).then_some(b"2".as_slice())
     };
-    assert_eq!(t.lookup(b"h", b"GET", "/api", b"", with).map(|m| m.slot), Some(2));
+    assert_eq!(
+        t.lookup(b"h", b"GET", "/api", b"", with).map(|m| m.slot),
+        Some(2)
+    );
     assert_eq!(find(&t, "h", "/api"), Some(1));
 }
 
 #[test]
 fn query_constraints() {
     let mut d = def("q", &["h"], 1);
-    d.query = vec![("version".into(), "2".into()), ("flag".into(), String::new())];
+    d.query = vec![
+        ("version".into(), "2".into()),
+        ("flag".into(), String::new()),
+    ];
     let t = RouteTable::build([d]).unwrap();
-    let q = |query: &[u8]| t.lookup(b"h", b"GET", "/", query, no_headers).map(|m| m.slot);
+    let q = |query: &[u8]| {
+        t.lookup(b"h", b"GET", "/", query, no_headers)
+            .map(|m| m.slot)
+    };
     assert_eq!(q(b"version=2&flag"), Some(1));
     assert_eq!(q(b"a=1&flag=&version=2"), Some(1));
     assert_eq!(q(b"version=3&flag"), None);
@@ -172,14 +184,18 @@ fn query_constraints() {
 #[test]
 fn strip_path_and_upstream_path() {
     let t = RouteTable::build([def("api", &["h/api"], 1)]).unwrap();
-    let m = t.lookup(b"h", b"GET", "/api/users", b"", no_headers).unwrap();
+    let m = t
+        .lookup(b"h", b"GET", "/api/users", b"", no_headers)
+        .unwrap();
     assert_eq!(m.prefix_len, 4);
     assert_eq!(m.upstream_path("/api/users"), "/users");
     assert_eq!(m.upstream_path("/api"), "/");
     let mut keep = def("keep", &["k/api"], 2);
     keep.strip_path = false;
     let t = RouteTable::build([keep]).unwrap();
-    let m = t.lookup(b"k", b"GET", "/api/users", b"", no_headers).unwrap();
+    let m = t
+        .lookup(b"k", b"GET", "/api/users", b"", no_headers)
+        .unwrap();
     assert_eq!(m.upstream_path("/api/users"), "/api/users");
 }
 
@@ -205,7 +221,8 @@ fn build_rejects_malformed_domains() {
 
 #[test]
 fn ten_thousand_routes() {
-    let defs = (0..10_000).map(|i| def(&format!("r{i}"), &[&format!("h{}.com/p{}", i % 100, i)], i));
+    let defs =
+        (0..10_000).map(|i| def(&format!("r{i}"), &[&format!("h{}.com/p{}", i % 100, i)], i));
     let t = RouteTable::build(defs).unwrap();
     assert_eq!(t.len(), 10_000);
     assert_eq!(find(&t, "h7.com", "/p4507/x"), Some(4507));

@@ -1,0 +1,421 @@
+//! The flow: what a route does with a request before it goes upstream, as named phases that each
+//! return a [`Verdict`].
+//!
+//! ```text
+//! consumer ──► restrictions ──► read-only ──► quota ──► (upstream, in the server)
+//!  who calls?   key's and route's   route's        the key's shard
+//!               path rules          ReadOnlyCalls  (per core, leased)
+//! ```
+//!
+//! A [`Flow`] is compiled once per route per config snapshot ([`Flow::build`]) and only read
+//! afterwards. [`Flow::on_request`] runs the phases in order and stops at the first refusal; the
+//! refusal becomes a response in one place ([`Rejection::reply`]). Consumers plug in as variants
+//! of [`Consumer`] (keyless and API key today; JWT, OAuth2 client credentials and mTLS next), and
+//! the quota phase calls an [`Admission`] implemented by the server's per-core quota shards.
+//!
+//! Nothing here does IO, reads a clock (`now_ms` is an argument) or allocates on the header-based
+//! API-key path.
+
+use gateway_model::entity::{PluginKind, Restrictions, Route};
+
+use crate::apikey::{
+    self, ConfigError, HeaderLookup, KeyEntry, KeyRejection, KeyStore, RouteContext,
+};
+use crate::respond::ErrorReply;
+use crate::restriction::{self, CompileError, RestrictionSet};
+
+/// The phases of a flow, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Who is calling: the consumer identifies the caller (or lets anyone through, keyless).
+    Consumer,
+    /// The key's restrictions, then the route's (`NgRestrictions`).
+    Restrictions,
+    /// The route's `ReadOnlyCalls` plugin.
+    ReadOnly,
+    /// The key's quotas.
+    Quota,
+}
+
+impl Phase {
+    /// The phase's name, for metrics and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Consumer => "consumer",
+            Self::Restrictions => "restrictions",
+            Self::ReadOnly => "read_only",
+            Self::Quota => "quota",
+        }
+    }
+}
+
+/// What a phase decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on to the next phase.
+    Continue,
+    /// Stop and answer with this refusal.
+    Reject(Rejection),
+}
+
+/// Why a quota refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    /// The per-second throttling quota.
+    Throttled {
+        /// Seconds until a call may succeed (`Retry-After`).
+        retry_after_secs: u64,
+    },
+    /// The calendar day's quota.
+    Daily {
+        /// Seconds until the day rolls over.
+        retry_after_secs: u64,
+    },
+    /// The calendar month's quota.
+    Monthly {
+        /// Seconds until the month rolls over.
+        retry_after_secs: u64,
+    },
+}
+
+impl QuotaExceeded {
+    /// Seconds to put in `Retry-After`.
+    pub fn retry_after_secs(self) -> u64 {
+        match self {
+            Self::Throttled { retry_after_secs }
+            | Self::Daily { retry_after_secs }
+            | Self::Monthly { retry_after_secs } => retry_after_secs,
+        }
+    }
+}
+
+/// A refusal, with the phase that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The consumer refused the caller's credential.
+    Key(KeyRejection),
+    /// A restriction refused the path (403 or 404).
+    Restricted(restriction::Outcome),
+    /// The route is read-only and the method is not GET, HEAD or OPTIONS.
+    ReadOnlyRoute,
+    /// A quota is exhausted.
+    Quota(QuotaExceeded),
+}
+
+impl Rejection {
+    /// The phase that refused.
+    pub fn phase(self) -> Phase {
+        match self {
+            Self::Key(_) => Phase::Consumer,
+            Self::Restricted(_) => Phase::Restrictions,
+            Self::ReadOnlyRoute => Phase::ReadOnly,
+            Self::Quota(_) => Phase::Quota,
+        }
+    }
+
+    /// The error response (DESIGN §5): status, code, description.
+    pub fn reply(self) -> ErrorReply {
+        match self {
+            Self::Key(k) => ErrorReply::new(k.status(), k.code(), k.description()),
+            Self::Restricted(restriction::Outcome::Forbidden) => ErrorReply::FORBIDDEN,
+            Self::Restricted(_) => ErrorReply::NOT_FOUND,
+            Self::ReadOnlyRoute => ErrorReply::READ_ONLY,
+            Self::Quota(_) => ErrorReply::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// A distinct snake_case reason, for usage events and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Key(k) => k.reason(),
+            Self::Restricted(restriction::Outcome::Forbidden) => "restriction_forbidden",
+            Self::Restricted(_) => "restriction_not_found",
+            Self::ReadOnlyRoute => "read_only_route",
+            Self::Quota(QuotaExceeded::Throttled { .. }) => "quota_throttled",
+            Self::Quota(QuotaExceeded::Daily { .. }) => "quota_daily",
+            Self::Quota(QuotaExceeded::Monthly { .. }) => "quota_monthly",
+        }
+    }
+}
+
+/// The quota phase's view of the per-core quota shards: admit one call of `key` at `now_ms`, or
+/// say which quota is exhausted. A refused call must consume nothing.
+pub trait Admission {
+    /// Admits one call, or refuses it.
+    ///
+    /// # Errors
+    /// The exhausted quota, with the time until it frees up.
+    fn admit(&mut self, key: &KeyEntry, now_ms: i64) -> Result<(), QuotaExceeded>;
+}
+
+/// No quota enforcement: every call is admitted (routes without a consumer that counts, and tools
+/// that only check credentials).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&mut self, _key: &KeyEntry, _now_ms: i64) -> Result<(), QuotaExceeded> {
+        Ok(())
+    }
+}
+
+/// How a route identifies its callers.
+#[derive(Debug, Clone)]
+pub enum Consumer {
+    /// Anyone may call.
+    Keyless,
+    /// An API key is required (`ApikeyCalls`), with the route's extractors and constraints.
+    ApiKey(Box<RouteContext>),
+}
+
+/// A problem compiling a route's flow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// The `ApikeyCalls` plugin config is invalid.
+    #[error("route `{route}`: ApikeyCalls config: {error}")]
+    ApikeyCalls {
+        /// Route id.
+        route: String,
+        /// What is wrong.
+        error: ConfigError,
+    },
+    /// The `NgRestrictions` plugin config is invalid.
+    #[error("route `{route}`: NgRestrictions config: {message}")]
+    Restrictions {
+        /// Route id.
+        route: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The request facts the phases need.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'r, H: ?Sized> {
+    /// Method, as sent.
+    pub method: &'r str,
+    /// Host, without the port.
+    pub host: &'r str,
+    /// Path, without the query.
+    pub path: &'r str,
+    /// Header access.
+    pub headers: &'r H,
+}
+
+/// Per-core buffers reused across requests.
+#[derive(Debug, Default)]
+pub struct FlowScratch {
+    /// Credential decoding.
+    pub apikey: apikey::Scratch,
+    /// `domain + path` for restriction patterns that need it.
+    pub restriction: String,
+}
+
+impl FlowScratch {
+    /// Buffers with room for typical requests.
+    pub fn new() -> Self {
+        Self {
+            apikey: apikey::Scratch::new(),
+            restriction: String::with_capacity(256),
+        }
+    }
+}
+
+/// What the phases found out about an admitted request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admitted<'s> {
+    /// The verified key, on API-key routes.
+    pub key: Option<&'s KeyEntry>,
+}
+
+/// A route's compiled flow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    consumer: Consumer,
+    restrictions: RestrictionSet,
+    read_only: bool,
+}
+
+impl Flow {
+    /// Compiles the flow of a route from its enabled plugins.
+    ///
+    /// # Errors
+    /// When a plugin's configuration is invalid.
+    pub fn build(route: &Route) -> Result<Self, FlowError> {
+        let consumer = if route.has_plugin(PluginKind::ApikeyCalls) {
+            let ctx = RouteContext::from_route(route).map_err(|error| FlowError::ApikeyCalls {
+                route: route.id.clone(),
+                error,
+            })?;
+            Consumer::ApiKey(Box::new(ctx))
+        } else {
+            Consumer::Keyless
+        };
+        let mut restrictions = RestrictionSet::disabled();
+        for plugin in route.plugins.iter().filter(|p| {
+            p.enabled && PluginKind::from_id(&p.plugin) == Some(PluginKind::Restrictions)
+        }) {
+            let err = |message: String| FlowError::Restrictions {
+                route: route.id.clone(),
+                message,
+            };
+            let mut config: Restrictions =
+                serde_json::from_value(plugin.config.clone()).map_err(|e| err(e.to_string()))?;
+            // Otoroshi forces route-level restrictions on.
+            config.enabled = true;
+            restrictions =
+                RestrictionSet::compile(&config).map_err(|e: CompileError| err(e.to_string()))?;
+        }
+        Ok(Self {
+            consumer,
+            restrictions,
+            read_only: route.has_plugin(PluginKind::ReadOnlyCalls),
+        })
+    }
+
+    /// The route's consumer.
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Runs every phase in order; the first refusal stops the flow.
+    ///
+    /// # Errors
+    /// The refusal, which [`Rejection::reply`] turns into the response.
+    pub fn on_request<'s, H, A>(
+        &self,
+        req: &RequestView<'_, H>,
+        keys: &'s KeyStore,
+        admission: &mut A,
+        now_ms: i64,
+        scratch: &mut FlowScratch,
+    ) -> Result<Admitted<'s>, Rejection>
+    where
+        H: HeaderLookup + ?Sized,
+        A: Admission + ?Sized,
+    {
+        let mut admitted = Admitted::default();
+        // Each phase runs only if the previous one continued: a refused call never reaches the
+        // quota phase, so it consumes nothing.
+        if let Verdict::Reject(r) = self.on_consumer(req, keys, now_ms, scratch, &mut admitted) {
+            return Err(r);
+        }
+        if let Verdict::Reject(r) = self.on_restrictions(req, &admitted, scratch) {
+            return Err(r);
+        }
+        if let Verdict::Reject(r) = self.on_read_only(req) {
+            return Err(r);
+        }
+        if let Verdict::Reject(r) = self.on_quota(&admitted, admission, now_ms) {
+            return Err(r);
+        }
+        Ok(admitted)
+    }
+
+    /// Consumer phase: keyless lets everyone through; API key extracts and verifies.
+    pub fn on_consumer<'s, H>(
+        &self,
+        req: &RequestView<'_, H>,
+        keys: &'s KeyStore,
+        now_ms: i64,
+        scratch: &mut FlowScratch,
+        admitted: &mut Admitted<'s>,
+    ) -> Verdict
+    where
+        H: HeaderLookup + ?Sized,
+    {
+        match &self.consumer {
+            Consumer::Keyless => Verdict::Continue,
+            Consumer::ApiKey(ctx) => {
+                match apikey::authenticate(
+                    req.headers,
+                    keys,
+                    ctx,
+                    req.method,
+                    now_ms,
+                    &mut scratch.apikey,
+                ) {
+                    Ok(key) => {
+                        admitted.key = Some(key);
+                        Verdict::Continue
+                    }
+                    Err(rejection) => Verdict::Reject(Rejection::Key(rejection)),
+                }
+            }
+        }
+    }
+
+    /// Restrictions phase: the key's restrictions, then the route's.
+    pub fn on_restrictions<H: ?Sized>(
+        &self,
+        req: &RequestView<'_, H>,
+        admitted: &Admitted<'_>,
+        scratch: &mut FlowScratch,
+    ) -> Verdict {
+        let sets = admitted
+            .key
+            .map(KeyEntry::restrictions)
+            .into_iter()
+            .chain(std::iter::once(&self.restrictions));
+        for set in sets {
+            match set.check(req.method, req.host, req.path, &mut scratch.restriction) {
+                restriction::Outcome::Allow => {}
+                refused => return Verdict::Reject(Rejection::Restricted(refused)),
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Read-only phase: the route's `ReadOnlyCalls` plugin.
+    pub fn on_read_only<H: ?Sized>(&self, req: &RequestView<'_, H>) -> Verdict {
+        if self.read_only && !matches!(req.method, "GET" | "HEAD" | "OPTIONS") {
+            Verdict::Reject(Rejection::ReadOnlyRoute)
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    /// Quota phase: the key's shard admits the call or names the exhausted quota. Keyless
+    /// routes have no quota.
+    pub fn on_quota<A: Admission + ?Sized>(
+        &self,
+        admitted: &Admitted<'_>,
+        admission: &mut A,
+        now_ms: i64,
+    ) -> Verdict {
+        match admitted.key {
+            Some(key) => match admission.admit(key, now_ms) {
+                Ok(()) => Verdict::Continue,
+                Err(exceeded) => Verdict::Reject(Rejection::Quota(exceeded)),
+            },
+            None => Verdict::Continue,
+        }
+    }
+}
+
+impl HeaderLookup for crate::http::Headers<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        crate::http::Headers::get(self, name)
+    }
+}
+
+impl apikey::Extractors {
+    /// Whether `name` is one of the headers these extractors read credentials from: the proxy
+    /// removes them before the request goes upstream (Otoroshi's `wipe_backend_request`, on by
+    /// default), so a key's secret never reaches the backend.
+    pub fn reads_header(&self, name: &str) -> bool {
+        let is = |h: &Option<Box<str>>| h.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(name));
+        self.custom.as_ref().is_some_and(|(id, secret)| {
+            id.eq_ignore_ascii_case(name) || secret.eq_ignore_ascii_case(name)
+        }) || is(&self.basic)
+            || is(&self.jwt)
+            || is(&self.bearer)
+            || is(&self.client_id)
+            || self.api_key_header.eq_ignore_ascii_case(name)
+            || ((self.basic.is_some() || self.jwt.is_some() || self.bearer.is_some())
+                && name.eq_ignore_ascii_case(apikey::AUTHORIZATION))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+use gateway_model::entity::{ApiKey, Route};
+use serde_json::json;
+
+use super::*;
+use crate::apikey::KeyRejection;
+
+const NOW: i64 = 1_795_000_000_000;
+
+fn route(plugins: serde_json::Value) -> Route {
+    serde_json::from_value(json!({
+        "id": "r1", "frontend": {"domains": ["api.local"]}, "backend_ref": "b", "plugins": plugins
+    }))
+    .unwrap()
+}
+
+fn apikey_plugin() -> serde_json::Value {
+    json!({"plugin": "cp:otoroshi.next.plugins.ApikeyCalls", "config": {}})
+}
+
+fn store(extra: serde_json::Value) -> KeyStore {
+    let mut k = json!({"clientId": "k1", "clientSecret": "s1", "authorizedEntities": ["route_r1"]});
+    for (f, v) in extra.as_object().unwrap() {
+        k[f] = v.clone();
+    }
+    let key: ApiKey = serde_json::from_value(k).unwrap();
+    KeyStore::build(&[key]).unwrap()
+}
+
+fn run(
+    flow: &Flow,
+    keys: &KeyStore,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    admission: &mut dyn Admission,
+) -> Result<Option<String>, Rejection> {
+    let req = RequestView {
+        method,
+        host: "api.local",
+        path,
+        headers,
+    };
+    let mut scratch = FlowScratch::new();
+    flow.on_request(&req, keys, admission, NOW, &mut scratch)
+        .map(|a| a.key.map(|k| k.client_id().to_owned()))
+}
+
+const GOOD: &[(&str, &[u8])] = &[
+    ("Otoroshi-Client-Id", b"k1"),
+    ("Otoroshi-Client-Secret", b"s1"),
+];
+
+/// Admits `left` calls, then refuses with the daily quota; counts every call it sees.
+struct Countdown {
+    left: u32,
+    seen: u32,
+}
+
+impl Admission for Countdown {
+    fn admit(&mut self, _key: &KeyEntry, _now_ms: i64) -> Result<(), QuotaExceeded> {
+        self.seen += 1;
+        if self.left == 0 {
+            return Err(QuotaExceeded::Daily {
+                retry_after_secs: 42,
+            });
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn keyless_route_lets_everyone_through() {
+    let flow = Flow::build(&route(json!([]))).unwrap();
+    assert!(matches!(flow.consumer(), Consumer::Keyless));
+    assert_eq!(
+        run(&flow, &store(json!({})), "POST", "/x", &[], &mut AdmitAll),
+        Ok(None)
+    );
+}
+
+#[test]
+fn apikey_route_requires_a_valid_key() {
+    let flow = Flow::build(&route(json!([apikey_plugin()]))).unwrap();
+    let keys = store(json!({}));
+    let err = run(&flow, &keys, "GET", "/", &[], &mut AdmitAll).unwrap_err();
+    assert_eq!(err, Rejection::Key(KeyRejection::NoKey));
+    assert_eq!(err.phase(), Phase::Consumer);
+    assert_eq!(err.reply().status, 400);
+    assert_eq!(err.reply().code, "no_api_key");
+    assert_eq!(
+        run(&flow, &keys, "GET", "/", GOOD, &mut AdmitAll),
+        Ok(Some("k1".into()))
+    );
+    let bad: &[(&str, &[u8])] = &[
+        ("Otoroshi-Client-Id", b"k1"),
+        ("Otoroshi-Client-Secret", b"nope"),
+    ];
+    let err = run(&flow, &keys, "GET", "/", bad, &mut AdmitAll).unwrap_err();
+    assert_eq!(err.reply().status, 401);
+}
+
+#[test]
+fn disabled_apikey_plugin_means_keyless() {
+    let mut p = apikey_plugin();
+    p["enabled"] = json!(false);
+    let flow = Flow::build(&route(json!([p]))).unwrap();
+    assert!(matches!(flow.consumer(), Consumer::Keyless));
+}
+
+#[test]
+fn key_restrictions_run_after_the_consumer() {
+    let flow = Flow::build(&route(json!([apikey_plugin()]))).unwrap();
+    let keys = store(json!({"restrictions": {"enabled": true,
+        "forbidden": [{"method": "*", "path": "/admin/.*"}],
+        "notFound": [{"method": "DELETE", "path": "/.*"}]}}));
+    let err = run(&flow, &keys, "GET", "/admin/users", GOOD, &mut AdmitAll).unwrap_err();
+    assert_eq!(err, Rejection::Restricted(restriction::Outcome::Forbidden));
+    assert_eq!(
+        (err.phase(), err.reply().status, err.reason()),
+        (Phase::Restrictions, 403, "restriction_forbidden")
+    );
+    let err = run(&flow, &keys, "DELETE", "/x", GOOD, &mut AdmitAll).unwrap_err();
+    assert_eq!(err.reply().status, 404);
+    assert_eq!(
+        run(&flow, &keys, "GET", "/public", GOOD, &mut AdmitAll),
+        Ok(Some("k1".into()))
+    );
+}
+
+#[test]
+fn route_level_restrictions_use_the_plugin_spelling() {
+    let flow = Flow::build(&route(json!([{
+        "plugin": "cp:otoroshi.next.plugins.NgRestrictions",
+        "config": {"allow_last": false, "allowed": [{"method": "GET", "path": "/ok/.*"}],
+                   "not_found": [], "forbidden": []}
+    }])))
+    .unwrap();
+    let keys = store(json!({}));
+    assert_eq!(
+        run(&flow, &keys, "GET", "/ok/1", &[], &mut AdmitAll),
+        Ok(None)
+    );
+    let err = run(&flow, &keys, "GET", "/other", &[], &mut AdmitAll).unwrap_err();
+    assert_eq!(
+        err.reply().status,
+        404,
+        "whitelist mode: not allowed is 404"
+    );
+}
+
+#[test]
+fn read_only_route() {
+    let flow = Flow::build(&route(
+        json!([{"plugin": "cp:otoroshi.next.plugins.ReadOnlyCalls"}]),
+    ))
+    .unwrap();
+    let keys = store(json!({}));
+    for m in ["GET", "HEAD", "OPTIONS"] {
+        assert_eq!(
+            run(&flow, &keys, m, "/", &[], &mut AdmitAll),
+            Ok(None),
+            "{m}"
+        );
+    }
+    for m in ["POST", "PUT", "PATCH", "DELETE", "get"] {
+        let err = run(&flow, &keys, m, "/", &[], &mut AdmitAll).unwrap_err();
+        assert_eq!(
+            (err, err.reply().status),
+            (Rejection::ReadOnlyRoute, 405),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn quota_phase_refuses_with_429_and_refused_calls_never_reach_it() {
+    let flow = Flow::build(&route(json!([apikey_plugin()]))).unwrap();
+    let keys = store(
+        json!({"restrictions": {"enabled": true, "forbidden": [{"method": "*", "path": "/no"}]}}),
+    );
+    let mut quota = Countdown { left: 2, seen: 0 };
+    assert!(run(&flow, &keys, "GET", "/", GOOD, &mut quota).is_ok());
+    // Refused before the quota phase: no consumption, not even a look.
+    assert!(run(&flow, &keys, "GET", "/", &[], &mut quota).is_err());
+    assert!(run(&flow, &keys, "GET", "/no", GOOD, &mut quota).is_err());
+    assert_eq!(quota.seen, 1);
+    assert!(run(&flow, &keys, "GET", "/", GOOD, &mut quota).is_ok());
+    let err = run(&flow, &keys, "GET", "/", GOOD, &mut quota).unwrap_err();
+    assert_eq!(
+        err,
+        Rejection::Quota(QuotaExceeded::Daily {
+            retry_after_secs: 42
+        })
+    );
+    assert_eq!(
+        (err.phase(), err.reply().status, err.reason()),
+        (Phase::Quota, 429, "quota_daily")
+    );
+    assert_eq!(
+        QuotaExceeded::Throttled {
+            retry_after_secs: 1
+        }
+        .retry_after_secs(),
+        1
+    );
+    assert_eq!(quota.seen, 3);
+}
+
+#[test]
+fn keyless_routes_have_no_quota() {
+    let flow = Flow::build(&route(json!([]))).unwrap();
+    let mut quota = Countdown { left: 0, seen: 0 };
+    assert_eq!(
+        run(&flow, &store(json!({})), "GET", "/", &[], &mut quota),
+        Ok(None)
+    );
+    assert_eq!(quota.seen, 0);
+}
+
+#[test]
+fn bad_plugin_configs_are_flow_errors() {
+    let err = Flow::build(&route(json!([{
+        "plugin": "cp:otoroshi.next.plugins.NgRestrictions",
+        "config": {"forbidden": [{"method": "GET", "path": "(unclosed"}]}
+    }])))
+    .unwrap_err();
+    assert!(matches!(err, FlowError::Restrictions { .. }), "{err}");
+    assert!(err.to_string().contains("route `r1`"));
+    let err = Flow::build(&route(json!([{
+        "plugin": "cp:otoroshi.next.plugins.NgRestrictions", "config": {"forbidden": 3}
+    }])))
+    .unwrap_err();
+    assert!(matches!(err, FlowError::Restrictions { .. }), "{err}");
+}
+
+#[test]
+fn rejection_reasons_are_distinct() {
+    let all = [
+        Rejection::Key(KeyRejection::NoKey),
+        Rejection::Restricted(restriction::Outcome::Forbidden),
+        Rejection::Restricted(restriction::Outcome::NotFound),
+        Rejection::ReadOnlyRoute,
+        Rejection::Quota(QuotaExceeded::Throttled {
+            retry_after_secs: 1,
+        }),
+        Rejection::Quota(QuotaExceeded::Daily {
+            retry_after_secs: 1,
+        }),
+        Rejection::Quota(QuotaExceeded::Monthly {
+            retry_after_secs: 1,
+        }),
+    ];
+    let reasons: std::collections::HashSet<_> = all.iter().map(|r| r.reason()).collect();
+    assert_eq!(reasons.len(), all.len());
+    let phases: Vec<_> = all.iter().map(|r| r.phase().name()).collect();
+    assert_eq!(
+        phases,
+        [
+            "consumer",
+            "restrictions",
+            "restrictions",
+            "read_only",
+            "quota",
+            "quota",
+            "quota"
+        ]
+    );
+}
+
+#[test]
+fn example_entities_keyed_route() {
+    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+        std::path::PathBuf::from,
+    );
+    let bytes = std::fs::read(base.join("examples/entities.json")).unwrap();
+    let doc = gateway_model::import::import_document(&bytes, None).unwrap();
+    assert!(doc.is_clean());
+    let keys = KeyStore::build(&doc.entities.apikeys).unwrap();
+    let public = doc
+        .entities
+        .routes
+        .iter()
+        .find(|r| r.id == "route_public")
+        .unwrap();
+    let keyed = doc
+        .entities
+        .routes
+        .iter()
+        .find(|r| r.id == "route_keyed")
+        .unwrap();
+    let public = Flow::build(public).unwrap();
+    let keyed = Flow::build(keyed).unwrap();
+    let demo: &'static [(&'static str, &'static [u8])] = &[
+        ("Otoroshi-Client-Id", b"demo-client"),
+        ("Otoroshi-Client-Secret", b"demo-secret-0123456789"),
+    ];
+    let mut scratch = FlowScratch::new();
+    let req = |h: &'static [(&'static str, &'static [u8])]| RequestView {
+        method: "GET",
+        host: "api.tollgate.local",
+        path: "/",
+        headers: h,
+    };
+    assert!(
+        public
+            .on_request(&req(&[]), &keys, &mut AdmitAll, NOW, &mut scratch)
+            .unwrap()
+            .key
+            .is_none()
+    );
+    let ok = keyed
+        .on_request(&req(demo), &keys, &mut AdmitAll, NOW, &mut scratch)
+        .unwrap();
+    assert_eq!(ok.key.unwrap().quotas().daily, 500);
+    let err = keyed
+        .on_request(&req(&[]), &keys, &mut AdmitAll, NOW, &mut scratch)
+        .unwrap_err();
+    assert_eq!(err.reply().status, 400);
+}
