@@ -20,7 +20,7 @@ pub use apikey::{
     ApiKey, DEFAULT_QUOTA, EntityRef, Restriction, Restrictions, Rotation, UNLIMITED_QUOTA,
 };
 pub use backend::{
-    Backend, ClientConfig, HealthCheck, LoadBalancing, StoredBackend, Target,
+    Backend, ClientConfig, HealthCheck, LoadBalancing, MockResponse, StoredBackend, Target,
 };
 pub use route::{Frontend, PluginInstance, PluginKind, Route};
 pub use secret::Secret;

@@ -29,23 +29,56 @@ const EXPORT_META: &[&str] = &["label", "dateRaw", "date", "stats"];
 
 /// Top-level keys of an Otoroshi export that Tollgate does not import, with the reason.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("config", "Otoroshi's global config is not imported; Tollgate's node config is its TOML file"),
-    ("serviceDescriptors", "legacy service descriptors are not supported; export NG routes instead"),
-    ("services", "legacy services are not supported; export NG routes instead"),
-    ("certificates", "certificates are not part of the entity log; TLS listeners read PEM files"),
-    ("serviceGroups", "groups are implicit in Tollgate: keys authorize `group_<id>` on routes' groups"),
-    ("admins", "admin users are not imported; the admin API uses a bearer token"),
-    ("simpleAdmins", "admin users are not imported; the admin API uses a bearer token"),
+    (
+        "config",
+        "Otoroshi's global config is not imported; Tollgate's node config is its TOML file",
+    ),
+    (
+        "serviceDescriptors",
+        "legacy service descriptors are not supported; export NG routes instead",
+    ),
+    (
+        "services",
+        "legacy services are not supported; export NG routes instead",
+    ),
+    (
+        "certificates",
+        "certificates are not part of the entity log; TLS listeners read PEM files",
+    ),
+    (
+        "serviceGroups",
+        "groups are implicit in Tollgate: keys authorize `group_<id>` on routes' groups",
+    ),
+    (
+        "admins",
+        "admin users are not imported; the admin API uses a bearer token",
+    ),
+    (
+        "simpleAdmins",
+        "admin users are not imported; the admin API uses a bearer token",
+    ),
     ("authConfigs", "authentication modules are not supported"),
-    ("jwtVerifiers", "JWT verifiers are not supported yet (the JWT consumer is planned)"),
+    (
+        "jwtVerifiers",
+        "JWT verifiers are not supported yet (the JWT consumer is planned)",
+    ),
     ("clientValidators", "client validators are not supported"),
-    ("errorTemplates", "error templates are not supported; Tollgate answers JSON errors"),
+    (
+        "errorTemplates",
+        "error templates are not supported; Tollgate answers JSON errors",
+    ),
     ("scripts", "scripts are not supported"),
     ("tcpServices", "TCP services are not supported"),
-    ("dataExporters", "data exporters are not supported; usage leaves as events"),
+    (
+        "dataExporters",
+        "data exporters are not supported; usage leaves as events",
+    ),
     ("tenants", "tenants are not supported"),
     ("teams", "teams are not supported"),
-    ("targets", "stored targets are not supported; put targets in backends"),
+    (
+        "targets",
+        "stored targets are not supported; put targets in backends",
+    ),
 ];
 
 impl Dialect {
@@ -55,9 +88,9 @@ impl Dialect {
         let Some(obj) = document.as_object() else {
             return Self::Tollgate;
         };
-        let otoroshi_key = obj.keys().any(|k| {
-            EXPORT_META.contains(&k.as_str()) || UNSUPPORTED.iter().any(|(u, _)| u == k)
-        });
+        let otoroshi_key = obj
+            .keys()
+            .any(|k| EXPORT_META.contains(&k.as_str()) || UNSUPPORTED.iter().any(|(u, _)| u == k));
         let located = ["routes", "apiKeys", "backends", "apis"].iter().any(|k| {
             obj.get(*k)
                 .and_then(Value::as_array)
@@ -189,9 +222,18 @@ pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import
         let mut ok = true;
         if let Some(r) = &route.backend_ref {
             if !backend_ids.contains(r.as_str()) {
-                out.problems
-                    .push(join(path, "backend_ref"), format!("no backend with id `{r}`"));
-                note_skip(&mut out.skipped, dialect, path, "routes", &route.id, "unknown backend_ref");
+                out.problems.push(
+                    join(path, "backend_ref"),
+                    format!("no backend with id `{r}`"),
+                );
+                note_skip(
+                    &mut out.skipped,
+                    dialect,
+                    path,
+                    "routes",
+                    &route.id,
+                    "unknown backend_ref",
+                );
                 ok = false;
             }
         }
@@ -221,16 +263,17 @@ pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import
     out.entities.routes = routes.into_iter().map(|(_, r)| r).collect();
     out.entities.apis = apis.into_iter().map(|(_, a)| a).collect();
 
-    let route_ids = out
-        .entities
-        .routes
-        .iter()
-        .map(|r| r.id.as_str())
-        .chain(out.entities.apis.iter().flat_map(|a| a.routes.iter().map(|r| r.id.as_str())));
+    let route_ids = out.entities.routes.iter().map(|r| r.id.as_str()).chain(
+        out.entities
+            .apis
+            .iter()
+            .flat_map(|a| a.routes.iter().map(|r| r.id.as_str())),
+    );
     let mut seen = HashSet::new();
     for id in route_ids {
         if !seen.insert(id) {
-            out.problems.push("routes", format!("route id `{id}` is used twice"));
+            out.problems
+                .push("routes", format!("route id `{id}` is used twice"));
         }
     }
     Ok(out)
@@ -259,10 +302,18 @@ where
     for (i, item) in items.iter().enumerate() {
         let path = index(key, i);
         let mut problems = Problems::default();
-        let Some(entity) = from_value::<T>(item, &path, strict, &mut problems, &mut out.ignored_fields)
+        let Some(entity) =
+            from_value::<T>(item, &path, strict, &mut problems, &mut out.ignored_fields)
         else {
             let reason = problems.to_string();
-            note_skip(&mut out.skipped, out.dialect, &path, key, &label(item), &reason);
+            note_skip(
+                &mut out.skipped,
+                out.dialect,
+                &path,
+                key,
+                &label(item),
+                &reason,
+            );
             out.problems.0.extend(problems.0);
             continue;
         };
@@ -274,7 +325,14 @@ where
         if problems.is_empty() {
             good.push((path, entity));
         } else {
-            note_skip(&mut out.skipped, out.dialect, &path, key, &id, &problems.to_string());
+            note_skip(
+                &mut out.skipped,
+                out.dialect,
+                &path,
+                key,
+                &id,
+                &problems.to_string(),
+            );
             out.problems.0.extend(problems.0);
         }
     }

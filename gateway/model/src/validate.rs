@@ -156,7 +156,9 @@ fn client_id_ok(id: &str) -> bool {
 }
 
 fn header_value_ok(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 fn method_ok(method: &str) -> bool {
@@ -194,7 +196,10 @@ impl Validate for ApiKey {
         let rotation = join(path, "rotation");
         if self.rotation.enabled {
             if self.rotation.rotation_every == 0 {
-                problems.push(join(&rotation, "rotationEvery"), "expected an integer ≥ 1 (hours)");
+                problems.push(
+                    join(&rotation, "rotationEvery"),
+                    "expected an integer ≥ 1 (hours)",
+                );
             }
             if self.rotation.grace_period > self.rotation.rotation_every {
                 problems.push(
@@ -234,7 +239,12 @@ pub fn validate_restrictions(list: &[Restriction], path: &str, problems: &mut Pr
         }
         if let Err(e) = regex::Regex::new(&format!("^(?:{})$", r.path)) {
             let first = e.to_string();
-            let line = first.lines().last().unwrap_or("invalid regex").trim().to_owned();
+            let line = first
+                .lines()
+                .last()
+                .unwrap_or("invalid regex")
+                .trim()
+                .to_owned();
             problems.push(join(&at, "path"), format!("invalid regex: {line}"));
         }
     }
@@ -259,7 +269,11 @@ impl Validate for Route {
             problems.push(join(path, "max_body_bytes"), "expected an integer ≥ 1");
         }
         for (i, plugin) in self.plugins.iter().enumerate() {
-            non_blank(&plugin.plugin, join(&index(&join(path, "plugins"), i), "plugin"), problems);
+            non_blank(
+                &plugin.plugin,
+                join(&index(&join(path, "plugins"), i), "plugin"),
+                problems,
+            );
         }
     }
 }
@@ -332,7 +346,10 @@ impl Validate for Frontend {
             }
         }
         if !self.cookies.is_empty() {
-            problems.push(join(path, "cookies"), "cookie matching is not supported by Tollgate");
+            problems.push(
+                join(path, "cookies"),
+                "cookie matching is not supported by Tollgate",
+            );
         }
     }
 }
@@ -340,8 +357,43 @@ impl Validate for Frontend {
 impl Validate for Backend {
     fn validate(&self, path: &str, problems: &mut Problems) {
         let targets = join(path, "targets");
-        if self.targets.is_empty() {
-            problems.push(targets.clone(), "expected at least one target");
+        match &self.mock {
+            None if self.targets.is_empty() => {
+                problems.push(
+                    targets.clone(),
+                    "expected at least one target (or a `mock`)",
+                );
+            }
+            Some(_) if !self.targets.is_empty() => {
+                problems.push(join(path, "mock"), "a mock backend has no targets");
+            }
+            Some(m) => {
+                let at = join(path, "mock");
+                if !(200..=599).contains(&m.status) {
+                    problems.push(
+                        join(&at, "status"),
+                        format!("expected 200..=599, got {}", m.status),
+                    );
+                }
+                for (name, value) in &m.headers {
+                    if !method_ok(name) || !header_value_ok(value) {
+                        problems.push(
+                            join(&join(&at, "headers"), name),
+                            "expected a header name and a printable value",
+                        );
+                    }
+                    if name.eq_ignore_ascii_case("content-length")
+                        || name.eq_ignore_ascii_case("transfer-encoding")
+                        || name.eq_ignore_ascii_case("connection")
+                    {
+                        problems.push(
+                            join(&join(&at, "headers"), name),
+                            "set by the gateway, not allowed in a mock",
+                        );
+                    }
+                }
+            }
+            None => {}
         }
         for (i, t) in self.targets.iter().enumerate() {
             let at = index(&targets, i);
@@ -351,7 +403,10 @@ impl Validate for Backend {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
             if !host_ok {
-                problems.push(join(&at, "hostname"), "expected a host name or an IP address");
+                problems.push(
+                    join(&at, "hostname"),
+                    "expected a host name or an IP address",
+                );
             }
             if t.port == 0 {
                 problems.push(join(&at, "port"), "expected 1..=65535, got 0");
@@ -362,7 +417,10 @@ impl Validate for Backend {
             if t.protocol != "HTTP/1.1" && t.protocol != "HTTP/1.0" {
                 problems.push(
                     join(&at, "protocol"),
-                    format!("unsupported upstream protocol `{}` (HTTP/1.1 only)", t.protocol),
+                    format!(
+                        "unsupported upstream protocol `{}` (HTTP/1.1 only)",
+                        t.protocol
+                    ),
                 );
             }
             if let Some(ip) = &t.ip_address {
@@ -375,7 +433,10 @@ impl Validate for Backend {
             problems.push(join(path, "root"), "expected a path starting with `/`");
         }
         if self.rewrite {
-            problems.push(join(path, "rewrite"), "path rewriting is not supported by Tollgate");
+            problems.push(
+                join(path, "rewrite"),
+                "path rewriting is not supported by Tollgate",
+            );
         }
         if self.load_balancing == LoadBalancing::Unsupported {
             problems.push(
@@ -443,10 +504,30 @@ impl Validate for Api {
         let backends = join(path, "backends");
         let flows = join(path, "flows");
         let consumers = join(path, "consumers");
-        duplicates(self.routes.iter().map(|r| r.id.as_str()), &routes, "id", problems);
-        duplicates(self.backends.iter().map(|b| b.id.as_str()), &backends, "id", problems);
-        duplicates(self.flows.iter().map(|f| f.id.as_str()), &flows, "id", problems);
-        duplicates(self.consumers.iter().map(|c| c.id.as_str()), &consumers, "id", problems);
+        duplicates(
+            self.routes.iter().map(|r| r.id.as_str()),
+            &routes,
+            "id",
+            problems,
+        );
+        duplicates(
+            self.backends.iter().map(|b| b.id.as_str()),
+            &backends,
+            "id",
+            problems,
+        );
+        duplicates(
+            self.flows.iter().map(|f| f.id.as_str()),
+            &flows,
+            "id",
+            problems,
+        );
+        duplicates(
+            self.consumers.iter().map(|c| c.id.as_str()),
+            &consumers,
+            "id",
+            problems,
+        );
         duplicates(
             self.subscriptions.iter().map(|s| s.id.as_str()),
             &join(path, "subscriptions"),
@@ -459,7 +540,10 @@ impl Validate for Api {
             r.frontend.validate(&join(&at, "frontend"), problems);
             if let Some(flow) = &r.flow_ref {
                 if !self.flows.iter().any(|f| &f.id == flow) {
-                    problems.push(join(&at, "flow_ref"), format!("no flow `{flow}` in this API"));
+                    problems.push(
+                        join(&at, "flow_ref"),
+                        format!("no flow `{flow}` in this API"),
+                    );
                 }
             }
         }

@@ -43,20 +43,43 @@ fn otoroshi_tunnel_export_imports_what_is_supported() {
     let out = import_document(&shared("fixtures/otoroshi-export-tunnel.json"), None).unwrap();
     assert_eq!(out.dialect, Dialect::Otoroshi);
     assert_eq!(out.entities.apikeys.len(), 3, "{:#?}", out.problems);
-    assert!(out.entities.apikeys.iter().all(|k| k.authorized_entities.iter().any(|e| e.starts_with("group_"))));
+    assert!(out.entities.apikeys.iter().all(|k| {
+        k.authorized_entities
+            .iter()
+            .any(|e| e.starts_with("group_"))
+    }));
     // The route uses the tunnel plugin, which Tollgate lacks: imported, disabled, with a warning.
     assert_eq!(out.entities.routes.len(), 1);
     assert!(!out.entities.routes[0].enabled);
-    assert!(out.warnings.iter().any(|w| w.path == "routes[0].plugins[1].plugin"
-        && w.message.contains("TunnelPlugin")), "{}", out.warnings);
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.path == "routes[0].plugins[1].plugin" && w.message.contains("TunnelPlugin")),
+        "{}",
+        out.warnings
+    );
     // Unsupported entities are listed one by one with a reason.
-    let sd: Vec<_> = out.skipped.iter().filter(|s| s.kind == "serviceDescriptors").collect();
+    let sd: Vec<_> = out
+        .skipped
+        .iter()
+        .filter(|s| s.kind == "serviceDescriptors")
+        .collect();
     assert_eq!(sd.len(), 1);
     assert_eq!(sd[0].id.as_deref(), Some("admin-api-service"));
     assert!(sd[0].reason.contains("legacy service descriptors"));
-    assert_eq!(out.skipped.iter().filter(|s| s.kind == "certificates").count(), 5);
+    assert_eq!(
+        out.skipped
+            .iter()
+            .filter(|s| s.kind == "certificates")
+            .count(),
+        5
+    );
     assert!(out.skipped.iter().any(|s| s.kind == "config"));
-    assert!(out.ignored_fields.iter().any(|f| f.ends_with("_loc")), "{:?}", out.ignored_fields);
+    assert!(
+        out.ignored_fields.iter().any(|f| f.ends_with("_loc")),
+        "{:?}",
+        out.ignored_fields
+    );
     assert!(out.is_clean(), "{}", out.problems);
 }
 
@@ -66,11 +89,29 @@ fn otoroshi_mtls_export_with_legacy_keys() {
     assert_eq!(out.dialect, Dialect::Otoroshi);
     assert_eq!(out.entities.apikeys.len(), 2);
     for k in &out.entities.apikeys {
-        assert!(k.authorized_entities.iter().all(|e| e.starts_with("group_")), "{:?}", k.authorized_entities);
+        assert!(
+            k.authorized_entities
+                .iter()
+                .all(|e| e.starts_with("group_")),
+            "{:?}",
+            k.authorized_entities
+        );
         assert!(!k.authorized_entities.is_empty());
     }
-    assert_eq!(out.skipped.iter().filter(|s| s.kind == "serviceDescriptors").count(), 3);
-    assert_eq!(out.skipped.iter().filter(|s| s.kind == "clientValidators").count(), 2);
+    assert_eq!(
+        out.skipped
+            .iter()
+            .filter(|s| s.kind == "serviceDescriptors")
+            .count(),
+        3
+    );
+    assert_eq!(
+        out.skipped
+            .iter()
+            .filter(|s| s.kind == "clientValidators")
+            .count(),
+        2
+    );
     assert!(out.entities.routes.is_empty());
 }
 
@@ -98,9 +139,17 @@ fn every_problem_is_reported_with_its_path() {
         "routes[1].backend.targets[0].weight: expected an integer ≥ 1",
     ];
     for w in want {
-        assert!(problems.iter().any(|p| p == w), "missing {w:?} in {problems:#?}");
+        assert!(
+            problems.iter().any(|p| p == w),
+            "missing {w:?} in {problems:#?}"
+        );
     }
-    assert!(problems.iter().any(|p| p.starts_with("routes[0]: expected `backend`")), "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes[0]: expected `backend`")),
+        "{problems:#?}"
+    );
 }
 
 #[test]
@@ -110,9 +159,20 @@ fn strict_files_reject_unknown_fields_and_keys() {
                      "rotation": {"every": 3}}],
         "services": [],
     }));
-    assert!(problems.contains(&"apiKeys[0].dailyQuotas: unknown field".to_owned()), "{problems:#?}");
-    assert!(problems.contains(&"apiKeys[0].rotation.every: unknown field".to_owned()), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.starts_with("services: unknown key")), "{problems:#?}");
+    assert!(
+        problems.contains(&"apiKeys[0].dailyQuotas: unknown field".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.contains(&"apiKeys[0].rotation.every: unknown field".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("services: unknown key")),
+        "{problems:#?}"
+    );
 }
 
 #[test]
@@ -122,7 +182,10 @@ fn otoroshi_dialect_tolerates_unknown_fields() {
     let out = import_document(doc.to_string().as_bytes(), Some(Dialect::Otoroshi)).unwrap();
     assert!(out.is_clean());
     assert_eq!(out.entities.apikeys.len(), 1);
-    assert_eq!(out.ignored_fields, vec!["apiKeys[0]._loc", "apiKeys[0].throttlingStrategy"]);
+    assert_eq!(
+        out.ignored_fields,
+        vec!["apiKeys[0]._loc", "apiKeys[0].throttlingStrategy"]
+    );
 }
 
 #[test]
@@ -130,8 +193,18 @@ fn type_errors_name_the_nested_path() {
     let problems = problems_of(json!({"routes": [
         {"id": "r", "frontend": {"domains": ["a"], "strip_path": "yes"}, "backend_ref": "b"}],
         "backends": [{"id": "b", "backend": {"targets": [{"hostname": "h", "port": 70000}]}}]}));
-    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.strip_path: invalid type")), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.starts_with("backends[0].backend.targets[0].port: invalid value")), "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes[0].frontend.strip_path: invalid type")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("backends[0].backend.targets[0].port: invalid value")),
+        "{problems:#?}"
+    );
 }
 
 #[test]
@@ -145,17 +218,31 @@ fn references_and_duplicates_are_checked() {
         "backends": [{"id": "b", "backend": {"targets": [{"hostname": "h", "port": 1}]}}],
         "apiKeys": [{"clientId": "k", "clientSecret": "s"}, {"clientId": "k", "clientSecret": "t"}],
     }));
-    assert!(problems.contains(&"routes[0].backend_ref: no backend with id `missing`".to_owned()), "{problems:#?}");
-    assert!(problems.contains(&"routes[2]: duplicate id `dup`".to_owned()), "{problems:#?}");
-    assert!(problems.contains(&"apiKeys[1]: duplicate id `k`".to_owned()), "{problems:#?}");
+    assert!(
+        problems.contains(&"routes[0].backend_ref: no backend with id `missing`".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.contains(&"routes[2]: duplicate id `dup`".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.contains(&"apiKeys[1]: duplicate id `k`".to_owned()),
+        "{problems:#?}"
+    );
 }
 
 #[test]
 fn strict_unknown_plugin_is_a_problem() {
-    let problems = problems_of(json!({"routes": [{"id": "r", "frontend": {"domains": ["a"]},
+    let problems = problems_of(
+        json!({"routes": [{"id": "r", "frontend": {"domains": ["a"]},
         "backend": {"targets": [{"hostname": "h", "port": 1}]},
-        "plugins": [{"plugin": "cp:otoroshi.next.plugins.Wasm"}]}]}));
-    assert_eq!(problems, vec!["routes[0].plugins[0].plugin: unknown plugin `cp:otoroshi.next.plugins.Wasm`"]);
+        "plugins": [{"plugin": "cp:otoroshi.next.plugins.Wasm"}]}]}),
+    );
+    assert_eq!(
+        problems,
+        vec!["routes[0].plugins[0].plugin: unknown plugin `cp:otoroshi.next.plugins.Wasm`"]
+    );
 }
 
 #[test]
@@ -181,13 +268,35 @@ fn value_rules() {
         "routes[0].backend.root: expected a path starting with `/`",
         "routes[0].backend.rewrite: path rewriting is not supported by Tollgate",
     ] {
-        assert!(problems.iter().any(|p| p == w), "missing {w:?} in {problems:#?}");
+        assert!(
+            problems.iter().any(|p| p == w),
+            "missing {w:?} in {problems:#?}"
+        );
     }
-    assert!(problems.iter().any(|p| p.starts_with("apiKeys[0].restrictions.forbidden[0].path: invalid regex")));
-    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.domains[0]:")));
-    assert!(problems.iter().any(|p| p.starts_with("routes[0].frontend.domains[2]:")));
-    assert!(problems.iter().any(|p| p.starts_with("routes[0].backend.load_balancing.type: unsupported")));
-    assert!(!problems.iter().any(|p| p.contains("domains[3]")), "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("apiKeys[0].restrictions.forbidden[0].path: invalid regex"))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes[0].frontend.domains[0]:"))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes[0].frontend.domains[2]:"))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("routes[0].backend.load_balancing.type: unsupported"))
+    );
+    assert!(
+        !problems.iter().any(|p| p.contains("domains[3]")),
+        "{problems:#?}"
+    );
     // A secret is never echoed back in a problem.
     assert!(!problems.iter().any(|p| p.contains("s\u{1}")));
 }
@@ -198,8 +307,13 @@ fn api_references_are_checked() {
         "routes": [{"id": "ar", "frontend": {"domains": ["x"]}, "backend": "be", "flow_ref": "nope"}],
         "consumers": [{"id": "c"}],
         "subscriptions": [{"id": "s", "consumer_ref": "ghost"}]}]}));
-    assert!(problems.contains(&"apis[0].routes[0].flow_ref: no flow `nope` in this API".to_owned()), "{problems:#?}");
-    assert!(problems.contains(&"apis[0].subscriptions[0].consumer_ref: no consumer `ghost` in this API".to_owned()));
+    assert!(
+        problems.contains(&"apis[0].routes[0].flow_ref: no flow `nope` in this API".to_owned()),
+        "{problems:#?}"
+    );
+    assert!(problems.contains(
+        &"apis[0].subscriptions[0].consumer_ref: no consumer `ghost` in this API".to_owned()
+    ));
 }
 
 #[test]
@@ -245,7 +359,9 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
         ".{0,12}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -255,4 +371,27 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+#[test]
+fn mock_backends() {
+    let ok = problems_of(json!({"backends": [{"id": "m", "backend": {"mock": {
+        "status": 201, "headers": {"x-demo": "1"}, "body": "{\"hello\":\"world\"}"}}}]}));
+    assert!(ok.is_empty(), "{ok:#?}");
+    let problems = problems_of(json!({"backends": [
+        {"id": "a", "backend": {"mock": {"status": 99, "headers": {"content-length": "5"}}}},
+        {"id": "b", "backend": {"mock": {}, "targets": [{"hostname": "h", "port": 1}]}},
+        {"id": "c", "backend": {}},
+    ]}));
+    for w in [
+        "backends[0].backend.mock.status: expected 200..=599, got 99",
+        "backends[0].backend.mock.headers.content-length: set by the gateway, not allowed in a mock",
+        "backends[1].backend.mock: a mock backend has no targets",
+        "backends[2].backend.targets: expected at least one target (or a `mock`)",
+    ] {
+        assert!(
+            problems.iter().any(|p| p == w),
+            "missing {w:?} in {problems:#?}"
+        );
+    }
 }

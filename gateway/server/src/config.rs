@@ -39,6 +39,62 @@ pub struct FileConfig {
     /// Entities imported into an empty entity log.
     #[serde(default)]
     pub seed: SeedSection,
+    /// Downstream HTTP limits and timeouts.
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: limits and timeouts of client connections.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Largest request head in bytes (431 above; default 32768).
+    pub max_head_bytes: Option<u32>,
+    /// Most header fields in a request (431 above; default 100, at most 256).
+    pub max_headers: Option<u32>,
+    /// Time allowed to receive a whole request head once its first byte arrived, ms (408; default 10000).
+    pub header_timeout_ms: Option<u64>,
+    /// Idle keep-alive time between requests, ms (default 75000).
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest request body in bytes when the route sets none (413; default 104857600 = 100 MiB; 0 = no limit).
+    pub max_body_bytes: Option<u64>,
+    /// Time to finish in-flight requests on SIGTERM/SIGINT, ms (default 10000).
+    pub drain_timeout_ms: Option<u64>,
+    /// Header carrying the request id to the upstream and back (default `X-Request-Id`).
+    pub request_id_header: Option<String>,
+}
+
+/// Checked `[http]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head in bytes.
+    pub max_head_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Head timeout.
+    pub header_timeout: std::time::Duration,
+    /// Keep-alive idle timeout.
+    pub idle_timeout: std::time::Duration,
+    /// Default largest request body (`u64::MAX` for none).
+    pub max_body_bytes: u64,
+    /// Drain time at shutdown.
+    pub drain_timeout: std::time::Duration,
+    /// Request id header name.
+    pub request_id_header: String,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 32 * 1024,
+            max_headers: 100,
+            header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(75),
+            max_body_bytes: 100 * 1024 * 1024,
+            drain_timeout: std::time::Duration::from_secs(10),
+            request_id_header: "X-Request-Id".to_owned(),
+        }
+    }
 }
 
 /// `[node]`
@@ -218,6 +274,8 @@ pub struct NodeConfig {
     pub calendar: Calendar,
     /// Seed entity file and what it holds.
     pub seed: Option<(PathBuf, Import)>,
+    /// Downstream limits and timeouts.
+    pub limits: HttpLimits,
 }
 
 /// Reads and checks a config file.
@@ -226,7 +284,8 @@ pub struct NodeConfig {
 /// Every problem found, each with the path of its key; file-level errors (unreadable, not TOML)
 /// have an empty path.
 pub fn load(path: &Path) -> Result<NodeConfig, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|e| one("", format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| one("", format!("{}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     parse(&text, &base)
 }
@@ -242,11 +301,15 @@ fn one(path: &str, message: impl Into<String>) -> Problems {
 /// # Errors
 /// Every problem found, each with the path of its key.
 pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Problems> {
-    let value: toml::Value = toml::from_str(text).map_err(|e| one("", format!("not valid TOML: {}", e.message())))?;
+    let value: toml::Value =
+        toml::from_str(text).map_err(|e| one("", format!("not valid TOML: {}", e.message())))?;
     let file: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
-        one(if path == "." { "" } else { &path }, message.trim().to_owned())
+        one(
+            if path == "." { "" } else { &path },
+            message.trim().to_owned(),
+        )
     })?;
     check(file, base)
 }
@@ -255,7 +318,10 @@ fn addr(value: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> 
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            problems.push(path, format!("expected an IP address and port such as 127.0.0.1:8080, got {value:?}"));
+            problems.push(
+                path,
+                format!("expected an IP address and port such as 127.0.0.1:8080, got {value:?}"),
+            );
             None
         }
     }
@@ -264,7 +330,11 @@ fn addr(value: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> 
 fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
     let mut p = Problems::default();
     let node_id = file.node.id.unwrap_or_else(|| "node-1".to_owned());
-    if node_id.is_empty() || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if node_id.is_empty()
+        || !node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         p.push("node.id", "expected letters, digits, '-', '_' or '.'");
     }
     let available = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -278,7 +348,11 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
     };
     let data_dir = base.join(file.node.data_dir.as_deref().unwrap_or("data"));
 
-    let http = file.listeners.http.as_ref().and_then(|l| addr(&l.addr, "listeners.http.addr", &mut p));
+    let http = file
+        .listeners
+        .http
+        .as_ref()
+        .and_then(|l| addr(&l.addr, "listeners.http.addr", &mut p));
     let https = file.listeners.https.as_ref().and_then(|l| {
         let a = addr(&l.addr, "listeners.https.addr", &mut p)?;
         Some(TlsFiles {
@@ -289,18 +363,31 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         })
     });
     if file.listeners.http.is_none() && file.listeners.https.is_none() {
-        p.push("listeners", "expected [listeners.http] or [listeners.https]");
+        p.push(
+            "listeners",
+            "expected [listeners.http] or [listeners.https]",
+        );
     }
     if let (Some(a), Some(b)) = (&http, &https) {
         if *a == b.addr {
-            p.push("listeners.https.addr", "the same address as listeners.http.addr");
+            p.push(
+                "listeners.https.addr",
+                "the same address as listeners.http.addr",
+            );
         }
     }
 
-    let admin_addr = addr(file.admin.addr.as_deref().unwrap_or("127.0.0.1:9000"), "admin.addr", &mut p);
+    let admin_addr = addr(
+        file.admin.addr.as_deref().unwrap_or("127.0.0.1:9000"),
+        "admin.addr",
+        &mut p,
+    );
     let token = match (&file.admin.token, &file.admin.token_file) {
         (Some(_), Some(_)) => {
-            p.push("admin.token_file", "set admin.token or admin.token_file, not both");
+            p.push(
+                "admin.token_file",
+                "set admin.token or admin.token_file, not both",
+            );
             String::new()
         }
         (Some(t), None) => t.clone(),
@@ -312,7 +399,10 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             }
         },
         (None, None) => {
-            p.push("admin.token", "expected the admin API's bearer token (or admin.token_file)");
+            p.push(
+                "admin.token",
+                "expected the admin API's bearer token (or admin.token_file)",
+            );
             String::new()
         }
     };
@@ -320,7 +410,10 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         p.push("admin.token", "expected at least 8 characters");
     }
 
-    let sink = match (file.events.sink.as_deref().unwrap_or("embedded"), &file.events.kafka) {
+    let sink = match (
+        file.events.sink.as_deref().unwrap_or("embedded"),
+        &file.events.kafka,
+    ) {
         ("embedded", _) => Sink::Embedded,
         ("kafka", Some(k)) => {
             if k.brokers.trim().is_empty() {
@@ -331,18 +424,33 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             }
             Sink::Kafka {
                 brokers: k.brokers.clone(),
-                usage_topic: k.usage_topic.clone().unwrap_or_else(|| "tollgate.usage".into()),
-                entities_topic: k.entities_topic.clone().unwrap_or_else(|| "tollgate.entities".into()),
-                totals_topic: k.totals_topic.clone().unwrap_or_else(|| "tollgate.totals".into()),
+                usage_topic: k
+                    .usage_topic
+                    .clone()
+                    .unwrap_or_else(|| "tollgate.usage".into()),
+                entities_topic: k
+                    .entities_topic
+                    .clone()
+                    .unwrap_or_else(|| "tollgate.entities".into()),
+                totals_topic: k
+                    .totals_topic
+                    .clone()
+                    .unwrap_or_else(|| "tollgate.totals".into()),
                 partitions: k.partitions.unwrap_or(16),
             }
         }
         ("kafka", None) => {
-            p.push("events.kafka", "sink = \"kafka\" needs [events.kafka] with brokers");
+            p.push(
+                "events.kafka",
+                "sink = \"kafka\" needs [events.kafka] with brokers",
+            );
             Sink::Embedded
         }
         (other, _) => {
-            p.push("events.sink", format!("expected \"embedded\" or \"kafka\", got {other:?}"));
+            p.push(
+                "events.sink",
+                format!("expected \"embedded\" or \"kafka\", got {other:?}"),
+            );
             Sink::Embedded
         }
     };
@@ -351,18 +459,29 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         "embedded" => LedgerMode::Embedded,
         "remote" => LedgerMode::Remote,
         other => {
-            p.push("ledger.mode", format!("expected \"embedded\" or \"remote\", got {other:?}"));
+            p.push(
+                "ledger.mode",
+                format!("expected \"embedded\" or \"remote\", got {other:?}"),
+            );
             LedgerMode::Embedded
         }
     };
-    let ledger_addr = addr(file.ledger.addr.as_deref().unwrap_or("127.0.0.1:9100"), "ledger.addr", &mut p);
+    let ledger_addr = addr(
+        file.ledger.addr.as_deref().unwrap_or("127.0.0.1:9100"),
+        "ledger.addr",
+        &mut p,
+    );
 
     let zone = file.quotas.timezone.as_deref().unwrap_or("UTC");
-    let calendar = Calendar::new(zone).map_err(|e| p.push("quotas.timezone", e.to_string())).ok();
+    let calendar = Calendar::new(zone)
+        .map_err(|e| p.push("quotas.timezone", e.to_string()))
+        .ok();
 
     let seed = file.seed.entities.as_ref().and_then(|f| {
         let path = base.join(f);
-        let bytes = std::fs::read(&path).map_err(|e| p.push("seed.entities", format!("{f}: {e}"))).ok()?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| p.push("seed.entities", format!("{f}: {e}")))
+            .ok()?;
         match import_document(&bytes, None) {
             Ok(import) => {
                 for problem in import.problems.iter() {
@@ -379,6 +498,8 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         }
     });
 
+    let limits = check_http(&file.http, &mut p);
+
     match (admin_addr, ledger_addr, calendar) {
         (Some(admin_addr), Some(ledger_addr), Some(calendar)) if p.is_empty() => Ok(NodeConfig {
             node_id,
@@ -393,8 +514,77 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             ledger_addr,
             calendar,
             seed,
+            limits,
         }),
         _ => Err(p),
+    }
+}
+
+fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {
+    use std::time::Duration;
+    let d = HttpLimits::default();
+    let positive = |v: Option<u64>, key: &str, default: Duration, p: &mut Problems| match v {
+        Some(0) => {
+            p.push(key, "expected a duration ≥ 1 ms");
+            default
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => default,
+    };
+    let max_head_bytes = match h.max_head_bytes {
+        Some(n) if n < 1024 => {
+            p.push(
+                "http.max_head_bytes",
+                format!("expected at least 1024, got {n}"),
+            );
+            d.max_head_bytes
+        }
+        Some(n) => usize::try_from(n).unwrap_or(d.max_head_bytes),
+        None => d.max_head_bytes,
+    };
+    let max_headers = match h.max_headers {
+        Some(n) if n == 0 || n > 256 => {
+            p.push("http.max_headers", format!("expected 1..=256, got {n}"));
+            d.max_headers
+        }
+        Some(n) => usize::try_from(n).unwrap_or(d.max_headers),
+        None => d.max_headers,
+    };
+    let request_id_header = match &h.request_id_header {
+        Some(name)
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            p.push("http.request_id_header", "expected a header name");
+            d.request_id_header.clone()
+        }
+        Some(name) => name.clone(),
+        None => d.request_id_header.clone(),
+    };
+    HttpLimits {
+        max_head_bytes,
+        max_headers,
+        header_timeout: positive(
+            h.header_timeout_ms,
+            "http.header_timeout_ms",
+            d.header_timeout,
+            p,
+        ),
+        idle_timeout: positive(h.idle_timeout_ms, "http.idle_timeout_ms", d.idle_timeout, p),
+        max_body_bytes: match h.max_body_bytes {
+            Some(0) => u64::MAX,
+            Some(n) => n,
+            None => d.max_body_bytes,
+        },
+        drain_timeout: positive(
+            h.drain_timeout_ms,
+            "http.drain_timeout_ms",
+            d.drain_timeout,
+            p,
+        ),
+        request_id_header,
     }
 }
 

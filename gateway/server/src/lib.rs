@@ -1,7 +1,16 @@
-//! The Tollgate gateway's IO shell: configuration, and (with the data-plane issue) the monoio
-//! runtimes, listeners, upstream pools, event sinks and admin API around gateway-core.
+//! The Tollgate gateway's IO shell: configuration, the monoio runtimes (one pinned thread per
+//! core), listeners, the client connection loop, upstream pools, and the node that ties them.
 //!
 //! It must never hold request-path logic that gateway-core can hold: parsing, routing, key and
-//! quota rules are sans-IO and live there; this crate moves bytes and reads clocks.
+//! flow rules are sans-IO and live there; this crate moves bytes and reads clocks. Nothing is
+//! shared between cores per request: no locks, no atomics, no DNS on the request path.
 
 pub mod config;
+pub mod core;
+pub mod health;
+pub mod node;
+mod proxy;
+pub mod quickstart;
+pub mod runtime;
+pub mod snapshot;
+pub mod upstream;

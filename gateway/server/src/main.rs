@@ -1,15 +1,20 @@
-//! `gateway`: the Tollgate gateway node, the IO shell around gateway-core.
+//! `gateway`: a Tollgate gateway node, the IO shell around gateway-core.
 //!
-//! Today it checks configurations (`gateway check --config F`); serving traffic arrives with the
-//! data-plane issue. It must never hold the sans-IO logic itself: parsing, routing and key rules
-//! live in gateway-core, entities in gateway-model.
+//! `gateway --config F` runs a node, `gateway` alone runs the quickstart, `gateway check
+//! --config F` validates a configuration. It must never hold the sans-IO logic itself: parsing,
+//! routing and key rules live in gateway-core, entities in gateway-model.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-
-use gateway::config;
+use gateway::config::{self, HttpLimits};
+use gateway::node::{Node, NodeOptions};
+use gateway::quickstart;
+use gateway::runtime::IoMode;
 
 /// Tollgate: an API-management gateway.
 #[derive(Debug, Parser)]
@@ -18,6 +23,9 @@ struct Cli {
     /// Node configuration file (TOML). Without it, the quickstart runs.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// IO driver: auto (io_uring, else epoll), uring, epoll.
+    #[arg(long, global = true, default_value = "auto")]
+    io: IoMode,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,6 +37,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Check), Some(path)) => check(&path),
@@ -36,23 +51,128 @@ fn main() -> ExitCode {
             eprintln!("gateway check: --config FILE is required");
             ExitCode::from(2)
         }
-        (None, _) => {
-            eprintln!(
-                "not yet: the gateway does not serve traffic in this version (the data plane is \
-                 the next issue). `gateway check --config FILE` validates a configuration."
-            );
-            ExitCode::from(3)
+        (None, Some(path)) => run(&path, cli.io),
+        (None, None) => run_quickstart(cli.io),
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_signal() {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            tracing::warn!(error = %e, signal, "cannot handle signal");
         }
     }
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn raise_fd_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit only read and write the `rlimit` struct we pass by pointer,
+    // which lives on this stack frame for the duration of both calls.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn serve(options: &NodeOptions, entities: gateway_model::import::Entities) -> ExitCode {
+    raise_fd_limit();
+    let node = match Node::start(options, entities) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("gateway: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %node.addr(), cores = options.cores, driver = %node.driver(), "serving");
+    wait_for_signal();
+    tracing::info!("shutting down: draining in-flight requests");
+    node.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(problems) => {
+            for p in problems.iter() {
+                eprintln!("{}: {p}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(http) = cfg.http else {
+        eprintln!("gateway: [listeners.https] is not supported yet; configure [listeners.http]");
+        return ExitCode::FAILURE;
+    };
+    let entities = cfg
+        .seed
+        .map(|(_, import)| import.entities)
+        .unwrap_or_default();
+    let options = NodeOptions {
+        node_id: cfg.node_id,
+        cores: cfg.cores,
+        pin: true,
+        http,
+        limits: cfg.limits,
+        io,
+        resolve_every: Duration::from_secs(30),
+    };
+    serve(&options, entities)
+}
+
+fn run_quickstart(io: IoMode) -> ExitCode {
+    let secret = quickstart::random_hex(16);
+    let entities = quickstart::entities(&secret);
+    let options = NodeOptions {
+        node_id: "quickstart".to_owned(),
+        cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        pin: true,
+        http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        limits: HttpLimits::default(),
+        io,
+        resolve_every: Duration::from_secs(30),
+    };
+    println!(
+        "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"
+    );
+    println!();
+    println!("  public route:  curl -i http://127.0.0.1:8080/public");
+    println!("  keyed route:   curl -i http://127.0.0.1:8080/api \\");
+    println!(
+        "                      -H 'Otoroshi-Client-Id: demo-client' -H 'Otoroshi-Client-Secret: {secret}'"
+    );
+    println!("  without a key: curl -i http://127.0.0.1:8080/api      (400 no_api_key)");
+    println!();
+    println!("Demo key: demo-client / {secret} (generated for this run). Ctrl-C stops the node.");
+    println!("The admin API (127.0.0.1:9000) and quotas arrive with the next issues.");
+    serve(&options, entities)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
-            let (routes, keys, backends, apis) = cfg.seed.as_ref().map_or((0, 0, 0, 0), |(_, i)| {
-                let e = &i.entities;
-                (e.routes.len(), e.apikeys.len(), e.backends.len(), e.apis.len())
-            });
+            let (routes, keys, backends, apis) =
+                cfg.seed.as_ref().map_or((0, 0, 0, 0), |(_, i)| {
+                    let e = &i.entities;
+                    (
+                        e.routes.len(),
+                        e.apikeys.len(),
+                        e.backends.len(),
+                        e.apis.len(),
+                    )
+                });
             println!(
                 "{}: ok (node {}, {} cores, time zone {}; seed: {routes} routes, {backends} backends, \
                  {keys} API keys, {apis} APIs)",

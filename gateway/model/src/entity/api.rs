@@ -137,13 +137,25 @@ pub struct Consumer {
     #[serde(default, alias = "access_mode_configuration")]
     pub config: serde_json::Value,
     /// Calls per second granted to each subscription's key.
-    #[serde(default, rename = "throttlingQuota", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "throttlingQuota",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub throttling_quota: Option<u64>,
     /// Calls per day granted to each subscription's key.
-    #[serde(default, rename = "dailyQuota", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "dailyQuota",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daily_quota: Option<u64>,
     /// Calls per month granted to each subscription's key.
-    #[serde(default, rename = "monthlyQuota", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "monthlyQuota",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monthly_quota: Option<u64>,
     /// Tags.
     #[serde(default)]

@@ -27,8 +27,13 @@ pub struct StoredBackend {
 /// Where a route's requests go (Otoroshi's `NgBackend`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backend {
-    /// The servers; at least one.
+    /// The servers; at least one, unless `mock` is set.
+    #[serde(default)]
     pub targets: Vec<Target>,
+    /// A static answer instead of an upstream (Tollgate only): the quickstart and tests run
+    /// without any server behind the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockResponse>,
     /// Path prefix added in front of the (stripped) request path.
     #[serde(default = "default_root")]
     pub root: String,
@@ -44,6 +49,25 @@ pub struct Backend {
     /// Active health checks.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+}
+
+/// A static response served by the gateway itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockResponse {
+    /// Status code, 200–599 (default 200).
+    #[serde(default = "default_mock_status")]
+    pub status: u16,
+    /// Response headers (`content-length` is computed; `content-type` defaults to
+    /// `application/json` when absent).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_mock_status() -> u16 {
+    200
 }
 
 fn default_root() -> String {

@@ -18,7 +18,10 @@ fn apikey_defaults_follow_otoroshi() {
     assert_eq!(k.monthly_quota, DEFAULT_QUOTA);
     assert_eq!(k.rotation.rotation_every, 744);
     assert_eq!(k.rotation.grace_period, 168);
-    assert!(k.restrictions.allow_last, "Otoroshi's coded default is allowLast=true");
+    assert!(
+        k.restrictions.allow_last,
+        "Otoroshi's coded default is allowLast=true"
+    );
     assert_eq!(k.valid_until, None);
 }
 
@@ -58,7 +61,11 @@ fn secrets_never_show_in_debug() {
 
 #[test]
 fn quota_errors_say_integer_at_least_zero() {
-    for (bad, got) in [(json!(-1), "-1"), (json!(1.5), "1.5"), (json!("10"), "a string")] {
+    for (bad, got) in [
+        (json!(-1), "-1"),
+        (json!(1.5), "1.5"),
+        (json!("10"), "a string"),
+    ] {
         let err = serde_json::from_value::<ApiKey>(
             json!({"clientId": "i", "clientSecret": "s", "dailyQuota": bad}),
         )
@@ -73,11 +80,16 @@ fn quota_errors_say_integer_at_least_zero() {
 
 #[test]
 fn legacy_authorized_group_and_authorizations_are_merged() {
-    let mut k = key(json!({"clientId": "i", "clientSecret": "s", "authorizedGroup": "default",
+    let mut k = key(
+        json!({"clientId": "i", "clientSecret": "s", "authorizedGroup": "default",
         "authorizedEntities": ["route_x"],
-        "authorizations": [{"kind": "api", "id": "a1"}, {"kind": "route", "id": "x"}]}));
+        "authorizations": [{"kind": "api", "id": "a1"}, {"kind": "route", "id": "x"}]}),
+    );
     k.normalise_authorizations();
-    assert_eq!(k.authorized_entities, vec!["route_x", "group_default", "api_a1"]);
+    assert_eq!(
+        k.authorized_entities,
+        vec!["route_x", "group_default", "api_a1"]
+    );
     let out = serde_json::to_value(&k).unwrap();
     assert!(out.get("authorizedGroup").is_none());
     assert!(out.get("authorizations").is_none());
@@ -99,10 +111,22 @@ fn route_defaults_and_domain_alias() {
 
 #[test]
 fn plugin_kinds_are_recognised_with_or_without_prefix() {
-    assert_eq!(PluginKind::from_id("cp:otoroshi.next.plugins.ApikeyCalls"), Some(PluginKind::ApikeyCalls));
-    assert_eq!(PluginKind::from_id("otoroshi.next.plugins.OverrideHost"), Some(PluginKind::OverrideHost));
-    assert_eq!(PluginKind::from_id("ReadOnlyCalls"), Some(PluginKind::ReadOnlyCalls));
-    assert_eq!(PluginKind::from_id("cp:otoroshi.next.tunnel.TunnelPlugin"), None);
+    assert_eq!(
+        PluginKind::from_id("cp:otoroshi.next.plugins.ApikeyCalls"),
+        Some(PluginKind::ApikeyCalls)
+    );
+    assert_eq!(
+        PluginKind::from_id("otoroshi.next.plugins.OverrideHost"),
+        Some(PluginKind::OverrideHost)
+    );
+    assert_eq!(
+        PluginKind::from_id("ReadOnlyCalls"),
+        Some(PluginKind::ReadOnlyCalls)
+    );
+    assert_eq!(
+        PluginKind::from_id("cp:otoroshi.next.tunnel.TunnelPlugin"),
+        None
+    );
     assert_eq!(PluginKind::from_id(""), None);
 }
 
@@ -121,10 +145,20 @@ fn route_has_plugin_ignores_disabled_ones() {
 #[test]
 fn load_balancing_variants() {
     let lb: LoadBalancing = serde_json::from_value(json!({"type": "HeaderHash"})).unwrap();
-    assert_eq!(lb, LoadBalancing::HeaderHash { header_name: "session-id".into() });
+    assert_eq!(
+        lb,
+        LoadBalancing::HeaderHash {
+            header_name: "session-id".into()
+        }
+    );
     let lb: LoadBalancing =
         serde_json::from_value(json!({"type": "HeaderHash", "header_name": "x-user"})).unwrap();
-    assert_eq!(lb, LoadBalancing::HeaderHash { header_name: "x-user".into() });
+    assert_eq!(
+        lb,
+        LoadBalancing::HeaderHash {
+            header_name: "x-user".into()
+        }
+    );
     let lb: LoadBalancing = serde_json::from_value(json!({"type": "BestResponseTime"})).unwrap();
     assert_eq!(lb, LoadBalancing::Unsupported);
     let lb: LoadBalancing = serde_json::from_value(json!({"type": "LeastConnections"})).unwrap();
@@ -134,9 +168,27 @@ fn load_balancing_variants() {
 #[test]
 fn client_config_defaults_match_otoroshi() {
     let c = ClientConfig::default();
-    assert_eq!((c.retries, c.max_errors, c.retry_initial_delay, c.backoff_factor), (1, 20, 50, 2));
-    assert_eq!((c.connection_timeout, c.idle_timeout, c.call_timeout), (10_000, 60_000, 30_000));
-    assert_eq!((c.call_and_stream_timeout, c.global_timeout, c.sample_interval), (120_000, 30_000, 2_000));
+    assert_eq!(
+        (
+            c.retries,
+            c.max_errors,
+            c.retry_initial_delay,
+            c.backoff_factor
+        ),
+        (1, 20, 50, 2)
+    );
+    assert_eq!(
+        (c.connection_timeout, c.idle_timeout, c.call_timeout),
+        (10_000, 60_000, 30_000)
+    );
+    assert_eq!(
+        (
+            c.call_and_stream_timeout,
+            c.global_timeout,
+            c.sample_interval
+        ),
+        (120_000, 30_000, 2_000)
+    );
     let partial: ClientConfig = serde_json::from_value(json!({"retries": 3})).unwrap();
     assert_eq!(partial.retries, 3);
     assert_eq!(partial.max_errors, 20);
@@ -159,8 +211,16 @@ fn api_entity_with_consumers_and_subscriptions() {
     assert_eq!(api.state, ApiState::Published);
     assert!(api.state.serves_traffic());
     let kinds: Vec<_> = api.consumers.iter().map(|c| c.kind).collect();
-    assert_eq!(kinds, [ConsumerKind::Apikey, ConsumerKind::Oauth, ConsumerKind::Mtls,
-        ConsumerKind::Jwt, ConsumerKind::Keyless]);
+    assert_eq!(
+        kinds,
+        [
+            ConsumerKind::Apikey,
+            ConsumerKind::Oauth,
+            ConsumerKind::Mtls,
+            ConsumerKind::Jwt,
+            ConsumerKind::Keyless
+        ]
+    );
     assert_eq!(api.consumers[0].status, ConsumerStatus::Deprecated);
     assert_eq!(api.consumers[0].daily_quota, Some(100));
     assert_eq!(api.subscriptions[0].consumer_ref, "free");
@@ -169,9 +229,13 @@ fn api_entity_with_consumers_and_subscriptions() {
 
 #[test]
 fn api_states_and_removed_alias() {
-    for (s, want, serves) in [("staging", ApiState::Staging, false), ("published", ApiState::Published, true),
-        ("deprecated", ApiState::Deprecated, true), ("closed", ApiState::Closed, false),
-        ("removed", ApiState::Closed, false)] {
+    for (s, want, serves) in [
+        ("staging", ApiState::Staging, false),
+        ("published", ApiState::Published, true),
+        ("deprecated", ApiState::Deprecated, true),
+        ("closed", ApiState::Closed, false),
+        ("removed", ApiState::Closed, false),
+    ] {
         let st: ApiState = serde_json::from_value(json!(s)).unwrap();
         assert_eq!(st, want);
         assert_eq!(st.serves_traffic(), serves);

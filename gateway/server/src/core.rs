@@ -1,0 +1,425 @@
+//! One core: its runtime's tasks (the accept loop, one task per connection, a ticker), and the
+//! state they share, all `!Sync` and local: the current snapshot, the upstream pool, the
+//! balancers, the flow scratch. The only cross-core data is read by the ticker every
+//! [`TICK`], never per request: the node's snapshot cell and its shutdown flag.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gateway_core::balance::{Balancer, Outcome, PickHint, Ticket};
+use gateway_core::flow::FlowScratch;
+use gateway_model::entity::ClientConfig;
+use monoio::io::{CancelHandle, Canceller};
+use monoio::net::{ListenerOpts, TcpListener};
+use rustc_hash::FxHashMap;
+
+use crate::config::HttpLimits;
+use crate::snapshot::Snapshot;
+use crate::upstream::Pool;
+
+/// How often a core looks at the node's snapshot and shutdown flag, and sweeps its pool.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// What the cores of a node share: the current snapshot and the shutdown flag. Read by each
+/// core's ticker, never on the request path.
+#[derive(Debug)]
+pub struct NodeShared {
+    generation: AtomicU64,
+    snapshot: Mutex<Arc<Snapshot>>,
+    shutdown: AtomicBool,
+    health_generation: AtomicU64,
+    health: Mutex<crate::health::Verdicts>,
+}
+
+impl NodeShared {
+    /// Shared state starting with `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            generation: AtomicU64::new(snapshot.generation),
+            snapshot: Mutex::new(Arc::new(snapshot)),
+            shutdown: AtomicBool::new(false),
+            health_generation: AtomicU64::new(0),
+            health: Mutex::new(crate::health::Verdicts::new()),
+        }
+    }
+
+    /// Records health-check verdicts; cores apply them on their next tick.
+    pub fn record_health(&self, verdicts: crate::health::Verdicts) {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(verdicts);
+        self.health_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn health(&self) -> crate::health::Verdicts {
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a new snapshot; every core picks it up within one tick, between requests.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation;
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks every core to stop accepting and drain.
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// A core's view of a snapshot: the node's snapshot, plus this core's own copies of what holds
+/// regexes (the key store with its restrictions, the flows with theirs). A `regex::Regex` used
+/// from several threads serialises its searches on a shared cache pool; a clone per core gets its
+/// own, so no two cores ever wait on each other.
+#[derive(Debug)]
+pub struct CoreSnapshot {
+    /// The node's snapshot.
+    pub shared: Arc<Snapshot>,
+    /// This core's copy of the API keys.
+    pub keys: gateway_core::apikey::KeyStore,
+    /// This core's copy of the routes' flows, by route slot.
+    pub flows: Vec<gateway_core::flow::Flow>,
+}
+
+impl CoreSnapshot {
+    fn new(shared: Arc<Snapshot>) -> Self {
+        Self {
+            keys: shared.keys.clone(),
+            flows: shared.routes.iter().map(|r| r.flow.clone()).collect(),
+            shared,
+        }
+    }
+}
+
+/// One core's state.
+pub struct Core {
+    /// Core number.
+    pub id: usize,
+    /// Node id (request ids).
+    pub node: Rc<str>,
+    /// Downstream limits.
+    pub limits: HttpLimits,
+    node_shared: Arc<NodeShared>,
+    current: RefCell<Rc<CoreSnapshot>>,
+    /// Upstream connections.
+    pub pool: RefCell<Pool>,
+    balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
+    /// Flow buffers.
+    pub scratch: RefCell<FlowScratch>,
+    active: Cell<usize>,
+    draining: Cell<bool>,
+    idle_cancel: RefCell<Canceller>,
+    accept_cancel: RefCell<Canceller>,
+    requests: Cell<u64>,
+    seed: Cell<u64>,
+    health_seen: Cell<u64>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("active", &self.active.get())
+            .field("draining", &self.draining.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decrements the active-connection count when a connection ends.
+#[derive(Debug)]
+pub struct ActiveGuard(Rc<Core>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Core {
+    /// A core's state, starting on the node's current snapshot.
+    pub fn new(
+        id: usize,
+        node: &str,
+        limits: HttpLimits,
+        node_shared: Arc<NodeShared>,
+    ) -> Rc<Self> {
+        let snapshot = node_shared.current();
+        let core = Rc::new(Self {
+            id,
+            node: node.into(),
+            limits,
+            node_shared,
+            current: RefCell::new(Rc::new(CoreSnapshot::new(snapshot.clone()))),
+            pool: RefCell::new(Pool::default()),
+            balancers: RefCell::new(FxHashMap::default()),
+            scratch: RefCell::new(FlowScratch::new()),
+            active: Cell::new(0),
+            draining: Cell::new(false),
+            idle_cancel: RefCell::new(Canceller::new()),
+            accept_cancel: RefCell::new(Canceller::new()),
+            requests: Cell::new(0),
+            seed: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1)),
+            health_seen: Cell::new(0),
+        });
+        core.rebuild_balancers(&snapshot);
+        core
+    }
+
+    /// The snapshot requests start with (cheap: a local reference count).
+    pub fn snapshot(&self) -> Rc<CoreSnapshot> {
+        self.current.borrow().clone()
+    }
+
+    fn rebuild_balancers(&self, snapshot: &Snapshot) {
+        let mut old = self.balancers.take();
+        let mut new = FxHashMap::default();
+        for b in &snapshot.backends {
+            if b.mock.is_some() {
+                continue;
+            }
+            let seed = self
+                .seed
+                .get()
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            self.seed.set(seed);
+            let built = match old.remove(&b.id) {
+                Some(prev) => Balancer::rebuild_from(&prev, &b.spec),
+                None => Balancer::new(&b.spec, seed),
+            };
+            if let Ok(balancer) = built {
+                new.insert(b.id.clone(), balancer);
+            }
+        }
+        *self.balancers.borrow_mut() = new;
+        self.apply_health(snapshot);
+    }
+
+    /// Unresolved targets and targets failing their health check are skipped.
+    fn apply_health(&self, snapshot: &Snapshot) {
+        let verdicts = self.node_shared.health();
+        let mut balancers = self.balancers.borrow_mut();
+        for b in &snapshot.backends {
+            let Some(balancer) = balancers.get_mut(&b.id) else {
+                continue;
+            };
+            for (i, t) in b.targets.iter().enumerate() {
+                let checked = verdicts.get(&(b.id.clone(), i)).copied().unwrap_or(true);
+                if let Some(id) = balancer.id_at(i) {
+                    let healthy = t.addr.is_some() && checked;
+                    let was = balancer.target(id, now_ms()).is_some_and(|s| s.healthy);
+                    if was != healthy {
+                        balancer.set_health(id, healthy);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a target of `backend` (a retry avoids `failed`) and starts the call on it.
+    pub fn pick(
+        &self,
+        snap: &CoreSnapshot,
+        backend: usize,
+        peer: SocketAddr,
+        header_value: Option<&[u8]>,
+        failed: Option<&Ticket>,
+    ) -> Option<(Ticket, SocketAddr)> {
+        // A retry goes through `pick_retry`; `failed` is kept for callers that hold a ticket.
+        let spec = snap.shared.backends.get(backend)?;
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get_mut(&spec.id)?;
+        let ip_v4;
+        let ip_v6;
+        let client_ip: &[u8] = match peer.ip() {
+            std::net::IpAddr::V4(ip) => {
+                ip_v4 = ip.octets();
+                &ip_v4
+            }
+            std::net::IpAddr::V6(ip) => {
+                ip_v6 = ip.octets();
+                &ip_v6
+            }
+        };
+        let hint = PickHint {
+            client_ip: Some(client_ip),
+            header_value,
+        };
+        let now = now_ms();
+        let id = match failed {
+            Some(t) => balancer.next_for_retry(now, hint, t.target())?,
+            None => balancer.pick(now, hint)?,
+        };
+        let addr = spec.targets.get(id.index())?.addr?;
+        Some((balancer.start(id, now), addr))
+    }
+
+    /// Picks another target of `backend` for a retry after a failure on `failed`.
+    pub fn pick_retry(
+        &self,
+        snap: &CoreSnapshot,
+        backend: usize,
+        peer: SocketAddr,
+        failed: gateway_core::balance::TargetId,
+    ) -> Option<(Ticket, SocketAddr)> {
+        let spec = snap.shared.backends.get(backend)?;
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get_mut(&spec.id)?;
+        let _ = peer;
+        let now = now_ms();
+        let id = balancer.next_for_retry(now, PickHint::default(), failed)?;
+        let addr = spec.targets.get(id.index())?.addr?;
+        Some((balancer.start(id, now), addr))
+    }
+
+    /// The call of `ticket` ended.
+    pub fn finish(&self, snap: &CoreSnapshot, backend: usize, ticket: Ticket, outcome: Outcome) {
+        let Some(spec) = snap.shared.backends.get(backend) else {
+            return;
+        };
+        if let Some(b) = self.balancers.borrow_mut().get_mut(&spec.id) {
+            b.finish(ticket, outcome, now_ms());
+        }
+    }
+
+    /// Delay before retry `attempt` (1-based): `retry_initial_delay × backoff_factor^(n-1)`,
+    /// capped at 10 s.
+    pub fn backoff(&self, client: &ClientConfig, attempt: u32) -> Duration {
+        let factor = client
+            .backoff_factor
+            .max(1)
+            .saturating_pow(attempt.saturating_sub(1));
+        Duration::from_millis(
+            client
+                .retry_initial_delay
+                .saturating_mul(factor)
+                .min(10_000),
+        )
+    }
+
+    /// Counts a connection as active until the guard drops.
+    pub fn track_connection(self: &Rc<Self>) -> ActiveGuard {
+        self.active.set(self.active.get() + 1);
+        ActiveGuard(self.clone())
+    }
+
+    /// Open client connections on this core.
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Whether the core is draining (no new requests on idle connections).
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// A handle for an idle read, cancelled when the core starts draining.
+    pub fn idle_handle(&self) -> CancelHandle {
+        self.idle_cancel.borrow().handle()
+    }
+
+    /// The next request id of this core.
+    pub fn next_request_id(&self) -> u64 {
+        let n = self.requests.get().wrapping_add(1);
+        self.requests.set(n);
+        n
+    }
+
+    /// One tick: take a new snapshot, sweep the pool, start draining on shutdown.
+    fn tick(&self) {
+        let generation = self.node_shared.generation.load(Ordering::Acquire);
+        if generation != self.current.borrow().shared.generation {
+            let snapshot = self.node_shared.current();
+            self.rebuild_balancers(&snapshot);
+            *self.current.borrow_mut() = Rc::new(CoreSnapshot::new(snapshot));
+        }
+        let health = self.node_shared.health_generation.load(Ordering::Acquire);
+        if health != self.health_seen.get() {
+            self.health_seen.set(health);
+            let current = self.current.borrow().shared.clone();
+            self.apply_health(&current);
+        }
+        self.pool
+            .borrow_mut()
+            .sweep(Instant::now(), Duration::from_secs(60));
+        if self.node_shared.is_shutting_down() && !self.draining.get() {
+            self.draining.set(true);
+            let idle = self.idle_cancel.replace(Canceller::new());
+            let _ = idle.cancel();
+            let accept = self.accept_cancel.replace(Canceller::new());
+            let _ = accept.cancel();
+        }
+    }
+}
+
+/// Binds this core's listener (SO_REUSEPORT: every core binds the same address and the kernel
+/// spreads connections).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true).backlog(4096))
+}
+
+/// Runs a core until shutdown: accepts connections, spawns one task per connection, ticks, and
+/// when asked to stop, stops accepting and waits for in-flight requests up to the drain timeout.
+pub async fn run(core: Rc<Core>, listener: TcpListener) {
+    {
+        let core = core.clone();
+        monoio::spawn(async move {
+            while !core.is_draining() {
+                monoio::time::sleep(TICK).await;
+                core.tick();
+            }
+        });
+    }
+    while !core.is_draining() {
+        // Cancelled by the ticker when the node shuts down (never by a timeout: cancelling an
+        // accept that already produced a socket would leak it on monoio 0.2.4).
+        let handle = core.accept_cancel.borrow().handle();
+        match listener.cancelable_accept(handle).await {
+            Ok((stream, peer)) => {
+                monoio::spawn(crate::proxy::serve(core.clone(), stream, peer));
+            }
+            Err(_) if core.is_draining() => break,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(core = core.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + core.limits.drain_timeout;
+    while core.active() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

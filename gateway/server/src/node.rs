@@ -1,0 +1,225 @@
+//! A running node: one pinned thread per core, each with its own runtime and its own
+//! SO_REUSEPORT listener, sharing only the snapshot cell and the shutdown flag; plus a background
+//! resolver that refreshes upstream addresses (never resolved on the request path).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gateway_model::import::Entities;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::HttpLimits;
+use crate::core::{Core, NodeShared};
+use crate::runtime::{self, Driver, IoMode};
+use crate::snapshot::{Snapshot, SystemResolver};
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Node id.
+    pub node_id: String,
+    /// Worker threads.
+    pub cores: usize,
+    /// Pin core `i` to CPU `i % available`.
+    pub pin: bool,
+    /// Plain HTTP listener (port 0 picks one).
+    pub http: SocketAddr,
+    /// Limits and timeouts.
+    pub limits: HttpLimits,
+    /// IO driver.
+    pub io: IoMode,
+    /// How often upstream names are resolved again.
+    pub resolve_every: Duration,
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct Node {
+    shared: Arc<NodeShared>,
+    threads: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+    driver: Driver,
+    resolver: Option<JoinHandle<()>>,
+    health: Option<JoinHandle<()>>,
+}
+
+fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl Node {
+    /// Binds the listeners, starts every core and returns once all of them serve.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or a core's runtime cannot be built (for example
+    /// `--io uring` where io_uring is unavailable).
+    pub fn start(options: &NodeOptions, entities: Entities) -> io::Result<Self> {
+        let snapshot =
+            Snapshot::build(1, &entities, &mut SystemResolver).map_err(io::Error::other)?;
+        let shared = Arc::new(NodeShared::new(snapshot));
+        // All listeners are bound before any core accepts, on the same port (the first one's,
+        // when the port is 0).
+        let first = listener(options.http)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..options.cores.max(1) {
+            listeners.push(listener(addr)?);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
+        let mut threads = Vec::new();
+        for (i, std_listener) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let limits = options.limits.clone();
+            let node_id = options.node_id.clone();
+            let (io_mode, pin) = (options.io, options.pin);
+            let handle = std::thread::Builder::new()
+                .name(format!("tollgate-core-{i}"))
+                .spawn(move || {
+                    if pin {
+                        let _ = monoio::utils::bind_to_cpu_set([i % cpus]);
+                    }
+                    let (mut rt, driver) = match runtime::build(io_mode) {
+                        Ok(built) => built,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("core {i}: {e}")));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match monoio::net::TcpListener::from_std(std_listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = ready.send(Err(format!("core {i}: listener: {e}")));
+                                return;
+                            }
+                        };
+                        let core = Core::new(i, &node_id, limits, shared);
+                        let _ = ready.send(Ok(driver));
+                        crate::core::run(core, listener).await;
+                    });
+                })?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut driver = None;
+        let mut failure = None;
+        for _ in 0..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(d)) => driver = Some(d),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some("a core exited while starting".to_owned()),
+            }
+        }
+        if let Some(e) = failure {
+            shared.shut_down();
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(io::Error::other(e));
+        }
+        let driver = driver.unwrap_or(Driver::Epoll {
+            reason: "no core started".to_owned(),
+        });
+        match &driver {
+            Driver::Epoll { reason } if options.io == IoMode::Auto => {
+                tracing::warn!(%reason, "io_uring is not available, using the epoll driver");
+            }
+            d => tracing::info!(driver = %d, "IO driver"),
+        }
+        let resolver = spawn_resolver(shared.clone(), entities, options.resolve_every);
+        let health = crate::health::spawn(shared.clone());
+        Ok(Self {
+            shared,
+            threads,
+            addr,
+            driver,
+            resolver,
+            health,
+        })
+    }
+
+    /// The bound address of the HTTP listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The IO driver the cores use.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// Swaps a new snapshot into every core (between requests, within one tick).
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.shared.publish(snapshot);
+    }
+
+    /// The generation of the current snapshot.
+    pub fn generation(&self) -> u64 {
+        self.shared.current().generation
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout) and waits for
+    /// every core to stop.
+    pub fn shutdown(mut self) {
+        self.shared.shut_down();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for t in [self.resolver.take(), self.health.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Re-resolves upstream names every `every`, publishing a new snapshot when an address changed.
+fn spawn_resolver(
+    shared: Arc<NodeShared>,
+    entities: Entities,
+    every: Duration,
+) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tollgate-resolver".to_owned())
+        .spawn(move || {
+            let step = Duration::from_millis(50);
+            let mut waited = Duration::ZERO;
+            while !shared.is_shutting_down() {
+                std::thread::sleep(step);
+                waited += step;
+                if waited < every {
+                    continue;
+                }
+                waited = Duration::ZERO;
+                let current = shared.current();
+                let Ok(fresh) =
+                    Snapshot::build(current.generation + 1, &entities, &mut SystemResolver)
+                else {
+                    continue;
+                };
+                let changed = fresh
+                    .backends
+                    .iter()
+                    .zip(&current.backends)
+                    .any(|(a, b)| a.targets != b.targets);
+                if changed {
+                    tracing::info!(generation = fresh.generation, "upstream addresses changed");
+                    shared.publish(fresh);
+                }
+            }
+        })
+        .ok()
+}

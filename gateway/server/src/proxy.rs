@@ -1,0 +1,740 @@
+//! One client connection: HTTP/1.1 requests handled one after another (pipelined requests are
+//! answered in order), each routed, checked by its flow (gateway-core) and proxied to a target,
+//! with both bodies streamed through fixed buffers (never buffered whole).
+//!
+//! The sans-IO decisions (parsing, framing, routing, flow, error bodies) come from gateway-core;
+//! this module moves bytes, keeps time and owns the sockets. It must never panic, block, log per
+//! request at info or above, or allocate per request once its buffers have grown: the read
+//! buffer, the head buffer and the parser are reused for every request of the connection.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use gateway_core::balance::{FailureKind, Outcome};
+use gateway_core::http::{
+    BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadParser, HttpError, Method, Side,
+};
+use gateway_core::respond::{ErrorReply, write_error};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
+use monoio::net::TcpStream;
+
+use crate::core::{Core, now_ms};
+use crate::upstream::{ConnectError, UpConn};
+
+mod forward;
+
+/// Initial read buffer of a client connection; it grows (up to the head limit) only for a head
+/// that does not fit.
+const CLIENT_BUF: usize = 16 * 1024;
+
+/// What to do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// A client connection's reusable state.
+struct Conn {
+    client: TcpStream,
+    peer: SocketAddr,
+    /// Unread client bytes are `buf[..len]`.
+    buf: Vec<u8>,
+    /// Heads being written (upstream request head, response head, error responses).
+    out: Vec<u8>,
+    parser: HeadParser,
+}
+
+/// Everything the request path learnt from the head, owned, so that the buffer the head
+/// borrowed from can be handed to the socket again.
+struct Plan {
+    head_len: usize,
+    framing: BodyFraming,
+    keep_alive: bool,
+    http10: bool,
+    head_request: bool,
+    idempotent: bool,
+    expect_continue: bool,
+    max_body: u64,
+    request_id: u64,
+    action: Action,
+}
+
+enum Action {
+    /// Answer with an error; `conn.out` is unused.
+    Refuse(ErrorReply),
+    /// Answer with a mock backend's response.
+    Mock { backend: usize },
+    /// Proxy: `conn.out` holds the upstream request head.
+    Proxy { backend: usize },
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
+    let _active = core.track_connection();
+    let _ = client.set_nodelay(true);
+    let mut conn = Conn {
+        client,
+        peer,
+        buf: Vec::with_capacity(CLIENT_BUF),
+        out: Vec::with_capacity(1024),
+        parser: HeadParser::new(HeadLimits {
+            max_head_bytes: core.limits.max_head_bytes,
+            max_headers: core.limits.max_headers,
+        }),
+    };
+    while conn.request(&core).await == Next::KeepAlive {
+        if core.is_draining() {
+            break;
+        }
+    }
+    let _ = conn.client.shutdown().await;
+}
+
+/// Reads more bytes into `buf[len..]`, growing it when full; `Ok(0)` is end of stream.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        buf.reserve(buf.capacity().max(4096));
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let owned = std::mem::take(buf);
+    let (res, slice) = stream
+        .read(monoio::buf::IoBufMut::slice_mut(owned, len..cap))
+        .await;
+    *buf = slice.into_inner();
+    res
+}
+
+/// Writes `bytes[range]` of an owned buffer, giving the buffer back.
+async fn write_range(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    range: std::ops::Range<usize>,
+) -> std::io::Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let owned = std::mem::take(buf);
+    let (res, slice) = stream
+        .write_all(monoio::buf::IoBuf::slice(owned, range))
+        .await;
+    *buf = slice.into_inner();
+    res.map(|_| ())
+}
+
+/// Drops the first `n` bytes of `buf` (the consumed part), keeping the rest at the front.
+fn consume(buf: &mut Vec<u8>, n: usize) {
+    let n = n.min(buf.len());
+    buf.copy_within(n.., 0);
+    buf.truncate(buf.len() - n);
+}
+
+impl Conn {
+    /// Handles one request, from its first byte to the end of its response.
+    async fn request(&mut self, core: &Rc<Core>) -> Next {
+        let (plan, picked) = match self.read_head(core).await {
+            Ok(planned) => planned,
+            Err(next) => return next,
+        };
+        let next = match plan.action {
+            Action::Refuse(reply) => {
+                // A refused request's body is not read: close unless it has none.
+                let close = !plan.keep_alive || plan.framing != BodyFraming::None;
+                consume(&mut self.buf, plan.head_len);
+                self.reply(core, &reply, close, plan.head_request).await
+            }
+            Action::Mock { backend } => self.mock(core, &plan, backend).await,
+            Action::Proxy { backend } => match picked {
+                Some(picked) => self.proxy(core, &plan, backend, picked).await,
+                None => Next::Close,
+            },
+        };
+        if next == Next::KeepAlive && !plan.keep_alive {
+            return Next::Close;
+        }
+        next
+    }
+
+    /// Writes an error response; `close` adds `connection: close` and ends the connection.
+    async fn reply(
+        &mut self,
+        core: &Core,
+        reply: &ErrorReply,
+        close: bool,
+        head_request: bool,
+    ) -> Next {
+        self.out.clear();
+        write_error(
+            &mut self.out,
+            reply,
+            &[],
+            close || core.is_draining(),
+            head_request,
+        );
+        let len = self.out.len();
+        if write_range(&mut self.client, &mut self.out, 0..len)
+            .await
+            .is_err()
+            || close
+        {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Reads until a whole head is parsed, and decides what to do with the request. `Err` when
+    /// the connection must end (closed, timed out, malformed: the error response is sent).
+    async fn read_head(
+        &mut self,
+        core: &Rc<Core>,
+    ) -> Result<(Plan, Option<forward::Picked>), Next> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                deadline.get_or_insert_with(|| Instant::now() + core.limits.header_timeout);
+                match self.parser.parse_request(&self.buf) {
+                    Ok(Some(head)) => {
+                        return Ok(forward::plan(
+                            core,
+                            &head,
+                            self.peer,
+                            &mut self.out,
+                            now_ms(),
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let reply = http_error_reply(&e);
+                        return Err(self.reply(core, &reply, true, false).await);
+                    }
+                }
+            }
+            let read = if self.buf.is_empty() {
+                // Between requests: the idle timeout, cancelled at once when the core drains.
+                if core.is_draining() {
+                    return Err(Next::Close);
+                }
+                let handle = core.idle_handle();
+                let owned = std::mem::take(&mut self.buf);
+                let cap = owned.capacity();
+                let read = monoio::time::timeout(
+                    core.limits.idle_timeout,
+                    self.client
+                        .cancelable_read(monoio::buf::IoBufMut::slice_mut(owned, 0..cap), handle),
+                )
+                .await;
+                match read {
+                    Ok((res, slice)) => {
+                        self.buf = slice.into_inner();
+                        res
+                    }
+                    // Idle too long: close quietly (nothing was sent, nothing to answer).
+                    Err(_) => {
+                        self.buf = Vec::with_capacity(CLIENT_BUF);
+                        return Err(Next::Close);
+                    }
+                }
+            } else {
+                let left = deadline.map_or(core.limits.header_timeout, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                match monoio::time::timeout(left, read_more(&mut self.client, &mut self.buf)).await
+                {
+                    Ok(res) => res,
+                    Err(_) => {
+                        if self.buf.capacity() == 0 {
+                            self.buf = Vec::with_capacity(CLIENT_BUF);
+                        }
+                        return Err(self
+                            .reply(core, &ErrorReply::HEAD_TIMEOUT, true, false)
+                            .await);
+                    }
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(Next::Close),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads and discards the request body (mock backends), within the body limit.
+    async fn discard_body(&mut self, core: &Core, plan: &Plan) -> Result<(), ErrorReply> {
+        let mut decoder = body_decoder(plan)?;
+        loop {
+            let d = decoder
+                .decode(&self.buf)
+                .map_err(|e| http_error_reply(&e))?;
+            consume(&mut self.buf, d.consumed);
+            if d.done {
+                return Ok(());
+            }
+            if d.consumed == 0 || self.buf.is_empty() {
+                match monoio::time::timeout(
+                    core.limits.idle_timeout,
+                    read_more(&mut self.client, &mut self.buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(ErrorReply::BAD_REQUEST),
+                }
+            }
+        }
+    }
+
+    async fn mock(&mut self, core: &Rc<Core>, plan: &Plan, backend: usize) -> Next {
+        consume(&mut self.buf, plan.head_len);
+        if plan.expect_continue
+            && plan.framing != BodyFraming::None
+            && self.buf.is_empty()
+            && self.client.write_all(CONTINUE).await.0.is_err()
+        {
+            return Next::Close;
+        }
+        if let Err(reply) = self.discard_body(core, plan).await {
+            return self.reply(core, &reply, true, plan.head_request).await;
+        }
+        let snap = core.snapshot();
+        let Some(mock) = snap
+            .shared
+            .backends
+            .get(backend)
+            .and_then(|b| b.mock.as_ref())
+        else {
+            return self
+                .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                .await;
+        };
+        let close = !plan.keep_alive || core.is_draining();
+        self.out.clear();
+        self.out.extend_from_slice(&mock.head);
+        forward::connection_header(&mut self.out, close, plan.http10);
+        self.out.extend_from_slice(b"\r\n");
+        if !plan.head_request {
+            self.out.extend_from_slice(&mock.body);
+        }
+        let len = self.out.len();
+        if write_range(&mut self.client, &mut self.out, 0..len)
+            .await
+            .is_err()
+            || close
+        {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Proxies the request to a target of `backend` (first `picked`) and streams the response.
+    async fn proxy(
+        &mut self,
+        core: &Rc<Core>,
+        plan: &Plan,
+        backend: usize,
+        picked: forward::Picked,
+    ) -> Next {
+        let snap = core.snapshot();
+        let Some(spec) = snap.shared.backends.get(backend) else {
+            core.finish(&snap, backend, picked.ticket, Outcome::Cancelled);
+            return self
+                .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                .await;
+        };
+        let client_cfg = &spec.spec.client;
+        let connect_timeout = Duration::from_millis(client_cfg.connection_timeout);
+        let call_timeout = Duration::from_millis(client_cfg.call_timeout);
+        let stream_timeout = Duration::from_millis(client_cfg.call_and_stream_timeout);
+        let idle_timeout = Duration::from_millis(client_cfg.idle_timeout);
+        let max_open = usize::try_from(client_cfg.max_connections).unwrap_or(usize::MAX);
+        consume(&mut self.buf, plan.head_len);
+        let mut attempt = 0u32;
+        let mut current = Some((picked.ticket, picked.addr));
+        let mut sent_continue = false;
+        let mut last_failure = ErrorReply::BAD_GATEWAY;
+        loop {
+            let Some((ticket, addr)) = current.take() else {
+                return self
+                    .reply(core, &last_failure, true, plan.head_request)
+                    .await;
+            };
+            let pooled = core
+                .pool
+                .borrow_mut()
+                .take(addr, Instant::now(), idle_timeout);
+            let mut up = match pooled {
+                Some(c) => c,
+                None => {
+                    let reserved = core.pool.borrow_mut().reserve(addr, max_open);
+                    let connected = match reserved {
+                        Ok(place) => crate::upstream::connect(addr, connect_timeout, place).await,
+                        Err(e) => Err(e),
+                    };
+                    match connected {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let (reply, kind) = match e {
+                                ConnectError::AtCapacity => (ErrorReply::UNAVAILABLE, None),
+                                ConnectError::Timeout => {
+                                    (ErrorReply::GATEWAY_TIMEOUT, Some(FailureKind::Timeout))
+                                }
+                                ConnectError::Io(_) => {
+                                    (ErrorReply::BAD_GATEWAY, Some(FailureKind::Connect))
+                                }
+                            };
+                            last_failure = reply;
+                            // Nothing was sent: any method may be retried on another target.
+                            current = self
+                                .retry(core, &snap, backend, ticket, kind, &mut attempt, client_cfg)
+                                .await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let reused = up.reused;
+            match self
+                .exchange(
+                    core,
+                    plan,
+                    &mut up,
+                    call_timeout,
+                    stream_timeout,
+                    &mut sent_continue,
+                )
+                .await
+            {
+                Exchange::Done {
+                    client_next,
+                    upstream_reusable,
+                    status,
+                } => {
+                    let outcome = if status >= 500 {
+                        Outcome::Failure(FailureKind::ServerError)
+                    } else {
+                        Outcome::Success
+                    };
+                    core.finish(&snap, backend, ticket, outcome);
+                    if upstream_reusable {
+                        core.pool
+                            .borrow_mut()
+                            .put(addr, up, Instant::now(), max_open);
+                    }
+                    return client_next;
+                }
+                Exchange::Stale if reused && !self.body_started(plan) => {
+                    // A pooled connection the upstream had closed: same target, fresh
+                    // connection; not a failure of the target.
+                    core.finish(&snap, backend, ticket, Outcome::Cancelled);
+                    current = core.pick(&snap, backend, self.peer, None, None);
+                    last_failure = ErrorReply::BAD_GATEWAY;
+                }
+                Exchange::Stale | Exchange::Failed(_)
+                    if plan.idempotent && !self.body_started(plan) =>
+                {
+                    last_failure = ErrorReply::BAD_GATEWAY;
+                    current = self
+                        .retry(
+                            core,
+                            &snap,
+                            backend,
+                            ticket,
+                            Some(FailureKind::Broken),
+                            &mut attempt,
+                            client_cfg,
+                        )
+                        .await;
+                }
+                Exchange::Stale => {
+                    core.finish(
+                        &snap,
+                        backend,
+                        ticket,
+                        Outcome::Failure(FailureKind::Broken),
+                    );
+                    return self
+                        .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                        .await;
+                }
+                Exchange::Failed(reply) => {
+                    let kind = if reply.status == 504 {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Broken
+                    };
+                    core.finish(&snap, backend, ticket, Outcome::Failure(kind));
+                    return self.reply(core, &reply, true, plan.head_request).await;
+                }
+                Exchange::Aborted => {
+                    core.finish(&snap, backend, ticket, Outcome::Cancelled);
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// Settles a failed attempt and chooses the next target, after the backoff delay, while
+    /// retries remain.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry(
+        &self,
+        core: &Core,
+        snap: &crate::core::CoreSnapshot,
+        backend: usize,
+        ticket: gateway_core::balance::Ticket,
+        kind: Option<FailureKind>,
+        attempt: &mut u32,
+        client: &gateway_model::entity::ClientConfig,
+    ) -> Option<(gateway_core::balance::Ticket, std::net::SocketAddr)> {
+        let outcome = kind.map_or(Outcome::Cancelled, Outcome::Failure);
+        if *attempt >= client.retries {
+            core.finish(snap, backend, ticket, outcome);
+            return None;
+        }
+        *attempt += 1;
+        let failed_id = ticket.target();
+        core.finish(snap, backend, ticket, outcome);
+        monoio::time::sleep(core.backoff(client, *attempt)).await;
+        core.pick_retry(snap, backend, self.peer, failed_id)
+    }
+
+    /// Whether request body bytes were already forwarded (a retry would then be unsafe).
+    fn body_started(&self, plan: &Plan) -> bool {
+        plan.framing != BodyFraming::None
+    }
+
+    /// One request/response exchange on an upstream connection.
+    async fn exchange(
+        &mut self,
+        core: &Core,
+        plan: &Plan,
+        up: &mut UpConn,
+        call_timeout: Duration,
+        stream_timeout: Duration,
+        sent_continue: &mut bool,
+    ) -> Exchange {
+        // 1. The request head (built in `plan`, kept in `out`), with a small body that is
+        // already here in the same write. `out` keeps the bare head for a retry, which only
+        // happens for requests without a body.
+        let head_len = self.out.len();
+        let mut body_sent = false;
+        if let BodyFraming::ContentLength(n) = plan.framing {
+            if n <= COALESCE_MAX as u64 && self.buf.len() as u64 >= n && !plan.expect_continue {
+                let n = n as usize;
+                if n <= plan.max_body as usize {
+                    if let Some(body) = self.buf.get(..n) {
+                        self.out.extend_from_slice(body);
+                    }
+                    consume(&mut self.buf, n);
+                    body_sent = true;
+                }
+            }
+        }
+        let total = self.out.len();
+        let sent = write_range(&mut up.stream, &mut self.out, 0..total).await;
+        self.out.truncate(head_len);
+        if sent.is_err() {
+            return if body_sent {
+                Exchange::Failed(ErrorReply::BAD_GATEWAY)
+            } else {
+                Exchange::Stale
+            };
+        }
+        // 2. The request body, streamed.
+        if plan.framing != BodyFraming::None && !body_sent {
+            if plan.expect_continue && self.buf.is_empty() && !*sent_continue {
+                *sent_continue = true;
+                if self.client.write_all(CONTINUE).await.0.is_err() {
+                    return Exchange::Aborted;
+                }
+            }
+            let mut decoder = match body_decoder(plan) {
+                Ok(d) => d,
+                Err(reply) => return Exchange::Failed(reply),
+            };
+            loop {
+                let d = match decoder.decode(&self.buf) {
+                    Ok(d) => d,
+                    Err(e) => return Exchange::Failed(http_error_reply(&e)),
+                };
+                if write_range(&mut up.stream, &mut self.buf, 0..d.consumed)
+                    .await
+                    .is_err()
+                {
+                    return Exchange::Failed(ErrorReply::BAD_GATEWAY);
+                }
+                consume(&mut self.buf, d.consumed);
+                if d.done {
+                    break;
+                }
+                if d.consumed == 0 || self.buf.is_empty() {
+                    match monoio::time::timeout(
+                        core.limits.idle_timeout,
+                        read_more(&mut self.client, &mut self.buf),
+                    )
+                    .await
+                    {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return Exchange::Aborted,
+                    }
+                }
+            }
+        }
+        // 3. The response head.
+        let deadline = Instant::now() + call_timeout;
+        let resp = loop {
+            if !up.buf.is_empty() {
+                let method = if plan.head_request {
+                    Method::Head
+                } else {
+                    Method::Get
+                };
+                match self.parser.parse_response(&up.buf, method) {
+                    Ok(Some(head)) if head.is_interim() => {
+                        let n = head.head_len();
+                        consume(&mut up.buf, n);
+                        continue;
+                    }
+                    Ok(Some(head)) => {
+                        self.out.clear();
+                        let close = !plan.keep_alive || core.is_draining();
+                        let info = forward::response_head(core, plan, &head, &mut self.out, close);
+                        break (info, head.status());
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Exchange::Failed(ErrorReply::BAD_GATEWAY),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, read_more(&mut up.stream, &mut up.buf)).await {
+                Err(_) => return Exchange::Failed(ErrorReply::GATEWAY_TIMEOUT),
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) if up.buf.is_empty() => return Exchange::Stale,
+                Ok(_) => return Exchange::Failed(ErrorReply::BAD_GATEWAY),
+            }
+        };
+        let (resp, status) = resp;
+        consume(&mut up.buf, resp.head_len);
+        // 4. The response head to the client, then the body, streamed. The head goes out with
+        // the first body bytes in one write when they are already here and small.
+        let mut decoder = match BodyDecoder::response(resp.framing, BodyLimits::default()) {
+            Ok(d) => d,
+            Err(_) => return Exchange::Aborted,
+        };
+        let mut head_pending = true;
+        let stream_deadline = Instant::now() + stream_timeout;
+        loop {
+            let d = match decoder.decode(&up.buf) {
+                Ok(d) => d,
+                Err(_) => return Exchange::Aborted,
+            };
+            let payload = if resp.dechunk {
+                d.data.clone()
+            } else {
+                0..d.consumed
+            };
+            let write = if head_pending && payload.len() <= COALESCE_MAX {
+                head_pending = false;
+                if let Some(bytes) = up.buf.get(payload) {
+                    self.out.extend_from_slice(bytes);
+                }
+                let len = self.out.len();
+                write_range(&mut self.client, &mut self.out, 0..len).await
+            } else {
+                if head_pending {
+                    head_pending = false;
+                    let len = self.out.len();
+                    if write_range(&mut self.client, &mut self.out, 0..len)
+                        .await
+                        .is_err()
+                    {
+                        return Exchange::Aborted;
+                    }
+                }
+                write_range(&mut self.client, &mut up.buf, payload).await
+            };
+            if write.is_err() {
+                return Exchange::Aborted;
+            }
+            consume(&mut up.buf, d.consumed);
+            if d.done {
+                break;
+            }
+            if d.consumed == 0 || up.buf.is_empty() {
+                let left = stream_deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, read_more(&mut up.stream, &mut up.buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(_) => {
+                        // End of stream: fine for a close-delimited body, an error otherwise.
+                        if decoder.on_eof().is_ok() {
+                            break;
+                        }
+                        return Exchange::Aborted;
+                    }
+                    Err(_) => return Exchange::Aborted,
+                }
+            }
+        }
+        let client_next = if resp.close_client {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        };
+        Exchange::Done {
+            client_next,
+            upstream_reusable: resp.upstream_keep_alive && up.buf.is_empty(),
+            status,
+        }
+    }
+}
+
+/// How an exchange ended.
+enum Exchange {
+    /// The response was relayed.
+    Done {
+        client_next: Next,
+        upstream_reusable: bool,
+        status: u16,
+    },
+    /// The upstream connection failed before any response byte (possibly a stale pooled one).
+    Stale,
+    /// The upstream failed; nothing was sent to the client yet: answer this.
+    Failed(ErrorReply),
+    /// Something failed after the response started, or the client went away: close.
+    Aborted,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Bodies up to this size travel in the same write as their head.
+const COALESCE_MAX: usize = 16 * 1024;
+
+fn body_decoder(plan: &Plan) -> Result<BodyDecoder, ErrorReply> {
+    BodyDecoder::request(
+        plan.framing,
+        BodyLimits {
+            max_body_bytes: plan.max_body,
+            ..BodyLimits::default()
+        },
+    )
+    .map_err(|e| http_error_reply(&e))
+}
+
+/// The response for a framing or limit error.
+fn http_error_reply(e: &HttpError) -> ErrorReply {
+    if e.side() == Side::Upstream {
+        return ErrorReply::BAD_GATEWAY;
+    }
+    match e.status() {
+        413 => ErrorReply::BODY_TOO_LARGE,
+        431 => ErrorReply::HEAD_TOO_LARGE,
+        501 => ErrorReply::new(501, "not_implemented", "not implemented"),
+        505 => ErrorReply::new(
+            505,
+            "http_version_not_supported",
+            "HTTP version not supported",
+        ),
+        _ => ErrorReply::BAD_REQUEST,
+    }
+}

@@ -1,0 +1,306 @@
+//! The config snapshot: everything the request path reads, built once per entity change and
+//! then immutable. Built off the request path (it resolves upstream host names and compiles
+//! regexes); the cores only read it.
+//!
+//! Sources: top-level routes and stored backends, plus the routes of every API that serves
+//! traffic (published or deprecated, enabled), compiled like Otoroshi's `toRoutes`: the API
+//! route's frontend, its backend (the API's own or a stored one), its flow's plugins, and the
+//! metadata `Otoroshi-Api-Ref` so that keys authorized on `api_<id>` pass.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use gateway_core::apikey::{KeyStore, StoreError};
+use gateway_core::flow::{Flow, FlowError};
+use gateway_core::route::{BuildError, RouteDef, RouteTable};
+use gateway_model::entity::{Backend, MockResponse, Route};
+use gateway_model::import::Entities;
+
+/// One upstream server, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTarget {
+    /// `host` or `host:port` for the upstream Host header.
+    pub host_header: Box<str>,
+    /// Where to connect; `None` when the name did not resolve (the target is unavailable until a
+    /// later resolution succeeds).
+    pub addr: Option<SocketAddr>,
+}
+
+/// A backend as the request path uses it.
+#[derive(Debug, Clone)]
+pub struct BackendRuntime {
+    /// Stored backend id, or `route:<id>` for an inline backend.
+    pub id: Box<str>,
+    /// The model backend (targets, balancing, client settings, health check).
+    pub spec: Backend,
+    /// The targets, resolved, in `spec.targets` order.
+    pub targets: Vec<ResolvedTarget>,
+    /// The whole HTTP/1.1 response of a mock backend, serialised once (head and body).
+    pub mock: Option<MockBytes>,
+}
+
+/// A mock backend's response, serialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockBytes {
+    /// Status code.
+    pub status: u16,
+    /// Status line and headers up to (excluding) the blank line, without `connection`.
+    pub head: Box<[u8]>,
+    /// Body.
+    pub body: Box<[u8]>,
+}
+
+impl MockBytes {
+    fn new(mock: &MockResponse) -> Self {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\n",
+            mock.status,
+            gateway_core::respond::reason_phrase(mock.status)
+        );
+        let mut has_type = false;
+        for (name, value) in &mock.headers {
+            has_type |= name.eq_ignore_ascii_case("content-type");
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !has_type {
+            head.push_str("content-type: application/json\r\n");
+        }
+        head.push_str(&format!("content-length: {}\r\n", mock.body.len()));
+        Self {
+            status: mock.status,
+            head: head.into_bytes().into_boxed_slice(),
+            body: mock.body.as_bytes().into(),
+        }
+    }
+}
+
+/// A route as the request path uses it.
+#[derive(Debug, Clone)]
+pub struct RouteRuntime {
+    /// Route id.
+    pub id: Box<str>,
+    /// API id, for routes compiled from an API.
+    pub api: Option<Box<str>>,
+    /// The compiled flow.
+    pub flow: Flow,
+    /// Index into [`Snapshot::backends`].
+    pub backend: usize,
+    /// Backend root without a trailing `/` (empty for `/`).
+    pub root: Box<str>,
+    /// Send the client's Host upstream.
+    pub keep_host: bool,
+    /// Largest request body; `None` for the listener's default.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Everything the request path reads.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every rebuild.
+    pub generation: u64,
+    /// Host/path → route slot.
+    pub table: RouteTable,
+    /// Route slots.
+    pub routes: Vec<RouteRuntime>,
+    /// Backends (stored, API-local and inline).
+    pub backends: Vec<BackendRuntime>,
+    /// API keys.
+    pub keys: KeyStore,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A route's flow does not compile.
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    /// A domain is malformed.
+    #[error(transparent)]
+    Route(#[from] BuildError),
+    /// A key does not compile.
+    #[error(transparent)]
+    Keys(#[from] StoreError),
+    /// A route refers to a backend that does not exist.
+    #[error("route `{route}`: no backend `{backend}`")]
+    MissingBackend {
+        /// Route id.
+        route: String,
+        /// Backend id.
+        backend: String,
+    },
+}
+
+/// Resolves names; a seam so that tests and the background refresher can decide.
+pub trait Resolver {
+    /// The first address of `host:port`, or `None`.
+    fn resolve(&mut self, host: &str, port: u16) -> Option<SocketAddr>;
+}
+
+/// The system resolver (getaddrinfo), used off the request path only.
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve(&mut self, host: &str, port: u16) -> Option<SocketAddr> {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Some(SocketAddr::new(ip, port));
+        }
+        (host, port).to_socket_addrs().ok()?.next()
+    }
+}
+
+fn resolve_backend(id: &str, spec: &Backend, resolver: &mut dyn Resolver) -> BackendRuntime {
+    let targets = spec
+        .targets
+        .iter()
+        .map(|t| {
+            let addr = t
+                .ip_address
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, t.port))
+                .or_else(|| resolver.resolve(&t.hostname, t.port));
+            let host_header = if (t.port == 80 && !t.tls) || (t.port == 443 && t.tls) {
+                t.hostname.clone()
+            } else {
+                format!("{}:{}", t.hostname, t.port)
+            };
+            ResolvedTarget {
+                host_header: host_header.into(),
+                addr,
+            }
+        })
+        .collect();
+    BackendRuntime {
+        id: id.into(),
+        spec: spec.clone(),
+        targets,
+        mock: spec.mock.as_ref().map(MockBytes::new),
+    }
+}
+
+/// The routes an API contributes, as plain routes (backend inline or by reference).
+fn api_routes(entities: &Entities) -> Vec<(Route, Option<String>)> {
+    let mut out = Vec::new();
+    for api in entities
+        .apis
+        .iter()
+        .filter(|a| a.enabled && a.state.serves_traffic())
+    {
+        for r in api.routes.iter().filter(|r| r.enabled) {
+            let plugins = r
+                .flow_ref
+                .as_ref()
+                .and_then(|f| api.flows.iter().find(|fl| &fl.id == f))
+                .map(|f| f.plugins.clone())
+                .unwrap_or_default();
+            let local = api.backends.iter().find(|b| b.id == r.backend);
+            let mut metadata = std::collections::BTreeMap::new();
+            metadata.insert("Otoroshi-Api-Ref".to_owned(), api.id.clone());
+            let route = Route {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                description: String::new(),
+                tags: api.tags.clone(),
+                metadata,
+                enabled: true,
+                groups: vec![format!("virtual_group_for_{}", api.id)],
+                frontend: r.frontend.clone(),
+                backend: local.map(|b| b.backend.clone()),
+                backend_ref: if local.is_some() {
+                    None
+                } else {
+                    Some(r.backend.clone())
+                },
+                plugins,
+                max_body_bytes: None,
+                keep_host: false,
+            };
+            out.push((route, Some(api.id.clone())));
+        }
+    }
+    out
+}
+
+impl Snapshot {
+    /// Builds a snapshot from entities. Disabled routes are left out.
+    ///
+    /// # Errors
+    /// When a route refers to a missing backend, a flow or a key does not compile, or a domain
+    /// is malformed (validated entities only fail here on dangling references).
+    pub fn build(
+        generation: u64,
+        entities: &Entities,
+        resolver: &mut dyn Resolver,
+    ) -> Result<Self, SnapshotError> {
+        let mut backends = Vec::new();
+        let mut by_id = HashMap::new();
+        for b in &entities.backends {
+            by_id.insert(b.id.as_str(), backends.len());
+            backends.push(resolve_backend(&b.id, &b.backend, resolver));
+        }
+        let mut routes = Vec::new();
+        let mut defs = Vec::new();
+        let all = entities
+            .routes
+            .iter()
+            .filter(|r| r.enabled)
+            .map(|r| (r.clone(), None))
+            .chain(api_routes(entities));
+        for (route, api) in all {
+            let backend = match (&route.backend_ref, &route.backend) {
+                (Some(id), _) => {
+                    *by_id
+                        .get(id.as_str())
+                        .ok_or_else(|| SnapshotError::MissingBackend {
+                            route: route.id.clone(),
+                            backend: id.clone(),
+                        })?
+                }
+                (None, Some(inline)) => {
+                    backends.push(resolve_backend(
+                        &format!("route:{}", route.id),
+                        inline,
+                        resolver,
+                    ));
+                    backends.len() - 1
+                }
+                (None, None) => {
+                    return Err(SnapshotError::MissingBackend {
+                        route: route.id.clone(),
+                        backend: String::new(),
+                    });
+                }
+            };
+            let root = backends
+                .get(backend)
+                .map_or("", |b| b.spec.root.trim_end_matches('/'))
+                .into();
+            let slot = routes.len();
+            defs.push(RouteDef::from_route(&route, slot));
+            routes.push(RouteRuntime {
+                id: route.id.as_str().into(),
+                api: api.map(Into::into),
+                flow: Flow::build(&route)?,
+                backend,
+                root,
+                keep_host: route.keep_host,
+                max_body_bytes: route.max_body_bytes,
+            });
+        }
+        Ok(Self {
+            generation,
+            table: RouteTable::build(defs)?,
+            routes,
+            backends,
+            keys: KeyStore::build(&entities.apikeys)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

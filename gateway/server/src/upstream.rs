@@ -1,0 +1,181 @@
+//! Upstream connections of one core: a pool per target address with LIFO reuse (the most
+//! recently used connection is the least likely to have been closed by the upstream), a cap on
+//! open connections, idle eviction, and a sweep that drops connections the upstream closed.
+//!
+//! Per core and `!Sync`: no locks, no atomics. Connections are counted with a local counter
+//! shared by the connections of one address, decremented when a connection is dropped.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustc_hash::FxHashMap;
+
+/// Read buffer size of an upstream connection.
+pub const UPSTREAM_BUF: usize = 16 * 1024;
+
+/// One upstream connection and its read buffer.
+#[derive(Debug)]
+pub struct UpConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Read buffer (its length is the unread bytes).
+    pub buf: Vec<u8>,
+    /// Whether it came from the pool (a failure before any response byte may then be a stale
+    /// connection, and an idempotent request is retried on a fresh one).
+    pub reused: bool,
+    idle_since: Instant,
+    _open: OpenGuard,
+}
+
+#[derive(Debug)]
+struct OpenGuard(Rc<Cell<usize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    idle: Vec<UpConn>,
+    open: Rc<Cell<usize>>,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The target already has `max_connections` open on this core.
+    AtCapacity,
+    /// Connecting timed out.
+    Timeout,
+    /// Connecting failed.
+    Io(io::Error),
+}
+
+/// The pool of one core.
+#[derive(Debug, Default)]
+pub struct Pool {
+    slots: FxHashMap<SocketAddr, Slot>,
+}
+
+impl Pool {
+    /// A reusable connection to `addr`, most recently used first; expired ones are dropped.
+    pub fn take(
+        &mut self,
+        addr: SocketAddr,
+        now: Instant,
+        idle_timeout: Duration,
+    ) -> Option<UpConn> {
+        let slot = self.slots.get_mut(&addr)?;
+        while let Some(mut conn) = slot.idle.pop() {
+            if now.duration_since(conn.idle_since) < idle_timeout {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Open connections (idle and in use) to `addr` on this core.
+    pub fn open(&self, addr: SocketAddr) -> usize {
+        self.slots.get(&addr).map_or(0, |s| s.open.get())
+    }
+
+    /// Idle connections to `addr`.
+    pub fn idle(&self, addr: SocketAddr) -> usize {
+        self.slots.get(&addr).map_or(0, |s| s.idle.len())
+    }
+
+    /// Gives a connection back after a complete exchange; kept unless `max_idle` are idle.
+    pub fn put(&mut self, addr: SocketAddr, mut conn: UpConn, now: Instant, max_idle: usize) {
+        if !conn.buf.is_empty() {
+            return; // bytes beyond the response: never reuse
+        }
+        let slot = self.slots.entry(addr).or_default();
+        if slot.idle.len() < max_idle {
+            conn.idle_since = now;
+            slot.idle.push(conn);
+        }
+    }
+
+    /// Drops idle connections past `idle_timeout` or closed by the upstream.
+    pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        for slot in self.slots.values_mut() {
+            slot.idle.retain(|c| {
+                now.duration_since(c.idle_since) < idle_timeout && still_open(&c.stream)
+            });
+        }
+        self.slots
+            .retain(|_, s| s.open.get() > 0 || !s.idle.is_empty());
+    }
+
+    /// Reserves a place for a new connection to `addr`, unless `max_open` are already open.
+    /// The place is counted at once, so concurrent connects on this core respect the cap.
+    ///
+    /// # Errors
+    /// [`ConnectError::AtCapacity`].
+    pub fn reserve(
+        &mut self,
+        addr: SocketAddr,
+        max_open: usize,
+    ) -> Result<Reservation, ConnectError> {
+        let open = self.slots.entry(addr).or_default().open.clone();
+        if open.get() >= max_open {
+            return Err(ConnectError::AtCapacity);
+        }
+        open.set(open.get() + 1);
+        Ok(Reservation(OpenGuard(open)))
+    }
+}
+
+/// A counted place for a connection being made (see [`Pool::reserve`]).
+#[derive(Debug)]
+pub struct Reservation(OpenGuard);
+
+/// Connects to `addr` in the place `reservation` holds.
+///
+/// # Errors
+/// [`ConnectError::Timeout`] or [`ConnectError::Io`].
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    reservation: Reservation,
+) -> Result<UpConn, ConnectError> {
+    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout),
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(UpConn {
+        stream,
+        buf: Vec::with_capacity(UPSTREAM_BUF),
+        reused: false,
+        idle_since: Instant::now(),
+        _open: reservation.0,
+    })
+}
+
+/// Whether an idle socket is still open and silent: a non-blocking peek that finds no data
+/// (EAGAIN). End of stream, unexpected bytes or an error all mean "do not reuse".
+#[allow(unsafe_code)]
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, a valid, writable 1-byte buffer that
+    // outlives the call; the fd belongs to `stream`, which is alive for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            std::ptr::from_mut(&mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
