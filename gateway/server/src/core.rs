@@ -251,9 +251,8 @@ impl Core {
         backend: usize,
         peer: SocketAddr,
         header_value: Option<&[u8]>,
-        failed: Option<&Ticket>,
+        now: i64,
     ) -> Option<(Ticket, SocketAddr)> {
-        // A retry goes through `pick_retry`; `failed` is kept for callers that hold a ticket.
         let spec = snap.shared.backends.get(backend)?;
         let mut balancers = self.balancers.borrow_mut();
         let balancer = balancers.get_mut(&spec.id)?;
@@ -273,11 +272,7 @@ impl Core {
             client_ip: Some(client_ip),
             header_value,
         };
-        let now = now_ms();
-        let id = match failed {
-            Some(t) => balancer.next_for_retry(now, hint, t.target())?,
-            None => balancer.pick(now, hint)?,
-        };
+        let id = balancer.pick(now, hint)?;
         let addr = spec.targets.get(id.index())?.addr?;
         Some((balancer.start(id, now), addr))
     }

@@ -427,20 +427,25 @@ impl Conn {
                     // A pooled connection the upstream had closed: same target, fresh
                     // connection; not a failure of the target.
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
-                    current = core.pick(&snap, backend, self.peer, None, None);
+                    current = core.pick(&snap, backend, self.peer, None, now_ms());
                     last_failure = ErrorReply::BAD_GATEWAY;
                 }
-                Exchange::Stale | Exchange::Failed(_)
+                failed @ (Exchange::Stale | Exchange::Failed(_))
                     if plan.idempotent && !self.body_started(plan) =>
                 {
-                    last_failure = ErrorReply::BAD_GATEWAY;
+                    let (reply, kind) = match failed {
+                        Exchange::Failed(r) if r.status == 504 => (r, FailureKind::Timeout),
+                        Exchange::Failed(r) => (r, FailureKind::Broken),
+                        _ => (ErrorReply::BAD_GATEWAY, FailureKind::Broken),
+                    };
+                    last_failure = reply;
                     current = self
                         .retry(
                             core,
                             &snap,
                             backend,
                             ticket,
-                            Some(FailureKind::Broken),
+                            Some(kind),
                             &mut attempt,
                             client_cfg,
                         )
@@ -469,6 +474,11 @@ impl Conn {
                 Exchange::Aborted => {
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
                     return Next::Close;
+                }
+                Exchange::ClientError(reply) => {
+                    // The client's fault (bad or oversized body): no verdict on the target.
+                    core.finish(&snap, backend, ticket, Outcome::Cancelled);
+                    return self.reply(core, &reply, true, plan.head_request).await;
                 }
             }
         }
@@ -543,20 +553,21 @@ impl Conn {
         }
         // 2. The request body, streamed.
         if plan.framing != BodyFraming::None && !body_sent {
+            let mut decoder = match body_decoder(plan) {
+                Ok(d) => d,
+                Err(reply) => return Exchange::ClientError(reply),
+            };
+            // 100 Continue only once the body is known to be acceptable.
             if plan.expect_continue && self.buf.is_empty() && !*sent_continue {
                 *sent_continue = true;
                 if self.client.write_all(CONTINUE).await.0.is_err() {
                     return Exchange::Aborted;
                 }
             }
-            let mut decoder = match body_decoder(plan) {
-                Ok(d) => d,
-                Err(reply) => return Exchange::Failed(reply),
-            };
             loop {
                 let d = match decoder.decode(&self.buf) {
                     Ok(d) => d,
-                    Err(e) => return Exchange::Failed(http_error_reply(&e)),
+                    Err(e) => return Exchange::ClientError(http_error_reply(&e)),
                 };
                 if write_range(&mut up.stream, &mut self.buf, 0..d.consumed)
                     .await
@@ -703,6 +714,8 @@ enum Exchange {
     Failed(ErrorReply),
     /// Something failed after the response started, or the client went away: close.
     Aborted,
+    /// The client sent a bad or oversized body: answer this, and blame no target.
+    ClientError(ErrorReply),
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

@@ -17,10 +17,23 @@ fn gateway() -> Command {
 #[test]
 fn example_config_checks_ok_verbatim() {
     let config = shared().join("examples/tollgate.toml");
-    assert!(config.exists(), "{} missing (set TOLLGATE_SHARED)", config.display());
-    let out = gateway().arg("check").arg("--config").arg(&config).output().unwrap();
+    assert!(
+        config.exists(),
+        "{} missing (set TOLLGATE_SHARED)",
+        config.display()
+    );
+    let out = gateway()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok (node node-a, 2 cores, time zone UTC; seed: 2 routes, 1 backends, 1 API keys, 0 APIs)"), "{stdout}");
 }
 
@@ -30,11 +43,22 @@ fn bad_config_exits_non_zero_naming_each_field() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "[node]\ncores = 0\n[listeners.http]\naddr = \"nope\"\n[admin]\ntoken = \"long-enough-token\"\n").unwrap();
-    let out = gateway().arg("check").arg("--config").arg(&cfg).output().unwrap();
+    let out = gateway()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("node.cores: expected an integer ≥ 1"), "{stderr}");
-    assert!(stderr.contains("listeners.http.addr: expected an IP address and port"), "{stderr}");
+    assert!(
+        stderr.contains("node.cores: expected an integer ≥ 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("listeners.http.addr: expected an IP address and port"),
+        "{stderr}"
+    );
     assert!(stderr.contains("2 problem(s)"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

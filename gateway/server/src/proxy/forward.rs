@@ -14,6 +14,52 @@ use gateway_model::entity::LoadBalancing;
 use super::{Action, Plan};
 use crate::core::Core;
 
+/// Appends `n` in decimal without the formatting machinery (hot path).
+pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// Appends the client's IP address (IPv4 without the formatting machinery).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `<rid header>: <node>-<core>-<n>\r\n`.
+fn push_request_id(out: &mut Vec<u8>, core: &Core, id: u64) {
+    out.extend_from_slice(core.limits.request_id_header.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(core.node.as_bytes());
+    out.push(b'-');
+    push_u64(out, core.id as u64);
+    out.push(b'-');
+    push_u64(out, id);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The first target chosen for a proxied request.
 pub(super) struct Picked {
     pub ticket: Ticket,
@@ -94,6 +140,14 @@ pub(super) fn plan(
     if let Some(max) = route.max_body_bytes {
         plan.max_body = max;
     }
+    // A declared body over the limit is refused before anything else happens: no interim
+    // 100 Continue, no upstream contact.
+    if let BodyFraming::ContentLength(n) = plan.framing {
+        if n > plan.max_body {
+            plan.action = Action::Refuse(ErrorReply::BODY_TOO_LARGE);
+            return (plan, None);
+        }
+    }
     let host_str = std::str::from_utf8(strip_port(host)).unwrap_or_default();
     let view = RequestView {
         method,
@@ -126,7 +180,7 @@ pub(super) fn plan(
         LoadBalancing::HeaderHash { header_name } => headers.get(header_name),
         _ => None,
     };
-    let Some((ticket, addr)) = core.pick(&snap, route.backend, peer, hash_value, None) else {
+    let Some((ticket, addr)) = core.pick(&snap, route.backend, peer, hash_value, now_ms) else {
         plan.action = Action::Refuse(ErrorReply::UNAVAILABLE);
         return (plan, None);
     };
@@ -188,20 +242,16 @@ pub(super) fn plan(
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(
-        out,
-        "{}\r\nx-forwarded-proto: http\r\nx-forwarded-host: ",
-        peer.ip()
-    );
+    push_ip(out, peer.ip());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
     out.extend_from_slice(host);
-    let _ = write!(
-        out,
-        "\r\n{rid}: {}-{}-{}\r\n",
-        core.node, core.id, plan.request_id
-    );
+    out.extend_from_slice(b"\r\n");
+    push_request_id(out, core, plan.request_id);
     match plan.framing {
         BodyFraming::ContentLength(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyFraming::None | BodyFraming::UntilClose => {}
@@ -240,7 +290,11 @@ pub(super) fn response_head(
     } else {
         reason
     };
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let rid = core.limits.request_id_header.as_str();
     for h in head.headers().end_to_end() {
         if h.name.eq_ignore_ascii_case(rid) {
@@ -251,11 +305,7 @@ pub(super) fn response_head(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(
-        out,
-        "{rid}: {}-{}-{}\r\n",
-        core.node, core.id, plan.request_id
-    );
+    push_request_id(out, core, plan.request_id);
     if framing == BodyFraming::Chunked && !dechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -267,5 +317,30 @@ pub(super) fn response_head(
         dechunk,
         close_client,
         upstream_keep_alive: head.keep_alive() && framing != BodyFraming::UntilClose,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_and_ip_formatting() {
+        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+        for ip in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip.as_bytes());
+        }
     }
 }
