@@ -24,6 +24,9 @@ use crate::upstream::Pool;
 /// How often a core looks at the node's snapshot and shutdown flag, and sweeps its pool.
 pub const TICK: Duration = Duration::from_millis(50);
 
+/// Pool sweeps happen every this many ticks (1 s).
+const SWEEP_EVERY_TICKS: u64 = 20;
+
 /// What the cores of a node share: the current snapshot and the shutdown flag. Read by each
 /// core's ticker, never on the request path.
 #[derive(Debug)]
@@ -135,6 +138,7 @@ pub struct Core {
     requests: Cell<u64>,
     seed: Cell<u64>,
     health_seen: Cell<u64>,
+    ticks: Cell<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -188,6 +192,7 @@ impl Core {
             requests: Cell::new(0),
             seed: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1)),
             health_seen: Cell::new(0),
+            ticks: Cell::new(0),
         });
         core.rebuild_balancers(&snapshot);
         core
@@ -362,9 +367,15 @@ impl Core {
             let current = self.current.borrow().shared.clone();
             self.apply_health(&current);
         }
-        self.pool
-            .borrow_mut()
-            .sweep(Instant::now(), Duration::from_secs(60));
+        // The sweep peeks at every idle upstream socket (a syscall each): once a second is
+        // enough, since a stale connection is also retried transparently.
+        let ticks = self.ticks.get().wrapping_add(1);
+        self.ticks.set(ticks);
+        if ticks % SWEEP_EVERY_TICKS == 0 {
+            self.pool
+                .borrow_mut()
+                .sweep(Instant::now(), Duration::from_secs(60));
+        }
         if self.node_shared.is_shutting_down() && !self.draining.get() {
             self.draining.set(true);
             let idle = self.idle_cancel.replace(Canceller::new());
