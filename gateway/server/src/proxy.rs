@@ -359,10 +359,12 @@ impl Conn {
                     .reply(core, &last_failure, true, plan.head_request)
                     .await;
             };
+            // A request that cannot be retried gets a connection checked to be open.
+            let verify = !plan.idempotent || self.body_started(plan);
             let pooled = core
                 .pool
                 .borrow_mut()
-                .take(addr, Instant::now(), idle_timeout);
+                .take(addr, Instant::now(), idle_timeout, verify);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {

@@ -66,15 +66,22 @@ pub struct Pool {
 
 impl Pool {
     /// A reusable connection to `addr`, most recently used first; expired ones are dropped.
+    ///
+    /// With `verify`, each candidate is first checked with a non-blocking peek (one syscall), and
+    /// one the upstream closed is dropped: for requests that cannot be retried safely (not
+    /// idempotent, or with a body), a stale connection must not be used at all.
     pub fn take(
         &mut self,
         addr: SocketAddr,
         now: Instant,
         idle_timeout: Duration,
+        verify: bool,
     ) -> Option<UpConn> {
         let slot = self.slots.get_mut(&addr)?;
         while let Some(mut conn) = slot.idle.pop() {
-            if now.duration_since(conn.idle_since) < idle_timeout {
+            if now.duration_since(conn.idle_since) < idle_timeout
+                && (!verify || still_open(&conn.stream))
+            {
                 conn.reused = true;
                 return Some(conn);
             }
