@@ -4,6 +4,15 @@
 //! It must never hold request-path logic that gateway-core can hold: parsing, routing, key and
 //! flow rules are sans-IO and live there; this crate moves bytes and reads clocks. Nothing is
 //! shared between cores per request: no locks, no atomics, no DNS on the request path.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod config;
 pub mod core;
