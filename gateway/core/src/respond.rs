@@ -127,6 +127,19 @@ pub fn write_error(
     close: bool,
     head_request: bool,
 ) {
+    write_error_raw(out, reply, extra, b"", close, head_request);
+}
+
+/// [`write_error`], plus `raw` header lines (each ending in CRLF, e.g. the quota headers)
+/// written as they are after the `extra` headers.
+pub fn write_error_raw(
+    out: &mut Vec<u8>,
+    reply: &ErrorReply,
+    extra: &[(&str, &[u8])],
+    raw: &[u8],
+    close: bool,
+    head_request: bool,
+) {
     let body_start = out.len();
     write_body(out, reply);
     // The body is written first to learn its length, then moved behind the head: error bodies are
@@ -149,6 +162,7 @@ pub fn write_error(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(raw);
     out.extend_from_slice(b"\r\n");
     if let Some(tail) = out.get_mut(body_start..) {
         tail.rotate_left(head_start - body_start);

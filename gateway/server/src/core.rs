@@ -131,6 +131,8 @@ pub struct Core {
     balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
     /// Flow buffers.
     pub scratch: RefCell<FlowScratch>,
+    /// This core's quota leases.
+    pub quota: RefCell<gateway_core::quota::QuotaShard>,
     active: Cell<usize>,
     draining: Cell<bool>,
     idle_cancel: RefCell<Canceller>,
@@ -185,6 +187,7 @@ impl Core {
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(FxHashMap::default()),
             scratch: RefCell::new(FlowScratch::new()),
+            quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
             active: Cell::new(0),
             draining: Cell::new(false),
             idle_cancel: RefCell::new(Canceller::new()),
@@ -376,6 +379,8 @@ impl Core {
                 .borrow_mut()
                 .sweep(Instant::now(), Duration::from_secs(60));
         }
+        // Leases a core has not used for a second go back to the node's pool.
+        self.quota.borrow_mut().reclaim_idle(now_ms(), 1_000);
         if self.node_shared.is_shutting_down() && !self.draining.get() {
             self.draining.set(true);
             let idle = self.idle_cancel.replace(Canceller::new());

@@ -128,6 +128,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         limits: cfg.limits,
         io,
         resolve_every: Duration::from_secs(30),
+        calendar: cfg.calendar,
     };
     serve(&options, entities)
 }
@@ -143,6 +144,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         limits: HttpLimits::default(),
         io,
         resolve_every: Duration::from_secs(30),
+        calendar: gateway_core::window::Calendar::utc(),
     };
     println!(
         "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"
@@ -156,7 +158,8 @@ fn run_quickstart(io: IoMode) -> ExitCode {
     println!("  without a key: curl -i http://127.0.0.1:8080/api      (400 no_api_key)");
     println!();
     println!("Demo key: demo-client / {secret} (generated for this run). Ctrl-C stops the node.");
-    println!("The admin API (127.0.0.1:9000) and quotas arrive with the next issues.");
+    println!("The demo key allows 100 calls/s, 1000 a day: watch Otoroshi-Daily-Calls-Remaining.");
+    println!("The admin API (127.0.0.1:9000) arrives with a later issue.");
     serve(&options, entities)
 }
 

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::HttpLimits;
 use crate::core::{Core, NodeShared};
 use crate::runtime::{self, Driver, IoMode};
-use crate::snapshot::{Snapshot, SystemResolver};
+use crate::snapshot::{QuotaSetup, Snapshot, SystemResolver};
 
 /// How a node is started.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct NodeOptions {
     pub io: IoMode,
     /// How often upstream names are resolved again.
     pub resolve_every: Duration,
+    /// The quota calendar.
+    pub calendar: gateway_core::window::Calendar,
 }
 
 /// A started node.
@@ -64,8 +66,14 @@ impl Node {
     /// When the address cannot be bound or a core's runtime cannot be built (for example
     /// `--io uring` where io_uring is unavailable).
     pub fn start(options: &NodeOptions, entities: Entities) -> io::Result<Self> {
+        let cores = options.cores.max(1);
+        let setup = QuotaSetup {
+            calendar: &options.calendar,
+            cores,
+            previous: None,
+        };
         let snapshot =
-            Snapshot::build(1, &entities, &mut SystemResolver).map_err(io::Error::other)?;
+            Snapshot::build(1, &entities, &mut SystemResolver, setup).map_err(io::Error::other)?;
         let shared = Arc::new(NodeShared::new(snapshot));
         // All listeners are bound before any core accepts, on the same port (the first one's,
         // when the port is 0).
@@ -138,7 +146,13 @@ impl Node {
             }
             d => tracing::info!(driver = %d, "IO driver"),
         }
-        let resolver = spawn_resolver(shared.clone(), entities, options.resolve_every);
+        let resolver = spawn_resolver(
+            shared.clone(),
+            entities,
+            options.resolve_every,
+            options.calendar.clone(),
+            cores,
+        );
         let health = crate::health::spawn(shared.clone());
         Ok(Self {
             shared,
@@ -163,6 +177,11 @@ impl Node {
     /// Swaps a new snapshot into every core (between requests, within one tick).
     pub fn publish(&self, snapshot: Snapshot) {
         self.shared.publish(snapshot);
+    }
+
+    /// The current snapshot (to build the next one from: its quota pool carries over).
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.shared.current()
     }
 
     /// The generation of the current snapshot.
@@ -191,6 +210,8 @@ fn spawn_resolver(
     shared: Arc<NodeShared>,
     entities: Entities,
     every: Duration,
+    calendar: gateway_core::window::Calendar,
+    cores: usize,
 ) -> Option<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("tollgate-resolver".to_owned())
@@ -205,9 +226,17 @@ fn spawn_resolver(
                 }
                 waited = Duration::ZERO;
                 let current = shared.current();
-                let Ok(fresh) =
-                    Snapshot::build(current.generation + 1, &entities, &mut SystemResolver)
-                else {
+                let setup = QuotaSetup {
+                    calendar: &calendar,
+                    cores,
+                    previous: Some(&current.pool),
+                };
+                let Ok(fresh) = Snapshot::build(
+                    current.generation + 1,
+                    &entities,
+                    &mut SystemResolver,
+                    setup,
+                ) else {
                     continue;
                 };
                 let changed = fresh

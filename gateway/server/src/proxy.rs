@@ -58,6 +58,8 @@ struct Plan {
     expect_continue: bool,
     max_body: u64,
     request_id: u64,
+    /// Quota state of a keyed request (its headers go on every response, 429 included).
+    quota: Option<gateway_core::quota::QuotaState>,
     action: Action,
 }
 
@@ -143,7 +145,8 @@ impl Conn {
                 // A refused request's body is not read: close unless it has none.
                 let close = !plan.keep_alive || plan.framing != BodyFraming::None;
                 consume(&mut self.buf, plan.head_len);
-                self.reply(core, &reply, close, plan.head_request).await
+                self.reply_quota(core, &reply, close, plan.head_request, plan.quota.as_ref())
+                    .await
             }
             Action::Mock { backend } => self.mock(core, &plan, backend).await,
             Action::Proxy { backend } => match picked {
@@ -155,6 +158,41 @@ impl Conn {
             return Next::Close;
         }
         next
+    }
+
+    /// Writes an error response with the quota headers of a keyed request.
+    async fn reply_quota(
+        &mut self,
+        core: &Core,
+        reply: &ErrorReply,
+        close: bool,
+        head_request: bool,
+        quota: Option<&gateway_core::quota::QuotaState>,
+    ) -> Next {
+        // Refusals on keyed routes are the rare path: a small buffer for their headers is fine.
+        let mut lines = Vec::new();
+        if let Some(q) = quota {
+            q.write_headers(&mut lines);
+        }
+        let raw: &[u8] = &lines;
+        self.out.clear();
+        gateway_core::respond::write_error_raw(
+            &mut self.out,
+            reply,
+            &[],
+            raw,
+            close || core.is_draining(),
+            head_request,
+        );
+        let len = self.out.len();
+        if write_range(&mut self.client, &mut self.out, 0..len)
+            .await
+            .is_err()
+            || close
+        {
+            return Next::Close;
+        }
+        Next::KeepAlive
     }
 
     /// Writes an error response; `close` adds `connection: close` and ends the connection.
@@ -311,6 +349,9 @@ impl Conn {
         let close = !plan.keep_alive || core.is_draining();
         self.out.clear();
         self.out.extend_from_slice(&mock.head);
+        if let Some(q) = &plan.quota {
+            q.write_headers(&mut self.out);
+        }
         forward::connection_header(&mut self.out, close, plan.http10);
         self.out.extend_from_slice(b"\r\n");
         if !plan.head_request {

@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use gateway_core::apikey::{KeyStore, StoreError};
 use gateway_core::flow::{Flow, FlowError};
+use gateway_core::quota::NodePool;
 use gateway_core::route::{BuildError, RouteDef, RouteTable};
+use gateway_core::window::Calendar;
 use gateway_model::entity::{Backend, MockResponse, Route};
 use gateway_model::import::Entities;
 
@@ -106,6 +108,19 @@ pub struct Snapshot {
     pub backends: Vec<BackendRuntime>,
     /// API keys.
     pub keys: KeyStore,
+    /// The node's quota counters for these keys (carried over from the previous snapshot).
+    pub pool: NodePool,
+}
+
+/// What the quota pool of a snapshot is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaSetup<'a> {
+    /// The quota calendar (time zone).
+    pub calendar: &'a Calendar,
+    /// Cores sharing the pool (lease sizes depend on it).
+    pub cores: usize,
+    /// The previous snapshot's pool, whose counters carry over by client id.
+    pub previous: Option<&'a NodePool>,
 }
 
 /// Why a snapshot could not be built.
@@ -236,6 +251,7 @@ impl Snapshot {
         generation: u64,
         entities: &Entities,
         resolver: &mut dyn Resolver,
+        quotas: QuotaSetup<'_>,
     ) -> Result<Self, SnapshotError> {
         let mut backends = Vec::new();
         let mut by_id = HashMap::new();
@@ -292,12 +308,18 @@ impl Snapshot {
                 max_body_bytes: route.max_body_bytes,
             });
         }
+        let keys = KeyStore::build(&entities.apikeys)?;
+        let pool = match quotas.previous {
+            Some(previous) => previous.rebuild(&keys),
+            None => NodePool::new(quotas.calendar.clone(), quotas.cores, &keys),
+        };
         Ok(Self {
             generation,
             table: RouteTable::build(defs)?,
             routes,
             backends,
-            keys: KeyStore::build(&entities.apikeys)?,
+            keys,
+            pool,
         })
     }
 }

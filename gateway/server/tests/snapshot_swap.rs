@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gateway::config::HttpLimits;
 use gateway::node::{Node, NodeOptions};
 use gateway::runtime::IoMode;
-use gateway::snapshot::{Snapshot, SystemResolver};
+use gateway::snapshot::{QuotaSetup, Snapshot, SystemResolver};
 use gateway_model::import::{Dialect, Entities, import_value};
 use serde_json::json;
 
@@ -70,6 +70,7 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             limits: HttpLimits::default(),
             io,
             resolve_every: Duration::from_secs(3600),
+            calendar: gateway_core::window::Calendar::utc(),
         };
         let node = Node::start(&options, entities("/old", "old")).unwrap();
         // Several connections, so that both cores (SO_REUSEPORT) hold some.
@@ -80,7 +81,15 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             assert_eq!(get(c, "/old"), (200, "old".into()));
         }
-        let next = Snapshot::build(2, &entities("/new", "new"), &mut SystemResolver).unwrap();
+        let current = node.current();
+        let calendar = gateway_core::window::Calendar::utc();
+        let setup = QuotaSetup {
+            calendar: &calendar,
+            cores: 2,
+            previous: Some(&current.pool),
+        };
+        let next =
+            Snapshot::build(2, &entities("/new", "new"), &mut SystemResolver, setup).unwrap();
         node.publish(next);
         assert_eq!(node.generation(), 2);
         let start = Instant::now();

@@ -6,8 +6,9 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use gateway_core::balance::Ticket;
-use gateway_core::flow::{AdmitAll, Consumer, RequestView};
+use gateway_core::flow::{Consumer, RequestView};
 use gateway_core::http::{BodyFraming, RequestHead, ResponseHead, Version};
+use gateway_core::quota::ShardAdmission;
 use gateway_core::respond::{ErrorReply, reason_phrase};
 use gateway_model::entity::LoadBalancing;
 
@@ -118,6 +119,7 @@ pub(super) fn plan(
         expect_continue: head.expect_continue(),
         max_body: core.limits.max_body_bytes,
         request_id: core.next_request_id(),
+        quota: None,
         action: Action::Refuse(ErrorReply::NO_ROUTE),
     };
     let snap = core.snapshot();
@@ -160,7 +162,11 @@ pub(super) fn plan(
     };
     let admitted = {
         let mut scratch = core.scratch.borrow_mut();
-        flow.on_request(&view, &snap.keys, &mut AdmitAll, now_ms, &mut scratch)
+        let mut shard = core.quota.borrow_mut();
+        let mut admission = ShardAdmission::new(&mut shard, &shared.pool);
+        let admitted = flow.on_request(&view, &snap.keys, &mut admission, now_ms, &mut scratch);
+        plan.quota = admission.state().copied();
+        admitted
     };
     if let Err(rejection) = admitted {
         plan.action = Action::Refuse(rejection.reply());
@@ -306,6 +312,9 @@ pub(super) fn response_head(
         out.extend_from_slice(b"\r\n");
     }
     push_request_id(out, core, plan.request_id);
+    if let Some(q) = &plan.quota {
+        q.write_headers(out);
+    }
     if framing == BodyFraming::Chunked && !dechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

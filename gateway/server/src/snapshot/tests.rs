@@ -22,6 +22,14 @@ fn entities(doc: serde_json::Value) -> Entities {
     out.entities
 }
 
+fn setup(calendar: &gateway_core::window::Calendar) -> QuotaSetup<'_> {
+    QuotaSetup {
+        calendar,
+        cores: 2,
+        previous: None,
+    }
+}
+
 fn no_headers(_: &str) -> Option<&'static [u8]> {
     None
 }
@@ -47,7 +55,8 @@ fn routes_backends_and_api_routes() {
              "routes": [{"id": "dr", "frontend": {"domains": ["draft.local"]}, "backend": "b"}]},
         ],
     }));
-    let s = Snapshot::build(7, &e, &mut Fixed).unwrap();
+    let cal = gateway_core::window::Calendar::utc();
+    let s = Snapshot::build(7, &e, &mut Fixed, setup(&cal)).unwrap();
     assert_eq!(s.generation, 7);
     assert_eq!(s.table.len(), 3, "disabled route and staging API left out");
     let m = s
@@ -108,6 +117,7 @@ fn missing_backend_is_an_error() {
         ],
         ..Entities::default()
     };
-    let err = Snapshot::build(1, &e, &mut Fixed).unwrap_err();
+    let cal = gateway_core::window::Calendar::utc();
+    let err = Snapshot::build(1, &e, &mut Fixed, setup(&cal)).unwrap_err();
     assert_eq!(err.to_string(), "route `r`: no backend `ghost`");
 }

@@ -736,6 +736,7 @@ impl Gateway {
             limits,
             io,
             resolve_every: Duration::from_secs(3600),
+            calendar: gateway_core::window::Calendar::utc(),
         };
         let node = Node::start(&options, entities(doc)).unwrap();
         Self {
