@@ -27,4 +27,5 @@ pub mod quota;
 pub mod respond;
 pub mod restriction;
 pub mod route;
+pub mod usage;
 pub mod window;

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod core;
 pub mod health;
+pub mod journal;
 pub mod node;
 mod proxy;
 pub mod quickstart;
