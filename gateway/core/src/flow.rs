@@ -209,6 +209,9 @@ pub struct FlowScratch {
     pub apikey: apikey::Scratch,
     /// `domain + path` for restriction patterns that need it.
     pub restriction: String,
+    /// [`KeyEntry::index`] of the key the consumer phase verified for the last request, kept
+    /// even when a later phase refused it (usage is charged to that key).
+    pub key_index: Option<usize>,
 }
 
 impl FlowScratch {
@@ -217,6 +220,7 @@ impl FlowScratch {
         Self {
             apikey: apikey::Scratch::new(),
             restriction: String::with_capacity(256),
+            key_index: None,
         }
     }
 }
@@ -295,6 +299,7 @@ impl Flow {
         A: Admission + ?Sized,
     {
         let mut admitted = Admitted::default();
+        scratch.key_index = None;
         // Each phase runs only if the previous one continued: a refused call never reaches the
         // quota phase, so it consumes nothing.
         if let Verdict::Reject(r) = self.on_consumer(req, keys, now_ms, scratch, &mut admitted) {
@@ -337,6 +342,7 @@ impl Flow {
                 ) {
                     Ok(key) => {
                         admitted.key = Some(key);
+                        scratch.key_index = Some(key.index());
                         Verdict::Continue
                     }
                     Err(rejection) => Verdict::Reject(Rejection::Key(rejection)),

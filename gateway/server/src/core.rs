@@ -104,13 +104,22 @@ pub struct CoreSnapshot {
     pub keys: gateway_core::apikey::KeyStore,
     /// This core's copy of the routes' flows, by route slot.
     pub flows: Vec<gateway_core::flow::Flow>,
+    /// Client ids by `KeyEntry::index` (usage is charged by client id).
+    pub key_ids: Vec<Box<str>>,
 }
 
 impl CoreSnapshot {
     fn new(shared: Arc<Snapshot>) -> Self {
+        let mut key_ids = vec![Box::<str>::from(""); shared.keys.len()];
+        for k in shared.keys.iter() {
+            if let Some(slot) = key_ids.get_mut(k.index()) {
+                *slot = k.client_id().into();
+            }
+        }
         Self {
             keys: shared.keys.clone(),
             flows: shared.routes.iter().map(|r| r.flow.clone()).collect(),
+            key_ids,
             shared,
         }
     }
@@ -133,6 +142,9 @@ pub struct Core {
     pub scratch: RefCell<FlowScratch>,
     /// This core's quota leases.
     pub quota: RefCell<gateway_core::quota::QuotaShard>,
+    /// This core's usage counters and its way to the event sink (none without a data dir).
+    pub usage: RefCell<Option<CoreUsage>>,
+    days: Cell<Option<(gateway_core::window::Window, gateway_core::window::Window)>>,
     active: Cell<usize>,
     draining: Cell<bool>,
     idle_cancel: RefCell<Canceller>,
@@ -151,6 +163,15 @@ impl std::fmt::Debug for Core {
             .field("draining", &self.draining.get())
             .finish_non_exhaustive()
     }
+}
+
+/// A core's usage pipeline: its accumulator and the sink it hands batches to.
+#[derive(Debug)]
+pub struct CoreUsage {
+    /// Per-identity counters.
+    pub acc: gateway_core::usage::UsageAccumulator,
+    /// The sink thread's intake (never blocks).
+    pub sink: crate::journal::sink::SinkHandle,
 }
 
 /// Decrements the active-connection count when a connection ends.
@@ -188,6 +209,8 @@ impl Core {
             balancers: RefCell::new(FxHashMap::default()),
             scratch: RefCell::new(FlowScratch::new()),
             quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
+            usage: RefCell::new(None),
+            days: Cell::new(None),
             active: Cell::new(0),
             draining: Cell::new(false),
             idle_cancel: RefCell::new(Canceller::new()),
@@ -328,6 +351,33 @@ impl Core {
         )
     }
 
+    /// The local calendar day (`YYYYMMDD`) and month (`YYYYMM`) at `now_ms`, recomputed only when
+    /// a window ends.
+    pub fn calendar_ids(&self, snap: &CoreSnapshot, now_ms: i64) -> Option<(u32, u32)> {
+        if let Some((day, month)) = self.days.get() {
+            if day.contains(now_ms) && month.contains(now_ms) {
+                return Some((day.id, month.id));
+            }
+        }
+        let calendar = snap.shared.pool.calendar();
+        let day = calendar.day(now_ms).ok()?;
+        let month = calendar.month(now_ms).ok()?;
+        self.days.set(Some((day, month)));
+        Some((day.id, month.id))
+    }
+
+    /// Hands due usage batches to the sink (`force`: everything pending). Returns the entries
+    /// still pending (the sink's channel was full).
+    pub fn flush_usage(&self, force: bool) -> usize {
+        let mut usage = self.usage.borrow_mut();
+        let Some(u) = usage.as_mut() else {
+            return 0;
+        };
+        let sink = &u.sink;
+        u.acc.flush(now_ms(), force, |b| sink.try_send(b));
+        u.acc.pending_entries()
+    }
+
     /// Counts a connection as active until the guard drops.
     pub fn track_connection(self: &Rc<Self>) -> ActiveGuard {
         self.active.set(self.active.get() + 1);
@@ -379,6 +429,7 @@ impl Core {
                 .borrow_mut()
                 .sweep(Instant::now(), Duration::from_secs(60));
         }
+        self.flush_usage(false);
         // Leases a core has not used for a second go back to the node's pool.
         self.quota.borrow_mut().reclaim_idle(now_ms(), 1_000);
         if self.node_shared.is_shutting_down() && !self.draining.get() {
@@ -431,6 +482,11 @@ pub async fn run(core: Rc<Core>, listener: TcpListener) {
     drop(listener);
     let deadline = Instant::now() + core.limits.drain_timeout;
     while core.active() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every counted call reaches the sink before the core stops (bounded: the sink drains).
+    let flush_deadline = Instant::now() + Duration::from_secs(5);
+    while core.flush_usage(true) > 0 && Instant::now() < flush_deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
 }

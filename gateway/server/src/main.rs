@@ -129,6 +129,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         io,
         resolve_every: Duration::from_secs(30),
         calendar: cfg.calendar,
+        data_dir: Some(cfg.data_dir),
     };
     serve(&options, entities)
 }
@@ -145,6 +146,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         io,
         resolve_every: Duration::from_secs(30),
         calendar: gateway_core::window::Calendar::utc(),
+        data_dir: Some(std::env::temp_dir().join("tollgate-quickstart")),
     };
     println!(
         "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"

@@ -36,7 +36,13 @@ pub struct NodeOptions {
     pub resolve_every: Duration,
     /// The quota calendar.
     pub calendar: gateway_core::window::Calendar,
+    /// Where the embedded journal lives (`<data_dir>/journal/usage`, …); `None` keeps no usage
+    /// (in-process tests).
+    pub data_dir: Option<std::path::PathBuf>,
 }
+
+/// Partitions of usage batches (DESIGN §4: partition = hash(API key) mod partitions).
+pub const USAGE_PARTITIONS: u32 = 16;
 
 /// A started node.
 #[derive(Debug)]
@@ -47,6 +53,7 @@ pub struct Node {
     driver: Driver,
     resolver: Option<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
+    sink: Option<crate::journal::sink::Sink>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -83,6 +90,29 @@ impl Node {
         for _ in 1..options.cores.max(1) {
             listeners.push(listener(addr)?);
         }
+        let sink = match &options.data_dir {
+            Some(dir) => {
+                let journal_dir = crate::journal::Stream::Usage.dir(&dir.join("journal"));
+                let (journal, recovery) = crate::journal::Journal::open(
+                    &journal_dir,
+                    crate::journal::JournalOptions::default(),
+                )
+                .map_err(io::Error::other)?;
+                if recovery.truncated_bytes > 0 {
+                    tracing::warn!(?recovery, "usage journal: torn tail truncated at start");
+                }
+                Some(
+                    crate::journal::sink::Sink::spawn(
+                        journal,
+                        crate::journal::sink::SinkOptions::default(),
+                    )
+                    .map_err(io::Error::other)?,
+                )
+            }
+            None => None,
+        };
+        // The boot epoch distinguishes this run's batch sequences from the previous run's.
+        let epoch = u64::try_from(crate::core::now_ms()).unwrap_or(0);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
         let mut threads = Vec::new();
@@ -92,6 +122,7 @@ impl Node {
             let limits = options.limits.clone();
             let node_id = options.node_id.clone();
             let (io_mode, pin) = (options.io, options.pin);
+            let sink_handle = sink.as_ref().map(crate::journal::sink::Sink::handle);
             let handle = std::thread::Builder::new()
                 .name(format!("tollgate-core-{i}"))
                 .spawn(move || {
@@ -114,6 +145,19 @@ impl Node {
                             }
                         };
                         let core = Core::new(i, &node_id, limits, shared);
+                        if let Some(sink) = sink_handle {
+                            let config = gateway_core::usage::UsageConfig::new(
+                                node_id.as_str(),
+                                epoch,
+                                u16::try_from(i).unwrap_or(u16::MAX),
+                                USAGE_PARTITIONS,
+                            );
+                            let acc = gateway_core::usage::UsageAccumulator::new(
+                                config,
+                                crate::core::now_ms(),
+                            );
+                            *core.usage.borrow_mut() = Some(crate::core::CoreUsage { acc, sink });
+                        }
                         let _ = ready.send(Ok(driver));
                         crate::core::run(core, listener).await;
                     });
@@ -161,6 +205,7 @@ impl Node {
             driver,
             resolver,
             health,
+            sink,
         })
     }
 
@@ -201,6 +246,13 @@ impl Node {
             .flatten()
         {
             let _ = t.join();
+        }
+        // The cores have handed every counted call to the sink; it drains and syncs.
+        if let Some(sink) = self.sink.take() {
+            match sink.shutdown() {
+                Ok((_, counters)) => tracing::info!(?counters, "usage sink stopped"),
+                Err(e) => tracing::error!(error = %e, "usage sink failed to stop cleanly"),
+            }
         }
     }
 }

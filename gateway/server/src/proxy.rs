@@ -44,6 +44,10 @@ struct Conn {
     /// Heads being written (upstream request head, response head, error responses).
     out: Vec<u8>,
     parser: HeadParser,
+    /// The current request's response status and byte counts (usage events).
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 /// Everything the request path learnt from the head, owned, so that the buffer the head
@@ -60,6 +64,14 @@ struct Plan {
     request_id: u64,
     /// Quota state of a keyed request (its headers go on every response, 429 included).
     quota: Option<gateway_core::quota::QuotaState>,
+    /// The snapshot the request was routed with.
+    snap: Option<Rc<crate::core::CoreSnapshot>>,
+    /// Route slot, once routed.
+    route: Option<usize>,
+    /// `KeyEntry::index` of the verified key (usage is charged to it).
+    key: Option<usize>,
+    /// Why the flow refused the request, if it did.
+    rejection: Option<gateway_core::flow::Rejection>,
     action: Action,
 }
 
@@ -85,6 +97,9 @@ pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
             max_head_bytes: core.limits.max_head_bytes,
             max_headers: core.limits.max_headers,
         }),
+        status: 0,
+        bytes_in: 0,
+        bytes_out: 0,
     };
     while conn.request(&core).await == Next::KeepAlive {
         if core.is_draining() {
@@ -140,6 +155,9 @@ impl Conn {
             Ok(planned) => planned,
             Err(next) => return next,
         };
+        self.status = 0;
+        self.bytes_in = plan.head_len as u64;
+        self.bytes_out = 0;
         let next = match plan.action {
             Action::Refuse(reply) => {
                 // A refused request's body is not read: close unless it has none.
@@ -154,10 +172,51 @@ impl Conn {
                 None => Next::Close,
             },
         };
+        self.record_usage(core, &plan);
         if next == Next::KeepAlive && !plan.keep_alive {
             return Next::Close;
         }
         next
+    }
+
+    /// Charges the request to its key's usage (keyed requests only): admitted, or refused with
+    /// the reason, bytes in and out, status.
+    fn record_usage(&self, core: &Core, plan: &Plan) {
+        let (Some(snap), Some(key), Some(route)) = (&plan.snap, plan.key, plan.route) else {
+            return;
+        };
+        let outcome = match plan.rejection {
+            None => gateway_core::usage::Outcome::Admitted,
+            Some(r) => match gateway_core::usage::Outcome::of_rejection(r) {
+                Some(o) => o,
+                None => return,
+            },
+        };
+        let (Some(client_id), Some(rt)) = (snap.key_ids.get(key), snap.shared.routes.get(route))
+        else {
+            return;
+        };
+        let Some((day, month)) = core.calendar_ids(snap, now_ms()) else {
+            return;
+        };
+        if let Some(u) = core.usage.borrow_mut().as_mut() {
+            let identity = gateway_core::usage::UsageIdentity {
+                apikey: client_id,
+                api: rt.api.as_deref(),
+                route: &rt.id,
+                consumer: None,
+                subscription: None,
+                day,
+                month,
+            };
+            u.acc.record(
+                identity,
+                outcome,
+                self.bytes_in,
+                self.bytes_out,
+                self.status,
+            );
+        }
     }
 
     /// Writes an error response with the quota headers of a keyed request.
@@ -185,6 +244,8 @@ impl Conn {
             head_request,
         );
         let len = self.out.len();
+        self.status = reply.status;
+        self.bytes_out += len as u64;
         if write_range(&mut self.client, &mut self.out, 0..len)
             .await
             .is_err()
@@ -212,6 +273,8 @@ impl Conn {
             head_request,
         );
         let len = self.out.len();
+        self.status = reply.status;
+        self.bytes_out += len as u64;
         if write_range(&mut self.client, &mut self.out, 0..len)
             .await
             .is_err()
@@ -358,6 +421,8 @@ impl Conn {
             self.out.extend_from_slice(&mock.body);
         }
         let len = self.out.len();
+        self.status = mock.status;
+        self.bytes_out += len as u64;
         if write_range(&mut self.client, &mut self.out, 0..len)
             .await
             .is_err()
@@ -579,6 +644,7 @@ impl Conn {
                     if let Some(body) = self.buf.get(..n) {
                         self.out.extend_from_slice(body);
                     }
+                    self.bytes_in += n as u64;
                     consume(&mut self.buf, n);
                     body_sent = true;
                 }
@@ -612,6 +678,7 @@ impl Conn {
                     Ok(d) => d,
                     Err(e) => return Exchange::ClientError(http_error_reply(&e)),
                 };
+                self.bytes_in += d.consumed as u64;
                 if write_range(&mut up.stream, &mut self.buf, 0..d.consumed)
                     .await
                     .is_err()
@@ -669,6 +736,7 @@ impl Conn {
             }
         };
         let (resp, status) = resp;
+        self.status = status;
         consume(&mut up.buf, resp.head_len);
         // 4. The response head to the client, then the body, streamed. The head goes out with
         // the first body bytes in one write when they are already here and small.
@@ -694,11 +762,13 @@ impl Conn {
                     self.out.extend_from_slice(bytes);
                 }
                 let len = self.out.len();
+                self.bytes_out += len as u64;
                 write_range(&mut self.client, &mut self.out, 0..len).await
             } else {
                 if head_pending {
                     head_pending = false;
                     let len = self.out.len();
+                    self.bytes_out += len as u64;
                     if write_range(&mut self.client, &mut self.out, 0..len)
                         .await
                         .is_err()
@@ -706,6 +776,7 @@ impl Conn {
                         return Exchange::Aborted;
                     }
                 }
+                self.bytes_out += payload.len() as u64;
                 write_range(&mut self.client, &mut up.buf, payload).await
             };
             if write.is_err() {

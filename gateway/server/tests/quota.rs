@@ -24,6 +24,10 @@ fn entities(daily: u64, throttling: u64) -> Entities {
 }
 
 fn start(cores: usize, io: IoMode, e: Entities) -> Node {
+    start_in(cores, io, e, None)
+}
+
+fn start_in(cores: usize, io: IoMode, e: Entities, data_dir: Option<std::path::PathBuf>) -> Node {
     let options = NodeOptions {
         node_id: "quota".into(),
         cores,
@@ -33,6 +37,7 @@ fn start(cores: usize, io: IoMode, e: Entities) -> Node {
         io,
         resolve_every: Duration::from_secs(3600),
         calendar: gateway_core::window::Calendar::new("Europe/Paris").unwrap(),
+        data_dir,
     };
     Node::start(&options, e).unwrap()
 }
@@ -174,4 +179,52 @@ fn throttling_quota_is_calls_per_second() {
         "tokens refilled after a second"
     );
     node.shutdown();
+}
+
+#[test]
+fn every_keyed_call_is_counted_in_the_usage_journal() {
+    use gateway_model::event::{RejectReason, UsageDecoder};
+    let dir = std::env::temp_dir().join(format!("tollgate-usage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let node = start_in(2, IoMode::Epoll, entities(15, 1_000_000), Some(dir.clone()));
+    let mut conns: Vec<TcpStream> = (0..4).map(|_| connect(node.addr())).collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for i in 0..20 {
+        match call(&mut conns[i % 4], "s").0 {
+            200 => ok += 1,
+            429 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // A wrong secret is NOT charged to the key it names: the caller never proved it holds the
+    // key, and charging it would let anyone inflate another customer's figures.
+    assert_eq!(call(&mut conns[0], "wrong").0, 401);
+    assert_eq!((ok, refused), (15, 5));
+    drop(conns);
+    node.shutdown(); // drains every core's counters through the sink into the journal
+    let mut reader = gateway::journal::JournalReader::open(
+        gateway::journal::Stream::Usage.dir(&dir.join("journal")),
+        0,
+    )
+    .unwrap();
+    let mut decoder = UsageDecoder::new();
+    let (mut admitted, mut daily, mut auth, mut success, mut client_error) = (0, 0, 0, 0, 0);
+    while let Some(record) = reader.next_record().unwrap() {
+        let batch = decoder.decode(record.payload).unwrap();
+        assert_eq!(batch.node, "quota");
+        for e in &batch.entries {
+            assert_eq!(e.apikey, "k");
+            assert_eq!(e.route, "keyed");
+            assert_eq!(e.month, e.day / 100);
+            admitted += e.counters.admitted;
+            daily += e.counters.rejected.get(RejectReason::QuotaDaily);
+            auth += e.counters.rejected.get(RejectReason::Auth);
+            success += e.counters.status.success;
+            client_error += e.counters.status.client_error;
+        }
+    }
+    assert_eq!((admitted, daily, auth), (15, 5, 0));
+    assert_eq!((success, client_error), (15, 5));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -120,6 +120,10 @@ pub(super) fn plan(
         max_body: core.limits.max_body_bytes,
         request_id: core.next_request_id(),
         quota: None,
+        snap: None,
+        route: None,
+        key: None,
+        rejection: None,
         action: Action::Refuse(ErrorReply::NO_ROUTE),
     };
     let snap = core.snapshot();
@@ -139,6 +143,8 @@ pub(super) fn plan(
     let Some(route) = shared.routes.get(found.slot) else {
         return (plan, None);
     };
+    plan.route = Some(found.slot);
+    plan.snap = Some(snap.clone());
     if let Some(max) = route.max_body_bytes {
         plan.max_body = max;
     }
@@ -166,9 +172,11 @@ pub(super) fn plan(
         let mut admission = ShardAdmission::new(&mut shard, &shared.pool);
         let admitted = flow.on_request(&view, &snap.keys, &mut admission, now_ms, &mut scratch);
         plan.quota = admission.state().copied();
+        plan.key = scratch.key_index;
         admitted
     };
     if let Err(rejection) = admitted {
+        plan.rejection = Some(rejection);
         plan.action = Action::Refuse(rejection.reply());
         return (plan, None);
     }

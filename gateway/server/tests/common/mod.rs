@@ -737,6 +737,7 @@ impl Gateway {
             io,
             resolve_every: Duration::from_secs(3600),
             calendar: gateway_core::window::Calendar::utc(),
+            data_dir: None,
         };
         let node = Node::start(&options, entities(doc)).unwrap();
         Self {
