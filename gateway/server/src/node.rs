@@ -101,6 +101,12 @@ impl Node {
                 if recovery.truncated_bytes > 0 {
                     tracing::warn!(?recovery, "usage journal: torn tail truncated at start");
                 }
+                restore_consumption(
+                    &journal_dir,
+                    recovery.first_offset,
+                    &options.node_id,
+                    &shared.current(),
+                );
                 Some(
                     crate::journal::sink::Sink::spawn(
                         journal,
@@ -254,6 +260,69 @@ impl Node {
                 Err(e) => tracing::error!(error = %e, "usage sink failed to stop cleanly"),
             }
         }
+    }
+}
+
+/// Replays this node's own usage from its journal into the quota pool, so that a restart never
+/// hands out a fresh quota: every admitted call of the current local day and month, over all
+/// previous runs (epochs) of this node id, is restored. Other nodes' consumption arrives through
+/// the ledger's totals instead. Reading is proportional to the journal's size (bounded by its
+/// retention); a record that does not decode is skipped and logged.
+fn restore_consumption(dir: &std::path::Path, from: u64, node_id: &str, snapshot: &Snapshot) {
+    use std::collections::HashMap;
+    let now = crate::core::now_ms();
+    let calendar = snapshot.pool.calendar();
+    let (Ok(day), Ok(month)) = (calendar.day(now), calendar.month(now)) else {
+        return;
+    };
+    let Ok(mut reader) = crate::journal::JournalReader::open(dir, from) else {
+        return;
+    };
+    let mut decoder = gateway_model::event::UsageDecoder::new();
+    let mut totals: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut skipped = 0u64;
+    loop {
+        match reader.next_record() {
+            Ok(Some(record)) => {
+                let Ok(batch) = decoder.access(record.payload) else {
+                    skipped += 1;
+                    continue;
+                };
+                if batch.node.as_str() != node_id {
+                    continue;
+                }
+                for entry in batch.entries.iter() {
+                    let admitted = entry.counters.admitted.to_native();
+                    if admitted == 0 || entry.month.to_native() != month.id {
+                        continue;
+                    }
+                    let t = totals.entry(entry.apikey.as_str().to_owned()).or_default();
+                    t.1 += admitted;
+                    if entry.day.to_native() == day.id {
+                        t.0 += admitted;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                skipped += 1;
+                if !matches!(reader.skip_corrupt(), Ok(Some(_))) {
+                    break;
+                }
+            }
+        }
+    }
+    for (client_id, (day_calls, month_calls)) in &totals {
+        snapshot
+            .pool
+            .restore(client_id, day.id, *day_calls, month.id, *month_calls);
+    }
+    if !totals.is_empty() || skipped > 0 {
+        tracing::info!(
+            keys = totals.len(),
+            skipped,
+            "quota consumption restored from the usage journal"
+        );
     }
 }
 

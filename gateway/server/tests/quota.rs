@@ -228,3 +228,25 @@ fn every_keyed_call_is_counted_in_the_usage_journal() {
     assert_eq!((success, client_error), (15, 5));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_restart_never_hands_out_a_fresh_quota() {
+    let dir = std::env::temp_dir().join(format!("tollgate-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = start_in(2, IoMode::Epoll, entities(8, 1_000_000), Some(dir.clone()));
+    let mut conn = connect(first.addr());
+    let before: Vec<u16> = (0..5).map(|_| call(&mut conn, "s").0).collect();
+    assert_eq!(before, [200; 5]);
+    drop(conn);
+    first.shutdown();
+    // Same node id, same data dir: today's 5 calls are restored from the journal.
+    let second = start_in(2, IoMode::Epoll, entities(8, 1_000_000), Some(dir.clone()));
+    let mut conn = connect(second.addr());
+    let after: Vec<u16> = (0..5).map(|_| call(&mut conn, "s").0).collect();
+    assert_eq!(after, [200, 200, 200, 429, 429]);
+    let (_, head) = call(&mut conn, "s");
+    assert_eq!(header(&head, "Otoroshi-Daily-Calls-Remaining"), Some("0"));
+    drop(conn);
+    second.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -248,7 +248,9 @@ impl JournalReader {
     /// The first offset of the segment after the current one, if it exists yet. Unless
     /// `list_now`, the directory is listed only every [`LIST_EVERY`] calls.
     fn successor(&mut self, list_now: bool) -> Result<Option<u64>, JournalError> {
-        if self.dir.join(segment_name(self.next_offset)).exists() {
+        // The next segment starts where this one ends; on an empty segment that is this
+        // segment's own base, which is not a successor (switching to it would loop forever).
+        if self.next_offset > self.base && self.dir.join(segment_name(self.next_offset)).exists() {
             return Ok(Some(self.next_offset));
         }
         self.misses = self.misses.wrapping_add(1);

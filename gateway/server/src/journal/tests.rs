@@ -747,3 +747,20 @@ fn append_throughput() {
         bytes as f64 / secs / 1e6
     );
 }
+
+#[test]
+fn a_reader_on_an_empty_journal_returns_none_at_once() {
+    let dir = std::env::temp_dir().join(format!("tollgate-empty-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut journal, recovery) = Journal::open(&dir, JournalOptions::default()).unwrap();
+    let mut reader = JournalReader::open(&dir, recovery.first_offset).unwrap();
+    assert!(reader.next_record().unwrap().is_none());
+    journal.append(b"first").unwrap();
+    journal.sync().unwrap();
+    assert_eq!(
+        reader.next_record().unwrap().map(|r| r.payload.to_vec()),
+        Some(b"first".to_vec())
+    );
+    assert!(reader.next_record().unwrap().is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
