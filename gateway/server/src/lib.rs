@@ -18,6 +18,7 @@ pub mod config;
 pub mod core;
 pub mod health;
 pub mod journal;
+pub mod kafka;
 pub mod node;
 mod proxy;
 pub mod quickstart;
