@@ -25,6 +25,8 @@ pub use backend::{
 pub use route::{Frontend, PluginInstance, PluginKind, Route};
 pub use secret::Secret;
 
+pub(crate) use apikey::json_kind;
+
 pub(crate) fn yes() -> bool {
     true
 }

@@ -15,7 +15,7 @@ use gateway_core::balance::{FailureKind, Outcome};
 use gateway_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadParser, HttpError, Method, Side,
 };
-use gateway_core::respond::{ErrorReply, write_error};
+use gateway_core::respond::ErrorReply;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
@@ -264,25 +264,8 @@ impl Conn {
         close: bool,
         head_request: bool,
     ) -> Next {
-        self.out.clear();
-        write_error(
-            &mut self.out,
-            reply,
-            &[],
-            close || core.is_draining(),
-            head_request,
-        );
-        let len = self.out.len();
-        self.status = reply.status;
-        self.bytes_out += len as u64;
-        if write_range(&mut self.client, &mut self.out, 0..len)
+        self.reply_quota(core, reply, close, head_request, None)
             .await
-            .is_err()
-            || close
-        {
-            return Next::Close;
-        }
-        Next::KeepAlive
     }
 
     /// Reads until a whole head is parsed, and decides what to do with the request. `Err` when

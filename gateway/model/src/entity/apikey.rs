@@ -220,6 +220,7 @@ fn quota<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
     }
 }
 
+/// How a JSON value's type reads in an error message ("a string").
 pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",

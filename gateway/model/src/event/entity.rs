@@ -173,7 +173,7 @@ impl EntityEvent {
                 "entity",
                 format!(
                     "must be a JSON object when action is {action}, got {}",
-                    json_type(other)
+                    crate::entity::json_kind(other)
                 ),
             )),
         }
@@ -200,16 +200,5 @@ impl EntityEvent {
         let event: Self = EventError::from_json(WHAT, bytes)?;
         event.validate()?;
         Ok(event)
-    }
-}
-
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }
