@@ -5,9 +5,7 @@
 //! Before measuring, the bench counts heap allocations on the header-based paths with a counting
 //! global allocator and refuses to run if there is any.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::Criterion;
 use gateway_core::apikey::{
@@ -17,35 +15,8 @@ use gateway_core::restriction::{Outcome, RestrictionSet};
 use gateway_model::entity::{ApiKey, Restrictions};
 use serde_json::json;
 
-/// Counts allocations so the bench can prove the header-based paths allocate nothing.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter
-// has no effect on memory.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: benches::CountingAlloc = benches::CountingAlloc;
 
 const KEYS: usize = 10_000;
 const NOW: i64 = 1_700_000_000_000;
@@ -204,11 +175,11 @@ fn check_allocations(store: &KeyStore, route: &RouteContext) {
         let headers = headers.as_slice();
         // Warm up (the first call may grow the scratch buffers).
         authenticate(headers, store, route, "GET", NOW, &mut scratch).unwrap();
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = benches::allocations();
         for _ in 0..1000 {
             black_box(authenticate(headers, store, route, "GET", NOW, &mut scratch).unwrap());
         }
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        let allocations = benches::allocations() - before;
         println!("{}: {allocations} allocations in 1000 calls", case.name);
         assert_eq!(allocations, 0, "{} allocates", case.name);
     }

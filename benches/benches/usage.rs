@@ -10,44 +10,15 @@
 //! Before measuring, the bench counts heap allocations of `record` on known identities with a
 //! counting global allocator and refuses to run if there is any.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use gateway_core::usage::{Outcome, UsageAccumulator, UsageConfig, UsageIdentity};
 use gateway_model::event::{RejectReason, UsageBatch};
 
-/// Counts allocations so the bench can prove `record` allocates nothing once warm.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter
-// has no effect on memory.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: benches::CountingAlloc = benches::CountingAlloc;
 
 const NOW: i64 = 1_795_000_000_000;
 const PARTITIONS: u32 = 16;
@@ -105,7 +76,7 @@ fn check_no_allocation() {
     for i in 0..1000 {
         acc.record(ids.identity(i), outcome(i), 100, 1000, 200);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = benches::allocations();
     for i in 0..100_000 {
         acc.record(
             black_box(ids.identity(i % 1000)),
@@ -115,7 +86,7 @@ fn check_no_allocation() {
             200,
         );
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = benches::allocations() - before;
     assert_eq!(allocations, 0, "record allocated on known identities");
     println!("usage/record: 0 allocations over 100,000 calls of known identities");
 }

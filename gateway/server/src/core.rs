@@ -313,13 +313,11 @@ impl Core {
         &self,
         snap: &CoreSnapshot,
         backend: usize,
-        peer: SocketAddr,
         failed: gateway_core::balance::TargetId,
     ) -> Option<(Ticket, SocketAddr)> {
         let spec = snap.shared.backends.get(backend)?;
         let mut balancers = self.balancers.borrow_mut();
         let balancer = balancers.get_mut(&spec.id)?;
-        let _ = peer;
         let now = now_ms();
         let id = balancer.next_for_retry(now, PickHint::default(), failed)?;
         let addr = spec.targets.get(id.index())?.addr?;

@@ -43,6 +43,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Heads being written (upstream request head, response head, error responses).
     out: Vec<u8>,
+    /// The quota header lines of a refusal (reused).
+    hdrs: Vec<u8>,
     parser: HeadParser,
     /// The current request's response status and byte counts (usage events).
     status: u16,
@@ -93,6 +95,7 @@ pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
         peer,
         buf: Vec::with_capacity(CLIENT_BUF),
         out: Vec::with_capacity(1024),
+        hdrs: Vec::with_capacity(gateway_core::quota::MAX_HEADERS_LEN),
         parser: HeadParser::new(HeadLimits {
             max_head_bytes: core.limits.max_head_bytes,
             max_headers: core.limits.max_headers,
@@ -228,23 +231,28 @@ impl Conn {
         head_request: bool,
         quota: Option<&gateway_core::quota::QuotaState>,
     ) -> Next {
-        // Refusals on keyed routes are the rare path: a small buffer for their headers is fine.
-        let mut lines = Vec::new();
+        // 429 storms are refusals too: the quota headers go through a reused buffer.
+        self.hdrs.clear();
         if let Some(q) = quota {
-            q.write_headers(&mut lines);
+            q.write_headers(&mut self.hdrs);
         }
-        let raw: &[u8] = &lines;
         self.out.clear();
         gateway_core::respond::write_error_raw(
             &mut self.out,
             reply,
             &[],
-            raw,
+            &self.hdrs,
             close || core.is_draining(),
             head_request,
         );
+        self.send_out(reply.status, close).await
+    }
+
+    /// Writes the whole response held in `out` and records its status and size; `close` ends
+    /// the connection after it.
+    async fn send_out(&mut self, status: u16, close: bool) -> Next {
         let len = self.out.len();
-        self.status = reply.status;
+        self.status = status;
         self.bytes_out += len as u64;
         if write_range(&mut self.client, &mut self.out, 0..len)
             .await
@@ -403,17 +411,8 @@ impl Conn {
         if !plan.head_request {
             self.out.extend_from_slice(&mock.body);
         }
-        let len = self.out.len();
-        self.status = mock.status;
-        self.bytes_out += len as u64;
-        if write_range(&mut self.client, &mut self.out, 0..len)
-            .await
-            .is_err()
-            || close
-        {
-            return Next::Close;
-        }
-        Next::KeepAlive
+        let status = mock.status;
+        self.send_out(status, close).await
     }
 
     /// Proxies the request to a target of `backend` (first `picked`) and streams the response.
@@ -597,7 +596,7 @@ impl Conn {
         let failed_id = ticket.target();
         core.finish(snap, backend, ticket, outcome);
         monoio::time::sleep(core.backoff(client, *attempt)).await;
-        core.pick_retry(snap, backend, self.peer, failed_id)
+        core.pick_retry(snap, backend, failed_id)
     }
 
     /// Whether request body bytes were already forwarded (a retry would then be unsafe).
