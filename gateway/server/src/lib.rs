@@ -17,11 +17,11 @@
 pub mod config;
 pub mod core;
 pub mod health;
-pub mod journal;
-pub mod kafka;
 pub mod node;
 mod proxy;
 pub mod quickstart;
 pub mod runtime;
 pub mod snapshot;
 pub mod upstream;
+
+pub use gateway_events::{journal, kafka};
