@@ -1,0 +1,164 @@
+//! The configuration file's schema (`tollgate.toml`), as serde structs with unknown keys refused.
+//! Pure data: the gateway checks it into runtime values (`gateway::config`), the ledger reads the
+//! sections it needs (`[node]`, `[events]`, `[ledger]`, `[quotas]`) from the same file. Every
+//! field is documented in docs/config.md.
+
+use serde::Deserialize;
+
+/// The file as written. Every field is documented in docs/config.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// Traffic listeners.
+    #[serde(default)]
+    pub listeners: ListenersSection,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Where usage and entity events go.
+    #[serde(default)]
+    pub events: EventsSection,
+    /// The ledger.
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    /// Quota calendar.
+    #[serde(default)]
+    pub quotas: QuotasSection,
+    /// Entities imported into an empty entity log.
+    #[serde(default)]
+    pub seed: SeedSection,
+    /// Downstream HTTP limits and timeouts.
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: limits and timeouts of client connections.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Largest request head in bytes (431 above; default 32768).
+    pub max_head_bytes: Option<u32>,
+    /// Most header fields in a request (431 above; default 100, at most 256).
+    pub max_headers: Option<u32>,
+    /// Time allowed to receive a whole request head once its first byte arrived, ms (408; default 10000).
+    pub header_timeout_ms: Option<u64>,
+    /// Idle keep-alive time between requests, ms (default 75000).
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest request body in bytes when the route sets none (413; default 104857600 = 100 MiB; 0 = no limit).
+    pub max_body_bytes: Option<u64>,
+    /// Time to finish in-flight requests on SIGTERM/SIGINT, ms (default 10000).
+    pub drain_timeout_ms: Option<u64>,
+    /// Header carrying the request id to the upstream and back (default `X-Request-Id`).
+    pub request_id_header: Option<String>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, unique in a cluster (default: `node-1`).
+    pub id: Option<String>,
+    /// Worker threads, one per core (default: every core).
+    pub cores: Option<u32>,
+    /// Directory for the journal, spool and ledger store, relative to the config file (default `data`).
+    pub data_dir: Option<String>,
+}
+
+/// `[listeners]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSection {
+    /// `[listeners.http]`: plain HTTP/1.1.
+    pub http: Option<HttpListener>,
+    /// `[listeners.https]`: HTTP/1.1 over TLS (rustls).
+    pub https: Option<HttpsListener>,
+}
+
+/// `[listeners.http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    /// `host:port` to listen on.
+    pub addr: String,
+}
+
+/// `[listeners.https]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsListener {
+    /// `host:port` to listen on.
+    pub addr: String,
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `host:port` of the admin API (default `127.0.0.1:9000`).
+    pub addr: Option<String>,
+    /// Bearer token of the admin API.
+    pub token: Option<String>,
+    /// A file holding the token (instead of `token`).
+    pub token_file: Option<String>,
+}
+
+/// `[events]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// `embedded` (journal on disk, the default) or `kafka`.
+    pub sink: Option<String>,
+    /// `[events.kafka]`, required when `sink = "kafka"`.
+    pub kafka: Option<KafkaSection>,
+}
+
+/// `[events.kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Usage topic (default `tollgate.usage`).
+    pub usage_topic: Option<String>,
+    /// Entity topic (default `tollgate.entities`).
+    pub entities_topic: Option<String>,
+    /// Totals topic (default `tollgate.totals`).
+    pub totals_topic: Option<String>,
+    /// Partitions of the usage topic when Tollgate creates it (default 16).
+    pub partitions: Option<u32>,
+}
+
+/// `[ledger]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// `embedded` (in the gateway process, the default) or `remote`.
+    pub mode: Option<String>,
+    /// `host:port` of the ledger's query API (default `127.0.0.1:9100`).
+    pub addr: Option<String>,
+}
+
+/// `[quotas]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasSection {
+    /// IANA time zone of the daily and monthly quota windows (default `UTC`).
+    pub timezone: Option<String>,
+}
+
+/// `[seed]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSection {
+    /// Entity file (Tollgate or Otoroshi JSON) imported when the entity log is empty.
+    pub entities: Option<String>,
+}
