@@ -44,8 +44,12 @@
 //!   cores keep their entries merged in their accumulators (memory bounded by key count, not
 //!   time), exactly as with a slow journal. Nothing is dropped; a batch still unspoolable at
 //!   shutdown is counted `lost` and logged as an error.
-//! - **Crash exposure.** Batches in the client queue are in memory only (at most
-//!   `queue_max_messages`); [`KafkaSink::shutdown`] spools them, a process crash loses them.
+//! - **Crash exposure.** Fed from the channel, batches in the client queue are in memory only
+//!   (at most `queue_max_messages`): [`KafkaSink::shutdown`] spools them, a process crash loses
+//!   them. The gateway therefore feeds the sink from its usage journal ([`JournalSource`]): every
+//!   record is copied into the spool and produced from there only, and the journal position is
+//!   saved after a spool sync, so a crash at any instant loses nothing (records after the last
+//!   saved position are forwarded again; the ledger drops the copies by sequence).
 //!
 //! Topics are created at start with the admin client (tansu has no auto-creation): the usage
 //! topic with [`KafkaConfig::partitions`] partitions, the entity and totals topics compacted.
@@ -147,6 +151,72 @@ pub struct KafkaConfig {
     pub admin_retry: Duration,
     /// Extra librdkafka settings, applied last.
     pub extra: Vec<(String, String)>,
+    /// Feed the sink from a usage journal instead of the channel (the gateway's mode): see
+    /// [`JournalSource`]. Default `None`.
+    pub source: Option<JournalSource>,
+}
+
+/// The journal as the sink's outbox: the sink tails the usage journal the cores write through,
+/// copies each record into its spool (synced before the position is saved), and produces from
+/// the spool only. A crash at any instant loses nothing: at restart the sink resumes from the
+/// saved position, so records between the last save and the crash are spooled, and sent, again
+/// (the ledger skips them by sequence, docs/events.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSource {
+    /// The usage journal's directory (`<data_dir>/journal/usage`); its writer must have opened it.
+    pub dir: PathBuf,
+    /// The file holding the first journal offset not yet safely in the spool
+    /// (`<data_dir>/spool/usage.forwarded`).
+    pub mark: PathBuf,
+    /// How often the position is saved (after a spool sync). Default 100 ms.
+    pub save_every: Duration,
+}
+
+impl JournalSource {
+    /// The gateway's layout under `data_dir`.
+    #[must_use]
+    pub fn under(data_dir: &Path) -> Self {
+        Self {
+            dir: crate::journal::Stream::Usage.dir(&data_dir.join("journal")),
+            mark: data_dir.join("spool").join("usage.forwarded"),
+            save_every: Duration::from_millis(100),
+        }
+    }
+
+    /// The saved position: 0 (the journal's start) when none was saved yet.
+    ///
+    /// # Errors
+    ///
+    /// The file exists but cannot be read or does not hold a position.
+    pub fn saved(&self) -> Result<u64, std::io::Error> {
+        match std::fs::read_to_string(&self.mark) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", self.mark.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, offset: u64) -> Result<(), std::io::Error> {
+        let tmp = self.mark.with_extension("forwarded.tmp");
+        std::fs::write(&tmp, format!("{offset}\n"))?;
+        std::fs::rename(&tmp, &self.mark)
+    }
+}
+
+/// The sink's reading side of a [`JournalSource`].
+#[derive(Debug)]
+struct Forward {
+    source: JournalSource,
+    reader: crate::journal::JournalReader,
+    decoder: gateway_model::event::UsageDecoder,
+    /// Position last saved.
+    saved: u64,
+    last_save: Instant,
 }
 
 impl KafkaConfig {
@@ -170,6 +240,7 @@ impl KafkaConfig {
             admin_timeout: Duration::from_secs(5),
             admin_retry: Duration::from_secs(2),
             extra: Vec::new(),
+            source: None,
         }
     }
 
@@ -219,6 +290,9 @@ pub enum KafkaSinkError {
     /// The spool could not be opened or written.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The source journal or its saved position could not be read.
+    #[error("usage journal source: {0}")]
+    Source(String),
     /// The sink thread could not be started.
     #[error("kafka sink thread: {0}")]
     Thread(std::io::Error),
@@ -249,6 +323,10 @@ pub struct KafkaCounters {
     pub spool_records: u64,
     /// Messages in the client (queued or on the wire).
     pub in_flight: u64,
+    /// Journal records copied into the spool (journal-fed sinks).
+    pub forwarded: u64,
+    /// Journal records that could not be read or decoded, skipped and logged (journal-fed).
+    pub corrupt: u64,
 }
 
 #[derive(Debug, Default)]
@@ -266,6 +344,8 @@ struct Shared {
     spool_max_bytes: AtomicU64,
     spool_records: AtomicU64,
     in_flight: AtomicU64,
+    forwarded: AtomicU64,
+    corrupt: AtomicU64,
 }
 
 impl Shared {
@@ -283,6 +363,8 @@ impl Shared {
             spool_max_bytes: get(&self.spool_max_bytes),
             spool_records: get(&self.spool_records),
             in_flight: get(&self.in_flight),
+            forwarded: get(&self.forwarded),
+            corrupt: get(&self.corrupt),
         }
     }
 }
@@ -385,8 +467,13 @@ impl KafkaSink {
             .producer_config()
             .create_with_context(Reports::default())?;
         let shared = Arc::new(Shared::default());
+        let forward = match &config.source {
+            Some(source) => Some(Forward::open(source.clone())?),
+            None => None,
+        };
         let (tx, rx) = sync_channel(config.channel_capacity.max(1));
         let mut worker = Worker {
+            forward,
             config,
             producer,
             spool,
@@ -560,6 +647,8 @@ impl ProducerContext for Reports {
 }
 
 struct Worker {
+    /// The journal the sink feeds from, if any.
+    forward: Option<Forward>,
     config: KafkaConfig,
     producer: BaseProducer<Reports>,
     spool: Spool,
@@ -578,6 +667,38 @@ struct Worker {
     replay_after: Instant,
 }
 
+impl Forward {
+    fn open(source: JournalSource) -> Result<Self, KafkaSinkError> {
+        let from = source
+            .saved()
+            .map_err(|e| KafkaSinkError::Source(e.to_string()))?;
+        let reader = match crate::journal::JournalReader::open(&source.dir, from) {
+            Ok(reader) => reader,
+            Err(crate::journal::JournalError::OffsetGone { available, .. }) => {
+                tracing::error!(
+                    saved = from,
+                    available,
+                    "usage journal: records not yet forwarded to Kafka were deleted by retention; \
+                     forwarding resumes at the first retained record"
+                );
+                crate::journal::JournalReader::open(&source.dir, available)
+                    .map_err(|e| KafkaSinkError::Source(e.to_string()))?
+            }
+            Err(e) => return Err(KafkaSinkError::Source(e.to_string())),
+        };
+        if from > 0 {
+            tracing::info!(from, "usage journal: forwarding to Kafka resumes");
+        }
+        Ok(Self {
+            source,
+            reader,
+            decoder: gateway_model::event::UsageDecoder::new(),
+            saved: from,
+            last_save: Instant::now(),
+        })
+    }
+}
+
 /// Pause after a producer reset before replaying again.
 const RESET_PAUSE: Duration = Duration::from_millis(500);
 
@@ -593,7 +714,8 @@ impl Worker {
             }
             let closing = self.shared.closed.load(Ordering::SeqCst);
             // Idle: wait on the channel. Replaying, or closing: do not.
-            let taken = self.intake(!closing && !progress);
+            let mut taken = self.intake(!closing && !progress);
+            taken += self.forward(closing);
             progress = self.replay();
             self.producer.poll(Duration::ZERO);
             self.handle_reports();
@@ -610,6 +732,69 @@ impl Worker {
             }
         }
         self.finish();
+    }
+
+    /// Copies new journal records into the spool (never straight to the client, so that the
+    /// position saved is always backed by the spool on disk); saves the position after a spool
+    /// sync every `save_every`, and always when `closing`. Returns how many records it copied.
+    fn forward(&mut self, closing: bool) -> usize {
+        let Some(mut forward) = self.forward.take() else {
+            return 0;
+        };
+        let mut copied = 0;
+        while self.held.is_empty() && copied < MAX_INTAKE {
+            let (partition, bytes) = match forward.reader.next_record() {
+                Ok(Some(record)) => match forward.decoder.access(record.payload) {
+                    Ok(batch) => (batch.partition.to_native(), record.payload.to_vec()),
+                    Err(error) => {
+                        bump(&self.shared.corrupt, 1);
+                        tracing::error!(
+                            %error,
+                            offset = record.offset,
+                            "usage journal record does not decode; not forwarded"
+                        );
+                        continue;
+                    }
+                },
+                Ok(None) => break,
+                Err(error) => {
+                    match forward.reader.skip_corrupt() {
+                        Ok(Some(skipped)) => {
+                            bump(&self.shared.corrupt, 1);
+                            tracing::error!(%error, ?skipped, "usage journal: corrupt record skipped");
+                        }
+                        Ok(None) | Err(_) => {
+                            tracing::warn!(%error, "usage journal unreadable; forwarding paused");
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.spool_append(partition, bytes);
+            bump(&self.shared.forwarded, 1);
+            copied += 1;
+        }
+        let position = forward.reader.next_offset();
+        let due = forward.last_save.elapsed() >= forward.source.save_every;
+        if position != forward.saved && (due || closing) && self.held.is_empty() {
+            // Everything before `position` is in the spool (or confirmed): make it durable, then
+            // move the mark. A crash between the two only forwards some records twice.
+            match self.spool.sync() {
+                Ok(()) => match forward.source.save(position) {
+                    Ok(()) => {
+                        forward.saved = position;
+                        forward.last_save = Instant::now();
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "usage forwarding position not saved");
+                    }
+                },
+                Err(error) => tracing::error!(%error, "usage spool not synced"),
+            }
+        }
+        self.forward = Some(forward);
+        copied
     }
 
     fn try_topics(&mut self) {

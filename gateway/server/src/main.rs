@@ -120,6 +120,25 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         .seed
         .map(|(_, import)| import.entities)
         .unwrap_or_default();
+    let kafka = match &cfg.sink {
+        config::Sink::Embedded => None,
+        config::Sink::Kafka {
+            brokers,
+            usage_topic,
+            entities_topic,
+            totals_topic,
+            partitions,
+        } => {
+            let mut k = gateway::kafka::KafkaConfig::new(brokers, &cfg.data_dir);
+            k.topics = gateway::kafka::Topics {
+                usage: usage_topic.clone(),
+                entities: entities_topic.clone(),
+                totals: totals_topic.clone(),
+            };
+            k.partitions = *partitions;
+            Some(k)
+        }
+    };
     let options = NodeOptions {
         node_id: cfg.node_id,
         cores: cfg.cores,
@@ -130,6 +149,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         resolve_every: Duration::from_secs(30),
         calendar: cfg.calendar,
         data_dir: Some(cfg.data_dir),
+        kafka,
     };
     serve(&options, entities)
 }
@@ -147,6 +167,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         resolve_every: Duration::from_secs(30),
         calendar: gateway_core::window::Calendar::utc(),
         data_dir: Some(std::env::temp_dir().join("tollgate-quickstart")),
+        kafka: None,
     };
     println!(
         "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"

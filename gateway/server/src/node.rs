@@ -39,6 +39,10 @@ pub struct NodeOptions {
     /// Where the embedded journal lives (`<data_dir>/journal/usage`, …); `None` keeps no usage
     /// (in-process tests).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Forward usage to Kafka (`[events] sink = "kafka"`): the journal under `data_dir` is the
+    /// outbox the Kafka sink tails (`source` is set by the node), so a crash loses nothing.
+    /// Its `partitions` is also the usage partition count. Needs `data_dir`.
+    pub kafka: Option<gateway_events::kafka::KafkaConfig>,
 }
 
 /// Partitions of usage batches (DESIGN §4: partition = hash(API key) mod partitions).
@@ -54,6 +58,7 @@ pub struct Node {
     resolver: Option<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
     sink: Option<crate::journal::sink::Sink>,
+    kafka: Option<gateway_events::kafka::KafkaSink>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -117,6 +122,23 @@ impl Node {
             }
             None => None,
         };
+        let kafka = match (&options.data_dir, &options.kafka) {
+            (Some(dir), Some(config)) => {
+                let mut config = config.clone();
+                config.source = Some(gateway_events::kafka::JournalSource::under(dir));
+                Some(gateway_events::kafka::KafkaSink::start(config).map_err(io::Error::other)?)
+            }
+            (None, Some(_)) => {
+                return Err(io::Error::other(
+                    "the Kafka sink needs a data directory (its journal is the outbox)",
+                ));
+            }
+            _ => None,
+        };
+        let partitions = options
+            .kafka
+            .as_ref()
+            .map_or(USAGE_PARTITIONS, |k| k.partitions.max(1));
         // The boot epoch distinguishes this run's batch sequences from the previous run's.
         let epoch = u64::try_from(crate::core::now_ms()).unwrap_or(0);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -156,7 +178,7 @@ impl Node {
                                 node_id.as_str(),
                                 epoch,
                                 u16::try_from(i).unwrap_or(u16::MAX),
-                                USAGE_PARTITIONS,
+                                partitions,
                             );
                             let acc = gateway_core::usage::UsageAccumulator::new(
                                 config,
@@ -212,6 +234,7 @@ impl Node {
             resolver,
             health,
             sink,
+            kafka,
         })
     }
 
@@ -260,6 +283,19 @@ impl Node {
                 Err(e) => tracing::error!(error = %e, "usage sink failed to stop cleanly"),
             }
         }
+        // Then the Kafka sink forwards the journal's tail, waits for confirmations and spools
+        // the rest for the next run.
+        if let Some(kafka) = self.kafka.take() {
+            let counters = kafka.shutdown();
+            tracing::info!(?counters, "kafka sink stopped");
+        }
+    }
+
+    /// The Kafka sink's counters, when usage goes to Kafka.
+    pub fn kafka_counters(&self) -> Option<gateway_events::kafka::KafkaCounters> {
+        self.kafka
+            .as_ref()
+            .map(gateway_events::kafka::KafkaSink::counters)
     }
 }
 

@@ -6,77 +6,21 @@
 //! other's records, and tests run one at a time because the outage test stops the broker.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+mod common;
+
+use common::kafka::{BROKER_SCRIPT, broker, serial, unique};
 use gateway::kafka::{KafkaConfig, KafkaCounters, KafkaHandle, KafkaSink, Topics};
 use gateway_model::event::{UsageBatch, UsageCounters, UsageEntry, decode, partition_for};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const PARTITIONS: u32 = 4;
-const BROKER_SCRIPT: &str = "/work/shared/kafka/broker.sh";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The broker address, or `None` (after a skip note) when none is configured and none answers.
-fn broker() -> Option<String> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let answers = |addr: &str| {
-        addr.parse::<SocketAddr>()
-            .ok()
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    };
-    match std::env::var("TOLLGATE_KAFKA") {
-        Ok(addr) => {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !answers(&addr) {
-                assert!(
-                    Instant::now() < deadline,
-                    "TOLLGATE_KAFKA={addr} is set but no broker answers there"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Some(addr)
-        }
-        Err(_) => {
-            let addr = "127.0.0.1:9092";
-            if answers(addr) {
-                Some(addr.to_owned())
-            } else {
-                eprintln!(
-                    "SKIP: no Kafka broker on {addr} and TOLLGATE_KAFKA unset; \
-                     start one with {BROKER_SCRIPT} start"
-                );
-                None
-            }
-        }
-    }
-}
-
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    format!(
-        "test-{}-{millis}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn config(brokers: &str, name: &str) -> (KafkaConfig, PathBuf) {
     let id = unique(name);

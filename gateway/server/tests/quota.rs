@@ -38,6 +38,7 @@ fn start_in(cores: usize, io: IoMode, e: Entities, data_dir: Option<std::path::P
         resolve_every: Duration::from_secs(3600),
         calendar: gateway_core::window::Calendar::new("Europe/Paris").unwrap(),
         data_dir,
+        kafka: None,
     };
     Node::start(&options, e).unwrap()
 }

@@ -72,6 +72,7 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             resolve_every: Duration::from_secs(3600),
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: None,
+            kafka: None,
         };
         let node = Node::start(&options, entities("/old", "old")).unwrap();
         // Several connections, so that both cores (SO_REUSEPORT) hold some.

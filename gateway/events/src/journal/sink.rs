@@ -7,6 +7,10 @@
 //! core N ─ SinkHandle::try_send ─┘   (never blocks)      └─ sync by policy, count
 //! ```
 //!
+//! With `SyncPolicy::Every`, `fdatasync` runs on a second thread (`tollgate-sync`) over a
+//! duplicate of the active segment's descriptor: a slow disk delays durability, never the
+//! appends, so a process crash loses only what is still in the channel (one tick's worth).
+//!
 //! A core never waits: a full channel gives the batch back, and the core's
 //! `UsageAccumulator` keeps its entries pending for the next flush (nothing lost, no sequence
 //! skipped). The thread retries a failed append until it succeeds (reopening the journal if a
@@ -223,15 +227,114 @@ impl Drop for Sink {
     }
 }
 
-/// The thread's loop: receive, encode, append (retrying), sync by policy; on close, drain.
+/// The background syncer's side: the active segment to sync, and whether it has unsynced
+/// appends.
+#[derive(Debug, Default)]
+struct SyncState {
+    file: std::sync::Mutex<Option<Arc<std::fs::File>>>,
+    dirty: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// Syncs the active segment every `every` while it has unsynced appends.
+fn syncer(state: &SyncState, shared: &Shared, every: Duration) {
+    while !state.stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(every);
+        if !state.dirty.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        let file = state
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(file) = file {
+            match file.sync_data() {
+                Ok(()) => bump(&shared.syncs, 1),
+                Err(err) => {
+                    state.dirty.store(true, Ordering::Release);
+                    tracing::warn!(error = %err, "usage sink: background sync failed");
+                }
+            }
+        }
+    }
+}
+
+/// The background syncer thread, when the policy is `Every`.
+struct Syncer {
+    state: Arc<SyncState>,
+    base: Option<u64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(journal: &Journal, shared: &Arc<Shared>) -> Option<Self> {
+        let super::SyncPolicy::Every(every) = journal.options().sync else {
+            return None;
+        };
+        let state = Arc::new(SyncState::default());
+        let (thread_state, thread_shared) = (Arc::clone(&state), Arc::clone(shared));
+        let thread = std::thread::Builder::new()
+            .name("tollgate-sync".into())
+            .spawn(move || syncer(&thread_state, &thread_shared, every))
+            .map_err(
+                |err| tracing::warn!(error = %err, "usage sink: no sync thread; syncing inline"),
+            )
+            .ok()?;
+        let mut syncer = Self {
+            state,
+            base: None,
+            thread: Some(thread),
+        };
+        syncer.follow(journal);
+        Some(syncer)
+    }
+
+    /// After appends: point at the active segment (it changes on a roll) and mark it dirty.
+    fn follow(&mut self, journal: &Journal) {
+        match journal.active_file() {
+            Ok((base, file)) if Some(base) != self.base => {
+                self.base = Some(base);
+                *self
+                    .state
+                    .file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(file));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "usage sink: segment not handed to the syncer")
+            }
+        }
+        self.state.dirty.store(true, Ordering::Release);
+    }
+
+    fn stop(&mut self) {
+        self.state.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The thread's loop: receive, encode, append (retrying), sync by policy (in the background
+/// for `Every`); on close, drain and sync.
 fn run(
     mut journal: Journal,
     rx: &Receiver<UsageBatch>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     options: &SinkOptions,
 ) -> Result<Journal, JournalError> {
     let mut batches: Vec<UsageBatch> = Vec::with_capacity(options.max_write.max(1));
     let mut writer = Writer::default();
+    let mut background = Syncer::start(&journal, shared);
     loop {
         let closing = shared.closed.load(Ordering::SeqCst);
         if closing {
@@ -257,14 +360,23 @@ fn run(
             }
             journal = writer.write(journal, &batches, shared, options, closing);
             batches.clear();
+            if let Some(background) = background.as_mut() {
+                background.follow(&journal);
+            }
             if !closing {
                 break;
             }
         }
         if closing {
+            if let Some(mut background) = background.take() {
+                background.stop();
+            }
             journal.sync()?;
             bump(&shared.syncs, 1);
             return Ok(journal);
+        }
+        if background.is_some() {
+            continue;
         }
         match journal.sync_if_due(Instant::now()) {
             Ok(true) => bump(&shared.syncs, 1),

@@ -635,6 +635,42 @@ fn the_sink_writes_every_batch_handed_over_and_drains_at_shutdown() {
     assert_eq!(seen.len() as u64, u64::from(THREADS) * PER_THREAD);
 }
 
+/// With `Every`, syncs happen on the background thread while the sink keeps running (no
+/// shutdown needed), and an idle journal is not synced again and again.
+#[test]
+fn the_sink_syncs_in_the_background() {
+    let tmp = TempDir::new("sink-sync");
+    let mut opts = options(256 << 10);
+    opts.sync = SyncPolicy::Every(Duration::from_millis(10));
+    let (j, _) = Journal::open(tmp.path(), opts).unwrap();
+    let sink = Sink::spawn(j, SinkOptions::default()).unwrap();
+    let handle = sink.handle();
+    handle.try_send(batch(0, 0, 1)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sink.counters().syncs == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background sync");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sink.counters().batches, 1);
+    let idle = sink.counters().syncs;
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        sink.counters().syncs <= idle + 1,
+        "idle journal synced again and again"
+    );
+    handle.try_send(batch(0, 1, 1)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sink.counters().syncs <= idle + 1 && sink.counters().batches < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sync after new appends"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (journal, counters) = sink.shutdown().unwrap();
+    assert_eq!((counters.batches, journal.next_offset()), (2, 2));
+}
+
 #[test]
 fn accumulators_through_the_sink_lose_nothing() {
     use gateway_core::usage::{Outcome, UsageAccumulator, UsageConfig, UsageIdentity};

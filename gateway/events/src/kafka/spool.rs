@@ -498,6 +498,19 @@ impl Spool {
         Ok(())
     }
 
+    /// Forces the active file's records to disk (`fdatasync`), so that they survive a crash of
+    /// the machine, not only of the process.
+    ///
+    /// # Errors
+    ///
+    /// IO.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if let (Some(file), Some(last)) = (self.active.as_ref(), self.segments.back()) {
+            file.sync_data().map_err(io_err(&last.path))?;
+        }
+        Ok(())
+    }
+
     /// Syncs the active file and records the first unconfirmed offset, so that a clean
     /// restart replays from there.
     ///

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -738,6 +740,7 @@ impl Gateway {
             resolve_every: Duration::from_secs(3600),
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: None,
+            kafka: None,
         };
         let node = Node::start(&options, entities(doc)).unwrap();
         Self {
