@@ -22,6 +22,7 @@ mod proxy;
 pub mod quickstart;
 pub mod runtime;
 pub mod snapshot;
+pub mod tail;
 pub mod upstream;
 
 pub use gateway_events::{journal, kafka};

@@ -34,6 +34,29 @@ struct Cli {
 enum Command {
     /// Validate a configuration (and its seed entities) and report every bad field with its path.
     Check,
+    /// Read the event streams.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print usage, entity and totals events as JSON lines, from the journal or from Kafka
+    /// (per `--config`; without it, the quickstart's journal), following new ones.
+    Tail {
+        /// Start at the first retained event instead of the end.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop once caught up instead of following.
+        #[arg(long)]
+        once: bool,
+        /// Which stream.
+        #[arg(long, value_enum, default_value = "all")]
+        stream: gateway::tail::Which,
+        /// Read the embedded journal under this data directory (even when Kafka is configured).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,8 +74,76 @@ fn main() -> ExitCode {
             eprintln!("gateway check: --config FILE is required");
             ExitCode::from(2)
         }
+        (
+            Some(Command::Events(EventsCommand::Tail {
+                from_start,
+                once,
+                stream,
+                data_dir,
+            })),
+            config,
+        ) => tail(
+            config.as_deref(),
+            data_dir,
+            gateway::tail::TailOptions {
+                which: stream,
+                from_start,
+                once,
+            },
+        ),
         (None, Some(path)) => run(&path, cli.io),
         (None, None) => run_quickstart(cli.io),
+    }
+}
+
+fn tail(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    options: gateway::tail::TailOptions,
+) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = match (config, data_dir) {
+        (_, Some(dir)) => gateway::tail::journal(&dir, options, &mut out),
+        (None, None) => gateway::tail::journal(
+            &std::env::temp_dir().join("tollgate-quickstart"),
+            options,
+            &mut out,
+        ),
+        (Some(path), None) => match config::load(path) {
+            Err(problems) => {
+                for p in problems.iter() {
+                    eprintln!("{}: {p}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
+            Ok(cfg) => match &cfg.sink {
+                config::Sink::Embedded => gateway::tail::journal(&cfg.data_dir, options, &mut out),
+                config::Sink::Kafka {
+                    brokers,
+                    usage_topic,
+                    entities_topic,
+                    totals_topic,
+                    ..
+                } => gateway::tail::kafka(
+                    brokers,
+                    &gateway::kafka::Topics {
+                        usage: usage_topic.clone(),
+                        entities: entities_topic.clone(),
+                        totals: totals_topic.clone(),
+                    },
+                    options,
+                    &mut out,
+                ),
+            },
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway events tail: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -73,6 +73,7 @@ fn node_forwards_usage_to_kafka_through_its_journal() {
     let id = unique("node");
     let mut kafka = KafkaConfig::new(&brokers, dir.path());
     kafka.topics = Topics::with_suffix(&id);
+    assert_eq!(kafka.topics.usage, format!("tollgate.usage.{id}"));
     kafka.partitions = PARTITIONS;
     let topic = kafka.topics.usage.clone();
     let doc = entities_doc(500);
@@ -135,6 +136,42 @@ fn node_forwards_usage_to_kafka_through_its_journal() {
         "the topic holds exactly the journal's batches"
     );
     assert_eq!(sum(&topic_batches, None), (500, 300));
+
+    // `gateway events tail --config` reads the same topic.
+    let cfg = dir.path().join("tollgate.toml");
+    std::fs::write(&cfg, config(&brokers, &id)).unwrap();
+    std::fs::write(dir.path().join("entities.json"), doc.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "events",
+            "tail",
+            "--from-start",
+            "--once",
+            "--stream",
+            "usage",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), records.len());
+    let admitted: u64 = lines
+        .iter()
+        .flat_map(|l| l["event"]["entries"].as_array().unwrap().iter())
+        .map(|e| e["counters"]["admitted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(admitted, 500);
+    assert!(lines.iter().all(|l| l["partition"].is_i64()));
 }
 
 /// Keyed load from `threads` connections until `stop`; returns the 200s it received. A failed
