@@ -23,6 +23,7 @@ pub mod quickstart;
 pub mod runtime;
 pub mod snapshot;
 pub mod tail;
+pub mod totals;
 pub mod upstream;
 
 pub use gateway_events::{journal, kafka};

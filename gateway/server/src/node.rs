@@ -59,6 +59,8 @@ pub struct Node {
     health: Option<JoinHandle<()>>,
     sink: Option<crate::journal::sink::Sink>,
     kafka: Option<gateway_events::kafka::KafkaSink>,
+    totals: Option<JoinHandle<()>>,
+    totals_counters: Arc<crate::totals::TotalsCounters>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -226,6 +228,18 @@ impl Node {
             cores,
         );
         let health = crate::health::spawn(shared.clone());
+        // Other nodes' consumption, from the ledger's totals (Kafka deployments only).
+        let totals_counters = Arc::new(crate::totals::TotalsCounters::default());
+        let totals = match &options.kafka {
+            Some(k) => Some(crate::totals::spawn(
+                shared.clone(),
+                k.brokers.clone(),
+                k.topics.totals.clone(),
+                options.node_id.clone(),
+                totals_counters.clone(),
+            )?),
+            None => None,
+        };
         Ok(Self {
             shared,
             threads,
@@ -235,6 +249,8 @@ impl Node {
             health,
             sink,
             kafka,
+            totals,
+            totals_counters,
         })
     }
 
@@ -270,7 +286,7 @@ impl Node {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for t in [self.resolver.take(), self.health.take()]
+        for t in [self.resolver.take(), self.health.take(), self.totals.take()]
             .into_iter()
             .flatten()
         {
@@ -296,6 +312,11 @@ impl Node {
         self.kafka
             .as_ref()
             .map(gateway_events::kafka::KafkaSink::counters)
+    }
+
+    /// The totals follower's counters (all zero without Kafka).
+    pub fn totals_counters(&self) -> &crate::totals::TotalsCounters {
+        &self.totals_counters
     }
 }
 

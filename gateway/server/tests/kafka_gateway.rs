@@ -322,3 +322,111 @@ fn sigkill_under_load_loses_no_journaled_usage() {
         records.len() - topic.len()
     );
 }
+
+/// Another node's consumption published on the totals topic reaches this node's pool: with a
+/// daily quota of 100 and 60 calls counted elsewhere, exactly 40 more are admitted here.
+#[test]
+fn totals_of_other_nodes_reduce_what_this_node_admits() {
+    use gateway_model::event::{NodeCalls, TotalsRecord};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let _serial = serial();
+    let Some(brokers) = broker() else { return };
+    let dir = TempDir::new("kafka-totals");
+    let id = unique("totals");
+    let mut kafka = KafkaConfig::new(&brokers, dir.path());
+    kafka.topics = Topics::with_suffix(&id);
+    kafka.partitions = PARTITIONS;
+    let totals_topic = kafka.topics.totals.clone();
+    let out = import_value(&entities_doc(100), Some(Dialect::Tollgate)).unwrap();
+    let options = NodeOptions {
+        node_id: "node-a".into(),
+        cores: 2,
+        pin: false,
+        http: "127.0.0.1:0".parse().unwrap(),
+        limits: HttpLimits::default(),
+        io: IoMode::Epoll,
+        resolve_every: Duration::from_secs(3600),
+        calendar: gateway_core::window::Calendar::utc(),
+        data_dir: Some(dir.path().to_path_buf()),
+        kafka: Some(kafka),
+    };
+    let node = Node::start(&options, out.entities).unwrap();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let calendar = gateway_core::window::Calendar::utc();
+    let (day, month) = (
+        calendar.day(now).unwrap().id,
+        calendar.month(now).unwrap().id,
+    );
+    let record = TotalsRecord {
+        apikey: KEYS[0].into(),
+        day,
+        month,
+        daily_calls: 60,
+        monthly_calls: 60,
+        updated_at: now,
+        node: None,
+        nodes: [(
+            "node-b".to_owned(),
+            NodeCalls {
+                daily_calls: 60,
+                monthly_calls: 60,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let payload = record.encode().unwrap();
+    // The node's sink creates the topics at start; produce once they exist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = producer
+            .send(BaseRecord::to(&totals_topic).key(KEYS[0]).payload(&payload))
+            .is_ok()
+            && producer.flush(Duration::from_secs(5)).is_ok();
+        if sent {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "totals topic never accepted a record"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = std::time::Instant::now();
+    while node
+        .totals_counters()
+        .applied
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "totals record not applied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "totals record applied {:?} after it was produced",
+        start.elapsed()
+    );
+
+    let mut c = Client::connect(node.addr());
+    let statuses: Vec<u16> = (0..60)
+        .map(|_| {
+            c.send(&keyed(0));
+            c.response().status
+        })
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 40);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20);
+    node.shutdown();
+}
