@@ -7,14 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::kafka::{BROKER_SCRIPT, broker, serial, unique};
+use common::kafka::{BrokerBack, broker, broker_script, serial, unique};
 use gateway::kafka::{KafkaConfig, KafkaCounters, KafkaHandle, KafkaSink, Topics};
 use gateway_model::event::{UsageBatch, UsageCounters, UsageEntry, decode, partition_for};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -171,27 +170,6 @@ fn check_exactly_once_in_order(records: &[(i32, Vec<u8>)], cores: u16, per_core:
     }
     let total = usize::from(cores) * usize::try_from(per_core).unwrap();
     assert_eq!(records.len(), total, "per partition: {per_partition:?}");
-}
-
-fn broker_script(action: &str) {
-    let status = Command::new("bash")
-        .arg(BROKER_SCRIPT)
-        .arg(action)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{BROKER_SCRIPT} {action} failed");
-}
-
-/// Starts the broker again when dropped, so a failing outage test leaves it running.
-struct BrokerBack;
-
-impl Drop for BrokerBack {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(BROKER_SCRIPT)
-            .arg("start")
-            .status();
-    }
 }
 
 struct StopOnDrop(Arc<AtomicBool>);

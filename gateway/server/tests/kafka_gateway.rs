@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::kafka::{BatchId, batches, broker, read_topic, serial, unique};
+use common::kafka::{
+    BatchId, BrokerBack, batches, broker, broker_script, read_topic, serial, unique,
+};
 use common::{Binary, Client, TempDir, get_request};
 use gateway::config::HttpLimits;
 use gateway::kafka::{KafkaConfig, Topics};
@@ -429,4 +431,86 @@ fn totals_of_other_nodes_reduce_what_this_node_admits() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 40);
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20);
     node.shutdown();
+}
+
+/// The broker stops under load and comes back: the node keeps answering, usage spools, and
+/// after the restart the topic holds every journaled batch; the admitted calls equal the 200s.
+#[test]
+fn broker_outage_under_load_loses_no_usage() {
+    let _serial = serial();
+    let Some(brokers) = broker() else { return };
+    let dir = TempDir::new("kafka-outage");
+    let id = unique("outage");
+    let mut kafka = KafkaConfig::new(&brokers, dir.path());
+    kafka.topics = Topics::with_suffix(&id);
+    kafka.partitions = PARTITIONS;
+    let topic = kafka.topics.usage.clone();
+    let out = import_value(&entities_doc(10_000_000), Some(Dialect::Tollgate)).unwrap();
+    let options = NodeOptions {
+        node_id: "outage".into(),
+        cores: 2,
+        pin: false,
+        http: "127.0.0.1:0".parse().unwrap(),
+        limits: HttpLimits::default(),
+        io: IoMode::Epoll,
+        resolve_every: Duration::from_secs(3600),
+        calendar: gateway_core::window::Calendar::utc(),
+        data_dir: Some(dir.path().to_path_buf()),
+        kafka: Some(kafka),
+    };
+    let node = Node::start(&options, out.entities).unwrap();
+    let addr = node.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || load(addr, 4, &stop))
+    };
+    let wait = |what: &str, done: &dyn Fn(&gateway::kafka::KafkaCounters) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let c = node.kafka_counters().unwrap();
+            if done(&c) {
+                return c;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {c:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("first delivery", &|c| c.produced > 0);
+    let ok;
+    {
+        let _back = BrokerBack;
+        broker_script("stop");
+        let before = node.kafka_counters().unwrap().produced;
+        std::thread::sleep(Duration::from_secs(3));
+        let during = wait("spooling during the outage", &|c| c.forwarded > 0);
+        assert!(
+            during.spool_records > 0,
+            "batches wait in the spool: {during:?}"
+        );
+        assert!(during.produced <= before + 1, "{during:?}");
+        broker_script("start");
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        ok = loader.join().unwrap();
+    }
+    let drained = wait("replay after the outage", &|c| {
+        c.spool_records == 0 && c.in_flight == 0
+    });
+    node.shutdown();
+    eprintln!("outage: {ok} calls answered 200; sink {drained:?}");
+    let journal = batches(&journal_records(dir.path()));
+    assert_eq!(sum(&journal, None).0, ok, "every 200 is in the journal");
+    let records = read_topic(
+        &brokers,
+        &topic,
+        PARTITIONS,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        batches(&records),
+        journal,
+        "the topic holds every journaled batch"
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -141,4 +142,25 @@ pub fn batches(records: &[(i32, Vec<u8>)]) -> HashMap<BatchId, (u64, u64)> {
         out.insert(id, (admitted, refused));
     }
     out
+}
+
+pub fn broker_script(action: &str) {
+    let status = Command::new("bash")
+        .arg(BROKER_SCRIPT)
+        .arg(action)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{BROKER_SCRIPT} {action} failed");
+}
+
+/// Starts the broker again when dropped, so a failing outage test leaves it running.
+pub struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(BROKER_SCRIPT)
+            .arg("start")
+            .status();
+    }
 }
