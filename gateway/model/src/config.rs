@@ -145,6 +145,14 @@ pub struct LedgerSection {
     pub mode: Option<String>,
     /// `host:port` of the ledger's query API (default `127.0.0.1:9100`).
     pub addr: Option<String>,
+    /// Seconds after a day or month ends during which late usage still amends it; later usage
+    /// is recorded as an adjustment to that period (default 3600).
+    pub grace_secs: Option<u64>,
+    /// Kafka consumer group of the ledger in remote mode (default `tollgate-ledger`).
+    pub group: Option<String>,
+    /// The ledger's store file, relative to the config file (default
+    /// `<data_dir>/ledger/ledger.redb`).
+    pub store: Option<String>,
 }
 
 /// `[quotas]`

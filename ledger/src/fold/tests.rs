@@ -1,0 +1,259 @@
+use gateway_model::event::{UsageBatch, UsageCounters, UsageEntry, encode};
+
+use super::*;
+use crate::calendar::{Calendar, parse_day};
+use crate::query::{self, Granularity};
+use crate::store::{Dimension, Store};
+
+const HOUR: i64 = 3_600_000;
+
+fn entry(apikey: &str, day: u32, admitted: u64) -> UsageEntry {
+    UsageEntry {
+        apikey: apikey.into(),
+        api: Some("api-1".into()),
+        route: "route-1".into(),
+        consumer: Some("acme".into()),
+        subscription: None,
+        day,
+        month: day / 100,
+        counters: UsageCounters {
+            admitted,
+            bytes_in: 10 * admitted,
+            ..UsageCounters::default()
+        },
+    }
+}
+
+fn batch(sequence: u64, start: i64, end: i64, entries: Vec<UsageEntry>) -> Vec<u8> {
+    encode(&UsageBatch {
+        node: "gw-a".into(),
+        epoch: 1,
+        core: 0,
+        partition: 0,
+        partitions: 1,
+        sequence,
+        window_start_ms: start,
+        window_end_ms: end,
+        entries,
+    })
+    .unwrap()
+}
+
+fn ms(day: &str, hour: i64) -> i64 {
+    Calendar::utc().start_of(parse_day(day).unwrap()).unwrap() + hour * HOUR
+}
+
+fn commit(fold: &mut Fold, store: &Store) {
+    let delta = fold.take_delta();
+    store
+        .commit(&delta, fold.producers(), fold.positions())
+        .unwrap();
+}
+
+#[test]
+fn sequences_dedupe_count_gaps_and_fill_holes() {
+    let mut p = ProducerState::default();
+    assert_eq!(p.classify(0), SequenceClass::InOrder);
+    p.mark(0);
+    assert_eq!(p.classify(0), SequenceClass::Duplicate);
+    assert_eq!(p.classify(3), SequenceClass::Gap { missing: 2 });
+    p.mark(3);
+    assert_eq!(p.missing(), 2);
+    assert_eq!(p.classify(3), SequenceClass::Duplicate);
+    assert_eq!(p.classify(2), SequenceClass::Fill);
+    p.mark(2);
+    p.mark(1);
+    assert_eq!((p.next, p.above.len(), p.missing()), (4, 0, 0));
+}
+
+#[test]
+fn out_of_order_state_stays_bounded() {
+    let mut p = ProducerState::default();
+    let mut abandoned = 0;
+    for seq in 10..(10 + MAX_OUT_OF_ORDER as u64 + 1) {
+        abandoned += p.mark(seq);
+    }
+    assert_eq!(abandoned, 10);
+    assert!(p.above.is_empty());
+    assert_eq!(p.next, 10 + MAX_OUT_OF_ORDER as u64 + 1);
+}
+
+#[test]
+fn replays_change_nothing_and_positions_skip() {
+    let store = Store::in_memory().unwrap();
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let t = ms("2026-11-22", 10);
+    let b0 = batch(0, t, t + 100, vec![entry("k1", 20261122, 5)]);
+    assert_eq!(fold.apply_usage("s", 0, &b0), Outcome::Applied);
+    assert_eq!(fold.apply_usage("s", 0, &b0), Outcome::Replayed);
+    assert_eq!(fold.apply_usage("s", 1, &b0), Outcome::Duplicate);
+    commit(&mut fold, &store);
+    let hash = store.state_hash().unwrap();
+    assert_eq!(fold.apply_usage("s", 2, &b0), Outcome::Duplicate);
+    commit(&mut fold, &store);
+    assert_eq!(store.state_hash().unwrap(), hash);
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.batches, stats.duplicates, stats.replayed_records),
+        (1, 2, 1)
+    );
+    let totals = store.totals("k1", 20261122, 0, None).unwrap().unwrap();
+    assert_eq!((totals.daily_calls, totals.monthly_calls), (5, 5));
+    assert_eq!(totals.nodes["gw-a"].daily_calls, 5);
+}
+
+#[test]
+fn garbage_is_quarantined_whole() {
+    let store = Store::in_memory().unwrap();
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let t = ms("2026-11-22", 10);
+    let good = batch(0, t, t + 100, vec![entry("k1", 20261122, 5)]);
+    // A checksum would pass (a journal CRC covers the bytes as written): the first byte of
+    // the archive whose damage bytecheck refuses.
+    let bad = (5..good.len())
+        .map(|at| {
+            let mut b = good.clone();
+            b[at] = 0xff;
+            b
+        })
+        .find(|b| {
+            gateway_model::event::decode(b)
+                .is_err_and(|e| e.kind().to_string() == "invalid_archive")
+        })
+        .unwrap();
+    assert_eq!(fold.apply_usage("s", 0, &bad), Outcome::Quarantined);
+    assert_eq!(
+        fold.apply_usage("s", 1, b"\x01garbage"),
+        Outcome::Quarantined
+    );
+    assert_eq!(fold.apply_entity("e", 0, b"{\"id\":"), Outcome::Quarantined);
+    commit(&mut fold, &store);
+    assert_eq!(store.quarantine().unwrap().len(), 3);
+    assert_eq!(store.stats().unwrap().quarantined, 3);
+    assert!(store.totals("k1", 20261122, 0, None).unwrap().is_none());
+    assert_eq!(store.positions().unwrap()["s"].next, 2);
+}
+
+#[test]
+fn late_usage_amends_within_grace_and_adjusts_after() {
+    let store = Store::in_memory().unwrap();
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let day1 = ms("2026-11-22", 12);
+    // On time.
+    fold.apply_usage(
+        "s",
+        0,
+        &batch(0, day1, day1 + 100, vec![entry("k1", 20261122, 1)]),
+    );
+    // The event clock moves to 00:30 the next day: within the 1 h grace of the 22nd.
+    let next = ms("2026-11-23", 0) + HOUR / 2;
+    fold.apply_usage(
+        "s",
+        1,
+        &batch(1, next, next + 100, vec![entry("k1", 20261123, 1)]),
+    );
+    fold.apply_usage(
+        "s",
+        2,
+        &batch(2, day1, day1 + 100, vec![entry("k1", 20261122, 2)]),
+    );
+    // Now 02:00 on the 23rd: the 22nd is closed, a batch for it is an adjustment.
+    let later = ms("2026-11-23", 2);
+    fold.apply_usage(
+        "s",
+        3,
+        &batch(3, later, later + 100, vec![entry("k1", 20261123, 1)]),
+    );
+    fold.apply_usage(
+        "s",
+        4,
+        &batch(4, day1, day1 + 100, vec![entry("k1", 20261122, 4)]),
+    );
+    commit(&mut fold, &store);
+    let cal = Calendar::utc();
+    let days = query::usage(
+        &store,
+        &cal,
+        Dimension::ApiKey,
+        "k1",
+        Granularity::Day,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(days["2026-11-22"].regular.admitted, 3);
+    assert_eq!(days["2026-11-22"].adjustments.admitted, 4);
+    assert_eq!(days["2026-11-23"].regular.admitted, 2);
+    let months = query::usage(
+        &store,
+        &cal,
+        Dimension::ApiKey,
+        "k1",
+        Granularity::Month,
+        None,
+        None,
+    )
+    .unwrap();
+    // The month is still open: the late batch amends it.
+    assert_eq!(months["2026-11"].regular.admitted, 9);
+    assert_eq!(months["2026-11"].adjustments.admitted, 0);
+    assert_eq!(store.stats().unwrap().late_entries, 1);
+    // Quotas count every admitted call, late or not.
+    let totals = store.totals("k1", 20261122, 0, None).unwrap().unwrap();
+    assert_eq!((totals.daily_calls, totals.monthly_calls), (7, 9));
+}
+
+#[test]
+fn days_follow_the_configured_time_zone() {
+    let store = Store::in_memory().unwrap();
+    let cal = Calendar::new("Asia/Kathmandu").unwrap(); // UTC+05:45
+    let mut fold = Fold::new(cal.clone(), HOUR);
+    // 18:00 UTC on the 21st is 23:45 in Kathmandu; 18:15 UTC is 00:00 on the 22nd.
+    let t = ms("2026-11-21", 18);
+    fold.apply_usage(
+        "s",
+        0,
+        &batch(0, t, t + 100, vec![entry("k1", 20261121, 1)]),
+    );
+    let t2 = t + 15 * 60_000;
+    fold.apply_usage(
+        "s",
+        1,
+        &batch(1, t2, t2 + 100, vec![entry("k1", 20261122, 2)]),
+    );
+    // A window across the local midnight: each entry goes to its own day's bucket.
+    fold.apply_usage(
+        "s",
+        2,
+        &batch(
+            2,
+            t2 - 50,
+            t2 + 50,
+            vec![entry("k1", 20261121, 4), entry("k1", 20261122, 8)],
+        ),
+    );
+    commit(&mut fold, &store);
+    let days = query::usage(
+        &store,
+        &cal,
+        Dimension::ApiKey,
+        "k1",
+        Granularity::Day,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(days["2026-11-21"].regular.admitted, 5);
+    assert_eq!(days["2026-11-22"].regular.admitted, 10);
+    let by_consumer = query::usage(
+        &store,
+        &cal,
+        Dimension::Consumer,
+        "acme",
+        Granularity::Day,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(by_consumer["2026-11-22"].regular.bytes_in, 100);
+}

@@ -1,0 +1,533 @@
+//! The query API: HTTP/1.1, JSON, a small blocking server (one accept thread, one thread per
+//! connection, bounded). Read-only: every route is a `GET` that reads the store in its own
+//! read transaction, concurrently with the fold.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gateway_model::event::{EntityEvent, EntityKind};
+use serde_json::json;
+
+use crate::calendar;
+use crate::error::{LedgerError, LedgerErrorKind};
+use crate::query::{self, Granularity};
+use crate::runtime::{Shared, now_ms};
+use crate::store::Dimension;
+
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_CONNECTIONS: usize = 64;
+const IDLE: Duration = Duration::from_secs(30);
+
+/// A response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+    /// `content-length` of a HEAD answer (the body a GET would get); `None`: the body's.
+    pub head_length: Option<usize>,
+}
+
+impl Response {
+    fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: value.to_string().into_bytes(),
+            head_length: None,
+        }
+    }
+
+    fn error(status: u16, error: &str, description: impl Into<String>) -> Self {
+        Self::json(
+            status,
+            &json!({"error": error, "error_description": description.into()}),
+        )
+    }
+
+    fn bad_request(description: impl Into<String>) -> Self {
+        Self::error(400, "invalid_request", description)
+    }
+}
+
+/// Serves `listener` on its own threads until `shared.stop`.
+///
+/// # Errors
+///
+/// The listener cannot be made non-blocking, or the thread cannot start.
+pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Result<JoinHandle<()>, LedgerError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "listener", e))?;
+    std::thread::Builder::new()
+        .name("ledger-http".into())
+        .spawn(move || accept_loop(&listener, &shared))
+        .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "spawn http thread", e))
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    let mut stream = stream;
+                    let _ = write_response(
+                        &mut stream,
+                        &Response::error(503, "busy", "too many connections"),
+                        false,
+                    );
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let shared = Arc::clone(shared);
+                let active = Arc::clone(&active);
+                let spawned = std::thread::Builder::new()
+                    .name("ledger-http-conn".into())
+                    .spawn(move || {
+                        connection(stream, &shared);
+                        active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    tracing::warn!("cannot spawn a connection thread");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn connection(mut stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(IDLE));
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let (path, keep_alive, head_len, body_len, head_only) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    if req.method != Some("GET") && req.method != Some("HEAD") {
+                        let _ = write_response(
+                            &mut stream,
+                            &Response::error(405, "method_not_allowed", "only GET is served"),
+                            false,
+                        );
+                        return;
+                    }
+                    let close = req.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("connection")
+                            && h.value.eq_ignore_ascii_case(b"close")
+                    });
+                    let body = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let http10 = req.version == Some(0);
+                    break (
+                        req.path.unwrap_or("/").to_owned(),
+                        !close && !http10,
+                        len,
+                        body,
+                        req.method == Some("HEAD"),
+                    );
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                    }
+                }
+                _ => {
+                    let _ = write_response(
+                        &mut stream,
+                        &Response::bad_request("malformed or oversized request head"),
+                        false,
+                    );
+                    return;
+                }
+            }
+        };
+        if body_len > 0 {
+            let _ = write_response(
+                &mut stream,
+                &Response::bad_request("a GET carries no body"),
+                false,
+            );
+            return;
+        }
+        buf.drain(..head_len.min(buf.len()));
+        let mut response = route(shared, &path);
+        if head_only {
+            // The length of the body a GET would get, and no body.
+            let len = response.body.len();
+            response.body.clear();
+            response.head_length = Some(len);
+        }
+        if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn write_response(stream: &mut TcpStream, r: &Response, keep_alive: bool) -> std::io::Result<()> {
+    let reason = match r.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\n\r\n",
+        r.status,
+        r.content_type,
+        r.head_length.unwrap_or(r.body.len()),
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&r.body)?;
+    stream.flush()
+}
+
+/// Percent-decodes a query component (`+` is a space).
+fn decode_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let text = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(text, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_query(query: &str) -> Result<BTreeMap<String, String>, Response> {
+    let mut out = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(k), Some(v)) = (decode_component(k), decode_component(v)) else {
+            return Err(Response::bad_request("bad percent-encoding in the query"));
+        };
+        if out.insert(k.clone(), v).is_some() {
+            return Err(Response::bad_request(format!(
+                "parameter `{k}` given twice"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn check_params(params: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Response> {
+    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Response::bad_request(format!(
+            "unknown parameter `{k}` (expected {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn internal(e: &LedgerError) -> Response {
+    tracing::error!(error = %e, "query failed");
+    Response::error(500, "internal_error", e.to_string())
+}
+
+/// Answers a request for `target` (path and query).
+pub fn route(shared: &Shared, target: &str) -> Response {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let params = match parse_query(query) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let result = match segments.as_slice() {
+        ["health"] => Ok(health(shared)),
+        ["metrics"] => Ok(Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: shared.metrics.render(now_ms()).into_bytes(),
+            head_length: None,
+        }),
+        ["api", "usage"] => usage(shared, &params),
+        ["api", "totals"] => totals(shared, &params),
+        ["api", "export"] => export(shared, &params),
+        ["api", "entities", kind, id, "history"] => history(shared, kind, id),
+        ["api", "quarantine"] => shared
+            .store
+            .quarantine()
+            .map(|items| Response::json(200, &json!({ "items": items })))
+            .map_err(|e| internal(&e)),
+        ["api", "state"] => state(shared),
+        _ => Err(Response::error(
+            404,
+            "not_found",
+            format!("no route {path}"),
+        )),
+    };
+    result.unwrap_or_else(|r| r)
+}
+
+fn health(shared: &Shared) -> Response {
+    let (ok, body) = shared.metrics.health(now_ms(), shared.source_name());
+    Response::json(if ok { 200 } else { 503 }, &body)
+}
+
+fn state(shared: &Shared) -> Result<Response, Response> {
+    let hash = shared.store.state_hash().map_err(|e| internal(&e))?;
+    let positions: serde_json::Map<String, serde_json::Value> = shared
+        .store
+        .positions()
+        .map_err(|e| internal(&e))?
+        .into_iter()
+        .map(|(k, p)| (k, json!({"next": p.next, "high_water_ms": p.high_water_ms})))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({"state_hash": hash, "positions": positions, "counters": shared.metrics.stats()}),
+    ))
+}
+
+fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
+    check_params(
+        params,
+        &[
+            "apikey",
+            "consumer",
+            "subscription",
+            "api",
+            "route",
+            "granularity",
+            "from",
+            "to",
+        ],
+    )?;
+    let mut chosen = Dimension::ALL
+        .iter()
+        .filter_map(|d| params.get(d.as_str()).map(|id| (*d, id)));
+    let (dim, id) = match (chosen.next(), chosen.next()) {
+        (Some(one), None) => one,
+        (None, _) => {
+            return Err(Response::bad_request(
+                "one of apikey, consumer, subscription, api or route is required",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(Response::bad_request(
+                "give only one of apikey, consumer, subscription, api or route",
+            ));
+        }
+    };
+    if id.is_empty() {
+        return Err(Response::bad_request(format!(
+            "`{}` is empty",
+            dim.as_str()
+        )));
+    }
+    let granularity = match params.get("granularity").map(String::as_str) {
+        None | Some("day") => Granularity::Day,
+        Some("month") => Granularity::Month,
+        Some(other) => {
+            return Err(Response::bad_request(format!(
+                "granularity: expected day or month, got {other:?}"
+            )));
+        }
+    };
+    let date = |name: &str| -> Result<Option<jiff::civil::Date>, Response> {
+        params
+            .get(name)
+            .map(|text| {
+                calendar::parse_day(text)
+                    .or_else(|| {
+                        (granularity == Granularity::Month)
+                            .then(|| calendar::parse_month(text))
+                            .flatten()
+                    })
+                    .ok_or_else(|| {
+                        Response::bad_request(format!(
+                            "{name}: expected a date YYYY-MM-DD, got {text:?}"
+                        ))
+                    })
+            })
+            .transpose()
+    };
+    let (from, to) = (date("from")?, date("to")?);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(Response::bad_request("from is after to"));
+        }
+    }
+    let cal = &shared.config.calendar;
+    let periods = query::usage(&shared.store, cal, dim, id, granularity, from, to)
+        .map_err(|e| internal(&e))?;
+    let items: Vec<_> = periods
+        .iter()
+        .map(|(period, usage)| usage.to_json(period))
+        .collect();
+    let mut body = serde_json::Map::new();
+    body.insert(dim.as_str().into(), id.clone().into());
+    body.insert("granularity".into(), granularity.as_str().into());
+    body.insert("timezone".into(), cal.name().into());
+    body.insert("items".into(), items.into());
+    Ok(Response::json(200, &serde_json::Value::Object(body)))
+}
+
+fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
+    check_params(params, &["apikey"])?;
+    let Some(apikey) = params.get("apikey").filter(|k| !k.is_empty()) else {
+        return Err(Response::bad_request("apikey is required"));
+    };
+    let record = shared.totals(apikey).map_err(|e| internal(&e))?;
+    let now = now_ms();
+    let record = match record {
+        Some(r) => r,
+        None => {
+            let day = shared.config.calendar.day_of(now).unwrap_or(0);
+            gateway_model::event::TotalsRecord {
+                apikey: apikey.clone(),
+                day,
+                month: day / 100,
+                daily_calls: 0,
+                monthly_calls: 0,
+                updated_at: now,
+                node: Some(shared.config.instance.clone()),
+                nodes: BTreeMap::new(),
+            }
+        }
+    };
+    let mut body = serde_json::to_value(&record).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("timezone".into(), shared.config.calendar.name().into());
+    }
+    Ok(Response::json(200, &body))
+}
+
+fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
+    check_params(params, &["period", "format"])?;
+    let Some(period) = params.get("period") else {
+        return Err(Response::bad_request(
+            "period is required: YYYY-MM (a month) or YYYY-MM-DD (a day)",
+        ));
+    };
+    let (granularity, date) = if let Some(d) = calendar::parse_month(period) {
+        (Granularity::Month, d)
+    } else if let Some(d) = calendar::parse_day(period) {
+        (Granularity::Day, d)
+    } else {
+        return Err(Response::bad_request(format!(
+            "period: expected YYYY-MM or YYYY-MM-DD, got {period:?}"
+        )));
+    };
+    let csv = match params.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(Response::bad_request(format!(
+                "format: expected csv or json, got {other:?}"
+            )));
+        }
+    };
+    let cal = &shared.config.calendar;
+    let rows = query::export(&shared.store, cal, granularity, date).map_err(|e| internal(&e))?;
+    let label = query::label(granularity, date);
+    let mut body = String::new();
+    if csv {
+        body.push_str(query::CSV_HEADER);
+        body.push('\n');
+        for (apikey, usage) in &rows {
+            body.push_str(&query::csv_line(&label, cal.name(), apikey, usage));
+            body.push('\n');
+        }
+    } else {
+        for (apikey, usage) in &rows {
+            let mut line = usage.to_json(&label);
+            if let Some(obj) = line.as_object_mut() {
+                obj.insert("apikey".into(), apikey.clone().into());
+                obj.insert("timezone".into(), cal.name().into());
+            }
+            body.push_str(&line.to_string());
+            body.push('\n');
+        }
+    }
+    Ok(Response {
+        status: 200,
+        content_type: if csv {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/x-ndjson"
+        },
+        body: body.into_bytes(),
+        head_length: None,
+    })
+}
+
+fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> {
+    let Some(kind) = EntityKind::ALL.iter().find(|k| k.as_str() == kind) else {
+        return Err(Response::bad_request(format!(
+            "unknown entity kind {kind:?} (expected api, route, backend, apikey, consumer or subscription)"
+        )));
+    };
+    let Some(id) = decode_component(id).filter(|i| !i.is_empty()) else {
+        return Err(Response::bad_request("bad entity id"));
+    };
+    let events = shared
+        .store
+        .history(kind.as_str(), &id)
+        .map_err(|e| internal(&e))?;
+    if events.is_empty() {
+        return Err(Response::error(
+            404,
+            "not_found",
+            format!("no history for {kind}/{id}"),
+        ));
+    }
+    let items: Vec<_> = events
+        .iter()
+        .filter_map(|bytes| EntityEvent::decode(bytes).ok())
+        .map(|event| {
+            let mut entity = event.entity;
+            crate::redact::redact(&mut entity);
+            json!({"version": event.version, "at": event.at, "actor": event.actor,
+                   "action": event.action, "event_id": event.id, "entity": entity})
+        })
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({"kind": kind.as_str(), "id": id, "items": items}),
+    ))
+}

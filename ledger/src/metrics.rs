@@ -1,0 +1,253 @@
+//! The ledger's live counters and gauges, rendered as Prometheus text and as `/health`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::fold::FoldStats;
+
+/// How far behind a source is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Records between the ledger's position and the end of the source (Kafka: high
+    /// watermark minus position; journal: 0 once a poll reached the end), when known.
+    pub records: Option<u64>,
+    /// The source's position.
+    pub position: u64,
+}
+
+/// Shared by the fold thread (writer) and the query threads (readers).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    stats: Mutex<FoldStats>,
+    lag: Mutex<BTreeMap<String, Lag>>,
+    last_error: Mutex<Option<String>>,
+    /// Chunks committed since start.
+    pub commits: AtomicU64,
+    /// Failed commits (the fold restarted from the store).
+    pub commit_errors: AtomicU64,
+    /// Source read errors (journal IO, Kafka).
+    pub source_errors: AtomicU64,
+    /// Totals records published on the totals topic.
+    pub totals_published: AtomicU64,
+    /// Totals records that could not be handed to the producer.
+    pub totals_publish_errors: AtomicU64,
+    /// Sequences currently missing across producers.
+    pub missing: AtomicU64,
+    /// Highest usage window end applied, ms (event time).
+    pub high_water_ms: AtomicI64,
+    /// When the last chunk was committed, ms.
+    pub last_commit_ms: AtomicI64,
+    /// Whether the fold thread runs.
+    pub running: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// Metrics starting from the counters stored by previous runs.
+    #[must_use]
+    pub fn new(stored: FoldStats) -> Self {
+        let m = Self::default();
+        *lock(&m.stats) = stored;
+        m
+    }
+
+    /// Adds a committed chunk's counters.
+    pub fn add(&self, stats: &FoldStats) {
+        lock(&self.stats).add(stats);
+    }
+
+    /// The counters summed over every commit.
+    #[must_use]
+    pub fn stats(&self) -> FoldStats {
+        *lock(&self.stats)
+    }
+
+    /// Sets a source's lag.
+    pub fn set_lag(&self, source: &str, lag: Lag) {
+        lock(&self.lag).insert(source.to_owned(), lag);
+    }
+
+    /// Every source's lag.
+    #[must_use]
+    pub fn lags(&self) -> BTreeMap<String, Lag> {
+        lock(&self.lag).clone()
+    }
+
+    /// Records the last source or store error (shown in `/health`), or clears it.
+    pub fn set_error(&self, error: Option<String>) {
+        *lock(&self.last_error) = error;
+    }
+
+    /// The last error, if the source has not recovered since.
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    /// Prometheus text exposition.
+    #[must_use]
+    pub fn render(&self, now_ms: i64) -> String {
+        let s = self.stats();
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP ledger_{name} {help}\n# TYPE ledger_{name} counter\nledger_{name} {value}"
+            );
+        };
+        counter("records_total", "Records read from the sources.", s.records);
+        counter("batches_applied_total", "Usage batches applied.", s.batches);
+        counter("entries_applied_total", "Usage entries applied.", s.entries);
+        counter(
+            "batches_duplicate_total",
+            "Usage batches skipped as replays of an applied sequence.",
+            s.duplicates,
+        );
+        counter(
+            "sequence_gaps_total",
+            "Usage batches applied past a hole in their producer's sequence.",
+            s.gaps,
+        );
+        counter(
+            "sequences_skipped_total",
+            "Sequences jumped over by gaps.",
+            s.missing_opened,
+        );
+        counter(
+            "sequences_filled_total",
+            "Batches that arrived out of order and filled a hole.",
+            s.filled,
+        );
+        counter(
+            "sequences_abandoned_total",
+            "Missing sequences given up on.",
+            s.abandoned,
+        );
+        counter(
+            "late_entries_total",
+            "Entries applied after their period's grace (adjustments).",
+            s.late_entries,
+        );
+        counter(
+            "quarantined_total",
+            "Records quarantined (undecodable or damaged).",
+            s.quarantined,
+        );
+        counter(
+            "journal_corrupt_total",
+            "Journal frames skipped for a bad checksum.",
+            s.corrupt_skipped,
+        );
+        counter(
+            "entity_events_total",
+            "Entity events folded into the history.",
+            s.entity_events,
+        );
+        counter(
+            "journal_records_gone_total",
+            "Journal records deleted by retention before the ledger read them.",
+            s.offset_gone,
+        );
+        counter(
+            "commits_total",
+            "Chunks committed since start.",
+            self.commits.load(Ordering::Relaxed),
+        );
+        counter(
+            "commit_errors_total",
+            "Failed commits since start.",
+            self.commit_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            "source_errors_total",
+            "Source read errors since start.",
+            self.source_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            "totals_published_total",
+            "Totals records published since start.",
+            self.totals_published.load(Ordering::Relaxed),
+        );
+        counter(
+            "totals_publish_errors_total",
+            "Totals records that could not be published since start.",
+            self.totals_publish_errors.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ledger_sequences_missing Sequences currently missing across producers.\n\
+             # TYPE ledger_sequences_missing gauge\nledger_sequences_missing {}",
+            self.missing.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ledger_lag_records Records between the ledger's position and the end of each source.\n\
+             # TYPE ledger_lag_records gauge"
+        );
+        for (source, lag) in self.lags() {
+            if let Some(records) = lag.records {
+                let _ = writeln!(
+                    out,
+                    "ledger_lag_records{{source=\"{}\"}} {records}",
+                    source.replace(['"', '\\', '\n'], "_")
+                );
+            }
+        }
+        let high_water = self.high_water_ms.load(Ordering::Relaxed);
+        if high_water > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP ledger_event_lag_seconds Now minus the end of the newest usage window applied.\n\
+                 # TYPE ledger_event_lag_seconds gauge\nledger_event_lag_seconds {:.3}",
+                (now_ms - high_water) as f64 / 1000.0
+            );
+        }
+        out
+    }
+
+    /// `/health`: `(healthy, body)`.
+    #[must_use]
+    pub fn health(&self, now_ms: i64, source: &str) -> (bool, serde_json::Value) {
+        let running = self.running.load(Ordering::Relaxed);
+        let lags: serde_json::Map<String, serde_json::Value> = self
+            .lags()
+            .into_iter()
+            .map(|(k, l)| {
+                (
+                    k,
+                    serde_json::json!({"position": l.position, "lag_records": l.records}),
+                )
+            })
+            .collect();
+        let high_water = self.high_water_ms.load(Ordering::Relaxed);
+        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
+        let error = self.last_error();
+        let status = match (running, &error) {
+            (false, _) => "down",
+            (true, Some(_)) => "degraded",
+            (true, None) => "ok",
+        };
+        let s = self.stats();
+        (
+            running,
+            serde_json::json!({
+                "status": status,
+                "source": source,
+                "consumer_lag": lags,
+                "event_lag_ms": (high_water > 0).then(|| now_ms - high_water),
+                "last_commit_ms": (last_commit > 0).then_some(last_commit),
+                "last_error": error,
+                "batches_applied": s.batches,
+                "duplicates": s.duplicates,
+                "gaps": s.gaps,
+                "quarantined": s.quarantined,
+                "sequences_missing": self.missing.load(Ordering::Relaxed),
+            }),
+        )
+    }
+}

@@ -1,0 +1,1000 @@
+//! The store: one redb file holding the aggregates, the totals, the producers' sequence state,
+//! the source positions, the quarantine, the entity history and the fold's counters.
+//!
+//! redb because it is ACID with crash-safe commits (copy-on-write B-trees, a commit is durable
+//! or absent after a crash, never half-written), one file, pure Rust with no C toolchain or
+//! background compaction threads, and fast enough by far for a commit per chunk (docs/ledger.md).
+//!
+//! Keys are byte strings laid out so that redb's order is the order queries want (big-endian
+//! numbers, length-prefixed strings); values are fixed little-endian layouts. Everything a
+//! query reads was written by [`Store::commit`], in one transaction per chunk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use gateway_model::event::{NodeCalls, TotalsRecord, UsageCounters};
+use redb::{Database, ReadableTable, TableDefinition};
+use sha2::{Digest, Sha256};
+
+use crate::error::{LedgerError, LedgerErrorKind};
+use crate::fold::{Delta, FoldStats, ProducerKey, ProducerState, RowRef, SourcePos};
+
+const AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("agg");
+const TOTALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("totals");
+const PRODUCERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("producers");
+const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// The store layout this build writes.
+pub const SCHEMA: &str = "1";
+
+/// Number of `u64` counters in a stored aggregate.
+pub const COUNTER_WORDS: usize = 17;
+
+/// What an aggregate is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dimension {
+    /// API key id.
+    ApiKey = 0,
+    /// API consumer.
+    Consumer = 1,
+    /// Subscription.
+    Subscription = 2,
+    /// API.
+    Api = 3,
+    /// Route.
+    Route = 4,
+}
+
+impl Dimension {
+    /// Every dimension.
+    pub const ALL: [Self; 5] = [
+        Self::ApiKey,
+        Self::Consumer,
+        Self::Subscription,
+        Self::Api,
+        Self::Route,
+    ];
+
+    /// The query parameter naming it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "apikey",
+            Self::Consumer => "consumer",
+            Self::Subscription => "subscription",
+            Self::Api => "api",
+            Self::Route => "route",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(byte)).copied()
+    }
+}
+
+/// One stored aggregate row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggRow {
+    /// Dimension.
+    pub dim: Dimension,
+    /// Id in that dimension.
+    pub id: String,
+    /// 15-minute UTC bucket start, ms.
+    pub bucket_ms: i64,
+    /// Lateness level.
+    pub level: u8,
+    /// Counters.
+    pub counters: UsageCounters,
+}
+
+/// What a commit changed, for totals publishing and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CommitSummary {
+    /// API keys whose admitted calls changed.
+    pub changed_keys: BTreeSet<String>,
+    /// What the chunk did.
+    pub stats: FoldStats,
+}
+
+/// The ledger's store. Cheap to share (`Arc<Store>`): queries read in their own read
+/// transactions while the fold writes.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, creating its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] if the file cannot be opened (another process holds it:
+    /// redb locks the file) or is not a ledger store of this schema.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LedgerError::with(LedgerErrorKind::Io, format!("create {}", dir.display()), e)
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            LedgerError::with(
+                LedgerErrorKind::Store,
+                format!("open store {}", path.display()),
+                e,
+            )
+        })?;
+        Self::init(db)
+    }
+
+    /// A store in memory (tests, benches, property checks).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn in_memory() -> Result<Self, LedgerError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(LedgerError::store("create in-memory store"))?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, LedgerError> {
+        let tx = db.begin_write().map_err(LedgerError::store("begin"))?;
+        {
+            tx.open_table(AGG).map_err(LedgerError::store("open agg"))?;
+            tx.open_table(TOTALS)
+                .map_err(LedgerError::store("open totals"))?;
+            tx.open_table(PRODUCERS)
+                .map_err(LedgerError::store("open producers"))?;
+            tx.open_table(POSITIONS)
+                .map_err(LedgerError::store("open positions"))?;
+            tx.open_table(QUARANTINE)
+                .map_err(LedgerError::store("open quarantine"))?;
+            tx.open_table(HISTORY)
+                .map_err(LedgerError::store("open history"))?;
+            tx.open_table(COUNTERS)
+                .map_err(LedgerError::store("open counters"))?;
+            let mut meta = tx
+                .open_table(META)
+                .map_err(LedgerError::store("open meta"))?;
+            let schema = meta
+                .get("schema")
+                .map_err(LedgerError::store("read schema"))?
+                .map(|v| v.value().to_owned());
+            match schema.as_deref() {
+                None => {
+                    meta.insert("schema", SCHEMA)
+                        .map_err(LedgerError::store("write schema"))?;
+                }
+                Some(SCHEMA) => {}
+                Some(other) => {
+                    return Err(LedgerError::new(
+                        LedgerErrorKind::Corrupt,
+                        format!("store schema {other:?}, this build reads {SCHEMA:?}"),
+                    ));
+                }
+            }
+        }
+        tx.commit().map_err(LedgerError::store("commit init"))?;
+        Ok(Self { db })
+    }
+
+    /// Writes a chunk: adds its rows to the aggregates and totals, and writes the changed
+    /// producers' sequence state, the changed positions, the quarantined records, the entity
+    /// history and the counters, all in ONE transaction. After a crash the store holds the
+    /// chunk whole or not at all, with the positions that go with it.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`]: nothing of the chunk was written; the caller rebuilds its
+    /// fold from the store and reads again from the stored positions.
+    pub fn commit(
+        &self,
+        delta: &Delta,
+        producers: &HashMap<ProducerKey, ProducerState>,
+        positions: &BTreeMap<String, SourcePos>,
+    ) -> Result<CommitSummary, LedgerError> {
+        let mut summary = CommitSummary {
+            changed_keys: BTreeSet::new(),
+            stats: delta.stats,
+        };
+        let mut aggs: BTreeMap<Vec<u8>, [u64; COUNTER_WORDS]> = BTreeMap::new();
+        let mut totals: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for (key, counters) in delta.rows.iter() {
+            let words = *counters;
+            let admitted = words[0];
+            for (dim, id) in dimensions(&key) {
+                let slot = aggs
+                    .entry(agg_key(dim, id, key.bucket_ms, key.level))
+                    .or_insert([0; COUNTER_WORDS]);
+                add_words(slot, &words);
+            }
+            if admitted > 0 {
+                for (period, value) in [(0u8, key.day), (1u8, key.month)] {
+                    let slot = totals
+                        .entry(totals_key(period, key.apikey, value, key.node))
+                        .or_insert(0);
+                    *slot = slot.saturating_add(admitted);
+                }
+                if !summary.changed_keys.contains(key.apikey) {
+                    summary.changed_keys.insert(key.apikey.to_string());
+                }
+            }
+        }
+
+        let tx = self.db.begin_write().map_err(LedgerError::store("begin"))?;
+        {
+            let mut table = tx.open_table(AGG).map_err(LedgerError::store("open agg"))?;
+            for (key, add) in &aggs {
+                let mut words = table
+                    .get(key.as_slice())
+                    .map_err(LedgerError::store("read agg"))?
+                    .map_or([0; COUNTER_WORDS], |v| decode_words(v.value()));
+                add_words(&mut words, add);
+                table
+                    .insert(key.as_slice(), encode_words(&words).as_slice())
+                    .map_err(LedgerError::store("write agg"))?;
+            }
+            let mut table = tx
+                .open_table(TOTALS)
+                .map_err(LedgerError::store("open totals"))?;
+            for (key, add) in &totals {
+                let current = table
+                    .get(key.as_slice())
+                    .map_err(LedgerError::store("read totals"))?
+                    .map_or(0, |v| read_u64(v.value()));
+                table
+                    .insert(
+                        key.as_slice(),
+                        current.saturating_add(*add).to_le_bytes().as_slice(),
+                    )
+                    .map_err(LedgerError::store("write totals"))?;
+            }
+            let mut table = tx
+                .open_table(PRODUCERS)
+                .map_err(LedgerError::store("open producers"))?;
+            for key in &delta.producers {
+                if let Some(state) = producers.get(key) {
+                    table
+                        .insert(
+                            producer_key(key).as_slice(),
+                            encode_producer(state).as_slice(),
+                        )
+                        .map_err(LedgerError::store("write producer"))?;
+                }
+            }
+            let mut table = tx
+                .open_table(POSITIONS)
+                .map_err(LedgerError::store("open positions"))?;
+            for source in &delta.sources {
+                if let Some(pos) = positions.get(source) {
+                    table
+                        .insert(source.as_str(), encode_position(pos).as_slice())
+                        .map_err(LedgerError::store("write position"))?;
+                }
+            }
+            let mut table = tx
+                .open_table(QUARANTINE)
+                .map_err(LedgerError::store("open quarantine"))?;
+            for q in &delta.quarantine {
+                let value = serde_json::json!({
+                    "source": q.source,
+                    "offset": q.offset,
+                    "kind": q.kind,
+                    "error": q.error,
+                    "bytes": q.payload.len(),
+                    "payload_hex": hex(&q.payload),
+                });
+                table
+                    .insert(
+                        quarantine_key(&q.source, q.offset).as_str(),
+                        value.to_string().as_bytes(),
+                    )
+                    .map_err(LedgerError::store("write quarantine"))?;
+            }
+            let mut table = tx
+                .open_table(HISTORY)
+                .map_err(LedgerError::store("open history"))?;
+            for h in &delta.history {
+                table
+                    .insert(
+                        history_key(h.kind, &h.entity_id, Some(h.version)).as_slice(),
+                        h.json.as_slice(),
+                    )
+                    .map_err(LedgerError::store("write history"))?;
+            }
+            let mut table = tx
+                .open_table(COUNTERS)
+                .map_err(LedgerError::store("open counters"))?;
+            for (name, add) in delta.stats.fields() {
+                if add == 0 {
+                    continue;
+                }
+                let current = table
+                    .get(name)
+                    .map_err(LedgerError::store("read counter"))?
+                    .map_or(0, |v| v.value());
+                table
+                    .insert(name, current.saturating_add(add))
+                    .map_err(LedgerError::store("write counter"))?;
+            }
+        }
+        tx.commit().map_err(LedgerError::store("commit"))?;
+        Ok(summary)
+    }
+
+    /// Every producer's sequence state.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn producers(&self) -> Result<HashMap<ProducerKey, ProducerState>, LedgerError> {
+        let mut out = HashMap::new();
+        self.scan(PRODUCERS, &[], |k, v| {
+            let key = decode_producer_key(k).ok_or_else(|| corrupt("producer key"))?;
+            let state = decode_producer(v).ok_or_else(|| corrupt("producer state"))?;
+            out.insert(key, state);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every source's position.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn positions(&self) -> Result<BTreeMap<String, SourcePos>, LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(POSITIONS)
+            .map_err(LedgerError::store("open positions"))?;
+        let mut out = BTreeMap::new();
+        for item in table.iter().map_err(LedgerError::store("scan positions"))? {
+            let (k, v) = item.map_err(LedgerError::store("scan positions"))?;
+            let pos = decode_position(v.value()).ok_or_else(|| corrupt("position"))?;
+            out.insert(k.value().to_owned(), pos);
+        }
+        Ok(out)
+    }
+
+    /// The fold's counters, summed over every commit.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn stats(&self) -> Result<FoldStats, LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(COUNTERS)
+            .map_err(LedgerError::store("open counters"))?;
+        let mut stats = FoldStats::default();
+        for item in table.iter().map_err(LedgerError::store("scan counters"))? {
+            let (k, v) = item.map_err(LedgerError::store("scan counters"))?;
+            stats.set(k.value(), v.value());
+        }
+        Ok(stats)
+    }
+
+    /// The aggregates of `id` in `dim` with a bucket in `from_ms..to_ms`, in bucket order.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn aggregates(
+        &self,
+        dim: Dimension,
+        id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<AggRow>, LedgerError> {
+        let mut out = Vec::new();
+        let prefix = agg_prefix(dim, id);
+        let start = agg_key(dim, id, from_ms, 0);
+        self.scan(AGG, &start, |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            let row = decode_agg(k, v).ok_or_else(|| corrupt("aggregate"))?;
+            if row.bucket_ms >= to_ms {
+                return Ok(false);
+            }
+            out.push(row);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every aggregate of `dim` whose bucket is in `from_ms..to_ms`, in key
+    /// order (by id, then bucket).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn each_aggregate(
+        &self,
+        dim: Dimension,
+        from_ms: i64,
+        to_ms: i64,
+        mut each: impl FnMut(AggRow),
+    ) -> Result<(), LedgerError> {
+        let prefix = [dim as u8];
+        self.scan(AGG, &prefix, |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            let row = decode_agg(k, v).ok_or_else(|| corrupt("aggregate"))?;
+            if (from_ms..to_ms).contains(&row.bucket_ms) {
+                each(row);
+            }
+            Ok(true)
+        })
+    }
+
+    /// The totals of `apikey` for `day` and its month, with the per-node breakdown; `None` if
+    /// the key has no admitted call in that month.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn totals(
+        &self,
+        apikey: &str,
+        day: u32,
+        updated_at: i64,
+        node: Option<&str>,
+    ) -> Result<Option<TotalsRecord>, LedgerError> {
+        let month = day / 100;
+        let mut nodes: BTreeMap<String, NodeCalls> = BTreeMap::new();
+        for (period, value) in [(0u8, day), (1u8, month)] {
+            let prefix = totals_key(period, apikey, value, "");
+            self.scan(TOTALS, &prefix, |k, v| {
+                if !k.starts_with(&prefix) {
+                    return Ok(false);
+                }
+                let node_id = k
+                    .get(prefix.len()..)
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .ok_or_else(|| corrupt("totals key"))?;
+                let calls = read_u64(v);
+                let slot = nodes.entry(node_id.to_owned()).or_default();
+                if period == 0 {
+                    slot.daily_calls = calls;
+                } else {
+                    slot.monthly_calls = calls;
+                }
+                Ok(true)
+            })?;
+        }
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        let (daily, monthly) = nodes.values().fold((0u64, 0u64), |(d, m), n| {
+            (
+                d.saturating_add(n.daily_calls),
+                m.saturating_add(n.monthly_calls),
+            )
+        });
+        Ok(Some(TotalsRecord {
+            apikey: apikey.to_owned(),
+            day,
+            month,
+            daily_calls: daily,
+            monthly_calls: monthly,
+            updated_at,
+            node: node.map(str::to_owned),
+            nodes,
+        }))
+    }
+
+    /// Every API key with admitted calls in `month` (`YYYYMM`).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
+    pub fn keys_in_month(&self, month: u32) -> Result<BTreeSet<String>, LedgerError> {
+        let mut out = BTreeSet::new();
+        self.scan(TOTALS, &[1u8], |k, _| {
+            let Some((apikey, rest)) = k.get(1..).and_then(split_str) else {
+                return Err(corrupt("totals key"));
+            };
+            let period = rest
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes);
+            if period == Some(month) && !out.contains(apikey) {
+                out.insert(apikey.to_owned());
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every version of entity `kind/id` ever folded, oldest first: the events' JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn history(&self, kind: &str, id: &str) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let prefix = history_key(kind, id, None);
+        let mut out = Vec::new();
+        self.scan(HISTORY, &prefix, |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            out.push(v.to_vec());
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The quarantined records (their description, payload in hex), in source/offset order.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn quarantine(&self) -> Result<Vec<serde_json::Value>, LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(QUARANTINE)
+            .map_err(LedgerError::store("open quarantine"))?;
+        let mut out = Vec::new();
+        for item in table
+            .iter()
+            .map_err(LedgerError::store("scan quarantine"))?
+        {
+            let (_, v) = item.map_err(LedgerError::store("scan quarantine"))?;
+            out.push(serde_json::from_slice(v.value()).unwrap_or(serde_json::Value::Null));
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 over the ledger's state, canonically: the aggregates, the totals, the producers'
+    /// sequence state and the entity history, each table in key order, every key and value
+    /// length-prefixed. Positions, counters and the quarantine are left out: two stores that
+    /// folded the same log hold the same state whatever their positions' names or how many
+    /// times a record was re-read. Hex.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn state_hash(&self) -> Result<String, LedgerError> {
+        let mut hasher = Sha256::new();
+        for (name, table) in [
+            ("agg", AGG),
+            ("totals", TOTALS),
+            ("producers", PRODUCERS),
+            ("history", HISTORY),
+        ] {
+            hasher.update(name.as_bytes());
+            self.scan(table, &[], |k, v| {
+                hasher.update((k.len() as u64).to_le_bytes());
+                hasher.update(k);
+                hasher.update((v.len() as u64).to_le_bytes());
+                hasher.update(v);
+                Ok(true)
+            })?;
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+
+    /// Writes every aggregate, total, producer, position and quarantined record as JSON lines.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`], or [`LedgerErrorKind::Io`] writing `out`.
+    pub fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), LedgerError> {
+        let io = |e| LedgerError::with(LedgerErrorKind::Io, "write dump", e);
+        let mut lines = Vec::new();
+        self.scan(AGG, &[], |k, v| {
+            let row = decode_agg(k, v).ok_or_else(|| corrupt("aggregate"))?;
+            let mut line = counters_json(&row.counters);
+            if let Some(obj) = line.as_object_mut() {
+                obj.insert("type".into(), "aggregate".into());
+                obj.insert("dimension".into(), row.dim.as_str().into());
+                obj.insert("id".into(), row.id.into());
+                obj.insert("bucket_ms".into(), row.bucket_ms.into());
+                obj.insert("late".into(), row.level.into());
+            }
+            lines.push(line);
+            Ok(true)
+        })?;
+        self.scan(TOTALS, &[], |k, v| {
+            let (kind, rest) = k.split_first().ok_or_else(|| corrupt("totals key"))?;
+            let (apikey, rest) = split_str(rest).ok_or_else(|| corrupt("totals key"))?;
+            let period = rest
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("totals key"))?;
+            let node = rest
+                .get(4..)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let calls = read_u64(v);
+            lines.push(serde_json::json!({
+                "type": if *kind == 0 { "daily_calls" } else { "monthly_calls" },
+                "apikey": apikey, "period": period, "node": node, "calls": calls,
+            }));
+            Ok(true)
+        })?;
+        for line in &lines {
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        let mut producers: Vec<_> = self.producers()?.into_iter().collect();
+        producers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, state) in producers {
+            let line = serde_json::json!({"type": "producer", "producer": key, "next": state.next,
+                "above": state.above, "missing": state.missing()});
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        for (source, pos) in self.positions()? {
+            let line = serde_json::json!({"type": "position", "source": source,
+                "next": pos.next, "high_water_ms": pos.high_water_ms});
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        for q in self.quarantine()? {
+            let line = serde_json::json!({"type": "quarantined", "record": q});
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        let stats = serde_json::to_value(self.stats()?).unwrap_or_default();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"type": "counters", "counters": stats})
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"type": "state_hash", "state_hash": self.state_hash()?})
+        )
+        .map_err(io)?;
+        Ok(())
+    }
+
+    /// Calls `each(key, value)` for the rows of a byte-keyed table from `start` on, until it
+    /// returns `Ok(false)`.
+    fn scan(
+        &self,
+        def: TableDefinition<&[u8], &[u8]>,
+        start: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<bool, LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(def)
+            .map_err(LedgerError::store("open table"))?;
+        let range = table
+            .range::<&[u8]>(start..)
+            .map_err(LedgerError::store("scan"))?;
+        for item in range {
+            let (k, v) = item.map_err(LedgerError::store("scan"))?;
+            if !each(k.value(), v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_le_bytes)
+}
+
+fn corrupt(what: &str) -> LedgerError {
+    LedgerError::new(LedgerErrorKind::Corrupt, format!("store: bad {what}"))
+}
+
+/// The dimensions a row counts in.
+fn dimensions<'a>(key: &RowRef<'a>) -> impl Iterator<Item = (Dimension, &'a str)> {
+    [
+        Some((Dimension::ApiKey, key.apikey)),
+        key.consumer.map(|c| (Dimension::Consumer, c)),
+        key.subscription.map(|s| (Dimension::Subscription, s)),
+        key.api.map(|a| (Dimension::Api, a)),
+        Some((Dimension::Route, key.route)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes().get(..usize::from(len)).unwrap_or_default());
+}
+
+fn split_str(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let s = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((s, rest.get(len..)?))
+}
+
+/// Big-endian with the sign bit flipped: byte order is numeric order.
+fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn agg_prefix(dim: Dimension, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + id.len() + 9);
+    key.push(dim as u8);
+    push_str(&mut key, id);
+    key
+}
+
+fn agg_key(dim: Dimension, id: &str, bucket_ms: i64, level: u8) -> Vec<u8> {
+    let mut key = agg_prefix(dim, id);
+    key.extend_from_slice(&ordered_i64(bucket_ms));
+    key.push(level);
+    key
+}
+
+fn decode_agg(k: &[u8], v: &[u8]) -> Option<AggRow> {
+    let (dim, rest) = k.split_first()?;
+    let (id, rest) = split_str(rest)?;
+    let (bucket, rest) = rest.split_first_chunk::<8>()?;
+    let level = *rest.first()?;
+    Some(AggRow {
+        dim: Dimension::from_byte(*dim)?,
+        id: id.to_owned(),
+        bucket_ms: (u64::from_be_bytes(*bucket) ^ (1 << 63)) as i64,
+        level,
+        counters: from_words(&decode_words(v)),
+    })
+}
+
+fn totals_key(period: u8, apikey: &str, value: u32, node: &str) -> Vec<u8> {
+    let mut key = vec![period];
+    push_str(&mut key, apikey);
+    key.extend_from_slice(&value.to_be_bytes());
+    key.extend_from_slice(node.as_bytes());
+    key
+}
+
+fn producer_key(key: &ProducerKey) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_str(&mut out, &key.node);
+    out.extend_from_slice(&key.epoch.to_be_bytes());
+    out.extend_from_slice(&key.core.to_be_bytes());
+    out.extend_from_slice(&key.partition.to_be_bytes());
+    out
+}
+
+fn decode_producer_key(bytes: &[u8]) -> Option<ProducerKey> {
+    let (node, rest) = split_str(bytes)?;
+    let (epoch, rest) = rest.split_first_chunk::<8>()?;
+    let (core, rest) = rest.split_first_chunk::<2>()?;
+    let (partition, _) = rest.split_first_chunk::<4>()?;
+    Some(ProducerKey {
+        node: node.to_owned(),
+        epoch: u64::from_be_bytes(*epoch),
+        core: u16::from_be_bytes(*core),
+        partition: u32::from_be_bytes(*partition),
+    })
+}
+
+fn encode_producer(state: &ProducerState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 8 * state.above.len());
+    out.extend_from_slice(&state.next.to_le_bytes());
+    for seq in &state.above {
+        out.extend_from_slice(&seq.to_le_bytes());
+    }
+    out
+}
+
+fn decode_producer(bytes: &[u8]) -> Option<ProducerState> {
+    let (next, mut rest) = bytes.split_first_chunk::<8>()?;
+    let mut state = ProducerState {
+        next: u64::from_le_bytes(*next),
+        above: BTreeSet::new(),
+    };
+    while let Some((seq, tail)) = rest.split_first_chunk::<8>() {
+        state.above.insert(u64::from_le_bytes(*seq));
+        rest = tail;
+    }
+    rest.is_empty().then_some(state)
+}
+
+fn encode_position(pos: &SourcePos) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let (a, b) = out.split_at_mut(8);
+    a.copy_from_slice(&pos.next.to_le_bytes());
+    b.copy_from_slice(&pos.high_water_ms.to_le_bytes());
+    out
+}
+
+fn decode_position(bytes: &[u8]) -> Option<SourcePos> {
+    let (next, rest) = bytes.split_first_chunk::<8>()?;
+    let (hw, _) = rest.split_first_chunk::<8>()?;
+    Some(SourcePos {
+        next: u64::from_le_bytes(*next),
+        high_water_ms: i64::from_le_bytes(*hw),
+    })
+}
+
+fn quarantine_key(source: &str, offset: u64) -> String {
+    format!("{source}@{offset:020}")
+}
+
+/// History key: kind, id, then the version big-endian so versions come out in order.
+fn history_key(kind: &str, id: &str, version: Option<u64>) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_str(&mut key, kind);
+    push_str(&mut key, id);
+    if let Some(v) = version {
+        key.extend_from_slice(&v.to_be_bytes());
+    }
+    key
+}
+
+/// The counters as 17 words, in a fixed order.
+#[must_use]
+pub fn to_words(c: &UsageCounters) -> [u64; COUNTER_WORDS] {
+    let r = &c.rejected;
+    let s = &c.status;
+    [
+        c.admitted,
+        r.auth,
+        r.disabled,
+        r.not_authorized,
+        r.restriction,
+        r.read_only,
+        r.throttled,
+        r.quota_daily,
+        r.quota_monthly,
+        r.other,
+        c.bytes_in,
+        c.bytes_out,
+        s.informational,
+        s.success,
+        s.redirection,
+        s.client_error,
+        s.server_error,
+    ]
+}
+
+/// The inverse of [`to_words`].
+#[must_use]
+pub fn from_words(w: &[u64; COUNTER_WORDS]) -> UsageCounters {
+    let [
+        admitted,
+        auth,
+        disabled,
+        not_authorized,
+        restriction,
+        read_only,
+        throttled,
+        quota_daily,
+        quota_monthly,
+        other,
+        bytes_in,
+        bytes_out,
+        informational,
+        success,
+        redirection,
+        client_error,
+        server_error,
+    ] = *w;
+    UsageCounters {
+        admitted,
+        rejected: gateway_model::event::Rejections {
+            auth,
+            disabled,
+            not_authorized,
+            restriction,
+            read_only,
+            throttled,
+            quota_daily,
+            quota_monthly,
+            other,
+        },
+        bytes_in,
+        bytes_out,
+        status: gateway_model::event::StatusClasses {
+            informational,
+            success,
+            redirection,
+            client_error,
+            server_error,
+        },
+    }
+}
+
+/// Counters as words: admitted, the 9 rejection reasons, bytes in, bytes out, the 5 status
+/// classes.
+pub type Words = [u64; COUNTER_WORDS];
+
+/// The words of archived counters, read straight from a validated batch.
+#[must_use]
+pub fn archived_words(c: &gateway_model::event::ArchivedUsageCounters) -> Words {
+    let r = &c.rejected;
+    let s = &c.status;
+    [
+        c.admitted.to_native(),
+        r.auth.to_native(),
+        r.disabled.to_native(),
+        r.not_authorized.to_native(),
+        r.restriction.to_native(),
+        r.read_only.to_native(),
+        r.throttled.to_native(),
+        r.quota_daily.to_native(),
+        r.quota_monthly.to_native(),
+        r.other.to_native(),
+        c.bytes_in.to_native(),
+        c.bytes_out.to_native(),
+        s.informational.to_native(),
+        s.success.to_native(),
+        s.redirection.to_native(),
+        s.client_error.to_native(),
+        s.server_error.to_native(),
+    ]
+}
+
+/// Adds `add` to `into`, word by word, saturating.
+pub fn add_words(into: &mut [u64; COUNTER_WORDS], add: &[u64; COUNTER_WORDS]) {
+    for (a, b) in into.iter_mut().zip(add) {
+        *a = a.saturating_add(*b);
+    }
+}
+
+fn encode_words(w: &[u64; COUNTER_WORDS]) -> [u8; COUNTER_WORDS * 8] {
+    let mut out = [0u8; COUNTER_WORDS * 8];
+    for (chunk, word) in out.chunks_exact_mut(8).zip(w) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    out
+}
+
+fn decode_words(bytes: &[u8]) -> [u64; COUNTER_WORDS] {
+    let mut out = [0u64; COUNTER_WORDS];
+    for (word, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+    }
+    out
+}
+
+/// Counters as JSON (`calls`, `rejected`, `rejected_by_reason`, bytes, `status`).
+#[must_use]
+pub fn counters_json(c: &UsageCounters) -> serde_json::Value {
+    serde_json::json!({
+        "calls": c.admitted,
+        "rejected": c.rejected.total(),
+        "rejected_by_reason": c.rejected,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "status": c.status,
+    })
+}
+
+/// Lowercase hex.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 15] {
+            out.push(char::from(
+                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    out
+}
