@@ -109,6 +109,15 @@ pub struct AdminSection {
     pub token: Option<String>,
     /// A file holding the token (instead of `token`).
     pub token_file: Option<String>,
+    /// The cluster key sealing secrets in the entity log (32 bytes: raw, 64 hex digits or
+    /// base64), relative to the config file. Every node of a cluster needs the same key. Default:
+    /// `<data_dir>/cluster.key`, generated (with a warning) when missing.
+    pub cluster_key_file: Option<String>,
+    /// Seconds a secret replaced by an automatic rotation is still accepted (default 3600; 0
+    /// rejects it at once, as Otoroshi does).
+    pub previous_secret_grace_s: Option<u64>,
+    /// Entity events between two snapshots of the folded entity log (default 1000).
+    pub snapshot_every: Option<u64>,
 }
 
 /// `[events]`

@@ -106,6 +106,12 @@ pub struct NodeConfig {
     pub admin_addr: SocketAddr,
     /// Admin bearer token (never logged).
     pub admin_token: gateway_model::entity::Secret,
+    /// The cluster key file; `None`: `<data_dir>/cluster.key`, generated when missing.
+    pub cluster_key_file: Option<PathBuf>,
+    /// How long a rotated-out secret is still accepted.
+    pub previous_secret_grace: std::time::Duration,
+    /// Entity events between two snapshots of the fold.
+    pub snapshot_every: u64,
     /// Event sink.
     pub sink: Sink,
     /// Ledger mode.
@@ -251,6 +257,32 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
     if !token.is_empty() && token.len() < 8 {
         p.push("admin.token", "expected at least 8 characters");
     }
+    let cluster_key_file = file.admin.cluster_key_file.as_ref().map(|f| {
+        let path = base.join(f);
+        if let Err(e) = crate::seal::ClusterKey::load(&path) {
+            p.push("admin.cluster_key_file", e.to_string());
+        }
+        path
+    });
+    let snapshot_every = match file.admin.snapshot_every {
+        Some(0) => {
+            p.push("admin.snapshot_every", "expected an integer ≥ 1");
+            1
+        }
+        Some(n) => n,
+        None => crate::entitylog::DEFAULT_SNAPSHOT_EVERY,
+    };
+    let previous_secret_grace = match file.admin.previous_secret_grace_s {
+        Some(s) if s > 10 * 365 * 86_400 => {
+            p.push(
+                "admin.previous_secret_grace_s",
+                format!("expected at most 10 years in seconds, got {s}"),
+            );
+            std::time::Duration::ZERO
+        }
+        Some(s) => std::time::Duration::from_secs(s),
+        None => std::time::Duration::from_secs(3600),
+    };
 
     let sink = match (
         file.events.sink.as_deref().unwrap_or("embedded"),
@@ -351,6 +383,9 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             https,
             admin_addr,
             admin_token: gateway_model::entity::Secret::new(token),
+            cluster_key_file,
+            previous_secret_grace,
+            snapshot_every,
             sink,
             ledger_mode,
             ledger_addr,

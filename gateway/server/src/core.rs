@@ -36,6 +36,8 @@ pub struct NodeShared {
     shutdown: AtomicBool,
     health_generation: AtomicU64,
     health: Mutex<crate::health::Verdicts>,
+    /// Each core's published request counters (read by the admin API's `/metrics`).
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 impl NodeShared {
@@ -47,6 +49,7 @@ impl NodeShared {
             shutdown: AtomicBool::new(false),
             health_generation: AtomicU64::new(0),
             health: Mutex::new(crate::health::Verdicts::new()),
+            metrics: crate::metrics::NodeMetrics::default(),
         }
     }
 
@@ -144,6 +147,9 @@ pub struct Core {
     pub quota: RefCell<gateway_core::quota::QuotaShard>,
     /// This core's usage counters and its way to the event sink (none without a data dir).
     pub usage: RefCell<Option<CoreUsage>>,
+    /// Request counters, plain; published into `metrics_cell` once per tick.
+    pub stats: RefCell<crate::metrics::CoreStats>,
+    metrics_cell: Arc<crate::metrics::CoreCell>,
     days: Cell<Option<(gateway_core::window::Window, gateway_core::window::Window)>>,
     active: Cell<usize>,
     draining: Cell<bool>,
@@ -199,6 +205,7 @@ impl Core {
         node_shared: Arc<NodeShared>,
     ) -> Rc<Self> {
         let snapshot = node_shared.current();
+        let metrics_cell = node_shared.metrics.register(id);
         let core = Rc::new(Self {
             id,
             node: node.into(),
@@ -210,6 +217,8 @@ impl Core {
             scratch: RefCell::new(FlowScratch::new()),
             quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
             usage: RefCell::new(None),
+            stats: RefCell::new(crate::metrics::CoreStats::default()),
+            metrics_cell,
             days: Cell::new(None),
             active: Cell::new(0),
             draining: Cell::new(false),
@@ -428,6 +437,7 @@ impl Core {
                 .sweep(Instant::now(), Duration::from_secs(60));
         }
         self.flush_usage(false);
+        self.metrics_cell.publish(&self.stats.borrow());
         // Leases a core has not used for a second go back to the node's pool.
         self.quota.borrow_mut().reclaim_idle(now_ms(), 1_000);
         if self.node_shared.is_shutting_down() && !self.draining.get() {

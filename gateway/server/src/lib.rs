@@ -14,13 +14,17 @@
     )
 )]
 
+pub mod admin;
 pub mod config;
 pub mod core;
+pub mod entitylog;
 pub mod health;
+pub mod metrics;
 pub mod node;
 mod proxy;
 pub mod quickstart;
 pub mod runtime;
+pub mod seal;
 pub mod snapshot;
 pub mod tail;
 pub mod totals;

@@ -37,6 +37,13 @@ enum Command {
     /// Read the event streams.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Import an Otoroshi export or a Tollgate entity file into the node's entity log (the node
+    /// must be stopped; a running node imports through `POST /api/import`). Without `--config`,
+    /// into the quickstart's log.
+    Import {
+        /// The JSON document (keys `routes`, `backends`, `apiKeys`, `apis`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +98,18 @@ fn main() -> ExitCode {
                 once,
             },
         ),
+        (Some(Command::Import { file }), config) => {
+            match gateway::admin::import_command(config.as_deref(), &file) {
+                Ok(report) => {
+                    println!("{report:#}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gateway import: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         (None, Some(path)) => run(&path, cli.io),
         (None, None) => run_quickstart(cli.io),
     }
@@ -176,8 +195,13 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(options: &NodeOptions, entities: gateway_model::import::Entities) -> ExitCode {
+fn serve(
+    options: &NodeOptions,
+    log: gateway::entitylog::EntityLog,
+    mut admin: gateway::admin::AdminOptions,
+) -> ExitCode {
     raise_fd_limit();
+    let entities = log.state().entities(gateway::entitylog::now_ms());
     let node = match Node::start(options, entities) {
         Ok(node) => node,
         Err(e) => {
@@ -185,9 +209,20 @@ fn serve(options: &NodeOptions, entities: gateway_model::import::Entities) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    admin.driver = node.driver().to_string();
+    let admin = match gateway::admin::start(admin, log, node.publisher()) {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("gateway: cannot start the admin API: {e}");
+            node.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(admin_addr = %admin.addr(), "admin API listening");
     tracing::info!(addr = %node.addr(), cores = options.cores, driver = %node.driver(), "serving");
     wait_for_signal();
     tracing::info!("shutting down: draining in-flight requests");
+    admin.shutdown();
     node.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -207,10 +242,13 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         eprintln!("gateway: [listeners.https] is not supported yet; configure [listeners.http]");
         return ExitCode::FAILURE;
     };
-    let entities = cfg
-        .seed
-        .map(|(_, import)| import.entities)
-        .unwrap_or_default();
+    let (log, admin) = match gateway::admin::open_for(&cfg) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let kafka = match &cfg.sink {
         config::Sink::Embedded => None,
         config::Sink::Kafka {
@@ -242,12 +280,31 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         data_dir: Some(cfg.data_dir),
         kafka,
     };
-    serve(&options, entities)
+    serve(&options, log, admin)
 }
 
 fn run_quickstart(io: IoMode) -> ExitCode {
     let secret = quickstart::random_hex(16);
     let entities = quickstart::entities(&secret);
+    let data_dir = std::env::temp_dir().join("tollgate-quickstart");
+    let log = match gateway::admin::open_quickstart(&data_dir, &entities) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = quickstart::random_hex(16);
+    let admin = gateway::admin::AdminOptions {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9000)),
+        token: gateway_model::entity::Secret::new(token.clone()),
+        previous_secret_grace_ms: 3_600_000,
+        rotation_every: Duration::from_secs(1),
+        clock: gateway::admin::system_clock(),
+        public_url: "http://127.0.0.1:8080".to_owned(),
+        driver: String::new(),
+        kafka: None,
+    };
     let options = NodeOptions {
         node_id: "quickstart".to_owned(),
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -257,7 +314,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         io,
         resolve_every: Duration::from_secs(30),
         calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(std::env::temp_dir().join("tollgate-quickstart")),
+        data_dir: Some(data_dir),
         kafka: None,
     };
     println!(
@@ -273,8 +330,12 @@ fn run_quickstart(io: IoMode) -> ExitCode {
     println!();
     println!("Demo key: demo-client / {secret} (generated for this run). Ctrl-C stops the node.");
     println!("The demo key allows 100 calls/s, 1000 a day: watch Otoroshi-Daily-Calls-Remaining.");
-    println!("The admin API (127.0.0.1:9000) arrives with a later issue.");
-    serve(&options, entities)
+    println!();
+    println!("Admin API on http://127.0.0.1:9000 (token generated for this run: {token}):");
+    println!("  curl -s http://127.0.0.1:9000/api/apikeys -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://127.0.0.1:9000/api/events -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://127.0.0.1:9000/openapi.json");
+    serve(&options, log, admin)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

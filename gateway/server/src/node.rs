@@ -61,6 +61,7 @@ pub struct Node {
     kafka: Option<gateway_events::kafka::KafkaSink>,
     totals: Option<JoinHandle<()>>,
     totals_counters: Arc<crate::totals::TotalsCounters>,
+    publisher: Publisher,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -220,9 +221,15 @@ impl Node {
             }
             d => tracing::info!(driver = %d, "IO driver"),
         }
+        let publisher = Publisher {
+            shared: shared.clone(),
+            entities: Arc::new(std::sync::Mutex::new(entities)),
+            calendar: options.calendar.clone(),
+            cores,
+        };
         let resolver = spawn_resolver(
             shared.clone(),
-            entities,
+            publisher.entities.clone(),
             options.resolve_every,
             options.calendar.clone(),
             cores,
@@ -251,7 +258,13 @@ impl Node {
             kafka,
             totals,
             totals_counters,
+            publisher,
         })
+    }
+
+    /// A handle that swaps new entities into this node (the admin API holds one).
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
     }
 
     /// The bound address of the HTTP listener.
@@ -386,7 +399,7 @@ fn restore_consumption(dir: &std::path::Path, from: u64, node_id: &str, snapshot
 /// Re-resolves upstream names every `every`, publishing a new snapshot when an address changed.
 fn spawn_resolver(
     shared: Arc<NodeShared>,
-    entities: Entities,
+    entities: Arc<std::sync::Mutex<Entities>>,
     every: Duration,
     calendar: gateway_core::window::Calendar,
     cores: usize,
@@ -403,6 +416,11 @@ fn spawn_resolver(
                     continue;
                 }
                 waited = Duration::ZERO;
+                // Held while building and publishing, so that an admin change published
+                // meanwhile is never overwritten by a rebuild of older entities.
+                let entities = entities
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let current = shared.current();
                 let setup = QuotaSetup {
                     calendar: &calendar,
@@ -429,4 +447,58 @@ fn spawn_resolver(
             }
         })
         .ok()
+}
+
+/// Swaps new entities into a running node: builds the next snapshot (carrying the quota pool
+/// over) and publishes it; every core takes it within one tick. Cloned by the admin API and the
+/// rotation thread; builds are serialised with the background resolver's.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    shared: Arc<NodeShared>,
+    entities: Arc<std::sync::Mutex<Entities>>,
+    calendar: gateway_core::window::Calendar,
+    cores: usize,
+}
+
+impl Publisher {
+    /// Builds a snapshot of `entities` (without publishing it): the last check before a change
+    /// is committed.
+    ///
+    /// # Errors
+    /// When the entities do not compile into a snapshot.
+    pub fn build(&self, entities: &Entities) -> Result<Snapshot, crate::snapshot::SnapshotError> {
+        let current = self.shared.current();
+        let setup = QuotaSetup {
+            calendar: &self.calendar,
+            cores: self.cores,
+            previous: Some(&current.pool),
+        };
+        Snapshot::build(current.generation + 1, entities, &mut SystemResolver, setup)
+    }
+
+    /// Builds and publishes `entities`; returns the new generation.
+    ///
+    /// # Errors
+    /// When the entities do not compile into a snapshot (nothing is published then).
+    pub fn apply(&self, entities: Entities) -> Result<u64, crate::snapshot::SnapshotError> {
+        let mut held = self
+            .entities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snapshot = self.build(&entities)?;
+        let generation = snapshot.generation;
+        self.shared.publish(snapshot);
+        *held = entities;
+        Ok(generation)
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.shared.current()
+    }
+
+    /// Appends the cores' request metrics (Prometheus text) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.shared.metrics.render(out);
+    }
 }

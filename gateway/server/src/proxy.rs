@@ -158,6 +158,7 @@ impl Conn {
             Ok(planned) => planned,
             Err(next) => return next,
         };
+        let started = Instant::now();
         self.status = 0;
         self.bytes_in = plan.head_len as u64;
         self.bytes_out = 0;
@@ -176,6 +177,14 @@ impl Conn {
             },
         };
         self.record_usage(core, &plan);
+        core.stats.borrow_mut().record(
+            self.status,
+            started.elapsed(),
+            matches!(
+                plan.rejection,
+                Some(gateway_core::flow::Rejection::Quota(_))
+            ),
+        );
         if next == Next::KeepAlive && !plan.keep_alive {
             return Next::Close;
         }

@@ -186,12 +186,10 @@ fn load(addr: std::net::SocketAddr, threads: usize, stop: &Arc<AtomicBool>) -> u
             s.spawn(move || {
                 let mut n = t;
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+                    let Ok(mut c) = Client::try_connect(addr) else {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
-                    drop(stream);
-                    let mut c = Client::connect(addr);
                     c.set_read_timeout(Duration::from_secs(5));
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;

@@ -908,14 +908,19 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            reader: BufReader::with_capacity(64 * 1024, stream.try_clone().unwrap()),
+        Self::try_connect(addr).unwrap()
+    }
+
+    /// Connects, returning the error (the gateway is down) instead of failing.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            reader: BufReader::with_capacity(64 * 1024, stream.try_clone()?),
             stream,
-        }
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -1,0 +1,1625 @@
+//! The admin API: its own listener and threads (never a core), `Authorization: Bearer <token>`
+//! compared in constant time, REST CRUD of the entities, bulk import, quotas, call examples,
+//! the entity log, metrics, health and the OpenAPI description (docs/admin.md).
+//!
+//! Every write validates the whole resulting entity set (entity values, references, and a
+//! trial snapshot build) before anything is appended; then the events are appended and synced,
+//! and the new fold is published to the cores. Nothing is half-applied. It never logs a secret.
+
+mod http;
+mod json;
+pub mod rotation;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use base64::Engine as _;
+use gateway_model::entity::{Api, ApiKey, Consumer, Route, Secret, StoredBackend, Subscription};
+use gateway_model::event::{EntityAction, EntityKind};
+use gateway_model::import::{Entities, import_document};
+use gateway_model::validate::{Problems, Validate, from_value};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+
+pub use http::{Request, Response};
+
+use crate::entitylog::{Change, Entity, EntityLog, LogError, RotationState, State};
+use crate::node::Publisher;
+
+/// The OpenAPI 3 description of this API (one source: docs/admin-openapi.json).
+pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
+
+/// A clock: ms since the Unix epoch (injected by tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// How the admin API runs.
+#[derive(Clone)]
+pub struct AdminOptions {
+    /// Listener address (port 0 picks one).
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: Secret,
+    /// How long a rotated-out secret stays accepted, ms (0: not at all, as Otoroshi).
+    pub previous_secret_grace_ms: i64,
+    /// How often due rotations are checked.
+    pub rotation_every: Duration,
+    /// The clock of rotations and event times.
+    pub clock: Clock,
+    /// Base URL of the data plane for call examples (`http://127.0.0.1:8080`).
+    pub public_url: String,
+    /// The IO driver the cores use (for `/metrics`).
+    pub driver: String,
+    /// Share the entity log through Kafka (`[events] sink = "kafka"`).
+    pub kafka: Option<crate::entitylog::kafka::KafkaLogConfig>,
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("addr", &self.addr)
+            .field("token", &self.token)
+            .field("previous_secret_grace_ms", &self.previous_secret_grace_ms)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(crate::core::now_ms)
+}
+
+/// The running admin API.
+#[derive(Debug)]
+pub struct AdminServer {
+    server: http::Server,
+    admin: Arc<Admin>,
+    stop: Arc<AtomicBool>,
+    rotation: Option<JoinHandle<()>>,
+    follower: Option<crate::entitylog::kafka::Follower>,
+    forwarder: Option<crate::entitylog::kafka::Forwarder>,
+}
+
+impl AdminServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Runs the rotation check once now (tests with an injected clock).
+    pub fn check_rotations(&self) {
+        self.admin.rotate();
+    }
+
+    /// Stops the listener and the rotation thread, and writes the fold snapshot.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.rotation.take() {
+            let _ = t.join();
+        }
+        if let Some(f) = self.follower.take() {
+            f.shutdown();
+        }
+        if let Some(f) = self.forwarder.take() {
+            f.shutdown();
+        }
+        self.server.shutdown();
+        let mut log = self
+            .admin
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = log.write_snapshot() {
+            tracing::warn!(error = %e, "entity snapshot not written at shutdown");
+        }
+    }
+}
+
+/// Starts the admin API over `log`, publishing changes through `publisher`.
+///
+/// # Errors
+/// When the address cannot be bound or a thread cannot be spawned.
+pub fn start(
+    options: AdminOptions,
+    log: EntityLog,
+    publisher: Publisher,
+) -> std::io::Result<AdminServer> {
+    let forwarder = match &options.kafka {
+        Some(kafka) => Some(crate::entitylog::kafka::Forwarder::start(
+            kafka,
+            log.dir().to_owned(),
+        )?),
+        None => None,
+    };
+    let admin = Arc::new(Admin {
+        log: Mutex::new(log),
+        publisher,
+        options: options.clone(),
+        requests: Mutex::new(std::collections::BTreeMap::new()),
+        events_written: AtomicU64::new(0),
+        events_sent: forwarder
+            .as_ref()
+            .map(crate::entitylog::kafka::Forwarder::sent_counter),
+    });
+    let follower = match &options.kafka {
+        Some(kafka) => {
+            let receiver = admin.clone();
+            Some(crate::entitylog::kafka::Follower::start(
+                kafka,
+                move |event| {
+                    receiver.apply_remote(&event);
+                },
+            )?)
+        }
+        None => None,
+    };
+    let handler = admin.clone();
+    let server = http::Server::start(options.addr, move |req| handler.handle(req))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rotation = {
+        let admin = admin.clone();
+        let stop = stop.clone();
+        let every = options.rotation_every.max(Duration::from_millis(10));
+        std::thread::Builder::new()
+            .name("tollgate-rotation".to_owned())
+            .spawn(move || {
+                let step = Duration::from_millis(10).min(every);
+                let mut waited = Duration::ZERO;
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited >= every {
+                        waited = Duration::ZERO;
+                        admin.rotate();
+                    }
+                }
+            })?
+    };
+    Ok(AdminServer {
+        server,
+        admin,
+        stop,
+        rotation: Some(rotation),
+        follower,
+        forwarder,
+    })
+}
+
+struct Admin {
+    log: Mutex<EntityLog>,
+    publisher: Publisher,
+    options: AdminOptions,
+    requests: Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    events_written: AtomicU64,
+    events_sent: Option<Arc<AtomicU64>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+/// The collections of top-level entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Collection {
+    Apis,
+    Routes,
+    Backends,
+    ApiKeys,
+}
+
+impl Collection {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "apis" => Self::Apis,
+            "routes" => Self::Routes,
+            "backends" => Self::Backends,
+            "apikeys" => Self::ApiKeys,
+            _ => return None,
+        })
+    }
+
+    fn kind(self) -> EntityKind {
+        match self {
+            Self::Apis => EntityKind::Api,
+            Self::Routes => EntityKind::Route,
+            Self::Backends => EntityKind::Backend,
+            Self::ApiKeys => EntityKind::ApiKey,
+        }
+    }
+
+    fn id_field(self) -> &'static str {
+        match self {
+            Self::ApiKeys => "clientId",
+            _ => "id",
+        }
+    }
+}
+
+/// A failed request: the status and the JSON body.
+struct Failure(Response);
+
+fn fail(status: u16, code: &str, text: impl Into<String>) -> Failure {
+    Failure(Response::json(
+        status,
+        &json!({"error": code, "error_description": text.into()}),
+    ))
+}
+
+fn invalid(problems: &Problems) -> Failure {
+    let list: Vec<Value> = problems
+        .iter()
+        .map(|p| json!({"path": p.path, "message": p.message}))
+        .collect();
+    Failure(Response::json(
+        400,
+        &json!({"error": "invalid_entity",
+                "error_description": format!("{} problem(s)", problems.len()),
+                "problems": list}),
+    ))
+}
+
+fn not_found(kind: &str, id: &str) -> Failure {
+    fail(404, "not_found", format!("no {kind} `{id}`"))
+}
+
+fn internal(e: &LogError) -> Failure {
+    tracing::error!(error = %e, "admin API: entity log write failed");
+    fail(
+        500,
+        "log_failed",
+        "the entity log could not be written; nothing was applied",
+    )
+}
+
+type Outcome = Result<Response, Failure>;
+
+impl Admin {
+    fn handle(&self, req: &Request) -> Response {
+        let response = match self.route(req) {
+            Ok(r) | Err(Failure(r)) => r,
+        };
+        let family = metric_path(&req.path);
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((family, response.status))
+            .or_default() += 1;
+        response
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let Some(value) = req.header("authorization") else {
+            return false;
+        };
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
+            return false;
+        };
+        bool::from(
+            token
+                .trim()
+                .as_bytes()
+                .ct_eq(self.options.token.expose().as_bytes()),
+        )
+    }
+
+    fn route(&self, req: &Request) -> Outcome {
+        let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+        let method = req.method.as_str();
+        match (method, parts.as_slice()) {
+            ("GET", ["health"]) => {
+                return Ok(Response::json(
+                    200,
+                    &json!({"status": "ok", "generation": self.publisher.current().generation}),
+                ));
+            }
+            ("GET", ["openapi.json"]) => {
+                return Ok(Response::text(200, "application/json", OPENAPI.to_owned()));
+            }
+            _ => {}
+        }
+        if !self.authorized(req) {
+            return Err(Failure(
+                Response::json(
+                    401,
+                    &json!({"error": "unauthorized",
+                            "error_description": "missing or wrong bearer token"}),
+                )
+                .with_header("www-authenticate", "Bearer".to_owned()),
+            ));
+        }
+        match (method, parts.as_slice()) {
+            ("GET", ["metrics"]) => Ok(self.metrics()),
+            ("GET", ["api", "events"]) => self.events(req),
+            ("POST", ["api", "import"]) => self.import(req),
+            (_, ["api", "apikeys", id, "quotas"]) => self.quotas(method, id),
+            ("GET", ["api", "apikeys", id, "call-examples"]) => self.call_examples(id),
+            (_, ["api", "apis", api, sub @ ("consumers" | "subscriptions")]) => {
+                self.sub_collection(req, api, sub)
+            }
+            (
+                _,
+                [
+                    "api",
+                    "apis",
+                    api,
+                    sub @ ("consumers" | "subscriptions"),
+                    id,
+                ],
+            ) => self.sub_item(req, api, sub, id),
+            (_, ["api", coll]) => {
+                let c = Collection::parse(coll).ok_or_else(|| not_found("collection", coll))?;
+                match method {
+                    "GET" => self.list(req, c),
+                    "POST" => self.create(req, c),
+                    _ => Err(method_not_allowed("GET, POST")),
+                }
+            }
+            (_, ["api", coll, id]) => {
+                let c = Collection::parse(coll).ok_or_else(|| not_found("collection", coll))?;
+                match method {
+                    "GET" => self.get(c, id),
+                    "PUT" => self.replace(req, c, id, false),
+                    "PATCH" => self.replace(req, c, id, true),
+                    "DELETE" => self.delete(req, c, id),
+                    _ => Err(method_not_allowed("GET, PUT, PATCH, DELETE")),
+                }
+            }
+            _ => Err(fail(404, "not_found", format!("no endpoint {}", req.path))),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, EntityLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> i64 {
+        (self.options.clock)()
+    }
+
+    /// Validates `candidate` (the whole state after `changes`), commits the changes and
+    /// publishes the fold. The caller holds the log.
+    fn commit(
+        &self,
+        log: &mut EntityLog,
+        changes: Vec<Change>,
+        actor: &str,
+    ) -> Result<Vec<(u64, gateway_model::event::EntityEvent)>, Failure> {
+        let now = self.now();
+        let mut candidate = log.state().clone();
+        for c in &changes {
+            let v = candidate.version(c.kind, &c.id) + 1;
+            candidate.set(c.kind, &c.id, v, c.entity.clone());
+        }
+        let problems = check_references(&candidate);
+        if !problems.is_empty() {
+            return Err(invalid(&problems));
+        }
+        let entities = candidate.entities(now);
+        if let Err(e) = self.publisher.build(&entities) {
+            let mut p = Problems::default();
+            p.push("", e.to_string());
+            return Err(invalid(&p));
+        }
+        let written = log.commit(changes, actor, now).map_err(|e| internal(&e))?;
+        self.events_written
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        if let Err(e) = self.publisher.apply(log.state().entities(now)) {
+            tracing::error!(error = %e, "admin API: committed change did not publish");
+        }
+        for (offset, event) in &written {
+            tracing::info!(
+                offset,
+                action = %event.action,
+                kind = %event.kind,
+                id = %event.entity_id,
+                version = event.version,
+                actor = %event.actor,
+                "entity changed"
+            );
+        }
+        Ok(written)
+    }
+
+    /// Applies an event of another node (from the Kafka topic) and publishes the new fold.
+    fn apply_remote(&self, event: &gateway_model::event::EntityEvent) {
+        let mut log = self.log();
+        match log.apply_remote(event) {
+            Ok(true) => {
+                if let Err(e) = self.publisher.apply(log.state().entities(self.now())) {
+                    tracing::error!(error = %e, id = %event.entity_id, "received change did not publish");
+                }
+                tracing::info!(
+                    action = %event.action,
+                    kind = %event.kind,
+                    id = %event.entity_id,
+                    version = event.version,
+                    actor = %event.actor,
+                    "entity received"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, id = %event.entity_id, "received entity event not applied")
+            }
+        }
+    }
+
+    fn rotate(&self) {
+        let mut log = self.log();
+        let now = self.now();
+        let changes = rotation::due(log.state(), now, self.options.previous_secret_grace_ms);
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(Failure(r)) = self.commit(&mut log, changes, "rotation") {
+            tracing::error!(
+                status = r.status,
+                body = %String::from_utf8_lossy(&r.body),
+                "rotation could not be committed"
+            );
+        }
+    }
+
+    fn list(&self, req: &Request, c: Collection) -> Outcome {
+        let mut problems = Problems::default();
+        let (page, size) =
+            json::pagination(req.param("page"), req.param("page_size"), &mut problems);
+        if !problems.is_empty() {
+            return Err(invalid(&problems));
+        }
+        let filters: Vec<(&str, &str)> = req
+            .query
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "page_size")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let log = self.log();
+        let matching: Vec<Value> = log
+            .state()
+            .list(c.kind())
+            .map(|(e, v)| with_version(e.to_json(), v))
+            .filter(|j| filters.iter().all(|(k, v)| json::field_matches(j, k, v)))
+            .collect();
+        let total = matching.len();
+        let items: Vec<Value> = matching
+            .into_iter()
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .collect();
+        Ok(Response::json(200, &Value::Array(items))
+            .with_header("x-total-count", total.to_string())
+            .with_header("x-page", page.to_string())
+            .with_header("x-page-size", size.to_string()))
+    }
+
+    fn get(&self, c: Collection, id: &str) -> Outcome {
+        let log = self.log();
+        let (e, v) = log
+            .state()
+            .get(c.kind(), id)
+            .ok_or_else(|| not_found(c.kind().as_str(), id))?;
+        Ok(entity_response(200, e, v))
+    }
+
+    fn create(&self, req: &Request, c: Collection) -> Outcome {
+        let mut body = parse_body(&req.body)?;
+        let _ = take_version(&mut body, c.kind());
+        let Some(obj) = body.as_object_mut() else {
+            return Err(body_not_object());
+        };
+        // Like Otoroshi's templates: a missing id (and a key's missing secret) is generated.
+        if !obj.contains_key(c.id_field()) {
+            let id = match c {
+                Collection::ApiKeys => rotation::random_lower(16),
+                other => format!("{}_{}", other.kind(), rotation::random_lower(12)),
+            };
+            obj.insert(c.id_field().to_owned(), Value::String(id));
+        }
+        if c == Collection::ApiKeys && !obj.contains_key("clientSecret") {
+            obj.insert(
+                "clientSecret".to_owned(),
+                Value::String(rotation::random_token(64)),
+            );
+        }
+        let mut log = self.log();
+        let entity = parse_entity(c, &body, None)?;
+        let id = entity.id().to_owned();
+        if log.state().get(c.kind(), &id).is_some() {
+            return Err(fail(
+                409,
+                "conflict",
+                format!("{} `{id}` already exists; PUT or PATCH it", c.kind()),
+            ));
+        }
+        let entity = self.stamp_rotation(entity, None);
+        let written = self.commit(
+            &mut log,
+            vec![Change::put(EntityAction::Created, entity)],
+            "admin",
+        )?;
+        let version = written.first().map_or(1, |(_, e)| e.version);
+        let (e, _) = log
+            .state()
+            .get(c.kind(), &id)
+            .ok_or_else(|| not_found(c.kind().as_str(), &id))?;
+        Ok(entity_response(201, e, version))
+    }
+
+    fn replace(&self, req: &Request, c: Collection, id: &str, patch: bool) -> Outcome {
+        let mut body = parse_body(&req.body)?;
+        let body_version = take_version(&mut body, c.kind());
+        if !body.is_object() {
+            return Err(body_not_object());
+        }
+        let mut log = self.log();
+        let (current, version) = log
+            .state()
+            .get(c.kind(), id)
+            .ok_or_else(|| not_found(c.kind().as_str(), id))?;
+        check_version(req, body_version, version)?;
+        let current = current.clone();
+        let mut doc = if patch {
+            let mut doc = current.to_json();
+            json::merge_patch(&mut doc, &body);
+            doc
+        } else {
+            body
+        };
+        if let Some(obj) = doc.as_object_mut() {
+            obj.entry(c.id_field().to_owned())
+                .or_insert_with(|| Value::String(id.to_owned()));
+        }
+        let entity = parse_entity(c, &doc, Some(id))?;
+        let entity = self.stamp_rotation(entity, Some(&current));
+        if entity == current {
+            return Ok(entity_response(200, &current, version));
+        }
+        let written = self.commit(
+            &mut log,
+            vec![Change::put(EntityAction::Updated, entity)],
+            "admin",
+        )?;
+        let version = written.first().map_or(version, |(_, e)| e.version);
+        let (e, _) = log
+            .state()
+            .get(c.kind(), id)
+            .ok_or_else(|| not_found(c.kind().as_str(), id))?;
+        Ok(entity_response(200, e, version))
+    }
+
+    fn delete(&self, req: &Request, c: Collection, id: &str) -> Outcome {
+        let mut log = self.log();
+        let (current, version) = log
+            .state()
+            .get(c.kind(), id)
+            .ok_or_else(|| not_found(c.kind().as_str(), id))?;
+        check_version(req, None, version)?;
+        let body = with_version(current.to_json(), version);
+        if c == Collection::Backends {
+            let users = backend_users(log.state(), id);
+            if !users.is_empty() {
+                return Err(fail(
+                    409,
+                    "conflict",
+                    format!("backend `{id}` is used by {}", users.join(", ")),
+                ));
+            }
+        }
+        self.commit(&mut log, vec![Change::delete(c.kind(), id)], "admin")?;
+        Ok(Response::json(
+            200,
+            &json!({"deleted": true, "entity": body}),
+        ))
+    }
+
+    /// Keeps the rotation bookkeeping across an update and starts a cycle when rotation is on.
+    fn stamp_rotation(&self, entity: Entity, current: Option<&Entity>) -> Entity {
+        match entity {
+            Entity::ApiKey(key, _) => {
+                let mut rot = match current {
+                    Some(Entity::ApiKey(_, r)) => r.clone(),
+                    _ => RotationState::default(),
+                };
+                if key.rotation.enabled && rot.started_at.is_none() {
+                    rot.started_at = Some(self.now());
+                }
+                Entity::ApiKey(key, rot)
+            }
+            other => other,
+        }
+    }
+
+    fn sub_collection(&self, req: &Request, api_id: &str, sub: &str) -> Outcome {
+        let mut log = self.log();
+        let (api, version) = get_api(log.state(), api_id)?;
+        match req.method.as_str() {
+            "GET" => {
+                let items = if sub == "consumers" {
+                    serde_json::to_value(&api.consumers)
+                } else {
+                    serde_json::to_value(&api.subscriptions)
+                };
+                Ok(Response::json(200, &items.unwrap_or(Value::Null))
+                    .with_header("etag", format!("\"{version}\"")))
+            }
+            "POST" => {
+                let mut body = parse_body(&req.body)?;
+                let body_version = take_version(&mut body, EntityKind::Consumer);
+                check_version(req, body_version, version)?;
+                let Some(obj) = body.as_object_mut() else {
+                    return Err(body_not_object());
+                };
+                if !obj.contains_key("id") {
+                    obj.insert(
+                        "id".to_owned(),
+                        Value::String(format!(
+                            "{}_{}",
+                            &sub[..sub.len() - 1],
+                            rotation::random_lower(12)
+                        )),
+                    );
+                }
+                let mut api = api;
+                let id = put_sub(&mut api, sub, &body, None)?;
+                let written = self.commit_api(&mut log, api)?;
+                let api = get_api(log.state(), api_id)?.0;
+                Ok(Response::json(201, &sub_json(&api, sub, &id))
+                    .with_header("etag", format!("\"{written}\"")))
+            }
+            _ => Err(method_not_allowed("GET, POST")),
+        }
+    }
+
+    fn sub_item(&self, req: &Request, api_id: &str, sub: &str, id: &str) -> Outcome {
+        let mut log = self.log();
+        let (mut api, version) = get_api(log.state(), api_id)?;
+        let current = sub_json(&api, sub, id);
+        if current.is_null() {
+            return Err(not_found(&sub[..sub.len() - 1], id));
+        }
+        match req.method.as_str() {
+            "GET" => {
+                Ok(Response::json(200, &current).with_header("etag", format!("\"{version}\"")))
+            }
+            "PUT" | "PATCH" => {
+                let mut body = parse_body(&req.body)?;
+                let body_version = take_version(&mut body, EntityKind::Consumer);
+                check_version(req, body_version, version)?;
+                if !body.is_object() {
+                    return Err(body_not_object());
+                }
+                let doc = if req.method == "PATCH" {
+                    let mut doc = current;
+                    json::merge_patch(&mut doc, &body);
+                    doc
+                } else {
+                    body
+                };
+                put_sub(&mut api, sub, &doc, Some(id))?;
+                let written = self.commit_api(&mut log, api)?;
+                let api = get_api(log.state(), api_id)?.0;
+                Ok(Response::json(200, &sub_json(&api, sub, id))
+                    .with_header("etag", format!("\"{written}\"")))
+            }
+            "DELETE" => {
+                check_version(req, None, version)?;
+                if sub == "consumers" {
+                    let users: Vec<&str> = api
+                        .subscriptions
+                        .iter()
+                        .filter(|s| s.consumer_ref == id)
+                        .map(|s| s.id.as_str())
+                        .collect();
+                    if !users.is_empty() {
+                        return Err(fail(
+                            409,
+                            "conflict",
+                            format!("consumer `{id}` has subscriptions: {}", users.join(", ")),
+                        ));
+                    }
+                    api.consumers.retain(|c| c.id != id);
+                } else {
+                    api.subscriptions.retain(|s| s.id != id);
+                }
+                self.commit_api(&mut log, api)?;
+                Ok(Response::json(
+                    200,
+                    &json!({"deleted": true, "entity": current}),
+                ))
+            }
+            _ => Err(method_not_allowed("GET, PUT, PATCH, DELETE")),
+        }
+    }
+
+    /// Validates and commits a changed API (consumers and subscriptions live inside it).
+    fn commit_api(&self, log: &mut EntityLog, api: Api) -> Result<u64, Failure> {
+        let mut problems = Problems::default();
+        api.validate("", &mut problems);
+        if !problems.is_empty() {
+            return Err(invalid(&problems));
+        }
+        let written = self.commit(
+            log,
+            vec![Change::put(
+                EntityAction::Updated,
+                Entity::Api(Box::new(api)),
+            )],
+            "admin",
+        )?;
+        Ok(written.first().map_or(0, |(_, e)| e.version))
+    }
+
+    fn quotas(&self, method: &str, id: &str) -> Outcome {
+        let mut log = self.log();
+        if log.state().get(EntityKind::ApiKey, id).is_none() {
+            return Err(not_found("apikey", id));
+        }
+        let snapshot = self.publisher.current();
+        match method {
+            "GET" => {}
+            "DELETE" => {
+                snapshot.pool.reset(id);
+                let Some((entity, _)) = log.state().get(EntityKind::ApiKey, id) else {
+                    return Err(not_found("apikey", id));
+                };
+                let change = Change::put(EntityAction::QuotasReset, entity.clone());
+                self.commit(&mut log, vec![change], "admin")?;
+            }
+            _ => return Err(method_not_allowed("GET, DELETE")),
+        }
+        let snapshot = self.publisher.current();
+        let c = snapshot
+            .pool
+            .consumption(id, crate::core::now_ms())
+            .ok_or_else(|| not_found("apikey", id))?;
+        Ok(Response::json(
+            200,
+            &json!({
+                "authorizedCallsPerWindow": c.authorized_calls_per_window,
+                "throttlingCallsPerWindow": c.throttling_calls_per_window,
+                "remainingCallsPerWindow": c.remaining_calls_per_window,
+                "authorizedCallsPerDay": c.authorized_calls_per_day,
+                "currentCallsPerDay": c.current_calls_per_day,
+                "remainingCallsPerDay": c.remaining_calls_per_day,
+                "authorizedCallsPerMonth": c.authorized_calls_per_month,
+                "currentCallsPerMonth": c.current_calls_per_month,
+                "remainingCallsPerMonth": c.remaining_calls_per_month,
+            }),
+        ))
+    }
+
+    fn call_examples(&self, id: &str) -> Outcome {
+        let log = self.log();
+        let Some((Entity::ApiKey(key, _), _)) = log.state().get(EntityKind::ApiKey, id) else {
+            return Err(not_found("apikey", id));
+        };
+        let url = example_url(log.state(), key, &self.options.public_url);
+        let secret = key.client_secret.expose();
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{secret}", key.client_id));
+        Ok(Response::json(
+            200,
+            &json!({
+                "url": url,
+                "curl": format!(
+                    "curl -X GET -H 'Otoroshi-Client-Id: {}' -H 'Otoroshi-Client-Secret: {secret}' '{url}'",
+                    key.client_id
+                ),
+                "basicAuthHeader": format!("Authorization: Basic {basic}"),
+                "curlWithBasicAuth": format!("curl -X GET -H 'Authorization: Basic {basic}' '{url}'"),
+            }),
+        ))
+    }
+
+    fn events(&self, req: &Request) -> Outcome {
+        let mut problems = Problems::default();
+        let after = match req.param("after") {
+            None => None,
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    problems.push(
+                        "after",
+                        format!("expected an event sequence number, got {s:?}"),
+                    );
+                    None
+                }
+            },
+        };
+        let limit = match req.param("limit") {
+            None => 1000,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => n,
+                _ => {
+                    problems.push("limit", format!("expected 1..=10000, got {s:?}"));
+                    1000
+                }
+            },
+        };
+        if !problems.is_empty() {
+            return Err(invalid(&problems));
+        }
+        let dir = self.log().dir().to_owned();
+        let events = crate::entitylog::read_events(&dir, after, limit).map_err(|e| internal(&e))?;
+        let last = events.last().map(|(o, _)| *o).or(after);
+        let items: Vec<Value> = events
+            .into_iter()
+            .map(|(seq, e)| {
+                let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("seq".to_owned(), json!(seq));
+                }
+                v
+            })
+            .collect();
+        Ok(Response::json(200, &json!({"events": items, "last": last})))
+    }
+
+    fn import(&self, req: &Request) -> Outcome {
+        let mut log = self.log();
+        let (status, body) = import_into(&req.body, &mut log, |log, changes| {
+            self.commit(log, changes, "import").map(|_| ())
+        })?;
+        Ok(Response::json(status, &body))
+    }
+
+    fn metrics(&self) -> Response {
+        let snapshot = self.publisher.current();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_snapshot_generation Generation of the published snapshot."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_snapshot_generation gauge");
+        let _ = writeln!(out, "tollgate_snapshot_generation {}", snapshot.generation);
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_driver_info The IO driver the cores use."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_driver_info gauge");
+        let _ = writeln!(
+            out,
+            "tollgate_driver_info{{driver=\"{}\"}} 1",
+            escape_label(&self.options.driver)
+        );
+        self.publisher.render_metrics(&mut out);
+        let _ = writeln!(out, "# HELP tollgate_entities Live entities by kind.");
+        let _ = writeln!(out, "# TYPE tollgate_entities gauge");
+        {
+            let log = self.log();
+            for kind in [
+                EntityKind::Api,
+                EntityKind::Route,
+                EntityKind::Backend,
+                EntityKind::ApiKey,
+            ] {
+                let n = log.state().list(kind).count();
+                let _ = writeln!(out, "tollgate_entities{{kind=\"{kind}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP tollgate_entity_log_next_offset Offset of the next entity event."
+            );
+            let _ = writeln!(out, "# TYPE tollgate_entity_log_next_offset gauge");
+            let _ = writeln!(out, "tollgate_entity_log_next_offset {}", log.next_offset());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_entity_events_written_total Entity events appended by this process."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_entity_events_written_total counter");
+        let _ = writeln!(
+            out,
+            "tollgate_entity_events_written_total {}",
+            self.events_written.load(Ordering::Relaxed)
+        );
+        if let Some(sent) = &self.events_sent {
+            let _ = writeln!(
+                out,
+                "# HELP tollgate_entity_events_sent_total Entity events of this node confirmed by Kafka."
+            );
+            let _ = writeln!(out, "# TYPE tollgate_entity_events_sent_total counter");
+            let _ = writeln!(
+                out,
+                "tollgate_entity_events_sent_total {}",
+                sent.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_admin_requests_total Admin API requests by path family and status."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_admin_requests_total counter");
+        for ((path, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tollgate_admin_requests_total{{path=\"{}\",status=\"{status}\"}} {n}",
+                escape_label(path)
+            );
+        }
+        Response::text(200, "text/plain; version=0.0.4", out)
+    }
+}
+
+/// The result of an import: (status, reply body). `commit` validates and appends.
+///
+/// # Errors
+/// A 400 failure when the document is not an entity document (or, for a Tollgate file, when it
+/// has any problem), or what `commit` refuses.
+fn import_into(
+    bytes: &[u8],
+    log: &mut EntityLog,
+    commit: impl FnOnce(&mut EntityLog, Vec<Change>) -> Result<(), Failure>,
+) -> Result<(u16, Value), Failure> {
+    let import = import_document(bytes, None).map_err(|p| invalid(&p))?;
+    if import.dialect == gateway_model::import::Dialect::Tollgate && !import.is_clean() {
+        return Err(invalid(&import.problems));
+    }
+    let changes = import_changes(log.state(), &import.entities);
+    let imported = json!({
+        "routes": import.entities.routes.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        "backends": import.entities.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        "apiKeys": import.entities.apikeys.iter().map(|k| k.client_id.as_str()).collect::<Vec<_>>(),
+        "apis": import.entities.apis.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+    });
+    let changed = changes.len();
+    commit(log, changes)?;
+    let skipped: Vec<Value> = import
+        .skipped
+        .iter()
+        .map(|s| json!({"path": s.path, "kind": s.kind, "id": s.id, "reason": s.reason}))
+        .collect();
+    let warnings: Vec<Value> = import
+        .warnings
+        .iter()
+        .map(|p| json!({"path": p.path, "message": p.message}))
+        .collect();
+    Ok((
+        200,
+        json!({
+            "dialect": format!("{:?}", import.dialect).to_lowercase(),
+            "imported": imported,
+            "events": changed,
+            "skipped": skipped,
+            "warnings": warnings,
+        }),
+    ))
+}
+
+/// The changes that bring `entities` into the log (`imported`, unchanged ones left out).
+fn import_changes(state: &State, entities: &Entities) -> Vec<Change> {
+    let mut all: Vec<Entity> = Vec::new();
+    all.extend(
+        entities
+            .backends
+            .iter()
+            .cloned()
+            .map(|b| Entity::Backend(Box::new(b))),
+    );
+    all.extend(
+        entities
+            .routes
+            .iter()
+            .cloned()
+            .map(|r| Entity::Route(Box::new(r))),
+    );
+    all.extend(
+        entities
+            .apis
+            .iter()
+            .cloned()
+            .map(|a| Entity::Api(Box::new(a))),
+    );
+    all.extend(entities.apikeys.iter().cloned().map(|k| {
+        let rot = match state.get(EntityKind::ApiKey, &k.client_id) {
+            Some((Entity::ApiKey(_, r), _)) => r.clone(),
+            _ => RotationState::default(),
+        };
+        Entity::ApiKey(Box::new(k), rot)
+    }));
+    all.into_iter()
+        .filter(|e| state.get(e.kind(), e.id()).is_none_or(|(cur, _)| cur != e))
+        .map(|e| Change::put(EntityAction::Imported, e))
+        .collect()
+}
+
+/// Imports the document at `path` into the entity log of a stopped node (`gateway import`).
+/// Returns the reply (as `POST /api/import` gives it).
+///
+/// # Errors
+/// A message when the log cannot be opened (a running node holds it: use the admin API), the
+/// document is not an entity document, or the resulting entities are invalid.
+pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Value, String> {
+    let result = import_into(bytes, log, |log, changes| {
+        let mut candidate = log.state().clone();
+        for c in &changes {
+            let v = candidate.version(c.kind, &c.id) + 1;
+            candidate.set(c.kind, &c.id, v, c.entity.clone());
+        }
+        let problems = check_references(&candidate);
+        if !problems.is_empty() {
+            return Err(invalid(&problems));
+        }
+        log.commit(changes, "import", now_ms)
+            .map(|_| ())
+            .map_err(|e| internal(&e))
+    });
+    match result {
+        Ok((_, body)) => Ok(body),
+        Err(Failure(r)) => Err(String::from_utf8_lossy(&r.body).into_owned()),
+    }
+}
+
+/// `gateway import FILE [--config F]`: imports into the entity log of the (stopped) node of
+/// config `F`, or of the quickstart without one. Returns the import report.
+///
+/// # Errors
+/// A message when the config, the file or the log cannot be read, or the import is refused.
+pub fn import_command(
+    config: Option<&std::path::Path>,
+    file: &std::path::Path,
+) -> Result<Value, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut log = match config {
+        Some(path) => {
+            let cfg = crate::config::load(path).map_err(|problems| {
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            open_for(&cfg)?.0
+        }
+        None => open_log(
+            &std::env::temp_dir().join("tollgate-quickstart"),
+            "quickstart",
+            None,
+            crate::entitylog::DEFAULT_SNAPSHOT_EVERY,
+        )?,
+    };
+    let report = import_file(&mut log, &bytes, crate::core::now_ms())?;
+    log.write_snapshot().map_err(|e| e.to_string())?;
+    Ok(report)
+}
+
+/// Imports the seed document into an empty log (`created` events, actor `seed`).
+///
+/// # Errors
+/// When the log cannot be written.
+pub fn seed(log: &mut EntityLog, entities: &Entities, now_ms: i64) -> Result<usize, LogError> {
+    let changes: Vec<Change> = import_changes(&State::default(), entities)
+        .into_iter()
+        .map(|mut c| {
+            c.action = EntityAction::Created;
+            c
+        })
+        .collect();
+    let n = changes.len();
+    log.commit(changes, "seed", now_ms)?;
+    Ok(n)
+}
+
+/// Opens the entity log under `data_dir` with the cluster key from `key_file` (or
+/// `<data_dir>/cluster.key`, generated with a warning when missing).
+///
+/// # Errors
+/// A message naming the file or the journal when the key or the log cannot be opened.
+pub fn open_log(
+    data_dir: &std::path::Path,
+    node_id: &str,
+    key_file: Option<&std::path::Path>,
+    snapshot_every: u64,
+) -> Result<EntityLog, String> {
+    let key = match key_file {
+        Some(path) => crate::seal::ClusterKey::load(path).map_err(|e| e.to_string())?,
+        None => {
+            let path = data_dir.join("cluster.key");
+            let (key, generated) =
+                crate::seal::ClusterKey::load_or_generate(&path).map_err(|e| e.to_string())?;
+            if generated {
+                tracing::warn!(
+                    path = %path.display(),
+                    "no [admin] cluster_key_file: generated a cluster key; every node of a \
+                     cluster needs the same key, and losing it loses the sealed secrets"
+                );
+            }
+            key
+        }
+    };
+    let options = crate::entitylog::LogOptions {
+        data_dir: data_dir.to_owned(),
+        node_id: node_id.to_owned(),
+        snapshot_every,
+    };
+    let (log, report) = EntityLog::open(&options, key).map_err(|e| match e {
+        LogError::Journal(crate::journal::JournalError::Locked { dir }) => format!(
+            "the entity log {} is held by a running node; use its admin API",
+            dir.display()
+        ),
+        other => format!("entity log: {other}"),
+    })?;
+    tracing::info!(
+        replayed = report.replayed,
+        snapshot_offset = report.snapshot_offset,
+        next_offset = log.next_offset(),
+        "entity log opened"
+    );
+    Ok(log)
+}
+
+/// Opens the node's entity log (seeding an empty one from the config's seed file) and returns
+/// it with the admin API's options.
+///
+/// # Errors
+/// A message when the log cannot be opened or seeded.
+pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOptions), String> {
+    let mut log = open_log(
+        &cfg.data_dir,
+        &cfg.node_id,
+        cfg.cluster_key_file.as_deref(),
+        cfg.snapshot_every,
+    )?;
+    if log.is_empty() {
+        if let Some((path, import)) = &cfg.seed {
+            let n = seed(&mut log, &import.entities, crate::core::now_ms())
+                .map_err(|e| format!("seeding the entity log: {e}"))?;
+            tracing::info!(seed = %path.display(), events = n, "empty entity log seeded");
+        }
+    } else if cfg.seed.is_some() {
+        tracing::info!("entity log not empty: the seed file is not imported again");
+    }
+    let options = AdminOptions {
+        addr: cfg.admin_addr,
+        token: cfg.admin_token.clone(),
+        previous_secret_grace_ms: i64::try_from(cfg.previous_secret_grace.as_millis())
+            .unwrap_or(i64::MAX),
+        rotation_every: Duration::from_secs(1),
+        clock: system_clock(),
+        public_url: cfg.http.map_or_else(
+            || "http://127.0.0.1:8080".to_owned(),
+            |a| format!("http://{a}"),
+        ),
+        driver: String::new(),
+        kafka: match &cfg.sink {
+            crate::config::Sink::Embedded => None,
+            crate::config::Sink::Kafka {
+                brokers,
+                usage_topic,
+                entities_topic,
+                totals_topic,
+                partitions,
+            } => {
+                let mut kafka = crate::kafka::KafkaConfig::new(brokers, &cfg.data_dir);
+                kafka.topics = crate::kafka::Topics {
+                    usage: usage_topic.clone(),
+                    entities: entities_topic.clone(),
+                    totals: totals_topic.clone(),
+                };
+                kafka.partitions = *partitions;
+                Some(crate::entitylog::kafka::KafkaLogConfig {
+                    kafka,
+                    data_dir: cfg.data_dir.clone(),
+                    node_id: cfg.node_id.clone(),
+                })
+            }
+        },
+    };
+    Ok((log, options))
+}
+
+/// The quickstart's log: its demo entities are upserted at every start (actor `quickstart`), so
+/// the printed demo secret works while other changes made through the admin API are kept.
+///
+/// # Errors
+/// A message when the log cannot be opened or written.
+pub fn open_quickstart(
+    data_dir: &std::path::Path,
+    entities: &Entities,
+) -> Result<EntityLog, String> {
+    let mut log = open_log(
+        data_dir,
+        "quickstart",
+        None,
+        crate::entitylog::DEFAULT_SNAPSHOT_EVERY,
+    )?;
+    let changes = import_changes(log.state(), entities)
+        .into_iter()
+        .map(|mut c| {
+            c.action = if log.state().version(c.kind, &c.id) == 0 {
+                EntityAction::Created
+            } else {
+                EntityAction::Updated
+            };
+            c
+        })
+        .collect();
+    log.commit(changes, "quickstart", crate::core::now_ms())
+        .map_err(|e| format!("entity log: {e}"))?;
+    Ok(log)
+}
+
+fn method_not_allowed(allow: &str) -> Failure {
+    Failure(
+        Response::json(
+            405,
+            &json!({"error": "method_not_allowed", "error_description": format!("allowed: {allow}")}),
+        )
+        .with_header("allow", allow.to_owned()),
+    )
+}
+
+fn body_not_object() -> Failure {
+    let mut p = Problems::default();
+    p.push("", "expected a JSON object");
+    invalid(&p)
+}
+
+fn parse_body(bytes: &[u8]) -> Result<Value, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let mut p = Problems::default();
+        p.push("", format!("not valid JSON: {e}"));
+        invalid(&p)
+    })
+}
+
+/// Removes the optimistic-concurrency field: `_version`, or `version` when it is a number and
+/// the entity has no `version` of its own (APIs use `version` as a label).
+fn take_version(body: &mut Value, kind: EntityKind) -> Option<Value> {
+    let obj = body.as_object_mut()?;
+    let found = obj.remove("_version");
+    if found.is_some() {
+        return found;
+    }
+    if kind != EntityKind::Api && obj.get("version").is_some_and(Value::is_number) {
+        return obj.remove("version");
+    }
+    None
+}
+
+fn check_version(req: &Request, body: Option<Value>, current: u64) -> Result<(), Failure> {
+    let header = req
+        .header("if-match")
+        .map(|h| h.trim().trim_matches('"').to_owned());
+    let mut expected = Vec::new();
+    if let Some(h) = header.filter(|h| h != "*") {
+        match h.parse::<u64>() {
+            Ok(v) => expected.push(v),
+            Err(_) => {
+                let mut p = Problems::default();
+                p.push("If-Match", format!("expected an entity version, got {h:?}"));
+                return Err(invalid(&p));
+            }
+        }
+    }
+    if let Some(v) = body {
+        match v.as_u64() {
+            Some(v) => expected.push(v),
+            None => {
+                let mut p = Problems::default();
+                p.push("_version", "expected an integer ≥ 1");
+                return Err(invalid(&p));
+            }
+        }
+    }
+    match expected.into_iter().find(|v| *v != current) {
+        Some(v) => Err(Failure(Response::json(
+            409,
+            &json!({"error": "version_conflict",
+                    "error_description": format!("expected version {v}, the entity is at version {current}"),
+                    "version": current}),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Deserialises (strictly: unknown fields are problems) and validates one entity; with
+/// `path_id`, the body's id must equal it.
+fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<Entity, Failure> {
+    let mut problems = Problems::default();
+    let mut ignored = Vec::new();
+    let entity = match c {
+        Collection::Routes => {
+            from_value::<Route>(body, "", true, &mut problems, &mut ignored).map(|r| {
+                r.validate("", &mut problems);
+                Entity::Route(Box::new(r))
+            })
+        }
+        Collection::Backends => {
+            from_value::<StoredBackend>(body, "", true, &mut problems, &mut ignored).map(|b| {
+                b.validate("", &mut problems);
+                Entity::Backend(Box::new(b))
+            })
+        }
+        Collection::ApiKeys => from_value::<ApiKey>(body, "", true, &mut problems, &mut ignored)
+            .map(|mut k| {
+                k.normalise_authorizations();
+                k.validate("", &mut problems);
+                Entity::ApiKey(Box::new(k), RotationState::default())
+            }),
+        Collection::Apis => {
+            from_value::<Api>(body, "", true, &mut problems, &mut ignored).map(|a| {
+                a.validate("", &mut problems);
+                Entity::Api(Box::new(a))
+            })
+        }
+    };
+    if let (Some(e), Some(id)) = (&entity, path_id) {
+        if e.id() != id {
+            problems.push(
+                c.id_field(),
+                format!("does not match the id in the path (`{id}`); ids cannot change"),
+            );
+        }
+    }
+    match entity {
+        Some(e) if problems.is_empty() => Ok(e),
+        _ => Err(invalid(&problems)),
+    }
+}
+
+/// References between entities: a route's `backend_ref`, an API route's backend, route ids
+/// unique among top-level and API routes.
+fn check_references(state: &State) -> Problems {
+    let mut p = Problems::default();
+    let backends: std::collections::HashSet<&str> = state
+        .list(EntityKind::Backend)
+        .map(|(e, _)| e.id())
+        .collect();
+    let mut route_ids = std::collections::HashMap::new();
+    for (e, _) in state.list(EntityKind::Route) {
+        if let Entity::Route(r) = e {
+            if let Some(b) = &r.backend_ref {
+                if !backends.contains(b.as_str()) {
+                    p.push(
+                        format!("routes[{}].backend_ref", r.id),
+                        format!("no backend with id `{b}`"),
+                    );
+                }
+            }
+            route_ids.insert(r.id.clone(), format!("route `{}`", r.id));
+        }
+    }
+    for (e, _) in state.list(EntityKind::Api) {
+        if let Entity::Api(a) = e {
+            for (i, r) in a.routes.iter().enumerate() {
+                if !a.backends.iter().any(|b| b.id == r.backend)
+                    && !backends.contains(r.backend.as_str())
+                {
+                    p.push(
+                        format!("apis[{}].routes[{i}].backend", a.id),
+                        format!(
+                            "no backend `{}` in this API or among stored backends",
+                            r.backend
+                        ),
+                    );
+                }
+                if let Some(other) = route_ids.insert(r.id.clone(), format!("API `{}`", a.id)) {
+                    p.push(
+                        format!("apis[{}].routes[{i}].id", a.id),
+                        format!("route id `{}` is also used by {other}", r.id),
+                    );
+                }
+            }
+        }
+    }
+    p
+}
+
+fn backend_users(state: &State, id: &str) -> Vec<String> {
+    let mut users = Vec::new();
+    for (e, _) in state.list(EntityKind::Route) {
+        if let Entity::Route(r) = e {
+            if r.backend_ref.as_deref() == Some(id) {
+                users.push(format!("route `{}`", r.id));
+            }
+        }
+    }
+    for (e, _) in state.list(EntityKind::Api) {
+        if let Entity::Api(a) = e {
+            if a.routes.iter().any(|r| r.backend == id) && !a.backends.iter().any(|b| b.id == id) {
+                users.push(format!("API `{}`", a.id));
+            }
+        }
+    }
+    users
+}
+
+fn get_api(state: &State, id: &str) -> Result<(Api, u64), Failure> {
+    match state.get(EntityKind::Api, id) {
+        Some((Entity::Api(a), v)) => Ok(((**a).clone(), v)),
+        _ => Err(not_found("api", id)),
+    }
+}
+
+fn sub_json(api: &Api, sub: &str, id: &str) -> Value {
+    let found = if sub == "consumers" {
+        api.consumers
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| serde_json::to_value(c).ok())
+    } else {
+        api.subscriptions
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| serde_json::to_value(s).ok())
+    };
+    found.unwrap_or(Value::Null)
+}
+
+/// Parses a consumer or subscription and puts it into `api` (replacing `id` when given, else
+/// adding it: a duplicate id is a 409). Returns its id.
+fn put_sub(api: &mut Api, sub: &str, body: &Value, id: Option<&str>) -> Result<String, Failure> {
+    let mut problems = Problems::default();
+    let mut ignored = Vec::new();
+    let new_id = if sub == "consumers" {
+        let Some(c) = from_value::<Consumer>(body, "", true, &mut problems, &mut ignored) else {
+            return Err(invalid(&problems));
+        };
+        let new_id = c.id.clone();
+        match id {
+            Some(id) => {
+                if let Some(slot) = api.consumers.iter_mut().find(|x| x.id == id) {
+                    *slot = c;
+                }
+            }
+            None if api.consumers.iter().any(|x| x.id == c.id) => {
+                return Err(fail(
+                    409,
+                    "conflict",
+                    format!("consumer `{}` already exists", c.id),
+                ));
+            }
+            None => api.consumers.push(c),
+        }
+        new_id
+    } else {
+        let Some(s) = from_value::<Subscription>(body, "", true, &mut problems, &mut ignored)
+        else {
+            return Err(invalid(&problems));
+        };
+        let new_id = s.id.clone();
+        match id {
+            Some(id) => {
+                if let Some(slot) = api.subscriptions.iter_mut().find(|x| x.id == id) {
+                    *slot = s;
+                }
+            }
+            None if api.subscriptions.iter().any(|x| x.id == s.id) => {
+                return Err(fail(
+                    409,
+                    "conflict",
+                    format!("subscription `{}` already exists", s.id),
+                ));
+            }
+            None => api.subscriptions.push(s),
+        }
+        new_id
+    };
+    if let Some(id) = id {
+        if new_id != id {
+            problems.push(
+                "id",
+                format!("does not match the id in the path (`{id}`); ids cannot change"),
+            );
+            return Err(invalid(&problems));
+        }
+    }
+    Ok(new_id)
+}
+
+fn with_version(mut v: Value, version: u64) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("_version".to_owned(), json!(version));
+    }
+    v
+}
+
+fn entity_response(status: u16, e: &Entity, version: u64) -> Response {
+    Response::json(status, &with_version(e.to_json(), version))
+        .with_header("etag", format!("\"{version}\""))
+}
+
+/// A URL a key can call: the first route (top-level or of an API) it is authorized on.
+fn example_url(state: &State, key: &ApiKey, public: &str) -> String {
+    let mut domains: Vec<&str> = Vec::new();
+    for (e, _) in state.list(EntityKind::Route) {
+        if let Entity::Route(r) = e {
+            if key
+                .authorized_entities
+                .iter()
+                .any(|a| a == &format!("route_{}", r.id))
+            {
+                domains.extend(r.frontend.domains.iter().map(String::as_str));
+            }
+        }
+    }
+    for (e, _) in state.list(EntityKind::Api) {
+        if let Entity::Api(a) = e {
+            if key
+                .authorized_entities
+                .iter()
+                .any(|x| x == &format!("api_{}", a.id))
+            {
+                for r in &a.routes {
+                    domains.extend(r.frontend.domains.iter().map(String::as_str));
+                }
+            }
+        }
+    }
+    let public = public.trim_end_matches('/');
+    match domains.first() {
+        None => format!("{public}/"),
+        Some(d) => {
+            let (host, path) = d.split_once('/').map_or((*d, ""), |(h, p)| (h, p));
+            if host.contains('*') {
+                format!("{public}/{path}")
+            } else {
+                format!("http://{host}/{path}")
+            }
+        }
+    }
+}
+
+fn metric_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        ["api", coll, ..]
+            if Collection::parse(coll).is_some() || *coll == "events" || *coll == "import" =>
+        {
+            format!("/api/{coll}")
+        }
+        [one] if ["health", "metrics", "openapi.json"].contains(one) => format!("/{one}"),
+        _ => "other".to_owned(),
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_describes_every_endpoint() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/api/events",
+            "/api/import",
+            "/api/{collection}",
+            "/api/{collection}/{id}",
+            "/api/apikeys/{id}/quotas",
+            "/api/apikeys/{id}/call-examples",
+            "/api/apis/{api}/consumers",
+            "/api/apis/{api}/consumers/{id}",
+            "/api/apis/{api}/subscriptions",
+            "/api/apis/{api}/subscriptions/{id}",
+        ] {
+            assert!(paths.contains_key(p), "{p} is not described");
+        }
+    }
+}

@@ -1,0 +1,862 @@
+//! The entity log: configuration as a log of entity events (DESIGN §4), kept in the embedded
+//! journal's `entities` stream. The node's entities are the fold of the log ([`State`]).
+//!
+//! - Every change is an [`EntityEvent`] (`{id, at, actor, action, kind, entity_id, version,
+//!   entity}`); versions count per entity from 1 and keep counting across a delete and a
+//!   re-create. Each commit is appended and `fdatasync`ed before it is acknowledged.
+//! - Secrets (`clientSecret`, `rotation.nextSecret`, the previous secret kept for the
+//!   post-rotation grace) are sealed with the cluster key ([`crate::seal`]) before they reach
+//!   the journal; [`redact`] turns sealed values into `***` for audit views.
+//! - Start-up reads a fold snapshot (`<data_dir>/entities.snapshot.json`: the folded state and
+//!   the journal offset it covers, written every N events) and replays only the events after
+//!   it, so start-up time does not grow with the history.
+//!
+//! It never validates entities against each other (the admin API does, before committing) and
+//! never touches the data plane (the caller publishes the fold).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use gateway_model::entity::{Api, ApiKey, Route, Secret, StoredBackend};
+use gateway_model::event::{EntityAction, EntityEvent, EntityKind};
+use gateway_model::import::Entities;
+use serde_json::{Value, json};
+
+use crate::journal::{Journal, JournalError, JournalOptions, JournalReader, Stream, SyncPolicy};
+use crate::seal::{ClusterKey, REDACTED, SEALED_PREFIX, SealError};
+
+/// The private field of an API key's JSON in the log that carries Tollgate's rotation
+/// bookkeeping (`startedAt`, `previousSecret` sealed, `previousUntil`).
+pub const ROTATION_FIELD: &str = "_rotation";
+
+/// Default number of events between two fold snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
+
+const SNAPSHOT_FILE: &str = "entities.snapshot.json";
+const SNAPSHOT_FORMAT: u64 = 1;
+
+/// Why the log could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The journal failed (or is locked by a running node).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A sealed value could not be opened (wrong cluster key?).
+    #[error("entity log offset {offset}: {source}")]
+    Seal {
+        /// The record.
+        offset: u64,
+        /// Why.
+        source: SealError,
+    },
+    /// A record is not a valid entity event.
+    #[error("entity log offset {offset}: {reason}")]
+    Record {
+        /// The record.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The snapshot file could not be written.
+    #[error("entity snapshot {path}: {reason}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Rotation bookkeeping of an API key (beyond Otoroshi's `rotation` settings).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotationState {
+    /// When the current rotation cycle started (ms since the epoch).
+    pub started_at: Option<i64>,
+    /// The secret replaced by the last rotation, still accepted until `previous_until`.
+    pub previous: Option<Secret>,
+    /// End of the post-rotation grace (ms since the epoch).
+    pub previous_until: Option<i64>,
+}
+
+/// An entity of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entity {
+    /// A route.
+    Route(Box<Route>),
+    /// A stored backend.
+    Backend(Box<StoredBackend>),
+    /// An API key and its rotation bookkeeping.
+    ApiKey(Box<ApiKey>, RotationState),
+    /// An API (with its consumers and subscriptions).
+    Api(Box<Api>),
+}
+
+impl Entity {
+    /// Its kind.
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            Self::Route(_) => EntityKind::Route,
+            Self::Backend(_) => EntityKind::Backend,
+            Self::ApiKey(..) => EntityKind::ApiKey,
+            Self::Api(_) => EntityKind::Api,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Route(r) => &r.id,
+            Self::Backend(b) => &b.id,
+            Self::ApiKey(k, _) => &k.client_id,
+            Self::Api(a) => &a.id,
+        }
+    }
+
+    /// Its JSON with secrets in clear (for the admin API's answers only).
+    pub fn to_json(&self) -> Value {
+        let value = match self {
+            Self::Route(r) => serde_json::to_value(r),
+            Self::Backend(b) => serde_json::to_value(b),
+            Self::ApiKey(k, _) => serde_json::to_value(k),
+            Self::Api(a) => serde_json::to_value(a),
+        };
+        value.unwrap_or(Value::Null)
+    }
+
+    /// Its JSON as the log stores it: secrets sealed, rotation bookkeeping in
+    /// [`ROTATION_FIELD`].
+    ///
+    /// # Errors
+    /// When sealing fails (no randomness).
+    pub fn to_log_json(&self, key: &ClusterKey) -> Result<Value, SealError> {
+        let mut value = self.to_json();
+        if let Self::ApiKey(k, rotation) = self {
+            let id = &k.client_id;
+            if let Some(obj) = value.as_object_mut() {
+                let sealed = key.seal(k.client_secret.expose(), &context(id, "clientSecret"))?;
+                obj.insert("clientSecret".into(), Value::String(sealed));
+                if let Some(next) = &k.rotation.next_secret {
+                    let sealed = key.seal(next.expose(), &context(id, "nextSecret"))?;
+                    if let Some(r) = obj.get_mut("rotation").and_then(Value::as_object_mut) {
+                        r.insert("nextSecret".into(), Value::String(sealed));
+                    }
+                }
+                if *rotation != RotationState::default() {
+                    let previous = match &rotation.previous {
+                        Some(p) => Value::String(key.seal(p.expose(), &context(id, "previous"))?),
+                        None => Value::Null,
+                    };
+                    obj.insert(
+                        ROTATION_FIELD.into(),
+                        json!({
+                            "startedAt": rotation.started_at,
+                            "previousSecret": previous,
+                            "previousUntil": rotation.previous_until,
+                        }),
+                    );
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    /// Reads an entity back from the log's JSON, opening sealed secrets.
+    ///
+    /// # Errors
+    /// A message when the JSON does not describe a `kind` entity or a secret does not open.
+    pub fn from_log_json(
+        kind: EntityKind,
+        mut value: Value,
+        key: &ClusterKey,
+    ) -> Result<Self, String> {
+        let parse = |v: Value| -> Result<Self, String> {
+            Ok(match kind {
+                EntityKind::Route => {
+                    Self::Route(serde_json::from_value(v).map_err(|e| e.to_string())?)
+                }
+                EntityKind::Backend => {
+                    Self::Backend(serde_json::from_value(v).map_err(|e| e.to_string())?)
+                }
+                EntityKind::Api => Self::Api(serde_json::from_value(v).map_err(|e| e.to_string())?),
+                EntityKind::ApiKey => Self::ApiKey(
+                    serde_json::from_value(v).map_err(|e| e.to_string())?,
+                    RotationState::default(),
+                ),
+                other => return Err(format!("kind `{other}` is not a top-level entity")),
+            })
+        };
+        if kind != EntityKind::ApiKey {
+            return parse(value);
+        }
+        let id = value
+            .get("clientId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let open = |v: &Value, field: &str| -> Result<Value, String> {
+            match v.as_str() {
+                Some(s) if s.starts_with(SEALED_PREFIX) => key
+                    .open(s, &context(&id, field))
+                    .map(Value::String)
+                    .map_err(|e| format!("{field}: {e}")),
+                _ => Ok(v.clone()),
+            }
+        };
+        let mut rotation = RotationState::default();
+        if let Some(obj) = value.as_object_mut() {
+            if let Some(s) = obj.get("clientSecret") {
+                let clear = open(s, "clientSecret")?;
+                obj.insert("clientSecret".into(), clear);
+            }
+            if let Some(r) = obj.get_mut("rotation").and_then(Value::as_object_mut) {
+                if let Some(s) = r.get("nextSecret") {
+                    let clear = open(s, "nextSecret")?;
+                    r.insert("nextSecret".into(), clear);
+                }
+            }
+            if let Some(state) = obj.remove(ROTATION_FIELD) {
+                rotation.started_at = state.get("startedAt").and_then(Value::as_i64);
+                rotation.previous_until = state.get("previousUntil").and_then(Value::as_i64);
+                if let Some(p) = state.get("previousSecret").filter(|p| !p.is_null()) {
+                    let clear = open(p, "previous")?;
+                    rotation.previous = clear.as_str().map(Secret::new);
+                }
+            }
+        }
+        match parse(value)? {
+            Self::ApiKey(k, _) => Ok(Self::ApiKey(k, rotation)),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The associated data of a sealed secret: where it belongs.
+fn context(client_id: &str, field: &str) -> String {
+    format!("apikey/{client_id}/{field}")
+}
+
+/// One entity's place in the fold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Version of its last event.
+    pub version: u64,
+    /// The entity; `None` once deleted (the version is kept so a re-create counts on).
+    pub entity: Option<Entity>,
+    /// `(at, id)` of its last event: orders two events of the same version written on two nodes
+    /// (the larger wins everywhere, so nodes converge).
+    pub stamp: (i64, String),
+}
+
+/// The fold of the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    entries: BTreeMap<(EntityKind, String), Entry>,
+}
+
+impl State {
+    /// The live entity `kind/id` and its version.
+    pub fn get(&self, kind: EntityKind, id: &str) -> Option<(&Entity, u64)> {
+        let entry = self.entries.get(&(kind, id.to_owned()))?;
+        entry.entity.as_ref().map(|e| (e, entry.version))
+    }
+
+    /// The version of `kind/id`'s last event (0 if it never existed).
+    pub fn version(&self, kind: EntityKind, id: &str) -> u64 {
+        self.entries
+            .get(&(kind, id.to_owned()))
+            .map_or(0, |e| e.version)
+    }
+
+    /// Live entities of `kind`, in id order, with their versions.
+    pub fn list(&self, kind: EntityKind) -> impl Iterator<Item = (&Entity, u64)> {
+        self.entries
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .filter_map(|(_, e)| e.entity.as_ref().map(|x| (x, e.version)))
+    }
+
+    /// Every live entity.
+    pub fn all(&self) -> impl Iterator<Item = &Entity> {
+        self.entries.values().filter_map(|e| e.entity.as_ref())
+    }
+
+    /// Whether no entity is live.
+    pub fn is_empty(&self) -> bool {
+        self.all().next().is_none()
+    }
+
+    /// Sets `kind/id` to `entity` at `version`.
+    pub fn set(&mut self, kind: EntityKind, id: &str, version: u64, entity: Option<Entity>) {
+        self.set_stamped(kind, id, version, entity, (0, String::new()));
+    }
+
+    /// Sets `kind/id` to `entity` at `version`, by the event stamped `(at, id)`.
+    pub fn set_stamped(
+        &mut self,
+        kind: EntityKind,
+        id: &str,
+        version: u64,
+        entity: Option<Entity>,
+        stamp: (i64, String),
+    ) {
+        self.entries.insert(
+            (kind, id.to_owned()),
+            Entry {
+                version,
+                entity,
+                stamp,
+            },
+        );
+    }
+
+    /// Whether an event of another node (version, stamp) supersedes what the fold holds for
+    /// `kind/id`: a higher version, or the same version with a larger `(at, id)`.
+    pub fn superseded_by(
+        &self,
+        kind: EntityKind,
+        id: &str,
+        version: u64,
+        stamp: &(i64, String),
+    ) -> bool {
+        match self.entries.get(&(kind, id.to_owned())) {
+            None => true,
+            Some(e) => version > e.version || (version == e.version && *stamp > e.stamp),
+        }
+    }
+
+    /// The entities as the data plane takes them, as they are at `now_ms`: a key still in its
+    /// post-rotation grace also accepts its previous secret (in the `nextSecret` slot, when that
+    /// is free).
+    pub fn entities(&self, now_ms: i64) -> Entities {
+        let mut out = Entities::default();
+        for entity in self.all() {
+            match entity {
+                Entity::Route(r) => out.routes.push((**r).clone()),
+                Entity::Backend(b) => out.backends.push((**b).clone()),
+                Entity::Api(a) => out.apis.push((**a).clone()),
+                Entity::ApiKey(k, rotation) => {
+                    let mut k = (**k).clone();
+                    if let (Some(prev), Some(until)) = (&rotation.previous, rotation.previous_until)
+                    {
+                        if now_ms < until && k.rotation.next_secret.is_none() {
+                            k.rotation.next_secret = Some(prev.clone());
+                        }
+                    }
+                    out.apikeys.push(k);
+                }
+            }
+        }
+        out
+    }
+
+    /// The earliest instant after `now_ms` at which [`entities`](Self::entities) changes by
+    /// itself (a post-rotation grace ends).
+    pub fn next_expiry(&self, now_ms: i64) -> Option<i64> {
+        self.all()
+            .filter_map(|e| match e {
+                Entity::ApiKey(_, r) if r.previous.is_some() => r.previous_until,
+                _ => None,
+            })
+            .filter(|t| *t > now_ms)
+            .min()
+    }
+}
+
+/// One change to commit.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// What is done.
+    pub action: EntityAction,
+    /// Kind of the entity.
+    pub kind: EntityKind,
+    /// Its id.
+    pub id: String,
+    /// The entity after the change; `None` for a delete.
+    pub entity: Option<Entity>,
+}
+
+impl Change {
+    /// An upsert (`created` when the entity is new, `updated` otherwise) is decided by the
+    /// caller; this builds a change of `action` to `entity`.
+    pub fn put(action: EntityAction, entity: Entity) -> Self {
+        Self {
+            action,
+            kind: entity.kind(),
+            id: entity.id().to_owned(),
+            entity: Some(entity),
+        }
+    }
+
+    /// A delete.
+    pub fn delete(kind: EntityKind, id: &str) -> Self {
+        Self {
+            action: EntityAction::Deleted,
+            kind,
+            id: id.to_owned(),
+            entity: None,
+        }
+    }
+}
+
+/// How the log is opened.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The node's data directory (`journal/entities/` and the fold snapshot live there).
+    pub data_dir: PathBuf,
+    /// This node's id: event ids end with `@<node_id>`, which tells the node's own events from
+    /// the ones it received from other nodes.
+    pub node_id: String,
+    /// Events between two fold snapshots.
+    pub snapshot_every: u64,
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Events replayed from the journal (after the snapshot).
+    pub replayed: u64,
+    /// The offset the snapshot covered (0 without one).
+    pub snapshot_offset: u64,
+    /// Bytes cut from a torn journal tail.
+    pub truncated_bytes: u64,
+}
+
+/// The entity log of one node.
+#[derive(Debug)]
+pub struct EntityLog {
+    journal: Journal,
+    dir: PathBuf,
+    snapshot_path: PathBuf,
+    key: ClusterKey,
+    state: State,
+    snapshot_every: u64,
+    since_snapshot: u64,
+    node_id: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    crate::core::now_ms()
+}
+
+fn event_id(node_id: &str) -> String {
+    let unique: String = match crate::seal::random_bytes(16) {
+        Ok(b) => b.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => format!("{:x}-{}", now_ms(), std::process::id()),
+    };
+    format!("{unique}@{node_id}")
+}
+
+/// Whether event `id` was written by node `node_id`.
+pub fn written_by(id: &str, node_id: &str) -> bool {
+    id.rsplit_once('@').is_some_and(|(_, n)| n == node_id)
+}
+
+impl EntityLog {
+    /// Opens the log under `options.data_dir`: reads the fold snapshot (when there is one) and
+    /// replays the journal after it.
+    ///
+    /// # Errors
+    /// [`LogError::Journal`] when the journal cannot be opened (a running node holds its lock),
+    /// [`LogError::Seal`] when a secret does not open with `key`, [`LogError::Record`] for a
+    /// record that is not an entity event.
+    pub fn open(options: &LogOptions, key: ClusterKey) -> Result<(Self, OpenReport), LogError> {
+        let dir = Stream::Entities.dir(&options.data_dir.join("journal"));
+        let journal_options = JournalOptions {
+            sync: SyncPolicy::Always,
+            ..JournalOptions::default()
+        };
+        let (journal, recovery) = Journal::open(&dir, journal_options)?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(?recovery, "entity log: torn tail truncated at start");
+        }
+        let snapshot_path = options.data_dir.join(SNAPSHOT_FILE);
+        let mut report = OpenReport {
+            truncated_bytes: recovery.truncated_bytes,
+            ..OpenReport::default()
+        };
+        let mut state = State::default();
+        let mut from = journal.first_offset();
+        if let Some((offset, snap)) = read_snapshot(&snapshot_path, &key) {
+            if offset >= journal.first_offset() && offset <= journal.next_offset() {
+                state = snap;
+                from = offset;
+                report.snapshot_offset = offset;
+            } else {
+                tracing::warn!(
+                    offset,
+                    journal_next = journal.next_offset(),
+                    "entity snapshot does not match the journal; replaying the whole log"
+                );
+            }
+        }
+        let mut reader = JournalReader::open(&dir, from)?;
+        loop {
+            let (offset, event) = match reader.next_record() {
+                Ok(Some(record)) => match EntityEvent::decode(record.payload) {
+                    Ok(e) => (record.offset, e),
+                    Err(e) => {
+                        return Err(LogError::Record {
+                            offset: record.offset,
+                            reason: e.to_string(),
+                        });
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let skipped = reader.skip_corrupt()?;
+                    tracing::error!(error = %e, ?skipped, "entity log: corrupt record skipped");
+                    if skipped.is_none() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            fold(&mut state, &event, &key, offset)?;
+            report.replayed += 1;
+        }
+        let log = Self {
+            journal,
+            dir,
+            snapshot_path,
+            key,
+            state,
+            snapshot_every: options.snapshot_every.max(1),
+            since_snapshot: report.replayed,
+            node_id: options.node_id.clone(),
+        };
+        Ok((log, report))
+    }
+
+    /// The fold.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether no event was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.journal.next_offset() == 0
+    }
+
+    /// The offset the next event will get.
+    pub fn next_offset(&self) -> u64 {
+        self.journal.next_offset()
+    }
+
+    /// The journal directory of the log (for readers such as `/api/events`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cluster key.
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// Appends `changes` as events by `actor` at `at` (versions assigned here), syncs them to
+    /// disk and folds them. Returns the events as written (secrets sealed).
+    ///
+    /// # Errors
+    /// When sealing, appending or syncing fails; then nothing was folded (the journal may hold
+    /// a prefix of the batch, which the next start folds: each event is whole on its own).
+    pub fn commit(
+        &mut self,
+        changes: Vec<Change>,
+        actor: &str,
+        at: i64,
+    ) -> Result<Vec<(u64, EntityEvent)>, LogError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::with_capacity(changes.len());
+        let mut payloads = Vec::with_capacity(changes.len());
+        let mut versions: BTreeMap<(EntityKind, String), u64> = BTreeMap::new();
+        let next = self.journal.next_offset();
+        for change in &changes {
+            let slot = versions
+                .entry((change.kind, change.id.clone()))
+                .or_insert_with(|| self.state.version(change.kind, &change.id));
+            *slot += 1;
+            let entity = match &change.entity {
+                Some(e) => e.to_log_json(&self.key).map_err(|source| LogError::Seal {
+                    offset: next,
+                    source,
+                })?,
+                None => Value::Null,
+            };
+            let event = EntityEvent {
+                id: event_id(&self.node_id),
+                at,
+                actor: actor.to_owned(),
+                action: change.action,
+                kind: change.kind,
+                entity_id: change.id.clone(),
+                version: *slot,
+                entity,
+            };
+            let bytes = event.encode().map_err(|e| LogError::Record {
+                offset: next,
+                reason: e.to_string(),
+            })?;
+            payloads.push(bytes);
+            events.push(event);
+        }
+        let range = self.journal.append_batch(&payloads)?;
+        self.journal.sync()?;
+        let mut out = Vec::with_capacity(events.len());
+        for ((change, event), offset) in changes.into_iter().zip(events).zip(range) {
+            self.state.set_stamped(
+                change.kind,
+                &change.id,
+                event.version,
+                change.entity,
+                (event.at, event.id.clone()),
+            );
+            out.push((offset, event));
+        }
+        self.after_append(out.len());
+        Ok(out)
+    }
+
+    fn after_append(&mut self, n: usize) {
+        self.since_snapshot += n as u64;
+        if self.since_snapshot >= self.snapshot_every {
+            if let Err(e) = self.write_snapshot() {
+                tracing::warn!(error = %e, "entity snapshot not written; start-up replays more");
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Applies an event written by another node (received through Kafka) when it supersedes
+    /// what the fold holds (a higher version, or the same version with a larger `(at, id)`):
+    /// appends it as it is (secrets stay sealed: the cluster shares the key), syncs and folds.
+    /// Returns whether it was applied.
+    ///
+    /// # Errors
+    /// When its secrets do not open with this node's cluster key, or the journal fails.
+    pub fn apply_remote(&mut self, event: &EntityEvent) -> Result<bool, LogError> {
+        let stamp = (event.at, event.id.clone());
+        if written_by(&event.id, &self.node_id)
+            || !self
+                .state
+                .superseded_by(event.kind, &event.entity_id, event.version, &stamp)
+        {
+            return Ok(false);
+        }
+        let next = self.journal.next_offset();
+        // Opened first, so that an event this node cannot read is never appended.
+        let mut probe = State::default();
+        fold(&mut probe, event, &self.key, next)?;
+        let bytes = event.encode().map_err(|e| LogError::Record {
+            offset: next,
+            reason: e.to_string(),
+        })?;
+        self.journal.append(&bytes)?;
+        self.journal.sync()?;
+        fold(&mut self.state, event, &self.key, next)?;
+        self.after_append(1);
+        Ok(true)
+    }
+
+    /// Writes the fold snapshot (atomically: a temporary file, fsync, rename).
+    ///
+    /// # Errors
+    /// [`LogError::Snapshot`] when the file cannot be written.
+    pub fn write_snapshot(&mut self) -> Result<(), LogError> {
+        let bad = |reason: String| LogError::Snapshot {
+            path: self.snapshot_path.clone(),
+            reason,
+        };
+        let mut entries = Vec::new();
+        for ((kind, id), entry) in &self.state.entries {
+            let entity = match &entry.entity {
+                Some(e) => e.to_log_json(&self.key).map_err(|e| bad(e.to_string()))?,
+                None => Value::Null,
+            };
+            entries.push(json!({"kind": kind, "id": id, "version": entry.version,
+                                "at": entry.stamp.0, "event": entry.stamp.1, "entity": entity}));
+        }
+        let doc = json!({
+            "format": SNAPSHOT_FORMAT,
+            "next_offset": self.journal.next_offset(),
+            "entries": entries,
+        });
+        let bytes = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
+        let tmp = self.snapshot_path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.snapshot_path)?;
+            if let Some(dir) = self.snapshot_path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| bad(e.to_string()))?;
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Up to `limit` events after offset `after` (all from the start when `None`), with their
+    /// offsets, secrets redacted.
+    ///
+    /// # Errors
+    /// When the journal cannot be read.
+    pub fn events_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, EntityEvent)>, LogError> {
+        read_events(&self.dir, after, limit)
+    }
+}
+
+/// Up to `limit` events of the log in `dir` after offset `after`, secrets redacted.
+///
+/// # Errors
+/// When the journal cannot be read.
+pub fn read_events(
+    dir: &Path,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, EntityEvent)>, LogError> {
+    let from = after.map_or(0, |a| a.saturating_add(1));
+    let mut reader = match JournalReader::open(dir, from) {
+        Ok(r) => r,
+        Err(JournalError::OffsetGone { available, .. }) => JournalReader::open(dir, available)?,
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match reader.next_record() {
+            Ok(Some(record)) => {
+                if let Ok(mut event) = EntityEvent::decode(record.payload) {
+                    redact(&mut event.entity);
+                    out.push((record.offset, event));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                if reader.skip_corrupt()?.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces every sealed value (and any `clientSecret`/`nextSecret`/`previousSecret` left in
+/// clear) with `***`.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::String(s) if s.starts_with(SEALED_PREFIX) => *s = REDACTED.to_owned(),
+        Value::Object(obj) => {
+            for (k, v) in obj.iter_mut() {
+                if matches!(k.as_str(), "clientSecret" | "nextSecret" | "previousSecret")
+                    && v.is_string()
+                {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn fold(
+    state: &mut State,
+    event: &EntityEvent,
+    key: &ClusterKey,
+    offset: u64,
+) -> Result<(), LogError> {
+    let entity = match event.action {
+        EntityAction::Deleted => None,
+        _ => Some(
+            Entity::from_log_json(event.kind, event.entity.clone(), key).map_err(|reason| {
+                if reason.contains("wrong cluster key") {
+                    LogError::Seal {
+                        offset,
+                        source: SealError::Open,
+                    }
+                } else {
+                    LogError::Record { offset, reason }
+                }
+            })?,
+        ),
+    };
+    state.set_stamped(
+        event.kind,
+        &event.entity_id,
+        event.version,
+        entity,
+        (event.at, event.id.clone()),
+    );
+    Ok(())
+}
+
+fn read_snapshot(path: &Path, key: &ClusterKey) -> Option<(u64, State)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "entity snapshot unreadable");
+            return None;
+        }
+    };
+    let parsed = || -> Result<(u64, State), String> {
+        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if doc.get("format").and_then(Value::as_u64) != Some(SNAPSHOT_FORMAT) {
+            return Err("unknown format".into());
+        }
+        let offset = doc
+            .get("next_offset")
+            .and_then(Value::as_u64)
+            .ok_or("no next_offset")?;
+        let mut state = State::default();
+        for e in doc
+            .get("entries")
+            .and_then(Value::as_array)
+            .ok_or("no entries")?
+        {
+            let kind: EntityKind =
+                serde_json::from_value(e.get("kind").cloned().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            let id = e.get("id").and_then(Value::as_str).ok_or("no id")?;
+            let version = e
+                .get("version")
+                .and_then(Value::as_u64)
+                .ok_or("no version")?;
+            let entity = match e.get("entity") {
+                Some(Value::Null) | None => None,
+                Some(v) => Some(Entity::from_log_json(kind, v.clone(), key)?),
+            };
+            let at = e.get("at").and_then(Value::as_i64).unwrap_or(0);
+            let event = e.get("event").and_then(Value::as_str).unwrap_or_default();
+            state.set_stamped(kind, id, version, entity, (at, event.to_owned()));
+        }
+        Ok((offset, state))
+    };
+    match parsed() {
+        Ok(found) => Some(found),
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), %reason, "entity snapshot ignored; replaying the log");
+            None
+        }
+    }
+}
+
+pub mod kafka;
+
+#[cfg(test)]
+mod tests;

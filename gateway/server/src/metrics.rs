@@ -1,0 +1,230 @@
+//! Data-plane metrics without per-request atomics: each core counts in plain `u64`s
+//! ([`CoreStats`], `!Sync`, touched only by its own thread) and copies them once per tick into
+//! its own [`CoreCell`] of atomics, which only that core writes and the admin API reads. A
+//! scrape sees figures at most one tick (50 ms) old.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in microseconds (then `+Inf`).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 10_000_000,
+];
+const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+/// One core's counters, plain data.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    /// Requests answered (routed: refused or served).
+    pub requests: u64,
+    /// By status class: 1xx … 5xx (index 0 … 4).
+    pub statuses: [u64; 5],
+    /// Latency histogram (non-cumulative counts per bucket).
+    pub latency: [u64; BUCKETS],
+    /// Sum of latencies, µs.
+    pub latency_sum_us: u64,
+    /// Requests refused by a quota (429).
+    pub quota_rejections: u64,
+}
+
+impl CoreStats {
+    /// Counts one request.
+    pub fn record(&mut self, status: u16, latency: Duration, quota_rejected: bool) {
+        self.requests += 1;
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.statuses.get_mut(class) {
+            *c += 1;
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(c) = self.latency.get_mut(bucket) {
+            *c += 1;
+        }
+        self.latency_sum_us = self.latency_sum_us.saturating_add(us);
+        if quota_rejected {
+            self.quota_rejections += 1;
+        }
+    }
+}
+
+/// One core's published counters: written by that core only, once per tick.
+#[derive(Debug, Default)]
+pub struct CoreCell {
+    requests: AtomicU64,
+    statuses: [AtomicU64; 5],
+    latency: [AtomicU64; BUCKETS],
+    latency_sum_us: AtomicU64,
+    quota_rejections: AtomicU64,
+}
+
+impl CoreCell {
+    /// Copies `stats` (cumulative) into the cell.
+    pub fn publish(&self, stats: &CoreStats) {
+        self.requests.store(stats.requests, Ordering::Relaxed);
+        for (a, v) in self.statuses.iter().zip(stats.statuses) {
+            a.store(v, Ordering::Relaxed);
+        }
+        for (a, v) in self.latency.iter().zip(stats.latency) {
+            a.store(v, Ordering::Relaxed);
+        }
+        self.latency_sum_us
+            .store(stats.latency_sum_us, Ordering::Relaxed);
+        self.quota_rejections
+            .store(stats.quota_rejections, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> CoreStats {
+        let mut s = CoreStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            quota_rejections: self.quota_rejections.load(Ordering::Relaxed),
+            ..CoreStats::default()
+        };
+        for (v, a) in s.statuses.iter_mut().zip(&self.statuses) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        for (v, a) in s.latency.iter_mut().zip(&self.latency) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+/// The cells of a node's cores (each core registers its own once, at start).
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    cells: Mutex<Vec<(usize, Arc<CoreCell>)>>,
+}
+
+impl NodeMetrics {
+    /// Registers core `core`'s cell.
+    pub fn register(&self, core: usize) -> Arc<CoreCell> {
+        let cell = Arc::new(CoreCell::default());
+        self.cells
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((core, cell.clone()));
+        cell
+    }
+
+    /// Appends the Prometheus text of the data-plane metrics to `out`.
+    pub fn render(&self, out: &mut String) {
+        let mut cells: Vec<(usize, CoreStats)> = self
+            .cells
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(i, c)| (*i, c.read()))
+            .collect();
+        cells.sort_by_key(|(i, _)| *i);
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_requests_total Requests answered, by core."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_requests_total counter");
+        for (i, s) in &cells {
+            let _ = writeln!(
+                out,
+                "tollgate_requests_total{{core=\"{i}\"}} {}",
+                s.requests
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_responses_total Responses by status class."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_responses_total counter");
+        for class in 0..5 {
+            let n: u64 = cells
+                .iter()
+                .filter_map(|(_, s)| s.statuses.get(class))
+                .sum();
+            let _ = writeln!(
+                out,
+                "tollgate_responses_total{{class=\"{}xx\"}} {n}",
+                class + 1
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_quota_rejections_total Requests refused by a quota (429)."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_quota_rejections_total counter");
+        let rejected: u64 = cells.iter().map(|(_, s)| s.quota_rejections).sum();
+        let _ = writeln!(out, "tollgate_quota_rejections_total {rejected}");
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_request_duration_seconds Time from the request head to the end of the response."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_request_duration_seconds histogram");
+        let mut cumulative = 0u64;
+        for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += cells
+                .iter()
+                .filter_map(|(_, s)| s.latency.get(b))
+                .sum::<u64>();
+            let _ = writeln!(
+                out,
+                "tollgate_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        let total: u64 = cells.iter().map(|(_, s)| s.requests).sum();
+        let _ = writeln!(
+            out,
+            "tollgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}"
+        );
+        let sum: u64 = cells.iter().map(|(_, s)| s.latency_sum_us).sum();
+        let _ = writeln!(
+            out,
+            "tollgate_request_duration_seconds_sum {}",
+            sum as f64 / 1e6
+        );
+        let _ = writeln!(out, "tollgate_request_duration_seconds_count {total}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_publish_and_render() {
+        let node = NodeMetrics::default();
+        let cell = node.register(0);
+        let mut s = CoreStats::default();
+        s.record(200, Duration::from_micros(300), false);
+        s.record(429, Duration::from_millis(2), true);
+        s.record(502, Duration::from_secs(60), false);
+        let mut out = String::new();
+        node.render(&mut out);
+        assert!(
+            out.contains("tollgate_requests_total{core=\"0\"} 0"),
+            "{out}"
+        );
+        cell.publish(&s);
+        let mut out = String::new();
+        node.render(&mut out);
+        for want in [
+            "tollgate_requests_total{core=\"0\"} 3",
+            "tollgate_responses_total{class=\"2xx\"} 1",
+            "tollgate_responses_total{class=\"4xx\"} 1",
+            "tollgate_responses_total{class=\"5xx\"} 1",
+            "tollgate_quota_rejections_total 1",
+            "tollgate_request_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "tollgate_request_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "tollgate_request_duration_seconds_bucket{le=\"0.0025\"} 2",
+            "tollgate_request_duration_seconds_bucket{le=\"10\"} 2",
+            "tollgate_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "tollgate_request_duration_seconds_count 3",
+        ] {
+            assert!(out.contains(want), "{want} not in\n{out}");
+        }
+    }
+}

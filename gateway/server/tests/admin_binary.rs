@@ -1,0 +1,173 @@
+//! The admin API in the real binary: the seed goes only into an empty log, changes survive a
+//! restart, `gateway import` fills a stopped node's log, and no secret reaches the logs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Binary, binary_config};
+use gateway::runtime::IoMode;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "e2e-admin-token";
+
+fn admin_addr(bin: &Binary) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = bin.log().lines().find_map(|l| {
+            let at = l.find("admin_addr=")?;
+            l[at + 11..].split_whitespace().next()?.parse().ok()
+        });
+        if let Some(a) = found {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no admin address logged:\n{}",
+            bin.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn seed() -> Value {
+    json!({
+        "backends": [{"id": "mock", "backend": {"mock": {"body": "hi"}}}],
+        "routes": [{"id": "r", "frontend": {"domains": ["*/r"]}, "backend_ref": "mock",
+                    "plugins": [{"plugin": "cp:otoroshi.next.plugins.ApikeyCalls", "config": {}}]}],
+        "apiKeys": [{"clientId": "seeded", "clientSecret": "Seeded-Secret-93ab",
+                     "authorizedEntities": ["route_r"]}]
+    })
+}
+
+#[test]
+fn seed_once_restart_import_and_no_secret_in_logs() {
+    let mut bin = Binary::start(&binary_config(""), &seed(), IoMode::Epoll);
+    let admin = admin_addr(&bin);
+    let (_, events) = call(admin, "GET", "/api/events", None);
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["actor"] == "seed" && e["action"] == "created")
+    );
+    let secret = "Admin-Created-Secret-5521";
+    let key =
+        json!({"clientId": "made", "clientSecret": secret, "authorizedEntities": ["route_r"]});
+    assert_eq!(call(admin, "POST", "/api/apikeys", Some(&key)).0, 201);
+    let admitted = |bin: &Binary| {
+        common::wait_until(Duration::from_secs(2), || {
+            let mut c = bin.client();
+            c.send(&common::get_request(
+                "x",
+                "/r",
+                &[
+                    "Otoroshi-Client-Id: made",
+                    &format!("Otoroshi-Client-Secret: {secret}"),
+                ],
+            ));
+            c.response().status == 200
+        })
+    };
+    assert!(admitted(&bin));
+    bin.sigterm();
+    assert!(
+        bin.child.wait_exit(Duration::from_secs(20)).is_some(),
+        "did not stop"
+    );
+    let text = bin.log();
+    assert!(text.contains("entity changed"), "{text}");
+    assert!(
+        !text.contains(secret) && !text.contains("Seeded-Secret-93ab"),
+        "a secret was logged:\n{text}"
+    );
+    assert!(text.contains("generated a cluster key"), "{text}");
+
+    let Binary { dir, .. } = bin;
+    // `gateway import` into the stopped node's log.
+    let config = dir.path().join("tollgate.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "import",
+            "/work/shared/fixtures/otoroshi-export-tunnel.json",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !report["skipped"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    let imported_keys = report["imported"]["apiKeys"].as_array().unwrap().clone();
+
+    // Restart: the seed is not imported again, everything made before is there.
+    let bin = Binary::start_in(dir, IoMode::Epoll);
+    let admin = admin_addr(&bin);
+    assert_eq!(call(admin, "GET", "/api/apikeys/made", None).0, 200);
+    for k in &imported_keys {
+        assert_eq!(
+            call(
+                admin,
+                "GET",
+                &format!("/api/apikeys/{}", k.as_str().unwrap()),
+                None
+            )
+            .0,
+            200
+        );
+    }
+    let (_, events) = call(admin, "GET", "/api/events", None);
+    let seeded = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "seed")
+        .count();
+    assert_eq!(seeded, 3, "the seed was imported again");
+    assert!(bin.log().contains("the seed file is not imported again"));
+    assert!(admitted(&bin));
+    // A running node's log cannot be imported into from outside.
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "import",
+            "/work/shared/fixtures/otoroshi-export-mtls.json",
+            "--config",
+        ])
+        .arg(bin.dir.path().join("tollgate.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running node"));
+}
