@@ -199,6 +199,7 @@ fn serve(
     options: &NodeOptions,
     log: gateway::entitylog::EntityLog,
     mut admin: gateway::admin::AdminOptions,
+    ledger: Option<ledger::LedgerConfig>,
 ) -> ExitCode {
     raise_fd_limit();
     let entities = log.state().entities(gateway::entitylog::now_ms());
@@ -219,11 +220,29 @@ fn serve(
         }
     };
     tracing::info!(admin_addr = %admin.addr(), "admin API listening");
+    // `[ledger] mode = "embedded"`: the ledger folds this node's journal in-process.
+    let ledger = match ledger.map(ledger::Ledger::start).transpose() {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            eprintln!("gateway: cannot start the embedded ledger: {e}");
+            admin.shutdown();
+            node.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(addr) = ledger.as_ref().and_then(ledger::Ledger::local_addr) {
+        tracing::info!(ledger_addr = %addr, "ledger query API listening");
+    }
     tracing::info!(addr = %node.addr(), cores = options.cores, driver = %node.driver(), "serving");
     wait_for_signal();
     tracing::info!("shutting down: draining in-flight requests");
     admin.shutdown();
     node.shutdown();
+    // After the node's last usage flush; what the ledger has not folded yet it folds at its
+    // next start (its position is stored with its aggregates).
+    if let Some(ledger) = ledger {
+        ledger.shutdown();
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -241,6 +260,18 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
     let Some(http) = cfg.http else {
         eprintln!("gateway: [listeners.https] is not supported yet; configure [listeners.http]");
         return ExitCode::FAILURE;
+    };
+    let ledger = match cfg.ledger_mode {
+        config::LedgerMode::Remote => None,
+        config::LedgerMode::Embedded => match ledger::LedgerConfig::load(path) {
+            Ok(l) => Some(l),
+            Err(problems) => {
+                for (field, message) in &problems.0 {
+                    eprintln!("{}: {field}: {message}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let (log, admin) = match gateway::admin::open_for(&cfg) {
         Ok(opened) => opened,
@@ -280,7 +311,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         data_dir: Some(cfg.data_dir),
         kafka,
     };
-    serve(&options, log, admin)
+    serve(&options, log, admin, ledger)
 }
 
 fn run_quickstart(io: IoMode) -> ExitCode {
@@ -314,9 +345,11 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         io,
         resolve_every: Duration::from_secs(30),
         calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(data_dir),
+        data_dir: Some(data_dir.clone()),
         kafka: None,
     };
+    let mut ledger = ledger::LedgerConfig::journal(&data_dir);
+    ledger.addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100)));
     println!(
         "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"
     );
@@ -335,10 +368,24 @@ fn run_quickstart(io: IoMode) -> ExitCode {
     println!("  curl -s http://127.0.0.1:9000/api/apikeys -H 'Authorization: Bearer {token}'");
     println!("  curl -s http://127.0.0.1:9000/api/events -H 'Authorization: Bearer {token}'");
     println!("  curl -s http://127.0.0.1:9000/openapi.json");
-    serve(&options, log, admin)
+    println!();
+    println!("Ledger (usage for billing) on http://127.0.0.1:9100:");
+    println!("  curl -s 'http://127.0.0.1:9100/api/usage?apikey=demo-client&granularity=day'");
+    println!("  curl -s 'http://127.0.0.1:9100/api/totals?apikey=demo-client'");
+    serve(&options, log, admin, Some(ledger))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
+    // The ledger's own fields (`[ledger] grace_secs`, …) are part of the same file.
+    if let Err(problems) = ledger::LedgerConfig::load(path) {
+        if config::load(path).is_ok() {
+            for (field, message) in &problems.0 {
+                eprintln!("{}: {field}: {message}", path.display());
+            }
+            eprintln!("{} problem(s)", problems.0.len());
+            return ExitCode::FAILURE;
+        }
+    }
     match config::load(path) {
         Ok(cfg) => {
             let (routes, keys, backends, apis) =

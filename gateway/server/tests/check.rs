@@ -68,3 +68,26 @@ fn check_without_config_is_a_usage_error() {
     let out = gateway().arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bad_ledger_fields_are_named_too() {
+    let dir = std::env::temp_dir().join(format!("tollgate-check-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ledger.toml");
+    std::fs::write(
+        &cfg,
+        "[listeners.http]\naddr = \"127.0.0.1:0\"\n[admin]\ntoken = \"long-enough-token\"\n\
+         [ledger]\ngrace_secs = 99999999999\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ledger.grace_secs"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
