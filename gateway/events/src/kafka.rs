@@ -388,6 +388,12 @@ pub struct KafkaHandle {
 }
 
 impl KafkaHandle {
+    /// The sink's counters now (for metrics).
+    #[must_use]
+    pub fn counters(&self) -> KafkaCounters {
+        self.shared.counters()
+    }
+
     /// Hands `batch` to the sink thread (which encodes it), or gives it back when the channel
     /// is full or the sink is closed: the caller keeps it.
     ///

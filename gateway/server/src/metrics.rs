@@ -100,6 +100,24 @@ impl CoreCell {
 #[derive(Debug, Default)]
 pub struct NodeMetrics {
     cells: Mutex<Vec<(usize, Arc<CoreCell>)>>,
+    events: Mutex<EventSources>,
+}
+
+/// Where the usage pipeline's counters are read from (set once by the node at start).
+#[derive(Debug, Default)]
+pub struct EventSources {
+    /// The usage journal's sink.
+    pub usage: Option<gateway_events::journal::sink::SinkHandle>,
+    /// The Kafka sink, when usage goes to Kafka.
+    pub kafka: Option<gateway_events::kafka::KafkaHandle>,
+    /// The totals follower, when usage goes to Kafka.
+    pub totals: Option<Arc<crate::totals::TotalsCounters>>,
+}
+
+fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 impl NodeMetrics {
@@ -113,8 +131,151 @@ impl NodeMetrics {
         cell
     }
 
+    /// Sets where the usage pipeline's counters come from.
+    pub fn set_events(&self, sources: EventSources) {
+        *self.events.lock().unwrap_or_else(PoisonError::into_inner) = sources;
+    }
+
+    /// Appends the usage pipeline's metrics (journal sink, Kafka sink, totals follower).
+    fn render_events(&self, out: &mut String) {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(u) = events.usage.as_ref().map(|h| h.counters()) {
+            counter(
+                out,
+                "tollgate_usage_batches_total",
+                "Usage batches appended to the journal.",
+                "counter",
+                u.batches,
+            );
+            counter(
+                out,
+                "tollgate_usage_entries_total",
+                "Usage entries in them.",
+                "counter",
+                u.entries,
+            );
+            counter(
+                out,
+                "tollgate_usage_journal_syncs_total",
+                "fdatasync calls of the usage journal.",
+                "counter",
+                u.syncs,
+            );
+            counter(
+                out,
+                "tollgate_usage_handover_refused_total",
+                "Batches a core kept because the sink channel was full (retried, not lost).",
+                "counter",
+                u.refused,
+            );
+            counter(
+                out,
+                "tollgate_usage_lost_total",
+                "Usage batches the journal could not take (logged as errors).",
+                "counter",
+                u.lost + u.encode_errors,
+            );
+        }
+        if let Some(k) = events.kafka.as_ref().map(|h| h.counters()) {
+            counter(
+                out,
+                "tollgate_kafka_usage_sent_total",
+                "Usage batches confirmed by Kafka.",
+                "counter",
+                k.produced,
+            );
+            counter(
+                out,
+                "tollgate_kafka_usage_spooled_total",
+                "Usage batches written to the disk spool.",
+                "counter",
+                k.spooled,
+            );
+            counter(
+                out,
+                "tollgate_kafka_usage_forwarded_total",
+                "Journal records copied to the spool.",
+                "counter",
+                k.forwarded,
+            );
+            counter(
+                out,
+                "tollgate_kafka_usage_delivery_errors_total",
+                "Delivery errors (the batch went back to the spool).",
+                "counter",
+                k.failed,
+            );
+            counter(
+                out,
+                "tollgate_kafka_usage_lost_total",
+                "Usage batches given up on (logged as errors).",
+                "counter",
+                k.lost + k.encode_errors,
+            );
+            counter(
+                out,
+                "tollgate_kafka_usage_corrupt_total",
+                "Journal records that could not be forwarded (corrupt).",
+                "counter",
+                k.corrupt,
+            );
+            counter(
+                out,
+                "tollgate_kafka_spool_bytes",
+                "Bytes in the usage spool.",
+                "gauge",
+                k.spool_bytes,
+            );
+            counter(
+                out,
+                "tollgate_kafka_spool_max_bytes",
+                "The usage spool's bound.",
+                "gauge",
+                k.spool_max_bytes,
+            );
+            counter(
+                out,
+                "tollgate_kafka_spool_records",
+                "Usage batches in the spool not yet confirmed.",
+                "gauge",
+                k.spool_records,
+            );
+            counter(
+                out,
+                "tollgate_kafka_in_flight",
+                "Usage batches in the Kafka client.",
+                "gauge",
+                k.in_flight,
+            );
+        }
+        if let Some(t) = events.totals.as_ref() {
+            counter(
+                out,
+                "tollgate_totals_applied_total",
+                "Totals records from the ledger applied to the quota pool.",
+                "counter",
+                t.applied.load(Ordering::Relaxed),
+            );
+            counter(
+                out,
+                "tollgate_totals_invalid_total",
+                "Totals records that did not decode.",
+                "counter",
+                t.invalid.load(Ordering::Relaxed),
+            );
+            counter(
+                out,
+                "tollgate_totals_newest_ms",
+                "updated_at of the newest totals record applied (ms since the epoch).",
+                "gauge",
+                t.newest_ms.load(Ordering::Relaxed),
+            );
+        }
+    }
+
     /// Appends the Prometheus text of the data-plane metrics to `out`.
     pub fn render(&self, out: &mut String) {
+        self.render_events(out);
         let mut cells: Vec<(usize, CoreStats)> = self
             .cells
             .lock()

@@ -247,6 +247,11 @@ impl Node {
             )?),
             None => None,
         };
+        shared.metrics.set_events(crate::metrics::EventSources {
+            usage: sink.as_ref().map(crate::journal::sink::Sink::handle),
+            kafka: kafka.as_ref().map(gateway_events::kafka::KafkaSink::handle),
+            totals: options.kafka.as_ref().map(|_| totals_counters.clone()),
+        });
         Ok(Self {
             shared,
             threads,

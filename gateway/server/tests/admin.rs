@@ -734,6 +734,8 @@ fn quotas_call_examples_events_and_metrics() {
         "tollgate_responses_total{class=\"2xx\"}",
         "tollgate_quota_rejections_total ",
         "tollgate_request_duration_seconds_bucket{le=\"+Inf\"}",
+        "tollgate_usage_batches_total ",
+        "tollgate_usage_lost_total 0",
     ] {
         assert!(m.contains(want), "{want} not in\n{m}");
     }
