@@ -772,7 +772,11 @@ impl Admin {
                 let Some((entity, _)) = log.state().get(EntityKind::ApiKey, id) else {
                     return Err(not_found("apikey", id));
                 };
-                let change = Change::put(EntityAction::QuotasReset, entity.clone());
+                let mut entity = entity.clone();
+                if let Entity::ApiKey(_, bookkeeping) = &mut entity {
+                    bookkeeping.quotas_reset_at = Some(crate::core::now_ms());
+                }
+                let change = Change::put(EntityAction::QuotasReset, entity);
                 self.commit(&mut log, vec![change], "admin")?;
             }
             _ => return Err(method_not_allowed("GET, DELETE")),

@@ -77,6 +77,9 @@ pub struct RotationState {
     pub previous: Option<Secret>,
     /// End of the post-rotation grace (ms since the epoch).
     pub previous_until: Option<i64>,
+    /// When its quotas were last reset (`DELETE /api/apikeys/{id}/quotas`, ms since the epoch):
+    /// a restart restores only the usage after it.
+    pub quotas_reset_at: Option<i64>,
 }
 
 /// An entity of the log.
@@ -153,6 +156,7 @@ impl Entity {
                             "startedAt": rotation.started_at,
                             "previousSecret": previous,
                             "previousUntil": rotation.previous_until,
+                            "quotasResetAt": rotation.quotas_reset_at,
                         }),
                     );
                 }
@@ -218,6 +222,7 @@ impl Entity {
             if let Some(state) = obj.remove(ROTATION_FIELD) {
                 rotation.started_at = state.get("startedAt").and_then(Value::as_i64);
                 rotation.previous_until = state.get("previousUntil").and_then(Value::as_i64);
+                rotation.quotas_reset_at = state.get("quotasResetAt").and_then(Value::as_i64);
                 if let Some(p) = state.get("previousSecret").filter(|p| !p.is_null()) {
                     let clear = open(p, "previous")?;
                     rotation.previous = clear.as_str().map(Secret::new);
@@ -234,6 +239,19 @@ impl Entity {
 /// The associated data of a sealed secret: where it belongs.
 fn context(client_id: &str, field: &str) -> String {
     format!("apikey/{client_id}/{field}")
+}
+
+impl State {
+    /// Quota resets recorded on API keys: client id → reset time (ms since the epoch).
+    #[must_use]
+    pub fn quota_resets(&self) -> std::collections::HashMap<String, i64> {
+        self.list(EntityKind::ApiKey)
+            .filter_map(|(e, _)| match e {
+                Entity::ApiKey(k, r) => r.quotas_reset_at.map(|at| (k.client_id.clone(), at)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// One entity's place in the fold.

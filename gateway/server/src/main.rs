@@ -210,6 +210,7 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
+    node.apply_quota_resets(&log.state().quota_resets());
     admin.driver = node.driver().to_string();
     let admin = match gateway::admin::start(admin, log, node.publisher()) {
         Ok(admin) => admin,

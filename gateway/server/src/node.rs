@@ -61,6 +61,8 @@ pub struct Node {
     kafka: Option<gateway_events::kafka::KafkaSink>,
     totals: Option<JoinHandle<()>>,
     totals_counters: Arc<crate::totals::TotalsCounters>,
+    /// The usage journal's directory and this node's id, for [`Node::apply_quota_resets`].
+    usage_journal: Option<(std::path::PathBuf, String)>,
     publisher: Publisher,
 }
 
@@ -114,6 +116,7 @@ impl Node {
                     recovery.first_offset,
                     &options.node_id,
                     &shared.current(),
+                    &|_, _| true,
                 );
                 Some(
                     crate::journal::sink::Sink::spawn(
@@ -263,6 +266,12 @@ impl Node {
             kafka,
             totals,
             totals_counters,
+            usage_journal: options.data_dir.as_ref().map(|d| {
+                (
+                    crate::journal::Stream::Usage.dir(&d.join("journal")),
+                    options.node_id.clone(),
+                )
+            }),
             publisher,
         })
     }
@@ -332,6 +341,27 @@ impl Node {
             .map(gateway_events::kafka::KafkaSink::counters)
     }
 
+    /// Applies quota resets recorded in the entity log (`DELETE /api/apikeys/{id}/quotas`,
+    /// client id → reset time in ms) to the consumption restored at start: each key's count is
+    /// zeroed and only the usage of batches that ended after its reset is counted again (a batch
+    /// straddling the reset counts whole: never fewer calls than were made). Call it right after
+    /// [`Node::start`].
+    pub fn apply_quota_resets(&self, resets: &std::collections::HashMap<String, i64>) {
+        if resets.is_empty() {
+            return;
+        }
+        let snapshot = self.shared.current();
+        for key in resets.keys() {
+            snapshot.pool.reset(key);
+        }
+        if let Some((dir, node_id)) = &self.usage_journal {
+            restore_consumption(dir, 0, node_id, &snapshot, &|key, window_end| {
+                resets.get(key).is_some_and(|at| window_end > *at)
+            });
+        }
+        tracing::info!(keys = resets.len(), "quota resets re-applied after restore");
+    }
+
     /// The totals follower's counters (all zero without Kafka).
     pub fn totals_counters(&self) -> &crate::totals::TotalsCounters {
         &self.totals_counters
@@ -343,14 +373,26 @@ impl Node {
 /// previous runs (epochs) of this node id, is restored. Other nodes' consumption arrives through
 /// the ledger's totals instead. Reading is proportional to the journal's size (bounded by its
 /// retention); a record that does not decode is skipped and logged.
-fn restore_consumption(dir: &std::path::Path, from: u64, node_id: &str, snapshot: &Snapshot) {
+fn restore_consumption(
+    dir: &std::path::Path,
+    from: u64,
+    node_id: &str,
+    snapshot: &Snapshot,
+    keep: &dyn Fn(&str, i64) -> bool,
+) {
     use std::collections::HashMap;
     let now = crate::core::now_ms();
     let calendar = snapshot.pool.calendar();
     let (Ok(day), Ok(month)) = (calendar.day(now), calendar.month(now)) else {
         return;
     };
-    let Ok(mut reader) = crate::journal::JournalReader::open(dir, from) else {
+    let reader = match crate::journal::JournalReader::open(dir, from) {
+        Err(crate::journal::JournalError::OffsetGone { available, .. }) => {
+            crate::journal::JournalReader::open(dir, available)
+        }
+        other => other,
+    };
+    let Ok(mut reader) = reader else {
         return;
     };
     let mut decoder = gateway_model::event::UsageDecoder::new();
@@ -366,9 +408,13 @@ fn restore_consumption(dir: &std::path::Path, from: u64, node_id: &str, snapshot
                 if batch.node.as_str() != node_id {
                     continue;
                 }
+                let window_end = batch.window_end_ms.to_native();
                 for entry in batch.entries.iter() {
                     let admitted = entry.counters.admitted.to_native();
-                    if admitted == 0 || entry.month.to_native() != month.id {
+                    if admitted == 0
+                        || entry.month.to_native() != month.id
+                        || !keep(entry.apikey.as_str(), window_end)
+                    {
                         continue;
                     }
                     let t = totals.entry(entry.apikey.as_str().to_owned()).or_default();

@@ -171,3 +171,62 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("running node"));
 }
+
+/// `DELETE /api/apikeys/{id}/quotas` survives a restart: the restore from the usage journal
+/// counts only the calls made after the reset.
+#[test]
+fn a_quota_reset_survives_a_restart() {
+    let mut doc = seed();
+    doc["apiKeys"][0]["dailyQuota"] = json!(10);
+    let gw = Binary::start(&binary_config(""), &doc, IoMode::Epoll);
+    let calls = |gw: &Binary, n: usize| -> Vec<u16> {
+        let mut c = gw.client();
+        (0..n)
+            .map(|_| {
+                c.send(&common::get_request(
+                    "x",
+                    "/r",
+                    &[
+                        "Otoroshi-Client-Id: seeded",
+                        "Otoroshi-Client-Secret: Seeded-Secret-93ab",
+                    ],
+                ));
+                c.response().status
+            })
+            .collect()
+    };
+    let statuses = calls(&gw, 11);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429));
+    let admin = admin_addr(&gw);
+    // The calls' usage batch closes within 100 ms; one still open at the reset would count as
+    // after it (conservative: a restart never gives back more than was reset).
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, quotas) = call(admin, "DELETE", "/api/apikeys/seeded/quotas", None);
+    assert_eq!(status, 200, "{quotas}");
+    assert_eq!(quotas["currentCallsPerDay"], 0, "{quotas}");
+    assert_eq!(calls(&gw, 3), vec![200, 200, 200]);
+
+    gw.sigterm();
+    let Binary { mut child, dir, .. } = gw;
+    assert!(
+        child
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    let gw = Binary::start_in(dir, IoMode::Epoll);
+    let admin = admin_addr(&gw);
+    let (_, quotas) = call(admin, "GET", "/api/apikeys/seeded/quotas", None);
+    assert_eq!(quotas["currentCallsPerDay"], 3, "{quotas}\n{}", gw.log());
+    let statuses = calls(&gw, 8);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429));
+}

@@ -26,6 +26,7 @@ fn apikey(id: &str, secret: &str) -> Entity {
             started_at: Some(5),
             previous: Some(Secret::new(format!("{secret}-old"))),
             previous_until: Some(99),
+            quotas_reset_at: Some(42),
         },
     )
 }
