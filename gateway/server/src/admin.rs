@@ -1200,29 +1200,13 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
             |a| format!("http://{a}"),
         ),
         driver: String::new(),
-        kafka: match &cfg.sink {
-            crate::config::Sink::Embedded => None,
-            crate::config::Sink::Kafka {
-                brokers,
-                usage_topic,
-                entities_topic,
-                totals_topic,
-                partitions,
-            } => {
-                let mut kafka = crate::kafka::KafkaConfig::new(brokers, &cfg.data_dir);
-                kafka.topics = crate::kafka::Topics {
-                    usage: usage_topic.clone(),
-                    entities: entities_topic.clone(),
-                    totals: totals_topic.clone(),
-                };
-                kafka.partitions = *partitions;
-                Some(crate::entitylog::kafka::KafkaLogConfig {
-                    kafka,
-                    data_dir: cfg.data_dir.clone(),
-                    node_id: cfg.node_id.clone(),
-                })
-            }
-        },
+        kafka: cfg
+            .kafka()
+            .map(|kafka| crate::entitylog::kafka::KafkaLogConfig {
+                kafka,
+                data_dir: cfg.data_dir.clone(),
+                node_id: cfg.node_id.clone(),
+            }),
     };
     Ok((log, options))
 }
@@ -1466,6 +1450,34 @@ fn sub_json(api: &Api, sub: &str, id: &str) -> Value {
     found.unwrap_or(Value::Null)
 }
 
+/// Replaces the item `id` of `list` with `item`, or (no `id`) adds `item`: a duplicate id is a
+/// 409. Returns the item's id.
+fn upsert<T>(
+    list: &mut Vec<T>,
+    item: T,
+    id: Option<&str>,
+    id_of: fn(&T) -> &String,
+    what: &str,
+) -> Result<String, Failure> {
+    let new_id = id_of(&item).clone();
+    match id {
+        Some(id) => {
+            if let Some(slot) = list.iter_mut().find(|x| id_of(x) == id) {
+                *slot = item;
+            }
+        }
+        None if list.iter().any(|x| *id_of(x) == new_id) => {
+            return Err(fail(
+                409,
+                "conflict",
+                format!("{what} `{new_id}` already exists"),
+            ));
+        }
+        None => list.push(item),
+    }
+    Ok(new_id)
+}
+
 /// Parses a consumer or subscription and puts it into `api` (replacing `id` when given, else
 /// adding it: a duplicate id is a 409). Returns its id.
 fn put_sub(api: &mut Api, sub: &str, body: &Value, id: Option<&str>) -> Result<String, Failure> {
@@ -1475,45 +1487,13 @@ fn put_sub(api: &mut Api, sub: &str, body: &Value, id: Option<&str>) -> Result<S
         let Some(c) = from_value::<Consumer>(body, "", true, &mut problems, &mut ignored) else {
             return Err(invalid(&problems));
         };
-        let new_id = c.id.clone();
-        match id {
-            Some(id) => {
-                if let Some(slot) = api.consumers.iter_mut().find(|x| x.id == id) {
-                    *slot = c;
-                }
-            }
-            None if api.consumers.iter().any(|x| x.id == c.id) => {
-                return Err(fail(
-                    409,
-                    "conflict",
-                    format!("consumer `{}` already exists", c.id),
-                ));
-            }
-            None => api.consumers.push(c),
-        }
-        new_id
+        upsert(&mut api.consumers, c, id, |c| &c.id, "consumer")?
     } else {
         let Some(s) = from_value::<Subscription>(body, "", true, &mut problems, &mut ignored)
         else {
             return Err(invalid(&problems));
         };
-        let new_id = s.id.clone();
-        match id {
-            Some(id) => {
-                if let Some(slot) = api.subscriptions.iter_mut().find(|x| x.id == id) {
-                    *slot = s;
-                }
-            }
-            None if api.subscriptions.iter().any(|x| x.id == s.id) => {
-                return Err(fail(
-                    409,
-                    "conflict",
-                    format!("subscription `{}` already exists", s.id),
-                ));
-            }
-            None => api.subscriptions.push(s),
-        }
-        new_id
+        upsert(&mut api.subscriptions, s, id, |s| &s.id, "subscription")?
     };
     if let Some(id) = id {
         if new_id != id {

@@ -126,6 +126,32 @@ pub struct NodeConfig {
     pub limits: HttpLimits,
 }
 
+impl NodeConfig {
+    /// The Kafka client settings of `[events.kafka]` (`None` with the embedded sink): brokers,
+    /// topics, partitions, the spool under the data directory.
+    #[must_use]
+    pub fn kafka(&self) -> Option<crate::kafka::KafkaConfig> {
+        let Sink::Kafka {
+            brokers,
+            usage_topic,
+            entities_topic,
+            totals_topic,
+            partitions,
+        } = &self.sink
+        else {
+            return None;
+        };
+        let mut kafka = crate::kafka::KafkaConfig::new(brokers, &self.data_dir);
+        kafka.topics = crate::kafka::Topics {
+            usage: usage_topic.clone(),
+            entities: entities_topic.clone(),
+            totals: totals_topic.clone(),
+        };
+        kafka.partitions = *partitions;
+        Some(kafka)
+    }
+}
+
 /// Reads and checks a config file.
 ///
 /// # Errors

@@ -135,24 +135,9 @@ fn tail(
                 }
                 return ExitCode::FAILURE;
             }
-            Ok(cfg) => match &cfg.sink {
-                config::Sink::Embedded => gateway::tail::journal(&cfg.data_dir, options, &mut out),
-                config::Sink::Kafka {
-                    brokers,
-                    usage_topic,
-                    entities_topic,
-                    totals_topic,
-                    ..
-                } => gateway::tail::kafka(
-                    brokers,
-                    &gateway::kafka::Topics {
-                        usage: usage_topic.clone(),
-                        entities: entities_topic.clone(),
-                        totals: totals_topic.clone(),
-                    },
-                    options,
-                    &mut out,
-                ),
+            Ok(cfg) => match cfg.kafka() {
+                None => gateway::tail::journal(&cfg.data_dir, options, &mut out),
+                Some(k) => gateway::tail::kafka(&k.brokers, &k.topics, options, &mut out),
             },
         },
     };
@@ -281,25 +266,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let kafka = match &cfg.sink {
-        config::Sink::Embedded => None,
-        config::Sink::Kafka {
-            brokers,
-            usage_topic,
-            entities_topic,
-            totals_topic,
-            partitions,
-        } => {
-            let mut k = gateway::kafka::KafkaConfig::new(brokers, &cfg.data_dir);
-            k.topics = gateway::kafka::Topics {
-                usage: usage_topic.clone(),
-                entities: entities_topic.clone(),
-                totals: totals_topic.clone(),
-            };
-            k.partitions = *partitions;
-            Some(k)
-        }
-    };
+    let kafka = cfg.kafka();
     let options = NodeOptions {
         node_id: cfg.node_id,
         cores: cfg.cores,
