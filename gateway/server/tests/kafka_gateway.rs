@@ -73,27 +73,10 @@ fn node_forwards_usage_to_kafka_through_its_journal() {
     let Some(brokers) = broker() else { return };
     let dir = TempDir::new("kafka-node");
     let id = unique("node");
-    let mut kafka = KafkaConfig::new(&brokers, dir.path());
-    kafka.topics = Topics::with_suffix(&id);
-    assert_eq!(kafka.topics.usage, format!("tollgate.usage.{id}"));
-    kafka.partitions = PARTITIONS;
-    let topic = kafka.topics.usage.clone();
+    let topic = Topics::with_suffix(&id).usage;
+    assert_eq!(topic, format!("tollgate.usage.{id}"));
     let doc = entities_doc(500);
-    let out = import_value(&doc, Some(Dialect::Tollgate)).unwrap();
-    assert!(out.is_clean(), "{}", out.problems);
-    let options = NodeOptions {
-        node_id: "kafka-node".into(),
-        cores: 2,
-        pin: false,
-        http: "127.0.0.1:0".parse().unwrap(),
-        limits: HttpLimits::default(),
-        io: IoMode::Epoll,
-        resolve_every: Duration::from_secs(3600),
-        calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(dir.path().to_path_buf()),
-        kafka: Some(kafka),
-    };
-    let node = Node::start(&options, out.entities).unwrap();
+    let node = kafka_node(&brokers, &id, "kafka-node", dir.path(), &doc, 2);
     let addr = node.addr();
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
@@ -334,24 +317,8 @@ fn totals_of_other_nodes_reduce_what_this_node_admits() {
     let Some(brokers) = broker() else { return };
     let dir = TempDir::new("kafka-totals");
     let id = unique("totals");
-    let mut kafka = KafkaConfig::new(&brokers, dir.path());
-    kafka.topics = Topics::with_suffix(&id);
-    kafka.partitions = PARTITIONS;
-    let totals_topic = kafka.topics.totals.clone();
-    let out = import_value(&entities_doc(100), Some(Dialect::Tollgate)).unwrap();
-    let options = NodeOptions {
-        node_id: "node-a".into(),
-        cores: 2,
-        pin: false,
-        http: "127.0.0.1:0".parse().unwrap(),
-        limits: HttpLimits::default(),
-        io: IoMode::Epoll,
-        resolve_every: Duration::from_secs(3600),
-        calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(dir.path().to_path_buf()),
-        kafka: Some(kafka),
-    };
-    let node = Node::start(&options, out.entities).unwrap();
+    let totals_topic = Topics::with_suffix(&id).totals;
+    let node = kafka_node(&brokers, &id, "node-a", dir.path(), &entities_doc(100), 2);
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -439,24 +406,15 @@ fn broker_outage_under_load_loses_no_usage() {
     let Some(brokers) = broker() else { return };
     let dir = TempDir::new("kafka-outage");
     let id = unique("outage");
-    let mut kafka = KafkaConfig::new(&brokers, dir.path());
-    kafka.topics = Topics::with_suffix(&id);
-    kafka.partitions = PARTITIONS;
-    let topic = kafka.topics.usage.clone();
-    let out = import_value(&entities_doc(10_000_000), Some(Dialect::Tollgate)).unwrap();
-    let options = NodeOptions {
-        node_id: "outage".into(),
-        cores: 2,
-        pin: false,
-        http: "127.0.0.1:0".parse().unwrap(),
-        limits: HttpLimits::default(),
-        io: IoMode::Epoll,
-        resolve_every: Duration::from_secs(3600),
-        calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(dir.path().to_path_buf()),
-        kafka: Some(kafka),
-    };
-    let node = Node::start(&options, out.entities).unwrap();
+    let topic = Topics::with_suffix(&id).usage;
+    let node = kafka_node(
+        &brokers,
+        &id,
+        "outage",
+        dir.path(),
+        &entities_doc(10_000_000),
+        2,
+    );
     let addr = node.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let loader = {
@@ -511,4 +469,173 @@ fn broker_outage_under_load_loses_no_usage() {
         journal,
         "the topic holds every journaled batch"
     );
+}
+
+fn kafka_node(
+    brokers: &str,
+    id: &str,
+    node_id: &str,
+    dir: &std::path::Path,
+    doc: &Value,
+    cores: usize,
+) -> Node {
+    let mut kafka = KafkaConfig::new(brokers, dir);
+    kafka.topics = Topics::with_suffix(id);
+    kafka.partitions = PARTITIONS;
+    let out = import_value(doc, Some(Dialect::Tollgate)).unwrap();
+    assert!(out.is_clean(), "{}", out.problems);
+    let options = NodeOptions {
+        node_id: node_id.into(),
+        cores,
+        pin: false,
+        http: "127.0.0.1:0".parse().unwrap(),
+        limits: HttpLimits::default(),
+        io: IoMode::Epoll,
+        resolve_every: Duration::from_secs(3600),
+        calendar: gateway_core::window::Calendar::utc(),
+        data_dir: Some(dir.to_path_buf()),
+        kafka: Some(kafka),
+    };
+    Node::start(&options, out.entities).unwrap()
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// Two gateway nodes share one key through Kafka and a ledger (remote mode, consuming the
+/// usage topic and publishing totals): the propagation lag from a call admitted on A to B's
+/// pool counting it is measured, and under load on both nodes the key's daily quota is
+/// overshot by no more than the documented bound (other node's rate × lag), far below the
+/// 2× that two independent nodes would admit.
+#[test]
+fn two_nodes_share_a_quota_through_the_ledger_totals() {
+    let _serial = serial();
+    let Some(brokers) = broker() else { return };
+    let id = unique("cross");
+    const QUOTA: u64 = 3000;
+    let mut doc = entities_doc(QUOTA);
+    doc["apiKeys"][1]["dailyQuota"] = json!(10_000_000); // k1: the lag probe
+    let (dir_a, dir_b, dir_l) = (
+        TempDir::new("cross-a"),
+        TempDir::new("cross-b"),
+        TempDir::new("cross-ledger"),
+    );
+    let a = kafka_node(&brokers, &id, "node-a", dir_a.path(), &doc, 1);
+    let b = kafka_node(&brokers, &id, "node-b", dir_b.path(), &doc, 1);
+    let topics = Topics::with_suffix(&id);
+    let mut config = ledger::LedgerConfig::journal(dir_l.path());
+    config.source = ledger::config::SourceConfig::Kafka {
+        brokers: brokers.clone(),
+        usage_topic: topics.usage.clone(),
+        entities_topic: topics.entities.clone(),
+        totals_topic: topics.totals.clone(),
+        group: unique("ledger-group"),
+        partitions: PARTITIONS,
+    };
+    let ledger = ledger::Ledger::start(config).unwrap();
+
+    // Propagation: one call on A, until B's pool counts it.
+    let seen_on_b = |key: &str| {
+        b.current()
+            .pool
+            .consumption(key, now_ms())
+            .map_or(0, |c| c.current_calls_per_day)
+    };
+    let mut lags = Vec::new();
+    let mut ca = Client::connect(a.addr());
+    for round in 0..6u64 {
+        let before = seen_on_b("k1");
+        let start = std::time::Instant::now();
+        ca.send(&keyed(1));
+        assert_eq!(ca.response().status, 200);
+        let lh = ledger.handle();
+        let before_l = lh.totals("k1").map_or(0, |t| t.daily_calls);
+        while lh.totals("k1").map_or(0, |t| t.daily_calls) <= before_l {
+            assert!(start.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let in_ledger = start.elapsed();
+        while seen_on_b("k1") <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "round {round}: B never saw A's call"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lags.push(start.elapsed());
+        eprintln!(
+            "round {round}: in the ledger's totals after {in_ledger:?}, on node B after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The first round includes the followers' start-up (topic assignment).
+    let mut steady: Vec<Duration> = lags[1..].to_vec();
+    steady.sort();
+    let median = steady[steady.len() / 2];
+    let max = *steady.last().unwrap();
+    eprintln!(
+        "propagation A→B: first {:?}, then median {median:?}, max {max:?}",
+        lags[0]
+    );
+
+    // Both nodes hammer key k0 (daily quota QUOTA) until both refuse.
+    let run = |node: &Node| {
+        let addr = node.addr();
+        move || {
+            let mut c = Client::connect(addr);
+            let (mut ok, mut refused_in_a_row) = (0u64, 0u32);
+            let start = std::time::Instant::now();
+            while refused_in_a_row < 50 && start.elapsed() < Duration::from_secs(60) {
+                c.send(&keyed(0));
+                match c.response().status {
+                    200 => {
+                        ok += 1;
+                        refused_in_a_row = 0;
+                    }
+                    429 => refused_in_a_row += 1,
+                    s => panic!("status {s}"),
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            (ok, start.elapsed())
+        }
+    };
+    let (ta, tb) = (std::thread::spawn(run(&a)), std::thread::spawn(run(&b)));
+    let ((ok_a, took_a), (ok_b, took_b)) = (ta.join().unwrap(), tb.join().unwrap());
+    let total = ok_a + ok_b;
+    let rate_b = ok_b as f64 / took_b.as_secs_f64();
+    let rate_a = ok_a as f64 / took_a.as_secs_f64();
+    let overshoot = total.saturating_sub(QUOTA);
+    let bound = (rate_a.max(rate_b) * max.as_secs_f64()).ceil() as u64;
+    eprintln!(
+        "quota {QUOTA}: node-a admitted {ok_a} ({rate_a:.0}/s), node-b {ok_b} ({rate_b:.0}/s), \
+         total {total}, overshoot {overshoot} (bound: other node's rate × max lag = {bound})"
+    );
+    assert!(
+        ok_a <= QUOTA && ok_b <= QUOTA,
+        "one node alone never passes the quota"
+    );
+    assert!(
+        total >= QUOTA,
+        "the nodes together admit the whole quota: {total}"
+    );
+    assert!(
+        overshoot <= bound.max(1) * 2,
+        "overshoot {overshoot} over twice the bound {bound}"
+    );
+    assert!(
+        total < QUOTA * 3 / 2,
+        "cross-node enforcement: {total} of {QUOTA}"
+    );
+    ledger.shutdown();
+    a.shutdown();
+    b.shutdown();
 }

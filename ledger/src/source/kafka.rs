@@ -140,6 +140,10 @@ pub fn run(shared: &Shared) -> Result<(), LedgerError> {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", "10000")
+        // Short fetch waits: the totals this ledger publishes feed the gateways' cross-node
+        // quotas, and a broker that does not answer a fetch early when data arrives (tansu)
+        // would otherwise add up to the default 500 ms to that lag.
+        .set("fetch.wait.max.ms", "50")
         .create_with_context(SeekToStored {
             positions: Arc::clone(&positions),
         })
