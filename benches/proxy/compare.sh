@@ -15,6 +15,7 @@
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
 #   PROXIES ["nginx haproxy gateway gateway-keyed"]
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
+#   GATEWAY_LEDGER [embedded] ("remote": no in-process ledger; usage still journaled)
 #   PROXY_CPUS / UPSTREAM_CPUS / WRK_CPUS  taskset core lists [2 cores: 0 / 1 / 1; ≥3 cores: 0 / 1 / 2]
 #   IDLE_CONNS [10000]  SKIP_IDLE [0] (1: skip the idle-connection memory part)
 #   UPSTREAM_PORT [18081]  NGINX_PORT [18082]  HAPROXY_PORT [18083]
@@ -46,6 +47,7 @@ THREADS=${THREADS:-1}
 CONNS=${CONNS:-50}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 PROXIES=${PROXIES:-nginx haproxy gateway gateway-keyed}
+GATEWAY_LEDGER=${GATEWAY_LEDGER:-embedded}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO/target/release/gateway}
 GATEWAY_ARGS=${GATEWAY_ARGS:-}
 IDLE_CONNS=${IDLE_CONNS:-10000}
@@ -375,7 +377,7 @@ token = "bench-admin-token-0123456789"
 sink = "embedded"
 
 [ledger]
-mode = "embedded"
+mode = "$GATEWAY_LEDGER"
 addr = "127.0.0.1:$GATEWAY_LEDGER_PORT"
 
 [quotas]

@@ -128,6 +128,25 @@ pub struct EventsSection {
     pub sink: Option<String>,
     /// `[events.kafka]`, required when `sink = "kafka"`.
     pub kafka: Option<KafkaSection>,
+    /// `[events.journal]`: the embedded usage journal's durability, segments and retention.
+    pub journal: Option<JournalSection>,
+}
+
+/// `[events.journal]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// When appended usage is forced to disk: `"always"` (every append), `"never"` (the OS
+    /// decides), or an interval such as `"100ms"` or `"1s"` (default `"100ms"`).
+    pub fsync: Option<String>,
+    /// Size at which a segment file is sealed and a new one started (default 67108864, 64 MiB).
+    pub segment_bytes: Option<u64>,
+    /// Delete the oldest sealed segments while the journal is larger than this (default: keep
+    /// everything).
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments last written longer ago than this many hours (default: keep
+    /// everything; at least 768, 32 days, since a restart restores the month from the journal).
+    pub retention_hours: Option<u64>,
 }
 
 /// `[events.kafka]`

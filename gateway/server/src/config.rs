@@ -124,6 +124,8 @@ pub struct NodeConfig {
     pub seed: Option<(PathBuf, Import)>,
     /// Downstream limits and timeouts.
     pub limits: HttpLimits,
+    /// The usage journal's options (`[events.journal]`).
+    pub journal: crate::journal::JournalOptions,
 }
 
 impl NodeConfig {
@@ -310,6 +312,7 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         None => std::time::Duration::from_secs(3600),
     };
 
+    let journal = journal_options(file.events.journal.as_ref(), &mut p);
     let sink = match (
         file.events.sink.as_deref().unwrap_or("embedded"),
         &file.events.kafka,
@@ -418,6 +421,7 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             calendar,
             seed,
             limits,
+            journal,
         }),
         _ => Err(p),
     }
@@ -489,6 +493,66 @@ fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {
         ),
         request_id_header,
     }
+}
+
+/// `[events.journal]` into journal options, naming each bad field.
+fn journal_options(
+    section: Option<&gateway_model::config::JournalSection>,
+    p: &mut Problems,
+) -> crate::journal::JournalOptions {
+    use crate::journal::{JournalOptions, SyncPolicy};
+    let mut options = JournalOptions::default();
+    let Some(j) = section else {
+        return options;
+    };
+    if let Some(fsync) = &j.fsync {
+        match fsync.trim() {
+            "always" => options.sync = SyncPolicy::Always,
+            "never" => options.sync = SyncPolicy::Never,
+            other => match parse_interval(other) {
+                Some(d) if !d.is_zero() => options.sync = SyncPolicy::Every(d),
+                _ => p.push(
+                    "events.journal.fsync",
+                    format!("expected \"always\", \"never\" or an interval such as \"100ms\" or \"1s\", got {other:?}"),
+                ),
+            },
+        }
+    }
+    match j.segment_bytes {
+        Some(n) if n < 4096 => p.push("events.journal.segment_bytes", "expected at least 4096"),
+        Some(n) => options.segment_bytes = n,
+        None => {}
+    }
+    if let Some(n) = j.retention_bytes {
+        if n < options.segment_bytes.saturating_mul(2) {
+            p.push(
+                "events.journal.retention_bytes",
+                "expected at least two segments (2 × segment_bytes)",
+            );
+        }
+        options.retention_bytes = Some(n);
+    }
+    if let Some(h) = j.retention_hours {
+        if h < 768 {
+            p.push(
+                "events.journal.retention_hours",
+                "expected at least 768 (32 days): a restart restores the current month's \
+                 consumption from the journal",
+            );
+        }
+        options.retention_age = Some(std::time::Duration::from_secs(h.saturating_mul(3600)));
+    }
+    options
+}
+
+/// `"100ms"`, `"2s"` → a duration.
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => (text.strip_suffix('s')?, 1000),
+    };
+    let n: u64 = number.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(n.checked_mul(unit)?))
 }
 
 #[cfg(test)]

@@ -278,6 +278,7 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         calendar: cfg.calendar,
         data_dir: Some(cfg.data_dir),
         kafka,
+        journal: cfg.journal,
     };
     serve(&options, log, admin, ledger)
 }
@@ -315,6 +316,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         calendar: gateway_core::window::Calendar::utc(),
         data_dir: Some(data_dir.clone()),
         kafka: None,
+        journal: Default::default(),
     };
     let mut ledger = ledger::LedgerConfig::journal(&data_dir);
     ledger.addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100)));

@@ -43,6 +43,8 @@ pub struct NodeOptions {
     /// outbox the Kafka sink tails (`source` is set by the node), so a crash loses nothing.
     /// Its `partitions` is also the usage partition count. Needs `data_dir`.
     pub kafka: Option<gateway_events::kafka::KafkaConfig>,
+    /// The usage journal's durability, segments and retention (`[events.journal]`).
+    pub journal: crate::journal::JournalOptions,
 }
 
 /// Partitions of usage batches (DESIGN §4: partition = hash(API key) mod partitions).
@@ -103,11 +105,9 @@ impl Node {
         let sink = match &options.data_dir {
             Some(dir) => {
                 let journal_dir = crate::journal::Stream::Usage.dir(&dir.join("journal"));
-                let (journal, recovery) = crate::journal::Journal::open(
-                    &journal_dir,
-                    crate::journal::JournalOptions::default(),
-                )
-                .map_err(io::Error::other)?;
+                let (journal, recovery) =
+                    crate::journal::Journal::open(&journal_dir, options.journal.clone())
+                        .map_err(io::Error::other)?;
                 if recovery.truncated_bytes > 0 {
                     tracing::warn!(?recovery, "usage journal: torn tail truncated at start");
                 }

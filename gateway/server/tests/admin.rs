@@ -50,6 +50,7 @@ impl Stack {
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: Some(dir.to_owned()),
             kafka: None,
+            journal: Default::default(),
         };
         let node = Node::start(&options, entities).unwrap();
         let c = clock.clone();

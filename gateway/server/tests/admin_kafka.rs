@@ -44,6 +44,7 @@ impl Member {
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: Some(dir.to_owned()),
             kafka: None,
+            journal: Default::default(),
         };
         let node = Node::start(&options, entities).unwrap();
         let mut kafka = KafkaConfig::new(brokers, dir);

@@ -495,6 +495,7 @@ fn kafka_node(
         calendar: gateway_core::window::Calendar::utc(),
         data_dir: Some(dir.to_path_buf()),
         kafka: Some(kafka),
+        journal: Default::default(),
     };
     Node::start(&options, out.entities).unwrap()
 }

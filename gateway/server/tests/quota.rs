@@ -39,6 +39,7 @@ fn start_in(cores: usize, io: IoMode, e: Entities, data_dir: Option<std::path::P
         calendar: gateway_core::window::Calendar::new("Europe/Paris").unwrap(),
         data_dir,
         kafka: None,
+        journal: Default::default(),
     };
     Node::start(&options, e).unwrap()
 }

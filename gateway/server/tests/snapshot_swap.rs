@@ -73,6 +73,7 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: None,
             kafka: None,
+            journal: Default::default(),
         };
         let node = Node::start(&options, entities("/old", "old")).unwrap();
         // Several connections, so that both cores (SO_REUSEPORT) hold some.

@@ -198,3 +198,51 @@ fn http_section_defaults_and_checks() {
         assert!(p.iter().any(|x| x == want), "missing {want:?} in {p:#?}");
     }
 }
+
+#[test]
+fn journal_section_defaults_and_checks() {
+    use crate::journal::{JournalOptions, SyncPolicy};
+    let c = parse(GOOD, Path::new("/")).unwrap();
+    assert_eq!(c.journal, JournalOptions::default());
+    let c = parse(
+        &format!(
+            "{GOOD}\n[events.journal]\nfsync = \"1s\"\nsegment_bytes = 1048576\n\
+             retention_bytes = 1073741824\nretention_hours = 2000\n"
+        ),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.journal.sync,
+        SyncPolicy::Every(std::time::Duration::from_secs(1))
+    );
+    assert_eq!(c.journal.segment_bytes, 1 << 20);
+    assert_eq!(c.journal.retention_bytes, Some(1 << 30));
+    assert_eq!(
+        c.journal.retention_age,
+        Some(std::time::Duration::from_secs(2000 * 3600))
+    );
+    for (fsync, policy) in [("always", SyncPolicy::Always), ("never", SyncPolicy::Never)] {
+        let c = parse(
+            &format!("{GOOD}\n[events.journal]\nfsync = \"{fsync}\"\n"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.journal.sync, policy);
+    }
+    let p = problems(&format!(
+        "{GOOD}\n[events.journal]\nfsync = \"sometimes\"\nsegment_bytes = 10\n\
+         retention_bytes = 100\nretention_hours = 24\n"
+    ));
+    for want in [
+        "events.journal.fsync: expected",
+        "events.journal.segment_bytes: expected at least 4096",
+        "events.journal.retention_bytes: expected at least two segments",
+        "events.journal.retention_hours: expected at least 768",
+    ] {
+        assert!(
+            p.iter().any(|x| x.starts_with(want)),
+            "missing {want:?} in {p:#?}"
+        );
+    }
+}

@@ -741,6 +741,7 @@ impl Gateway {
             calendar: gateway_core::window::Calendar::utc(),
             data_dir: None,
             kafka: None,
+            journal: Default::default(),
         };
         let node = Node::start(&options, entities(doc)).unwrap();
         Self {
