@@ -180,6 +180,9 @@ fn raise_fd_limit() {
     }
 }
 
+/// How often the in-process ledger reads and commits once caught up.
+const EMBEDDED_LEDGER_POLL: Duration = Duration::from_millis(500);
+
 fn serve(
     options: &NodeOptions,
     log: gateway::entitylog::EntityLog,
@@ -206,7 +209,13 @@ fn serve(
         }
     };
     tracing::info!(admin_addr = %admin.addr(), "admin API listening");
-    // `[ledger] mode = "embedded"`: the ledger folds this node's journal in-process.
+    // `[ledger] mode = "embedded"`: the ledger folds this node's journal in-process, committing
+    // at most twice a second (it shares the machine with the cores; nothing in the gateway
+    // waits on it, and billing reads tolerate half a second).
+    let ledger = ledger.map(|mut l| {
+        l.poll = EMBEDDED_LEDGER_POLL;
+        l
+    });
     let ledger = match ledger.map(ledger::Ledger::start).transpose() {
         Ok(ledger) => ledger,
         Err(e) => {

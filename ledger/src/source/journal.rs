@@ -32,6 +32,9 @@ pub fn run(shared: &Shared, data_dir: &Path) -> Result<(), LedgerError> {
         for ((stream, name), reader) in streams.iter().zip(readers.iter_mut()) {
             read += poll_stream(shared, &mut fold, &stream.dir(&root), name, reader);
         }
+        // Caught up (no stream stopped at a full chunk): commit, then wait `poll` so that a
+        // steady trickle of batches is committed in one transaction per `poll`, not one each.
+        let caught_up = read < shared.config.chunk_records && !fold.delta().rows.is_full();
         shared.commit(&mut fold)?;
         if read > 0 {
             shared.metrics.set_error(None);
@@ -39,7 +42,7 @@ pub fn run(shared: &Shared, data_dir: &Path) -> Result<(), LedgerError> {
         if stopping {
             return Ok(());
         }
-        if read == 0 {
+        if caught_up {
             std::thread::sleep(shared.config.poll);
         }
     }
