@@ -14,11 +14,8 @@
 //! the fragile part of this setup). Exit status 1 when the totals are not exact.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -65,26 +62,6 @@ struct Args {
 
 fn now_ms() -> i64 {
     ledger::runtime::now_ms()
-}
-
-/// Runs a future to completion on this thread (the admin client resolves its futures from its
-/// own thread).
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
 }
 
 /// What the producer thread has sent so far.
@@ -440,7 +417,9 @@ fn main() -> anyhow::Result<()> {
             topics.entities.as_str(),
             topics.totals.as_str(),
         ];
-        if let Err(e) = block_on(admin.delete_topics(&names, &AdminOptions::new())) {
+        if let Err(e) =
+            gateway_events::kafka::block_on(admin.delete_topics(&names, &AdminOptions::new()))
+        {
             eprintln!("could not delete the topics: {e}");
         }
     }

@@ -577,8 +577,8 @@ pub fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaSinkError> {
 }
 
 /// Runs a future to completion on this thread (the admin client resolves its futures from its
-/// own thread; no runtime is needed).
-fn block_on<F: Future>(future: F) -> F::Output {
+/// own thread; no runtime is needed). For blocking callers of rdkafka's async admin API.
+pub fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {

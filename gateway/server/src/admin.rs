@@ -395,16 +395,7 @@ impl Admin {
         actor: &str,
     ) -> Result<Vec<(u64, gateway_model::event::EntityEvent)>, Failure> {
         let now = self.now();
-        let mut candidate = log.state().clone();
-        for c in &changes {
-            let v = candidate.version(c.kind, &c.id) + 1;
-            candidate.set(c.kind, &c.id, v, c.entity.clone());
-        }
-        let problems = check_references(&candidate);
-        if !problems.is_empty() {
-            return Err(invalid(&problems));
-        }
-        let entities = candidate.entities(now);
+        let entities = candidate(log, &changes)?.entities(now);
         if let Err(e) = self.publisher.build(&entities) {
             let mut p = Problems::default();
             p.push("", e.to_string());
@@ -1042,6 +1033,22 @@ fn import_changes(state: &State, entities: &Entities) -> Vec<Change> {
         .collect()
 }
 
+/// The log's state with `changes` applied, if every reference in it resolves: the check made
+/// before anything is appended.
+fn candidate(log: &EntityLog, changes: &[Change]) -> Result<State, Failure> {
+    let mut candidate = log.state().clone();
+    for c in changes {
+        let v = candidate.version(c.kind, &c.id) + 1;
+        candidate.set(c.kind, &c.id, v, c.entity.clone());
+    }
+    let problems = check_references(&candidate);
+    if problems.is_empty() {
+        Ok(candidate)
+    } else {
+        Err(invalid(&problems))
+    }
+}
+
 /// Imports the document at `path` into the entity log of a stopped node (`gateway import`).
 /// Returns the reply (as `POST /api/import` gives it).
 ///
@@ -1050,15 +1057,7 @@ fn import_changes(state: &State, entities: &Entities) -> Vec<Change> {
 /// document is not an entity document, or the resulting entities are invalid.
 pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Value, String> {
     let result = import_into(bytes, log, |log, changes| {
-        let mut candidate = log.state().clone();
-        for c in &changes {
-            let v = candidate.version(c.kind, &c.id) + 1;
-            candidate.set(c.kind, &c.id, v, c.entity.clone());
-        }
-        let problems = check_references(&candidate);
-        if !problems.is_empty() {
-            return Err(invalid(&problems));
-        }
+        candidate(log, &changes)?;
         log.commit(changes, "import", now_ms)
             .map(|_| ())
             .map_err(|e| internal(&e))
