@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,24 +33,7 @@ fn admin_addr(bin: &Binary) -> SocketAddr {
 }
 
 fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{payload}",
-        payload.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    let _ = conn.read_to_string(&mut raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (
-        head[9..12].parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    common::admin_call(addr, TOKEN, method, path, body)
 }
 
 fn seed() -> Value {

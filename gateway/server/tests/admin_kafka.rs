@@ -81,24 +81,7 @@ impl Member {
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let addr = self.admin.as_ref().unwrap().addr();
-        let mut conn = TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            conn,
-            "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Connection: close\r\nContent-Length: {}\r\n\r\n{payload}",
-            payload.len()
-        )
-        .unwrap();
-        let mut raw = String::new();
-        let _ = conn.read_to_string(&mut raw);
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        (
-            head[9..12].parse().unwrap(),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        common::admin_call(addr, TOKEN, method, path, body)
     }
 
     fn stop(&mut self) {

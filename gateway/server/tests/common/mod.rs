@@ -1285,6 +1285,35 @@ pub struct Binary {
     pub dir: TempDir,
 }
 
+/// One admin API request with the bearer `token` on a fresh connection (`Connection: close`):
+/// the status and the JSON body (`Null` when the body is not JSON).
+pub fn admin_call(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
 /// A config for the binary: listener on port 0, the admin/ledger on port 0, one core.
 pub fn binary_config(http_section: &str) -> String {
     format!(
