@@ -1068,8 +1068,9 @@ pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Val
     }
 }
 
-/// `gateway import FILE [--config F]`: imports into the entity log of the (stopped) node of
-/// config `F`, or of the quickstart without one. Returns the import report.
+/// `gateway import FILE [--config F]`: imports into the entity log of the node of config `F`
+/// (directly when it is stopped, through its admin API when it runs), or of the quickstart's
+/// (stopped) node without one. Returns the import report.
 ///
 /// # Errors
 /// A message when the config, the file or the log cannot be read, or the import is refused.
@@ -1087,7 +1088,14 @@ pub fn import_command(
                     .collect::<Vec<_>>()
                     .join("\n")
             })?;
-            open_for(&cfg)?.0
+            match open_for(&cfg) {
+                Ok((log, _)) => log,
+                // A running node holds the log: send the document to its admin API instead.
+                Err(e) if e.contains("held by a running node") => {
+                    return import_through_api(&cfg, &bytes).map_err(|why| format!("{e}: {why}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
         None => open_log(
             &std::env::temp_dir().join("tollgate-quickstart"),
@@ -1099,6 +1107,51 @@ pub fn import_command(
     let report = import_file(&mut log, &bytes, crate::core::now_ms())?;
     log.write_snapshot().map_err(|e| e.to_string())?;
     Ok(report)
+}
+
+/// `POST /api/import` to the running node of `cfg` (its `[admin] addr`, with its token).
+fn import_through_api(cfg: &crate::config::NodeConfig, bytes: &[u8]) -> Result<Value, String> {
+    use std::io::{Read, Write};
+    let addr = cfg.admin_addr;
+    if addr.port() == 0 {
+        return Err(
+            "admin.addr has port 0, so the running node's admin API cannot be found: \
+                    POST the file to its /api/import"
+                .to_owned(),
+        );
+    }
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    let timeout = Some(Duration::from_secs(120));
+    conn.set_read_timeout(timeout)
+        .and_then(|()| conn.set_write_timeout(timeout))
+        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    let head = format!(
+        "POST /api/import HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        cfg.admin_token.expose(),
+        bytes.len()
+    );
+    conn.write_all(head.as_bytes())
+        .and_then(|()| conn.write_all(bytes))
+        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)
+        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("admin API {addr}: no HTTP response"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
+    if (200..300).contains(&status) {
+        serde_json::from_str(body).map_err(|e| format!("admin API {addr}: {e}"))
+    } else {
+        Err(format!("admin API {addr} answered {status}: {body}"))
+    }
 }
 
 /// Imports the seed document into an empty log (`created` events, actor `seed`).

@@ -37,9 +37,9 @@ enum Command {
     /// Read the event streams.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Import an Otoroshi export or a Tollgate entity file into the node's entity log (the node
-    /// must be stopped; a running node imports through `POST /api/import`). Without `--config`,
-    /// into the quickstart's log.
+    /// Import an Otoroshi export or a Tollgate entity file into the node's entity log: directly
+    /// when the node is stopped, through its admin API (`POST /api/import`) when it runs.
+    /// Without `--config`, into the (stopped) quickstart's log.
     Import {
         /// The JSON document (keys `routes`, `backends`, `apiKeys`, `apis`).
         file: PathBuf,

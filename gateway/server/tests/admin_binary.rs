@@ -140,7 +140,7 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
     assert_eq!(seeded, 3, "the seed was imported again");
     assert!(bin.log().contains("the seed file is not imported again"));
     assert!(admitted(&bin));
-    // A running node's log cannot be imported into from outside.
+    // A running node whose admin address is not known (port 0) cannot be imported into.
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args([
             "import",
@@ -211,4 +211,54 @@ fn a_quota_reset_survives_a_restart() {
         "{statuses:?}"
     );
     assert_eq!(statuses.last(), Some(&429));
+}
+
+/// `gateway import` on a running node goes through its admin API (`[admin] addr` and token of
+/// the same config) and prints the same report; the imported keys are live at once.
+#[test]
+fn import_into_a_running_node_goes_through_its_admin_api() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = binary_config("").replacen(
+        "[admin]\naddr = \"127.0.0.1:0\"",
+        &format!("[admin]\naddr = \"127.0.0.1:{port}\""),
+        1,
+    );
+    assert!(config.contains(&format!("127.0.0.1:{port}")), "{config}");
+    let bin = Binary::start(&config, &seed(), IoMode::Epoll);
+    let admin = admin_addr(&bin);
+    assert_eq!(admin.port(), port);
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "import",
+            "/work/shared/fixtures/otoroshi-export-tunnel.json",
+            "--config",
+        ])
+        .arg(bin.dir.path().join("tollgate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = report["imported"]["apiKeys"].as_array().unwrap().clone();
+    assert!(!keys.is_empty(), "{report}");
+    for k in &keys {
+        let path = format!("/api/apikeys/{}", k.as_str().unwrap());
+        assert_eq!(call(admin, "GET", &path, None).0, 200, "{path}");
+    }
+    let (_, events) = call(admin, "GET", "/api/events", None);
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "import"),
+        "{events}"
+    );
 }
