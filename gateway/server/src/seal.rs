@@ -140,7 +140,11 @@ impl ClusterKey {
     /// When the OS gives no randomness for the nonce.
     pub fn seal(&self, plain: &str, context: &str) -> Result<String, SealError> {
         let nonce_bytes = random_bytes(NONCE_BYTES).map_err(|_| SealError::Seal)?;
-        let nonce = XNonce::try_from(nonce_bytes.as_slice()).map_err(|_| SealError::Seal)?;
+        let nonce: [u8; NONCE_BYTES] = nonce_bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::Seal)?;
+        let nonce = XNonce::from(nonce);
         let sealed = self
             .cipher
             .encrypt(
@@ -170,7 +174,8 @@ impl ClusterKey {
             return Err(SealError::Malformed);
         }
         let (nonce, body) = raw.split_at(NONCE_BYTES);
-        let nonce = XNonce::try_from(nonce).map_err(|_| SealError::Malformed)?;
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| SealError::Malformed)?;
+        let nonce = XNonce::from(nonce);
         let plain = self
             .cipher
             .decrypt(
