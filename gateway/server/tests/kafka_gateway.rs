@@ -628,9 +628,12 @@ fn two_nodes_share_a_quota_through_the_ledger_totals() {
         total >= QUOTA,
         "the nodes together admit the whole quota: {total}"
     );
+    // Under load the lag is longer than the idle probe's (the ledger commits bigger chunks, the
+    // machine is busy): allow twice the idle lag plus 200 ms before calling it a failure.
+    let allowed = (rate_a.max(rate_b) * (2.0 * max.as_secs_f64() + 0.2)).ceil() as u64;
     assert!(
-        overshoot <= bound.max(1) * 2,
-        "overshoot {overshoot} over twice the bound {bound}"
+        overshoot <= allowed,
+        "overshoot {overshoot} over {allowed} (idle-lag bound {bound})"
     );
     assert!(
         total < QUOTA * 3 / 2,
