@@ -678,20 +678,16 @@ impl Forward {
         let from = source
             .saved()
             .map_err(|e| KafkaSinkError::Source(e.to_string()))?;
-        let reader = match crate::journal::JournalReader::open(&source.dir, from) {
-            Ok(reader) => reader,
-            Err(crate::journal::JournalError::OffsetGone { available, .. }) => {
-                tracing::error!(
-                    saved = from,
-                    available,
-                    "usage journal: records not yet forwarded to Kafka were deleted by retention; \
-                     forwarding resumes at the first retained record"
-                );
-                crate::journal::JournalReader::open(&source.dir, available)
-                    .map_err(|e| KafkaSinkError::Source(e.to_string()))?
-            }
-            Err(e) => return Err(KafkaSinkError::Source(e.to_string())),
-        };
+        let (reader, gone) = crate::journal::JournalReader::open_retained(&source.dir, from)
+            .map_err(|e| KafkaSinkError::Source(e.to_string()))?;
+        if let Some(available) = gone {
+            tracing::error!(
+                saved = from,
+                available,
+                "usage journal: records not yet forwarded to Kafka were deleted by retention; \
+                 forwarding resumes at the first retained record"
+            );
+        }
         if from > 0 {
             tracing::info!(from, "usage journal: forwarding to Kafka resumes");
         }

@@ -746,11 +746,7 @@ pub fn read_events(
     limit: usize,
 ) -> Result<Vec<(u64, EntityEvent)>, LogError> {
     let from = after.map_or(0, |a| a.saturating_add(1));
-    let mut reader = match JournalReader::open(dir, from) {
-        Ok(r) => r,
-        Err(JournalError::OffsetGone { available, .. }) => JournalReader::open(dir, available)?,
-        Err(e) => return Err(e.into()),
-    };
+    let (mut reader, _) = JournalReader::open_retained(dir, from)?;
     let mut out = Vec::new();
     while out.len() < limit {
         match reader.next_record() {

@@ -386,13 +386,7 @@ fn restore_consumption(
     let (Ok(day), Ok(month)) = (calendar.day(now), calendar.month(now)) else {
         return;
     };
-    let reader = match crate::journal::JournalReader::open(dir, from) {
-        Err(crate::journal::JournalError::OffsetGone { available, .. }) => {
-            crate::journal::JournalReader::open(dir, available)
-        }
-        other => other,
-    };
-    let Ok(mut reader) = reader else {
+    let Ok((mut reader, _)) = crate::journal::JournalReader::open_retained(dir, from) else {
         return;
     };
     let mut decoder = gateway_model::event::UsageDecoder::new();

@@ -136,11 +136,8 @@ pub fn journal(data_dir: &Path, options: TailOptions, out: &mut impl Write) -> i
 
 /// A reader at the start or at the end of the stream in `dir`; `None` while it does not exist.
 fn open_reader(dir: &Path, from_start: bool) -> io::Result<Option<JournalReader>> {
-    let mut reader = match JournalReader::open(dir, 0) {
-        Ok(r) => r,
-        Err(JournalError::OffsetGone { available, .. }) => {
-            JournalReader::open(dir, available).map_err(io::Error::other)?
-        }
+    let mut reader = match JournalReader::open_retained(dir, 0) {
+        Ok((r, _)) => r,
         Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None);
         }

@@ -107,6 +107,25 @@ impl JournalReader {
         })
     }
 
+    /// A reader from `from_offset`, or from the first retained record when retention deleted
+    /// `from_offset` already; returns the reader and, in that case, the first retained offset
+    /// (the caller says what the skipped records mean).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), [`JournalError::OffsetGone`] aside.
+    pub fn open_retained(
+        dir: impl AsRef<Path>,
+        from_offset: u64,
+    ) -> Result<(Self, Option<u64>), JournalError> {
+        match Self::open(dir.as_ref(), from_offset) {
+            Err(JournalError::OffsetGone { available, .. }) => {
+                Ok((Self::open(dir, available)?, Some(available)))
+            }
+            other => other.map(|reader| (reader, None)),
+        }
+    }
+
     /// The offset of the next record [`next_record`](Self::next_record) returns.
     #[must_use]
     pub fn next_offset(&self) -> u64 {

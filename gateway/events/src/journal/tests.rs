@@ -477,6 +477,16 @@ fn retention_deletes_old_sealed_segments_only() {
         JournalReader::open(tmp.path(), 0),
         Err(JournalError::OffsetGone { requested: 0, available, .. }) if available == first
     ));
+    let (mut retained, gone) = JournalReader::open_retained(tmp.path(), 0).unwrap();
+    assert_eq!(gone, Some(first));
+    assert_eq!(
+        retained.next_record().unwrap().map(|r| r.offset),
+        Some(first)
+    );
+    assert_eq!(
+        JournalReader::open_retained(tmp.path(), first).unwrap().1,
+        None
+    );
 
     // By age: everything sealed goes, the active segment stays.
     j.options.retention_bytes = None;
