@@ -512,20 +512,23 @@ impl Journal {
         Ok(())
     }
 
-    /// A second handle on the active segment and that segment's first offset, for a thread that
-    /// syncs it in the background (the sink's syncer) while this one keeps appending. After a
-    /// roll (the base changes) ask again: the sealed segment was synced by the roll itself.
+    /// The first offset of the active segment: it changes when the journal rolls.
+    #[must_use]
+    pub fn active_base(&self) -> u64 {
+        self.segments.back().map_or(self.next_offset, |s| s.base)
+    }
+
+    /// A second handle on the active segment, for a thread that syncs it in the background (the
+    /// sink's syncer) while this one keeps appending. After a roll ([`active_base`](Self::active_base)
+    /// changes) ask again: the sealed segment was synced by the roll itself.
     ///
     /// # Errors
     ///
     /// [`JournalError::Io`] if the descriptor cannot be duplicated.
-    pub fn active_file(&self) -> Result<(u64, File), JournalError> {
-        let base = self.segments.back().map_or(self.next_offset, |s| s.base);
-        let file = self
-            .active
+    pub fn active_file(&self) -> Result<File, JournalError> {
+        self.active
             .try_clone()
-            .map_err(JournalError::io("dup segment", &self.dir))?;
-        Ok((base, file))
+            .map_err(JournalError::io("dup segment", &self.dir))
     }
 
     /// Forces appended records to disk.

@@ -292,18 +292,21 @@ impl Syncer {
 
     /// After appends: point at the active segment (it changes on a roll) and mark it dirty.
     fn follow(&mut self, journal: &Journal) {
-        match journal.active_file() {
-            Ok((base, file)) if Some(base) != self.base => {
-                self.base = Some(base);
-                *self
-                    .state
-                    .file
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(file));
-            }
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, "usage sink: segment not handed to the syncer")
+        let base = journal.active_base();
+        if Some(base) != self.base {
+            // A new segment (or the first): hand the syncer a descriptor of it, once.
+            match journal.active_file() {
+                Ok(file) => {
+                    self.base = Some(base);
+                    *self
+                        .state
+                        .file
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(file));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "usage sink: segment not handed to the syncer")
+                }
             }
         }
         self.state.dirty.store(true, Ordering::Release);
