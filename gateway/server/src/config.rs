@@ -330,15 +330,15 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
                 usage_topic: k
                     .usage_topic
                     .clone()
-                    .unwrap_or_else(|| "tollgate.usage".into()),
+                    .unwrap_or_else(|| gateway_model::event::USAGE_TOPIC.into()),
                 entities_topic: k
                     .entities_topic
                     .clone()
-                    .unwrap_or_else(|| "tollgate.entities".into()),
+                    .unwrap_or_else(|| gateway_model::event::ENTITIES_TOPIC.into()),
                 totals_topic: k
                     .totals_topic
                     .clone()
-                    .unwrap_or_else(|| "tollgate.totals".into()),
+                    .unwrap_or_else(|| gateway_model::event::TOTALS_TOPIC.into()),
                 partitions: k.partitions.unwrap_or(16),
             }
         }
