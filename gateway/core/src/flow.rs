@@ -13,16 +13,23 @@
 //! of [`Consumer`] (keyless and API key today; JWT, OAuth2 client credentials and mTLS next), and
 //! the quota phase calls an [`Admission`] implemented by the server's per-core quota shards.
 //!
+//! A plugin's `include` and `exclude` path regexes (Otoroshi's semantics: full match on the
+//! canonical request path; the plugin runs when `include` is empty or one matches, and no
+//! `exclude` matches) scope every phase it drives, and the header plugins
+//! (`AdditionalHeadersIn`/`Out`).
+//!
 //! Nothing here does IO, reads a clock (`now_ms` is an argument) or allocates on the header-based
 //! API-key path.
 
-use gateway_model::entity::{PluginKind, Restrictions, Route};
+use gateway_model::entity::{PluginInstance, PluginKind, Restrictions, Route};
+use regex::RegexSet;
 
 use crate::apikey::{
     self, ConfigError, HeaderLookup, KeyEntry, KeyRejection, KeyStore, RouteContext,
 };
 use crate::respond::ErrorReply;
 use crate::restriction::{self, CompileError, RestrictionSet};
+use crate::rewrite::{Added, AddedHeader};
 
 /// The phases of a flow, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,6 +194,162 @@ pub enum FlowError {
         /// What is wrong.
         message: String,
     },
+    /// An `AdditionalHeadersIn`/`Out` plugin config is invalid.
+    #[error("route `{route}`: {plugin} config: {message}")]
+    Headers {
+        /// Route id.
+        route: String,
+        /// Which plugin.
+        plugin: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin's `include` or `exclude` regex does not compile.
+    #[error("route `{route}`: plugin `{plugin}`: {message}")]
+    Scope {
+        /// Route id.
+        route: String,
+        /// The plugin id.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a plugin applies: its `include` and `exclude` path regexes, compiled (full match on the
+/// canonical path). A plugin without either applies everywhere and costs nothing to check.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    include: Option<RegexSet>,
+    exclude: Option<RegexSet>,
+}
+
+impl Scope {
+    /// The scope of a plugin instance.
+    ///
+    /// # Errors
+    /// The regex compiler's message for the first bad pattern.
+    pub fn of(plugin: &PluginInstance) -> Result<Self, String> {
+        let compile = |field: &str, list: &[String]| -> Result<Option<RegexSet>, String> {
+            if list.is_empty() {
+                return Ok(None);
+            }
+            RegexSet::new(list.iter().map(|p| format!("^(?:{p})$")))
+                .map(Some)
+                .map_err(|e| format!("{field}: invalid regex: {e}"))
+        };
+        Ok(Self {
+            include: compile("include", &plugin.include)?,
+            exclude: compile("exclude", &plugin.exclude)?,
+        })
+    }
+
+    /// Whether the plugin runs for `path`.
+    pub fn applies(&self, path: &str) -> bool {
+        self.include.as_ref().is_none_or(|s| s.is_match(path))
+            && !self.exclude.as_ref().is_some_and(|s| s.is_match(path))
+    }
+}
+
+/// The fields of a route's `AdditionalHeadersIn` (or `Out`) plugins, each plugin with its scope.
+#[derive(Debug, Clone, Default)]
+pub struct AddedHeaders {
+    scopes: Vec<Scope>,
+    fields: Vec<Box<[AddedHeader]>>,
+}
+
+/// At most this many header plugins of one direction per route (a request's selection is a bit
+/// mask).
+pub const MAX_HEADER_PLUGINS: usize = 64;
+
+impl AddedHeaders {
+    /// Which plugins apply to `path`, as a bit mask for [`AddedHeaders::selected`].
+    pub fn select(&self, path: &str) -> u64 {
+        self.scopes
+            .iter()
+            .enumerate()
+            .filter(|(_, scope)| scope.applies(path))
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// The fields of the plugins selected by `mask`.
+    pub fn selected(&self, mask: u64) -> Added<'_> {
+        Added::new(&self.fields, mask)
+    }
+
+    /// Whether no plugin sets a field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn build(route: &Route, kind: PluginKind, name: &'static str) -> Result<Self, FlowError> {
+        let mut out = Self::default();
+        for plugin in enabled(route, kind) {
+            let err = |message: String| FlowError::Headers {
+                route: route.id.clone(),
+                plugin: name,
+                message,
+            };
+            out.fields.push(header_fields(&plugin.config).map_err(err)?);
+            out.scopes.push(scope(route, plugin)?);
+        }
+        if out.fields.len() > MAX_HEADER_PLUGINS {
+            return Err(FlowError::Headers {
+                route: route.id.clone(),
+                plugin: name,
+                message: format!("more than {MAX_HEADER_PLUGINS} plugins"),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The `headers` object of an `AdditionalHeadersIn`/`Out` config: names that are tokens, values
+/// without control bytes. Otoroshi's expression language (`${…}`) is not evaluated, so a value
+/// that uses it is refused rather than sent as text.
+///
+/// # Errors
+/// What is wrong, naming the field.
+pub fn header_fields(config: &serde_json::Value) -> Result<Box<[AddedHeader]>, String> {
+    let Some(headers) = config.get("headers") else {
+        return Ok(Box::default());
+    };
+    let Some(map) = headers.as_object() else {
+        return Err("headers: expected an object of field names to values".to_owned());
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let Some(value) = value.as_str() else {
+            return Err(format!("headers.{name}: expected a string"));
+        };
+        if value.contains("${") {
+            return Err(format!(
+                "headers.{name}: expressions (`${{…}}`) are not supported by Tollgate"
+            ));
+        }
+        let field = AddedHeader::new(name, value).ok_or_else(|| {
+            format!(
+                "headers.{name}: expected a field name (token) and a value without control bytes"
+            )
+        })?;
+        out.push(field);
+    }
+    Ok(out.into_boxed_slice())
+}
+
+fn enabled(route: &Route, kind: PluginKind) -> impl Iterator<Item = &PluginInstance> {
+    route
+        .plugins
+        .iter()
+        .filter(move |p| p.enabled && PluginKind::from_id(&p.plugin) == Some(kind))
+}
+
+fn scope(route: &Route, plugin: &PluginInstance) -> Result<Scope, FlowError> {
+    Scope::of(plugin).map_err(|message| FlowError::Scope {
+        route: route.id.clone(),
+        plugin: plugin.plugin.clone(),
+        message,
+    })
 }
 
 /// The request facts the phases need.
@@ -236,8 +399,12 @@ pub struct Admitted<'s> {
 #[derive(Debug, Clone)]
 pub struct Flow {
     consumer: Consumer,
+    consumer_scope: Scope,
     restrictions: RestrictionSet,
-    read_only: bool,
+    restrictions_scope: Scope,
+    read_only: Option<Scope>,
+    headers_in: AddedHeaders,
+    headers_out: AddedHeaders,
 }
 
 impl Flow {
@@ -246,19 +413,19 @@ impl Flow {
     /// # Errors
     /// When a plugin's configuration is invalid.
     pub fn build(route: &Route) -> Result<Self, FlowError> {
-        let consumer = if route.has_plugin(PluginKind::ApikeyCalls) {
+        let mut consumer = Consumer::Keyless;
+        let mut consumer_scope = Scope::default();
+        if let Some(plugin) = enabled(route, PluginKind::ApikeyCalls).next() {
             let ctx = RouteContext::from_route(route).map_err(|error| FlowError::ApikeyCalls {
                 route: route.id.clone(),
                 error,
             })?;
-            Consumer::ApiKey(Box::new(ctx))
-        } else {
-            Consumer::Keyless
-        };
+            consumer = Consumer::ApiKey(Box::new(ctx));
+            consumer_scope = scope(route, plugin)?;
+        }
         let mut restrictions = RestrictionSet::disabled();
-        for plugin in route.plugins.iter().filter(|p| {
-            p.enabled && PluginKind::from_id(&p.plugin) == Some(PluginKind::Restrictions)
-        }) {
+        let mut restrictions_scope = Scope::default();
+        for plugin in enabled(route, PluginKind::Restrictions) {
             let err = |message: String| FlowError::Restrictions {
                 route: route.id.clone(),
                 message,
@@ -269,12 +436,39 @@ impl Flow {
             config.enabled = true;
             restrictions =
                 RestrictionSet::compile(&config).map_err(|e: CompileError| err(e.to_string()))?;
+            restrictions_scope = scope(route, plugin)?;
         }
+        let read_only = match enabled(route, PluginKind::ReadOnlyCalls).next() {
+            Some(plugin) => Some(scope(route, plugin)?),
+            None => None,
+        };
         Ok(Self {
             consumer,
+            consumer_scope,
             restrictions,
-            read_only: route.has_plugin(PluginKind::ReadOnlyCalls),
+            restrictions_scope,
+            read_only,
+            headers_in: AddedHeaders::build(
+                route,
+                PluginKind::AdditionalHeadersIn,
+                "AdditionalHeadersIn",
+            )?,
+            headers_out: AddedHeaders::build(
+                route,
+                PluginKind::AdditionalHeadersOut,
+                "AdditionalHeadersOut",
+            )?,
         })
+    }
+
+    /// The fields `AdditionalHeadersIn` sets on the upstream request.
+    pub fn headers_in(&self) -> &AddedHeaders {
+        &self.headers_in
+    }
+
+    /// The fields `AdditionalHeadersOut` sets on the client response.
+    pub fn headers_out(&self) -> &AddedHeaders {
+        &self.headers_out
     }
 
     /// The route's consumer.
@@ -329,6 +523,9 @@ impl Flow {
     where
         H: HeaderLookup + ?Sized,
     {
+        if !self.consumer_scope.applies(req.path) {
+            return Verdict::Continue;
+        }
         match &self.consumer {
             Consumer::Keyless => Verdict::Continue,
             Consumer::ApiKey(ctx) => {
@@ -358,11 +555,15 @@ impl Flow {
         admitted: &Admitted<'_>,
         scratch: &mut FlowScratch,
     ) -> Verdict {
+        let route_set = self
+            .restrictions_scope
+            .applies(req.path)
+            .then_some(&self.restrictions);
         let sets = admitted
             .key
             .map(KeyEntry::restrictions)
             .into_iter()
-            .chain(std::iter::once(&self.restrictions));
+            .chain(route_set);
         for set in sets {
             match set.check(req.method, req.host, req.path, &mut scratch.restriction) {
                 restriction::Outcome::Allow => {}
@@ -374,7 +575,8 @@ impl Flow {
 
     /// Read-only phase: the route's `ReadOnlyCalls` plugin.
     pub fn on_read_only<H: ?Sized>(&self, req: &RequestView<'_, H>) -> Verdict {
-        if self.read_only && !matches!(req.method, "GET" | "HEAD" | "OPTIONS") {
+        let applies = self.read_only.as_ref().is_some_and(|s| s.applies(req.path));
+        if applies && !matches!(req.method, "GET" | "HEAD" | "OPTIONS") {
             Verdict::Reject(Rejection::ReadOnlyRoute)
         } else {
             Verdict::Continue

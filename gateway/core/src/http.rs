@@ -14,6 +14,8 @@
 //! - [`HeadParser`] parses heads incrementally into [`RequestHead`] and [`ResponseHead`].
 //! - [`BodyDecoder`] (and [`ChunkedDecoder`]) delimit bodies without copying them.
 //! - [`is_hop_by_hop`] and [`Headers::end_to_end`] say what a proxy must not forward.
+//! - [`canonical_path`] and [`canonical_host`] give the one form of a target that is routed,
+//!   checked and forwarded.
 
 mod body;
 mod chunked;
@@ -28,6 +30,7 @@ mod target;
 pub use body::{BodyDecoder, BodyFraming, BodyLimits, Decoded};
 pub use chunked::{ChunkedDecoder, ChunkedLimits};
 pub use error::{ErrorKind, HttpError, Side};
+pub use gateway_model::canon::{MAX_HOST, PathError, PathPolicy, canonical_host, canonical_path};
 pub use head::{HeadLimits, HeadParser, MAX_HEADERS, RequestHead, ResponseHead};
 pub use headers::{Header, Headers, HeadersIter};
 pub use hop::{connection_lists, is_always_hop_by_hop, is_hop_by_hop};

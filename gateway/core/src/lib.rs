@@ -26,6 +26,7 @@ pub mod http;
 pub mod quota;
 pub mod respond;
 pub mod restriction;
+pub mod rewrite;
 pub mod route;
 pub mod usage;
 pub mod window;

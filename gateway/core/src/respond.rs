@@ -36,6 +36,15 @@ impl ErrorReply {
     /// The client was too slow to send its request head.
     pub const HEAD_TIMEOUT: Self =
         Self::new(408, "request_timeout", "request head not received in time");
+    /// The client sent its request body too slowly (below the minimum body rate).
+    pub const BODY_TIMEOUT: Self =
+        Self::new(408, "request_timeout", "request body not received in time");
+    /// Too many requests are streaming a body to this target (a share of its connections).
+    pub const STREAMING_BUSY: Self = Self::new(
+        503,
+        "upstream_busy",
+        "too many requests are streaming a body to this upstream",
+    );
     /// The body is larger than the route allows.
     pub const BODY_TOO_LARGE: Self = Self::new(413, "body_too_large", "request body too large");
     /// The head is too large or has too many headers.

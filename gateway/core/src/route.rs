@@ -99,9 +99,6 @@ struct PathIndex {
 /// Longest route path prefix accepted, in bytes.
 pub const MAX_PREFIX: usize = 4096;
 
-/// Longest host accepted in a request, in bytes (DNS names are at most 253).
-const MAX_HOST: usize = 255;
-
 impl PathIndex {
     fn insert(&mut self, prefix: &str, entry: Entry) {
         let words = prefix.len() / 64 + 1;
@@ -313,7 +310,7 @@ impl RouteTable {
     }
 
     /// Finds the route for a request: `host` is the Host header's value (port and case allowed),
-    /// `path` the request path without the query, `query` the part after `?` (may be empty),
+    /// `path` the canonical request path without the query ([`crate::http::canonical_path`]), `query` the part after `?` (may be empty),
     /// `header` looks up a request header by name (case-insensitively). Allocation-free.
     pub fn lookup<'h, H>(
         &self,
@@ -326,8 +323,8 @@ impl RouteTable {
     where
         H: Fn(&str) -> Option<&'h [u8]>,
     {
-        let mut buf = [0u8; MAX_HOST];
-        let host = normalise_host(host, &mut buf)?;
+        let mut buf = [0u8; crate::http::MAX_HOST];
+        let host = crate::http::canonical_host(host, &mut buf)?;
         let req = Request {
             method,
             query,
@@ -385,33 +382,6 @@ impl RouteTable {
 /// look at segment boundaries.
 fn normalise_prefix(path: &str) -> &str {
     path.trim_end_matches('/')
-}
-
-/// Lowercases the host into `buf`, without the port and a trailing dot. `None` when it is not a
-/// plausible host (too long, not ASCII, empty).
-fn normalise_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
-    let host = if host.first() == Some(&b'[') {
-        // IPv6 literal: keep up to and including ']'.
-        let end = host.iter().position(|&b| b == b']')?;
-        host.get(..=end)?
-    } else {
-        match host.iter().rposition(|&b| b == b':') {
-            Some(i) => host.get(..i)?,
-            None => host,
-        }
-    };
-    let host = host.strip_suffix(b".").unwrap_or(host);
-    if host.is_empty() || host.len() > MAX_HOST {
-        return None;
-    }
-    let out = buf.get_mut(..host.len())?;
-    for (o, &b) in out.iter_mut().zip(host) {
-        if !b.is_ascii() || b.is_ascii_control() || b == b' ' {
-            return None;
-        }
-        *o = b.to_ascii_lowercase();
-    }
-    std::str::from_utf8(out).ok()
 }
 
 #[cfg(test)]

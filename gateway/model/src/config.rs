@@ -53,6 +53,20 @@ pub struct HttpSection {
     pub drain_timeout_ms: Option<u64>,
     /// Header carrying the request id to the upstream and back (default `X-Request-Id`).
     pub request_id_header: Option<String>,
+    /// `append` (default): the client's `X-Forwarded-For` values are kept and the peer address
+    /// appended; `replace`: the peer address alone (a gateway with no proxy in front of it).
+    pub forwarded_for: Option<String>,
+    /// Slowest accepted request body, bytes per second once `body_rate_grace_ms` has passed
+    /// (408 and close below it; default 1024; 0 = no minimum).
+    pub min_body_rate: Option<u64>,
+    /// Time a request body may take before `min_body_rate` applies, ms (default 5000).
+    pub body_rate_grace_ms: Option<u64>,
+    /// Request bodies up to this size are received whole before an upstream connection is
+    /// taken, so a slow client never holds one (default 65536; 0 = always stream).
+    pub request_buffer_bytes: Option<u32>,
+    /// Share of a target's `max_connections` (per core, percent) that requests still streaming
+    /// a larger body may hold; beyond it such a request gets 503 (default 50).
+    pub streaming_share_percent: Option<u8>,
 }
 
 /// `[node]`

@@ -14,6 +14,7 @@
     )
 )]
 
+pub mod canon;
 pub mod config;
 pub mod entity;
 pub mod event;

@@ -150,15 +150,110 @@ fn non_blank(value: &str, path: String, problems: &mut Problems) {
     }
 }
 
-/// Client ids travel in headers and Basic credentials (split on the first `:`).
-fn client_id_ok(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+/// Longest entity id or client id, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` may name an entity: 1 to [`MAX_ID_LEN`] bytes of `A-Z a-z 0-9 . _ ~ @ + -`, not
+/// starting with `.`. Ids travel in admin URLs, event keys, file names, headers and log lines, so
+/// they carry no separator, space or control byte (no forged log line, no `../`).
+pub fn id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~@+-".contains(&b))
+}
+
+const ID_RULE: &str =
+    "expected 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ + - (not starting with `.`)";
+
+fn entity_id(value: &str, path: String, problems: &mut Problems) {
+    if !id_ok(value) {
+        problems.push(path, ID_RULE);
+    }
+}
+
+/// A path written upstream (a backend `root`, a route prefix, a health-check path) must already
+/// be in the canonical form requests are compared in ([`crate::canon::canonical_path`]): no dot
+/// segments, no `//`, no `?`, `#`, space or control byte, valid upper-case escapes.
+pub fn canonical_path_problem(p: &str) -> Option<String> {
+    let mut canonical = String::new();
+    match crate::canon::canonical_path(p, crate::canon::PathPolicy::STRICT, &mut canonical) {
+        Err(crate::canon::PathError::NotAbsolute) => {
+            Some("expected a path starting with `/`".to_owned())
+        }
+        Err(e) => Some(format!("expected a path without {e}")),
+        Ok(()) if p.contains('?') => Some("expected a path without `?` (no query)".to_owned()),
+        Ok(()) if canonical != p => Some(format!(
+            "expected a canonical path (`{canonical}`, without dot segments, `//` or needless escapes)"
+        )),
+        Ok(()) => None,
+    }
 }
 
 fn header_value_ok(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// Whether `name` may be written as a header field name: an RFC 9110 token.
+pub fn field_name_ok(name: &str) -> bool {
+    method_ok(name)
+}
+
+/// Whether `value` may be written as a header field value: visible ASCII, spaces and tabs, no
+/// leading or trailing whitespace (so it cannot end a line or start a new field).
+pub fn field_value_ok(value: &str) -> bool {
+    header_value_ok(value) && !value.starts_with([' ', '\t']) && !value.ends_with([' ', '\t'])
+}
+
+/// Checks the `include`/`exclude` regexes of a plugin and the config of the plugins whose config
+/// Tollgate reads when the flow is built, so that a bad one is a 400 with its path rather than a
+/// snapshot that does not build.
+pub fn validate_plugin(
+    plugin: &crate::entity::PluginInstance,
+    path: &str,
+    problems: &mut Problems,
+) {
+    for (field, list) in [("include", &plugin.include), ("exclude", &plugin.exclude)] {
+        for (i, pattern) in list.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+                let line = e.to_string();
+                let line = line.lines().last().unwrap_or("invalid regex").trim();
+                problems.push(
+                    index(&join(path, field), i),
+                    format!("invalid regex: {line}"),
+                );
+            }
+        }
+    }
+    use crate::entity::PluginKind;
+    if matches!(
+        PluginKind::from_id(&plugin.plugin),
+        Some(PluginKind::AdditionalHeadersIn | PluginKind::AdditionalHeadersOut)
+    ) {
+        let at = join(&join(path, "config"), "headers");
+        match plugin.config.get("headers") {
+            None => {}
+            Some(serde_json::Value::Object(map)) => {
+                for (name, value) in map {
+                    let ok = value.as_str().is_some_and(|v| {
+                        field_name_ok(name) && field_value_ok(v) && !v.contains("${")
+                    });
+                    if !ok {
+                        problems.push(
+                            join(&at, name),
+                            "expected a field name (token) and a string value without control \
+                             bytes or expressions (`${…}` is not supported)",
+                        );
+                    }
+                }
+            }
+            Some(_) => problems.push(at, "expected an object of field names to values"),
+        }
+    }
 }
 
 fn method_ok(method: &str) -> bool {
@@ -170,11 +265,8 @@ fn method_ok(method: &str) -> bool {
 
 impl Validate for ApiKey {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        if !client_id_ok(&self.client_id) {
-            problems.push(
-                join(path, "clientId"),
-                "expected a non-empty string of visible ASCII characters without ':'",
-            );
+        if !id_ok(&self.client_id) {
+            problems.push(join(path, "clientId"), ID_RULE);
         }
         if self.client_secret.is_empty() {
             problems.push(join(path, "clientSecret"), "expected a non-empty string");
@@ -186,11 +278,8 @@ impl Validate for ApiKey {
             );
         }
         for (i, entity) in self.authorized_entities.iter().enumerate() {
-            if entity.trim().is_empty() {
-                problems.push(
-                    index(&join(path, "authorizedEntities"), i),
-                    "expected a non-empty entity id",
-                );
+            if !id_ok(entity) {
+                problems.push(index(&join(path, "authorizedEntities"), i), ID_RULE);
             }
         }
         let rotation = join(path, "rotation");
@@ -252,7 +341,7 @@ pub fn validate_restrictions(list: &[Restriction], path: &str, problems: &mut Pr
 
 impl Validate for Route {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        non_blank(&self.id, join(path, "id"), problems);
+        entity_id(&self.id, join(path, "id"), problems);
         self.frontend.validate(&join(path, "frontend"), problems);
         match (&self.backend, &self.backend_ref) {
             (None, None) => problems.push(
@@ -269,11 +358,9 @@ impl Validate for Route {
             problems.push(join(path, "max_body_bytes"), "expected an integer ≥ 1");
         }
         for (i, plugin) in self.plugins.iter().enumerate() {
-            non_blank(
-                &plugin.plugin,
-                join(&index(&join(path, "plugins"), i), "plugin"),
-                problems,
-            );
+            let at = index(&join(path, "plugins"), i);
+            non_blank(&plugin.plugin, join(&at, "plugin"), problems);
+            validate_plugin(plugin, &at, problems);
         }
     }
 }
@@ -312,13 +399,10 @@ pub fn domain_problem(domain: &str) -> Option<String> {
     if !host_ok || host.len() > 253 {
         return Some(format!("invalid host name `{host}`"));
     }
-    if path
-        .bytes()
-        .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
-    {
-        return Some("the path must be visible ASCII without `?` or `#`".to_owned());
+    if path.is_empty() {
+        return None;
     }
-    None
+    canonical_path_problem(path).map(|p| format!("the path: {p}"))
 }
 
 impl Validate for Frontend {
@@ -376,7 +460,7 @@ impl Validate for Backend {
                     );
                 }
                 for (name, value) in &m.headers {
-                    if !method_ok(name) || !header_value_ok(value) {
+                    if !field_name_ok(name) || !field_value_ok(value) {
                         problems.push(
                             join(&join(&at, "headers"), name),
                             "expected a header name and a printable value",
@@ -408,6 +492,9 @@ impl Validate for Backend {
                     "expected a host name or an IP address",
                 );
             }
+            if !t.id.is_empty() && !id_ok(&t.id) {
+                problems.push(join(&at, "id"), ID_RULE);
+            }
             if t.port == 0 {
                 problems.push(join(&at, "port"), "expected 1..=65535, got 0");
             }
@@ -429,8 +516,8 @@ impl Validate for Backend {
                 }
             }
         }
-        if !self.root.starts_with('/') {
-            problems.push(join(path, "root"), "expected a path starting with `/`");
+        if let Some(problem) = canonical_path_problem(&self.root) {
+            problems.push(join(path, "root"), problem);
         }
         if self.rewrite {
             problems.push(
@@ -464,6 +551,12 @@ impl Validate for Backend {
             if hc.enabled {
                 if !hc.url.starts_with('/') && !hc.url.starts_with("http") {
                     problems.push(join(&at, "url"), "expected a path or an http(s) URL");
+                } else if hc.url.bytes().any(|b| !b.is_ascii_graphic() || b == b'#') {
+                    // It is written into the probe's request line.
+                    problems.push(
+                        join(&at, "url"),
+                        "expected visible ASCII only (no space, control byte or `#`)",
+                    );
                 }
                 if hc.timeout == 0 {
                     problems.push(join(&at, "timeout"), "expected a duration ≥ 1 ms");
@@ -478,7 +571,7 @@ impl Validate for Backend {
 
 impl Validate for StoredBackend {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        non_blank(&self.id, join(path, "id"), problems);
+        entity_id(&self.id, join(path, "id"), problems);
         self.backend.validate(&join(path, "backend"), problems);
     }
 }
@@ -499,7 +592,7 @@ fn duplicates<'a>(
 
 impl Validate for Api {
     fn validate(&self, path: &str, problems: &mut Problems) {
-        non_blank(&self.id, join(path, "id"), problems);
+        entity_id(&self.id, join(path, "id"), problems);
         let routes = join(path, "routes");
         let backends = join(path, "backends");
         let flows = join(path, "flows");
@@ -536,7 +629,7 @@ impl Validate for Api {
         );
         for (i, r) in self.routes.iter().enumerate() {
             let at = index(&routes, i);
-            non_blank(&r.id, join(&at, "id"), problems);
+            entity_id(&r.id, join(&at, "id"), problems);
             r.frontend.validate(&join(&at, "frontend"), problems);
             if let Some(flow) = &r.flow_ref {
                 if !self.flows.iter().any(|f| &f.id == flow) {
@@ -547,17 +640,24 @@ impl Validate for Api {
                 }
             }
         }
+        for (i, f) in self.flows.iter().enumerate() {
+            let at = index(&flows, i);
+            entity_id(&f.id, join(&at, "id"), problems);
+            for (j, plugin) in f.plugins.iter().enumerate() {
+                validate_plugin(plugin, &index(&join(&at, "plugins"), j), problems);
+            }
+        }
         for (i, b) in self.backends.iter().enumerate() {
             let at = index(&backends, i);
-            non_blank(&b.id, join(&at, "id"), problems);
+            entity_id(&b.id, join(&at, "id"), problems);
             b.backend.validate(&join(&at, "backend"), problems);
         }
         for (i, c) in self.consumers.iter().enumerate() {
-            non_blank(&c.id, join(&index(&consumers, i), "id"), problems);
+            entity_id(&c.id, join(&index(&consumers, i), "id"), problems);
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             let at = index(&join(path, "subscriptions"), i);
-            non_blank(&s.id, join(&at, "id"), problems);
+            entity_id(&s.id, join(&at, "id"), problems);
             if !self.consumers.iter().any(|c| c.id == s.consumer_ref) {
                 problems.push(
                     join(&at, "consumer_ref"),

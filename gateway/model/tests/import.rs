@@ -132,7 +132,7 @@ fn every_problem_is_reported_with_its_path() {
     }));
     let want = [
         "apiKeys[2].dailyQuota: expected an integer ≥ 0, got -1",
-        "apiKeys[3].clientId: expected a non-empty string of visible ASCII characters without ':'",
+        "apiKeys[3].clientId: expected 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ + - (not starting with `.`)",
         "apiKeys[3].clientSecret: expected a non-empty string",
         "routes[0].frontend.domains: expected at least one domain",
         "routes[1].backend.targets[0].port: expected 1..=65535, got 0",
@@ -245,6 +245,45 @@ fn strict_unknown_plugin_is_a_problem() {
     );
 }
 
+/// Fields that reach the wire or the logs: a backend root that would write a second request
+/// upstream or escape itself, ids that would forge log lines or climb directories.
+#[test]
+fn wire_and_log_fields_are_validated() {
+    let long = "x".repeat(129);
+    let problems = problems_of(json!({
+        "apiKeys": [{"clientId": "k\r\nX-Forged: 1", "clientSecret": "s"},
+                    {"clientId": long, "clientSecret": "s"},
+                    {"clientId": "ok", "clientSecret": "s", "authorizedEntities": ["route_a/../b"]}],
+        "routes": [
+            {"id": "r\nINFO forged", "frontend": {"domains": ["a"]},
+             "backend": {"targets": [{"hostname": "h", "port": 1}], "root": "/x HTTP/1.1\r\nHost: evil\r\n\r\nGET /y"}},
+            {"id": "../../etc", "frontend": {"domains": ["a/p/../q", "b//c"]},
+             "backend": {"targets": [{"hostname": "h", "port": 1}], "root": "/api/../admin"}},
+            {"id": "r3", "frontend": {"domains": ["a"]},
+             "backend": {"targets": [{"hostname": "h", "port": 1}], "root": "/api?x=1",
+                         "health_check": {"enabled": true, "url": "/h HTTP/1.1\r\nX: y"}}},
+        ],
+        "backends": [{"id": "b/c", "backend": {"targets": [{"hostname": "h", "port": 1}]}}],
+    }));
+    let id_rule = "expected 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ + - (not starting with `.`)";
+    for w in [
+        format!("apiKeys[0].clientId: {id_rule}"),
+        format!("apiKeys[1].clientId: {id_rule}"),
+        format!("apiKeys[2].authorizedEntities[0]: {id_rule}"),
+        format!("routes[0].id: {id_rule}"),
+        format!("routes[1].id: {id_rule}"),
+        format!("backends[0].id: {id_rule}"),
+        "routes[0].backend.root: expected a path without control byte in the path".to_owned(),
+        "routes[1].backend.root: expected a canonical path (`/admin`, without dot segments, `//` or needless escapes)".to_owned(),
+        "routes[1].frontend.domains[0]: the path: expected a canonical path (`/q`, without dot segments, `//` or needless escapes)".to_owned(),
+        "routes[1].frontend.domains[1]: the path: expected a canonical path (`/c`, without dot segments, `//` or needless escapes)".to_owned(),
+        "routes[2].backend.root: expected a path without `?` (no query)".to_owned(),
+        "routes[2].backend.health_check.url: expected visible ASCII only (no space, control byte or `#`)".to_owned(),
+    ] {
+        assert!(problems.contains(&w), "missing {w:?} in {problems:#?}");
+    }
+}
+
 #[test]
 fn value_rules() {
     let problems = problems_of(json!({
@@ -257,7 +296,7 @@ fn value_rules() {
                         "rewrite": true, "load_balancing": {"type": "Sticky"}}}],
     }));
     for w in [
-        "apiKeys[0].clientId: expected a non-empty string of visible ASCII characters without ':'",
+        "apiKeys[0].clientId: expected 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ + - (not starting with `.`)",
         "apiKeys[0].clientSecret: must contain only printable ASCII characters",
         "apiKeys[0].rotation.gracePeriod: must not exceed rotationEvery (2 h), got 3 h",
         "apiKeys[0].restrictions.forbidden[0].method: expected an HTTP method or \"*\"",

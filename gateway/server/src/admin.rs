@@ -412,35 +412,36 @@ impl Admin {
                 offset,
                 action = %event.action,
                 kind = %event.kind,
-                id = %event.entity_id,
+                id = %event.entity_id.escape_debug(),
                 version = event.version,
-                actor = %event.actor,
+                actor = %event.actor.escape_debug(),
                 "entity changed"
             );
         }
         Ok(written)
     }
 
-    /// Applies an event of another node (from the Kafka topic) and publishes the new fold.
+    /// Applies an event of another node (from the Kafka topic) and publishes the new fold. Its
+    /// strings are logged escaped: they did not pass this node's validation.
     fn apply_remote(&self, event: &gateway_model::event::EntityEvent) {
         let mut log = self.log();
         match log.apply_remote(event) {
             Ok(true) => {
                 if let Err(e) = self.publisher.apply(log.state().entities(self.now())) {
-                    tracing::error!(error = %e, id = %event.entity_id, "received change did not publish");
+                    tracing::error!(error = %e, id = %event.entity_id.escape_debug(), "received change did not publish");
                 }
                 tracing::info!(
                     action = %event.action,
                     kind = %event.kind,
-                    id = %event.entity_id,
+                    id = %event.entity_id.escape_debug(),
                     version = event.version,
-                    actor = %event.actor,
+                    actor = %event.actor.escape_debug(),
                     "entity received"
                 );
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, id = %event.entity_id, "received entity event not applied")
+                tracing::error!(error = %e, id = %event.entity_id.escape_debug(), "received entity event not applied")
             }
         }
     }

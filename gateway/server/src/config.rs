@@ -31,6 +31,16 @@ pub struct HttpLimits {
     pub drain_timeout: std::time::Duration,
     /// Request id header name.
     pub request_id_header: String,
+    /// `X-Forwarded-For` policy.
+    pub forwarded_for: gateway_core::rewrite::ForwardedFor,
+    /// Slowest accepted request body after the grace time, bytes per second (0: none).
+    pub min_body_rate: u64,
+    /// Time before the minimum body rate applies.
+    pub body_rate_grace: std::time::Duration,
+    /// Bodies up to this size are received whole before an upstream connection is taken.
+    pub request_buffer_bytes: usize,
+    /// Percent of a target's `max_connections` that streaming-body requests may hold.
+    pub streaming_share_percent: u8,
 }
 
 impl Default for HttpLimits {
@@ -43,6 +53,11 @@ impl Default for HttpLimits {
             max_body_bytes: 100 * 1024 * 1024,
             drain_timeout: std::time::Duration::from_secs(10),
             request_id_header: "X-Request-Id".to_owned(),
+            forwarded_for: gateway_core::rewrite::ForwardedFor::Append,
+            min_body_rate: 1024,
+            body_rate_grace: std::time::Duration::from_secs(5),
+            request_buffer_bytes: 64 * 1024,
+            streaming_share_percent: 50,
         }
     }
 }
@@ -458,12 +473,7 @@ fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {
         None => d.max_headers,
     };
     let request_id_header = match &h.request_id_header {
-        Some(name)
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
+        Some(name) if !gateway_model::validate::field_name_ok(name) => {
             p.push("http.request_id_header", "expected a header name");
             d.request_id_header.clone()
         }
@@ -492,6 +502,43 @@ fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {
             p,
         ),
         request_id_header,
+        forwarded_for: match h.forwarded_for.as_deref() {
+            None | Some("append") => gateway_core::rewrite::ForwardedFor::Append,
+            Some("replace") => gateway_core::rewrite::ForwardedFor::Replace,
+            Some(other) => {
+                p.push(
+                    "http.forwarded_for",
+                    format!("expected \"append\" or \"replace\", got {other:?}"),
+                );
+                d.forwarded_for
+            }
+        },
+        min_body_rate: h.min_body_rate.unwrap_or(d.min_body_rate),
+        body_rate_grace: h
+            .body_rate_grace_ms
+            .map_or(d.body_rate_grace, Duration::from_millis),
+        request_buffer_bytes: match h.request_buffer_bytes {
+            Some(n) if n > 16 << 20 => {
+                p.push(
+                    "http.request_buffer_bytes",
+                    format!("expected at most 16777216, got {n}"),
+                );
+                d.request_buffer_bytes
+            }
+            Some(n) => usize::try_from(n).unwrap_or(d.request_buffer_bytes),
+            None => d.request_buffer_bytes,
+        },
+        streaming_share_percent: match h.streaming_share_percent {
+            Some(n) if n == 0 || n > 100 => {
+                p.push(
+                    "http.streaming_share_percent",
+                    format!("expected 1..=100, got {n}"),
+                );
+                d.streaming_share_percent
+            }
+            Some(n) => n,
+            None => d.streaming_share_percent,
+        },
     }
 }
 

@@ -406,6 +406,14 @@ impl Core {
         self.idle_cancel.borrow().handle()
     }
 
+    /// The node's header policy (docs/security.md).
+    pub fn header_policy(&self) -> gateway_core::rewrite::HeaderPolicy<'_> {
+        gateway_core::rewrite::HeaderPolicy {
+            forwarded_for: self.limits.forwarded_for,
+            request_id_header: &self.limits.request_id_header,
+        }
+    }
+
     /// The next request id of this core.
     pub fn next_request_id(&self) -> u64 {
         let n = self.requests.get().wrapping_add(1);

@@ -16,6 +16,7 @@ use gateway_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadParser, HttpError, Method, Side,
 };
 use gateway_core::respond::ErrorReply;
+use gateway_core::rewrite;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
@@ -45,7 +46,11 @@ struct Conn {
     out: Vec<u8>,
     /// The quota header lines of a refusal (reused).
     hdrs: Vec<u8>,
+    /// The canonical path of the current request (reused).
+    path: String,
     parser: HeadParser,
+    /// The current request's id (every response carries it, refusals included).
+    rid: u64,
     /// The current request's response status and byte counts (usage events).
     status: u16,
     bytes_in: u64,
@@ -70,6 +75,9 @@ struct Plan {
     snap: Option<Rc<crate::core::CoreSnapshot>>,
     /// Route slot, once routed.
     route: Option<usize>,
+    /// The `AdditionalHeadersIn` / `Out` plugins that apply (bit masks of the flow's).
+    added_in: u64,
+    added_out: u64,
     /// `KeyEntry::index` of the verified key (usage is charged to it).
     key: Option<usize>,
     /// Why the flow refused the request, if it did.
@@ -96,10 +104,12 @@ pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
         buf: Vec::with_capacity(CLIENT_BUF),
         out: Vec::with_capacity(1024),
         hdrs: Vec::with_capacity(gateway_core::quota::MAX_HEADERS_LEN),
+        path: String::with_capacity(256),
         parser: HeadParser::new(HeadLimits {
             max_head_bytes: core.limits.max_head_bytes,
             max_headers: core.limits.max_headers,
         }),
+        rid: 0,
         status: 0,
         bytes_in: 0,
         bytes_out: 0,
@@ -159,6 +169,7 @@ impl Conn {
             Err(next) => return next,
         };
         let started = Instant::now();
+        self.rid = plan.request_id;
         self.status = 0;
         self.bytes_in = plan.head_len as u64;
         self.bytes_out = 0;
@@ -245,6 +256,11 @@ impl Conn {
         if let Some(q) = quota {
             q.write_headers(&mut self.hdrs);
         }
+        rewrite::push_request_id(
+            &mut self.hdrs,
+            &core.limits.request_id_header,
+            &forward::request_id(core, self.rid),
+        );
         self.out.clear();
         gateway_core::respond::write_error_raw(
             &mut self.out,
@@ -302,12 +318,14 @@ impl Conn {
                             &head,
                             self.peer,
                             &mut self.out,
+                            &mut self.path,
                             now_ms(),
                         ));
                     }
                     Ok(None) => {}
                     Err(e) => {
                         let reply = http_error_reply(&e);
+                        self.rid = core.next_request_id();
                         return Err(self.reply(core, &reply, true, false).await);
                     }
                 }
@@ -348,6 +366,7 @@ impl Conn {
                         if self.buf.capacity() == 0 {
                             self.buf = Vec::with_capacity(CLIENT_BUF);
                         }
+                        self.rid = core.next_request_id();
                         return Err(self
                             .reply(core, &ErrorReply::HEAD_TIMEOUT, true, false)
                             .await);
@@ -398,7 +417,13 @@ impl Conn {
         if let Err(reply) = self.discard_body(core, plan).await {
             return self.reply(core, &reply, true, plan.head_request).await;
         }
-        let snap = core.snapshot();
+        // The snapshot the request was planned with: the core may have swapped in another
+        // while the body was read, and slots are only meaningful in their own snapshot.
+        let Some(snap) = plan.snap.clone() else {
+            return self
+                .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                .await;
+        };
         let Some(mock) = snap
             .shared
             .backends
@@ -412,10 +437,23 @@ impl Conn {
         let close = !plan.keep_alive || core.is_draining();
         self.out.clear();
         self.out.extend_from_slice(&mock.head);
+        rewrite::push_request_id(
+            &mut self.out,
+            &core.limits.request_id_header,
+            &forward::request_id(core, plan.request_id),
+        );
         if let Some(q) = &plan.quota {
             q.write_headers(&mut self.out);
         }
-        forward::connection_header(&mut self.out, close, plan.http10);
+        if let Some(flow) = snap.flows.get(plan.route.unwrap_or(usize::MAX)) {
+            for a in flow.headers_out().selected(plan.added_out).iter() {
+                self.out.extend_from_slice(a.name.as_bytes());
+                self.out.extend_from_slice(b": ");
+                self.out.extend_from_slice(a.value.as_bytes());
+                self.out.extend_from_slice(b"\r\n");
+            }
+        }
+        rewrite::connection_field(&mut self.out, close, plan.http10);
         self.out.extend_from_slice(b"\r\n");
         if !plan.head_request {
             self.out.extend_from_slice(&mock.body);
@@ -432,7 +470,11 @@ impl Conn {
         backend: usize,
         picked: forward::Picked,
     ) -> Next {
-        let snap = core.snapshot();
+        let Some(snap) = plan.snap.clone() else {
+            return self
+                .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                .await;
+        };
         let Some(spec) = snap.shared.backends.get(backend) else {
             core.finish(&snap, backend, picked.ticket, Outcome::Cancelled);
             return self
@@ -441,14 +483,36 @@ impl Conn {
         };
         let client_cfg = &spec.spec.client;
         let connect_timeout = Duration::from_millis(client_cfg.connection_timeout);
-        let call_timeout = Duration::from_millis(client_cfg.call_timeout);
-        let stream_timeout = Duration::from_millis(client_cfg.call_and_stream_timeout);
         let idle_timeout = Duration::from_millis(client_cfg.idle_timeout);
         let max_open = usize::try_from(client_cfg.max_connections).unwrap_or(usize::MAX);
+        let streaming_max =
+            (max_open.saturating_mul(usize::from(core.limits.streaming_share_percent)) / 100)
+                .max(1);
+        let timeouts = Timeouts {
+            call: Duration::from_millis(client_cfg.call_timeout),
+            stream: Duration::from_millis(client_cfg.call_and_stream_timeout),
+        };
         consume(&mut self.buf, plan.head_len);
+        let body_clock = Instant::now();
+        let mut sent_continue = false;
+        // A small body is received whole before any upstream connection is taken: a slow
+        // client then holds none, and the request can be sent again on another connection.
+        let mode = match self
+            .buffer_body(core, plan, body_clock, &mut sent_continue)
+            .await
+        {
+            Ok(mode) => mode,
+            Err(stop) => {
+                core.finish(&snap, backend, picked.ticket, Outcome::Cancelled);
+                return match stop {
+                    Some(reply) => self.reply(core, &reply, true, plan.head_request).await,
+                    None => Next::Close,
+                };
+            }
+        };
+        let retriable = plan.idempotent && mode != BodyMode::Streaming;
         let mut attempt = 0u32;
         let mut current = Some((picked.ticket, picked.addr));
-        let mut sent_continue = false;
         let mut last_failure = ErrorReply::BAD_GATEWAY;
         loop {
             let Some((ticket, addr)) = current.take() else {
@@ -456,12 +520,29 @@ impl Conn {
                     .reply(core, &last_failure, true, plan.head_request)
                     .await;
             };
-            // A request that cannot be retried gets a connection checked to be open.
-            let verify = !plan.idempotent || self.body_started(plan);
+            // A streaming body holds its upstream connection as long as its client takes:
+            // such requests get at most a share of the target's connections on this core.
+            let _streaming = match mode {
+                BodyMode::Streaming => {
+                    let place = core
+                        .pool
+                        .borrow_mut()
+                        .reserve_streaming(addr, streaming_max);
+                    if place.is_none() {
+                        core.finish(&snap, backend, ticket, Outcome::Cancelled);
+                        return self
+                            .reply(core, &ErrorReply::STREAMING_BUSY, true, plan.head_request)
+                            .await;
+                    }
+                    place
+                }
+                BodyMode::None | BodyMode::Buffered => None,
+            };
+            // Every pooled connection is checked to be silent before it is reused.
             let pooled = core
                 .pool
                 .borrow_mut()
-                .take(addr, Instant::now(), idle_timeout, verify);
+                .take(addr, Instant::now(), idle_timeout);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {
@@ -498,8 +579,9 @@ impl Conn {
                     core,
                     plan,
                     &mut up,
-                    call_timeout,
-                    stream_timeout,
+                    mode,
+                    timeouts,
+                    body_clock,
                     &mut sent_continue,
                 )
                 .await
@@ -522,19 +604,16 @@ impl Conn {
                     }
                     return client_next;
                 }
-                Exchange::Stale if reused && !self.body_started(plan) => {
-                    // A pooled connection the upstream had closed: same target, fresh
-                    // connection; not a failure of the target.
+                Exchange::Stale if reused => {
+                    // A pooled connection the upstream had closed, found before anything of the
+                    // request was consumed: same target, fresh connection; not a failure.
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
                     current = core.pick(&snap, backend, self.peer, None, now_ms());
                     last_failure = ErrorReply::BAD_GATEWAY;
                 }
-                failed @ (Exchange::Stale | Exchange::Failed(_))
-                    if plan.idempotent && !self.body_started(plan) =>
-                {
+                failed @ (Exchange::Stale | Exchange::Failed(_)) if retriable => {
                     let (reply, kind) = match failed {
-                        Exchange::Failed(r) if r.status == 504 => (r, FailureKind::Timeout),
-                        Exchange::Failed(r) => (r, FailureKind::Broken),
+                        Exchange::Failed(f) => (f.reply(), f.kind()),
                         _ => (ErrorReply::BAD_GATEWAY, FailureKind::Broken),
                     };
                     last_failure = reply;
@@ -561,21 +640,19 @@ impl Conn {
                         .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
                         .await;
                 }
-                Exchange::Failed(reply) => {
-                    let kind = if reply.status == 504 {
-                        FailureKind::Timeout
-                    } else {
-                        FailureKind::Broken
-                    };
-                    core.finish(&snap, backend, ticket, Outcome::Failure(kind));
-                    return self.reply(core, &reply, true, plan.head_request).await;
+                Exchange::Failed(failure) => {
+                    core.finish(&snap, backend, ticket, Outcome::Failure(failure.kind()));
+                    return self
+                        .reply(core, &failure.reply(), true, plan.head_request)
+                        .await;
                 }
                 Exchange::Aborted => {
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
                     return Next::Close;
                 }
                 Exchange::ClientError(reply) => {
-                    // The client's fault (bad or oversized body): no verdict on the target.
+                    // The client's fault (bad, oversized or too slow body): no verdict on the
+                    // target.
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
                     return self.reply(core, &reply, true, plan.head_request).await;
                 }
@@ -608,51 +685,118 @@ impl Conn {
         core.pick_retry(snap, backend, failed_id)
     }
 
-    /// Whether request body bytes were already forwarded (a retry would then be unsafe).
-    fn body_started(&self, plan: &Plan) -> bool {
-        plan.framing != BodyFraming::None
+    /// When the client must have sent the next body byte by: after the grace time, at least
+    /// `min_body_rate` bytes per second on average, and never more than the idle timeout
+    /// between two reads.
+    fn body_deadline(core: &Core, started: Instant, received: u64) -> Instant {
+        let idle = Instant::now() + core.limits.idle_timeout;
+        let rate = core.limits.min_body_rate;
+        if rate == 0 {
+            return idle;
+        }
+        let earned = Duration::from_millis(received.saturating_mul(1000) / rate);
+        idle.min(started + core.limits.body_rate_grace + earned)
+    }
+
+    /// Reads more of the request body before the body deadline. `Err(Some)`: answer it (too
+    /// slow); `Err(None)`: the client went away.
+    async fn read_body_more(
+        &mut self,
+        core: &Core,
+        started: Instant,
+        received: u64,
+    ) -> Result<(), Option<ErrorReply>> {
+        let left =
+            Self::body_deadline(core, started, received).saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, read_more(&mut self.client, &mut self.buf)).await {
+            Ok(Ok(n)) if n > 0 => Ok(()),
+            Ok(_) => Err(None),
+            Err(_) => Err(Some(ErrorReply::BODY_TIMEOUT)),
+        }
+    }
+
+    /// Receives a body of at most `request_buffer_bytes` whole, and appends it (trailers
+    /// dropped) to the upstream head in `out`. A larger body, or one whose size is unknown and
+    /// turns out larger, is left in `buf` to be streamed. `Err(Some)`: answer it; `Err(None)`:
+    /// the client went away.
+    async fn buffer_body(
+        &mut self,
+        core: &Core,
+        plan: &Plan,
+        started: Instant,
+        sent_continue: &mut bool,
+    ) -> Result<BodyMode, Option<ErrorReply>> {
+        let limit = core.limits.request_buffer_bytes;
+        match plan.framing {
+            BodyFraming::None | BodyFraming::ContentLength(0) => return Ok(BodyMode::None),
+            BodyFraming::ContentLength(n) if n <= limit as u64 => {}
+            BodyFraming::Chunked if limit > 0 => {}
+            _ => return Ok(BodyMode::Streaming),
+        }
+        let mut decoder = body_decoder(plan).map_err(Some)?;
+        let mut scanned = 0usize;
+        let mut trailer_start = None;
+        loop {
+            if plan.expect_continue && self.buf.len() == scanned && !*sent_continue {
+                // Every check passed: the body is wanted.
+                *sent_continue = true;
+                if self.client.write_all(CONTINUE).await.0.is_err() {
+                    return Err(None);
+                }
+            }
+            let d = decoder
+                .decode(self.buf.get(scanned..).unwrap_or_default())
+                .map_err(|e| Some(http_error_reply(&e)))?;
+            if !d.trailers.is_empty() && trailer_start.is_none() {
+                trailer_start = Some(scanned + d.trailers.start);
+            }
+            scanned += d.consumed;
+            if d.done {
+                break;
+            }
+            if scanned > limit {
+                return Ok(BodyMode::Streaming);
+            }
+            if d.consumed == 0 || scanned == self.buf.len() {
+                self.read_body_more(core, started, scanned as u64).await?;
+            }
+        }
+        let end = trailer_start.unwrap_or(scanned);
+        self.out
+            .extend_from_slice(self.buf.get(..end).unwrap_or_default());
+        if trailer_start.is_some() {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.bytes_in += scanned as u64;
+        consume(&mut self.buf, scanned);
+        Ok(BodyMode::Buffered)
     }
 
     /// One request/response exchange on an upstream connection.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         core: &Core,
         plan: &Plan,
         up: &mut UpConn,
-        call_timeout: Duration,
-        stream_timeout: Duration,
+        mode: BodyMode,
+        timeouts: Timeouts,
+        body_clock: Instant,
         sent_continue: &mut bool,
     ) -> Exchange {
-        // 1. The request head (built in `plan`, kept in `out`), with a small body that is
-        // already here in the same write. `out` keeps the bare head for a retry, which only
-        // happens for requests without a body.
-        let head_len = self.out.len();
-        let mut body_sent = false;
-        if let BodyFraming::ContentLength(n) = plan.framing {
-            if n <= COALESCE_MAX as u64 && self.buf.len() as u64 >= n && !plan.expect_continue {
-                let n = n as usize;
-                if n <= plan.max_body as usize {
-                    if let Some(body) = self.buf.get(..n) {
-                        self.out.extend_from_slice(body);
-                    }
-                    self.bytes_in += n as u64;
-                    consume(&mut self.buf, n);
-                    body_sent = true;
-                }
-            }
-        }
+        // 1. The head (built in `plan`, kept in `out`), with a buffered body in the same write.
+        // `out` is left as it is, so that a retry sends the same bytes again.
         let total = self.out.len();
-        let sent = write_range(&mut up.stream, &mut self.out, 0..total).await;
-        self.out.truncate(head_len);
-        if sent.is_err() {
-            return if body_sent {
-                Exchange::Failed(ErrorReply::BAD_GATEWAY)
-            } else {
-                Exchange::Stale
-            };
+        if write_range(&mut up.stream, &mut self.out, 0..total)
+            .await
+            .is_err()
+        {
+            // Nothing was consumed from the client: the request can be sent again.
+            return Exchange::Stale;
         }
-        // 2. The request body, streamed.
-        if plan.framing != BodyFraming::None && !body_sent {
+        // 2. A streaming body, as it arrives; its trailers never go upstream (docs/security.md).
+        let mut early = false;
+        if mode == BodyMode::Streaming {
             let mut decoder = match body_decoder(plan) {
                 Ok(d) => d,
                 Err(reply) => return Exchange::ClientError(reply),
@@ -664,37 +808,48 @@ impl Conn {
                     return Exchange::Aborted;
                 }
             }
+            let mut received = 0u64;
+            let mut in_trailers = false;
             loop {
                 let d = match decoder.decode(&self.buf) {
                     Ok(d) => d,
                     Err(e) => return Exchange::ClientError(http_error_reply(&e)),
                 };
-                self.bytes_in += d.consumed as u64;
-                if write_range(&mut up.stream, &mut self.buf, 0..d.consumed)
+                // An upstream that answers before it has the whole body (a 413, a 401) has
+                // stopped reading it: the rest would be read as another request. Stop sending,
+                // relay the answer, and close both connections.
+                if up.has_pending() {
+                    early = true;
+                    break;
+                }
+                let keep = forwarded_part(&d, &mut in_trailers);
+                let last = d.done && in_trailers;
+                if write_range(&mut up.stream, &mut self.buf, keep)
                     .await
                     .is_err()
                 {
-                    return Exchange::Failed(ErrorReply::BAD_GATEWAY);
+                    return Exchange::Failed(UpstreamFailure::Broken);
                 }
+                if last && up.stream.write_all(CRLF).await.0.is_err() {
+                    return Exchange::Failed(UpstreamFailure::Broken);
+                }
+                self.bytes_in += d.consumed as u64;
+                received += d.consumed as u64;
                 consume(&mut self.buf, d.consumed);
                 if d.done {
                     break;
                 }
                 if d.consumed == 0 || self.buf.is_empty() {
-                    match monoio::time::timeout(
-                        core.limits.idle_timeout,
-                        read_more(&mut self.client, &mut self.buf),
-                    )
-                    .await
-                    {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return Exchange::Aborted,
+                    match self.read_body_more(core, body_clock, received).await {
+                        Ok(()) => {}
+                        Err(Some(reply)) => return Exchange::ClientError(reply),
+                        Err(None) => return Exchange::Aborted,
                     }
                 }
             }
         }
         // 3. The response head.
-        let deadline = Instant::now() + call_timeout;
+        let deadline = Instant::now() + timeouts.call;
         let resp = loop {
             if !up.buf.is_empty() {
                 let method = if plan.head_request {
@@ -710,20 +865,22 @@ impl Conn {
                     }
                     Ok(Some(head)) => {
                         self.out.clear();
-                        let close = !plan.keep_alive || core.is_draining();
+                        let close = early || !plan.keep_alive || core.is_draining();
                         let info = forward::response_head(core, plan, &head, &mut self.out, close);
                         break (info, head.status());
                     }
                     Ok(None) => {}
-                    Err(_) => return Exchange::Failed(ErrorReply::BAD_GATEWAY),
+                    Err(_) => return Exchange::Failed(UpstreamFailure::BadResponse),
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match monoio::time::timeout(left, read_more(&mut up.stream, &mut up.buf)).await {
-                Err(_) => return Exchange::Failed(ErrorReply::GATEWAY_TIMEOUT),
+                Err(_) => return Exchange::Failed(UpstreamFailure::Timeout),
                 Ok(Ok(n)) if n > 0 => {}
-                Ok(_) if up.buf.is_empty() => return Exchange::Stale,
-                Ok(_) => return Exchange::Failed(ErrorReply::BAD_GATEWAY),
+                Ok(_) if up.buf.is_empty() && mode != BodyMode::Streaming => {
+                    return Exchange::Stale;
+                }
+                Ok(_) => return Exchange::Failed(UpstreamFailure::Broken),
             }
         };
         let (resp, status) = resp;
@@ -736,12 +893,14 @@ impl Conn {
             Err(_) => return Exchange::Aborted,
         };
         let mut head_pending = true;
-        let stream_deadline = Instant::now() + stream_timeout;
+        let stream_deadline = Instant::now() + timeouts.stream;
         loop {
             let d = match decoder.decode(&up.buf) {
                 Ok(d) => d,
                 Err(_) => return Exchange::Aborted,
             };
+            // Response trailers reach the client as the upstream sent them: they say nothing
+            // the upstream could not have put in the head.
             let payload = if resp.dechunk {
                 d.data.clone()
             } else {
@@ -792,15 +951,86 @@ impl Conn {
                 }
             }
         }
-        let client_next = if resp.close_client {
+        let client_next = if resp.close_client || early {
             Next::Close
         } else {
             Next::KeepAlive
         };
         Exchange::Done {
             client_next,
-            upstream_reusable: resp.upstream_keep_alive && up.buf.is_empty(),
+            // Reused only when provably idle: the response complete, nothing after it, and the
+            // whole request sent (an early answer leaves the request half-sent).
+            upstream_reusable: resp.upstream_keep_alive && up.buf.is_empty() && !early,
             status,
+        }
+    }
+}
+
+/// The part of a decoded body chunk to forward: everything but the trailer section, which is
+/// dropped (the final CRLF is written after it, see [`CRLF`]). A trailer section that is only
+/// the final CRLF, seen whole, is forwarded as is: no extra write for the common case.
+fn forwarded_part(
+    d: &gateway_core::http::Decoded,
+    in_trailers: &mut bool,
+) -> std::ops::Range<usize> {
+    if *in_trailers {
+        return 0..0;
+    }
+    if d.trailers.is_empty() || (d.done && d.trailers.len() == 2 && d.trailers.end == d.consumed) {
+        return 0..d.consumed;
+    }
+    *in_trailers = true;
+    0..d.trailers.start
+}
+
+const CRLF: &[u8] = b"\r\n";
+
+/// How the request body travels upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// No body.
+    None,
+    /// Received whole and appended to the head in `out`: sent in one write, and again on a
+    /// retry.
+    Buffered,
+    /// Streamed from the client as it arrives (larger than the buffer): not retriable once
+    /// started.
+    Streaming,
+}
+
+/// The backend's response timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// Until the response head.
+    call: Duration,
+    /// For the whole streamed response.
+    stream: Duration,
+}
+
+/// What went wrong upstream, classified: the client's answer and the breaker's verdict come from
+/// the kind, never from a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamFailure {
+    /// The connection failed while the request or response travelled.
+    Broken,
+    /// The response head was malformed.
+    BadResponse,
+    /// No response head within the call timeout.
+    Timeout,
+}
+
+impl UpstreamFailure {
+    fn reply(self) -> ErrorReply {
+        match self {
+            Self::Broken | Self::BadResponse => ErrorReply::BAD_GATEWAY,
+            Self::Timeout => ErrorReply::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn kind(self) -> FailureKind {
+        match self {
+            Self::Broken | Self::BadResponse => FailureKind::Broken,
+            Self::Timeout => FailureKind::Timeout,
         }
     }
 }
@@ -813,13 +1043,14 @@ enum Exchange {
         upstream_reusable: bool,
         status: u16,
     },
-    /// The upstream connection failed before any response byte (possibly a stale pooled one).
+    /// The upstream connection failed before any response byte and before anything of the
+    /// request was consumed from the client (possibly a stale pooled one): it can be sent again.
     Stale,
-    /// The upstream failed; nothing was sent to the client yet: answer this.
-    Failed(ErrorReply),
+    /// The upstream failed; nothing was sent to the client yet.
+    Failed(UpstreamFailure),
     /// Something failed after the response started, or the client went away: close.
     Aborted,
-    /// The client sent a bad or oversized body: answer this, and blame no target.
+    /// The client sent a bad, oversized or too slow body: answer this, and blame no target.
     ClientError(ErrorReply),
 }
 

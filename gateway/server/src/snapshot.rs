@@ -93,6 +93,8 @@ pub struct RouteRuntime {
     pub keep_host: bool,
     /// Largest request body; `None` for the listener's default.
     pub max_body_bytes: Option<u64>,
+    /// Paths with encoded separators are kept encoded instead of refused.
+    pub allow_encoded_slashes: bool,
 }
 
 /// Everything the request path reads.
@@ -306,6 +308,7 @@ impl Snapshot {
                 root,
                 keep_host: route.keep_host,
                 max_body_bytes: route.max_body_bytes,
+                allow_encoded_slashes: route.frontend.allow_encoded_slashes,
             });
         }
         let keys = KeyStore::build(&entities.apikeys)?;

@@ -1,6 +1,13 @@
 //! Upstream connections of one core: a pool per target address with LIFO reuse (the most
 //! recently used connection is the least likely to have been closed by the upstream), a cap on
-//! open connections, idle eviction, and a sweep that drops connections the upstream closed.
+//! open connections, a smaller cap on connections held by requests still streaming a body,
+//! idle eviction, and a sweep that drops connections the upstream closed.
+//!
+//! A connection is reused only when it is provably idle: the previous response was read to its
+//! end with nothing after it, the previous request was sent whole (the proxy decides both before
+//! [`Pool::put`]), and a non-blocking peek just before the reuse finds no byte and no end of
+//! stream ([`Pool::take`]). An unsolicited or late response therefore never reaches a client:
+//! the connection that carries it is dropped.
 //!
 //! Per core and `!Sync`: no locks, no atomics. Connections are counted with a local counter
 //! shared by the connections of one address, decremented when a connection is dropped.
@@ -45,6 +52,14 @@ impl Drop for OpenGuard {
 struct Slot {
     idle: Vec<UpConn>,
     open: Rc<Cell<usize>>,
+    streaming: Rc<Cell<usize>>,
+}
+
+/// A counted place for a request streaming its body (see [`Pool::reserve_streaming`]); freed
+/// when dropped.
+#[derive(Debug)]
+pub struct StreamingPlace {
+    _count: OpenGuard,
 }
 
 /// Why no connection could be had.
@@ -65,28 +80,35 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A reusable connection to `addr`, most recently used first; expired ones are dropped.
-    ///
-    /// With `verify`, each candidate is first checked with a non-blocking peek (one syscall), and
-    /// one the upstream closed is dropped: for requests that cannot be retried safely (not
-    /// idempotent, or with a body), a stale connection must not be used at all.
+    /// A reusable connection to `addr`, most recently used first; expired ones, and ones with
+    /// unread bytes or closed by the upstream (checked with a non-blocking peek, one syscall),
+    /// are dropped.
     pub fn take(
         &mut self,
         addr: SocketAddr,
         now: Instant,
         idle_timeout: Duration,
-        verify: bool,
     ) -> Option<UpConn> {
         let slot = self.slots.get_mut(&addr)?;
         while let Some(mut conn) = slot.idle.pop() {
-            if now.duration_since(conn.idle_since) < idle_timeout
-                && (!verify || still_open(&conn.stream))
-            {
+            if now.duration_since(conn.idle_since) < idle_timeout && still_open(&conn.stream) {
                 conn.reused = true;
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// Counts a request that streams its body to `addr`, unless `max` already do on this core.
+    pub fn reserve_streaming(&mut self, addr: SocketAddr, max: usize) -> Option<StreamingPlace> {
+        let streaming = self.slots.entry(addr).or_default().streaming.clone();
+        if streaming.get() >= max {
+            return None;
+        }
+        streaming.set(streaming.get() + 1);
+        Some(StreamingPlace {
+            _count: OpenGuard(streaming),
+        })
     }
 
     /// Open connections (idle and in use) to `addr` on this core.
@@ -119,7 +141,7 @@ impl Pool {
             });
         }
         self.slots
-            .retain(|_, s| s.open.get() > 0 || !s.idle.is_empty());
+            .retain(|_, s| s.open.get() > 0 || s.streaming.get() > 0 || !s.idle.is_empty());
     }
 
     /// Reserves a place for a new connection to `addr`, unless `max_open` are already open.
@@ -167,6 +189,14 @@ pub async fn connect(
         idle_since: Instant::now(),
         _open: reservation.0,
     })
+}
+
+impl UpConn {
+    /// Whether the upstream sent something (or closed) that nobody asked for yet: a
+    /// non-blocking peek, one syscall.
+    pub fn has_pending(&self) -> bool {
+        !still_open(&self.stream)
+    }
 }
 
 /// Whether an idle socket is still open and silent: a non-blocking peek that finds no data

@@ -292,7 +292,7 @@ fn crud_through_the_api_reaches_every_core_within_a_second() {
 
     // Deletes: the key, then the route.
     assert_eq!(stack.call("DELETE", "/api/apikeys/k1", None).0, 200);
-    until_all(data, "x", "/moved", Some(("k1", "second-secret")), 400);
+    until_all(data, "x", "/moved", Some(("k1", "second-secret")), 401);
     assert_eq!(stack.call("DELETE", "/api/routes/r1", None).0, 200);
     until_all(data, "x", "/moved", None, 404);
     assert_eq!(stack.call("GET", "/api/routes/r1", None).0, 404);

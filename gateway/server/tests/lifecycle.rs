@@ -96,7 +96,7 @@ fn shared_examples_serve_public_and_keyed_routes(io: IoMode) {
             "Otoroshi-Client-Secret: demo-secret-0123456789",
         ],
     ));
-    c.response().assert_error(400, "invalid_api_key");
+    c.response().assert_error(401, "bad_api_key");
     c.send(&get_request(
         "api.tollgate.local",
         "/private",

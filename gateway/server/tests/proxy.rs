@@ -15,7 +15,7 @@ both_drivers!(
     keep_alive_reuses_one_upstream_connection,
     pipelined_requests_are_answered_in_order,
     content_length_bodies_both_ways,
-    chunked_request_body_is_forwarded_with_trailers,
+    chunked_request_body_is_forwarded_without_trailers,
     chunked_upload_with_curl,
     chunked_response_is_relayed_with_trailers,
     chunked_response_is_dechunked_for_http10_client,
@@ -151,7 +151,9 @@ fn content_length_bodies_both_ways(io: IoMode) {
     assert!(r.body == pattern(300_000), "response body differs");
 }
 
-fn chunked_request_body_is_forwarded_with_trailers(io: IoMode) {
+/// Request trailers never go upstream (docs/security.md): a trailer could carry any field past
+/// the header policy, `Content-Length` included.
+fn chunked_request_body_is_forwarded_without_trailers(io: IoMode) {
     let up = Upstream::start(Reply::Echo);
     let gw = echo_gateway(io, &up);
     let mut c = gw.client();
@@ -160,14 +162,14 @@ fn chunked_request_body_is_forwarded_with_trailers(io: IoMode) {
           Trailer: X-Digest\r\n\r\n5\r\nhello\r\n",
     );
     std::thread::sleep(Duration::from_millis(30));
-    c.send(b"7;ext=1\r\n, world\r\n0\r\nX-Digest: abc123\r\n\r\n");
+    c.send(b"7;ext=1\r\n, world\r\n0\r\nX-Digest: abc123\r\nContent-Length: 5\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 200, "{r:?}");
     let echo = r.json();
     assert_eq!(echo["chunked"], true);
     assert_eq!(echo["body"], "hello, world");
     assert_eq!(echo["body_len"], 12);
-    assert_eq!(echo["trailers"], json!([["X-Digest", "abc123"]]));
+    assert_eq!(echo["trailers"], json!([]));
     assert_eq!(echo_header(&echo, "content-length"), None);
     // The connection is usable after a chunked body.
     c.send(&get_request("echo.test", "/after", &[]));

@@ -31,7 +31,8 @@ pub enum JwtError {
 pub enum KeyRejection {
     /// No credential in the request: 400 `no_api_key`.
     NoKey,
-    /// No key with this client id: 400 `invalid_api_key`.
+    /// No key with this client id: 401 `bad_api_key`, exactly as a wrong secret, so that client
+    /// ids cannot be enumerated (the distinct reason goes to usage events and metrics).
     UnknownKey,
     /// A credential header is present but unusable (bad base64, no `:`, a bearer that is neither
     /// a JWT nor an `otoapk_` value): 401 `bad_api_key`.
@@ -40,7 +41,8 @@ pub enum KeyRejection {
     BadSecret,
     /// Wrong `otoapk_` signature: 401 `bad_api_key`.
     BadBearer,
-    /// The client id alone, for a key without `allowClientIdOnly`: 401 `bad_api_key`.
+    /// The client id alone, for a key without `allowClientIdOnly`: 401 `bad_api_key` with the
+    /// unknown key's description (the answer must not say the id exists).
     ClientIdOnlyNotAllowed,
     /// A refused JWT: 401 `bad_jwt`.
     Jwt(JwtError),
@@ -64,8 +66,9 @@ impl KeyRejection {
     #[must_use]
     pub fn status(self) -> u16 {
         match self {
-            Self::NoKey | Self::UnknownKey => 400,
-            Self::Malformed
+            Self::NoKey => 400,
+            Self::UnknownKey
+            | Self::Malformed
             | Self::BadSecret
             | Self::BadBearer
             | Self::ClientIdOnlyNotAllowed
@@ -84,10 +87,12 @@ impl KeyRejection {
     pub fn code(self) -> &'static str {
         match self {
             Self::NoKey => "no_api_key",
-            Self::UnknownKey | Self::ConstrainedOnly | Self::RoutingMismatch => "invalid_api_key",
-            Self::Malformed | Self::BadSecret | Self::BadBearer | Self::ClientIdOnlyNotAllowed => {
-                "bad_api_key"
-            }
+            Self::ConstrainedOnly | Self::RoutingMismatch => "invalid_api_key",
+            Self::UnknownKey
+            | Self::Malformed
+            | Self::BadSecret
+            | Self::BadBearer
+            | Self::ClientIdOnlyNotAllowed => "bad_api_key",
             Self::Jwt(_) => "bad_jwt",
             Self::Disabled => "api_key_disabled",
             Self::Expired => "api_key_expired",
@@ -101,10 +106,10 @@ impl KeyRejection {
     pub fn description(self) -> &'static str {
         match self {
             Self::NoKey => "no apikey",
-            Self::UnknownKey => "invalid apikey tuple",
             Self::Malformed => "malformed apikey credential",
-            Self::BadSecret | Self::BadBearer => "bad apikey",
-            Self::ClientIdOnlyNotAllowed => "this apikey needs its secret",
+            Self::UnknownKey | Self::BadSecret | Self::BadBearer | Self::ClientIdOnlyNotAllowed => {
+                "bad apikey"
+            }
             Self::Jwt(e) => match e {
                 JwtError::Malformed => "malformed jwt",
                 JwtError::Algorithm => "unsupported jwt algorithm",

@@ -685,7 +685,7 @@ fn jwt_without_or_with_unknown_client_id() {
     let token = jwt("HS256", json!({"clientId": "nobody"}), "s3cret");
     let err = auth(&s, &[("Otoroshi-Token", &token)]).unwrap_err();
     assert_eq!(err, KeyRejection::UnknownKey);
-    assert_eq!((err.status(), err.code()), (400, "invalid_api_key"));
+    assert_eq!((err.status(), err.code()), (401, "bad_api_key"));
 }
 
 #[test]
@@ -876,7 +876,8 @@ fn unknown_and_bad_secret() {
         ],
     )
     .unwrap_err();
-    assert_eq!((err.status(), err.code()), (400, "invalid_api_key"));
+    let unknown = (err.status(), err.code(), err.description());
+    assert_eq!((unknown.0, unknown.1), (401, "bad_api_key"));
     let err = auth(
         &s,
         &[
@@ -886,7 +887,15 @@ fn unknown_and_bad_secret() {
     )
     .unwrap_err();
     assert_eq!(err, KeyRejection::BadSecret);
-    assert_eq!((err.status(), err.code()), (401, "bad_api_key"));
+    // An unknown id and a wrong secret answer alike (no enumeration); only the reason differs.
+    assert_eq!((err.status(), err.code(), err.description()), unknown);
+    assert_ne!(err.reason(), KeyRejection::UnknownKey.reason());
+    // The same for the client id alone: unknown, or known but not allowed without its secret.
+    let alone = |id: &str| {
+        let e = auth(&s, &[("x-api-key", id)]).unwrap_err();
+        (e.status(), e.code(), e.description())
+    };
+    assert_eq!(alone("nope"), alone("k1"));
     // Non-UTF-8 ids are unknown keys, not panics.
     let h: [(&str, &[u8]); 2] = [
         ("Otoroshi-Client-Id", b"\xff\xfe"),

@@ -38,7 +38,11 @@ pub fn verify<'s>(
         Credential::IdSecret {
             client_id, secret, ..
         } => {
-            let entry = store.lookup(client_id).ok_or(KeyRejection::UnknownKey)?;
+            let Some(entry) = store.lookup(client_id) else {
+                // As long as a wrong secret takes: the answer's timing must not tell either.
+                KeyStore::burn_secret(secret);
+                return Err(KeyRejection::UnknownKey);
+            };
             if !entry.secret_matches(secret) {
                 return Err(KeyRejection::BadSecret);
             }
@@ -49,7 +53,10 @@ pub fn verify<'s>(
             signature,
             ..
         } => {
-            let entry = store.lookup(client_id).ok_or(KeyRejection::UnknownKey)?;
+            let Some(entry) = store.lookup(client_id) else {
+                KeyStore::burn_bearer(signature);
+                return Err(KeyRejection::UnknownKey);
+            };
             if !entry.bearer_matches(signature) {
                 return Err(KeyRejection::BadBearer);
             }

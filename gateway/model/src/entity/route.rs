@@ -92,6 +92,13 @@ pub struct Frontend {
     /// Allowed methods; empty means any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Accept paths with an encoded `/` or `\\` (`%2F`, `%5C`) or raw non-ASCII bytes, kept
+    /// percent-encoded as data: matched, checked and forwarded in that one encoded form (like
+    /// Apache's `AllowEncodedSlashes NoDecode`). Off by default: such paths are refused with 400,
+    /// since an upstream that decodes them would see another path than the one checked.
+    /// Tollgate only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_encoded_slashes: bool,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {

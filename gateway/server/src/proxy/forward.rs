@@ -2,64 +2,21 @@
 //! route lookup, flow phases, target choice, and the upstream request head; and the rewrite of
 //! the upstream response head for the client. No await, no allocation once `out` has grown.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 
 use gateway_core::balance::Ticket;
 use gateway_core::flow::{Consumer, RequestView};
-use gateway_core::http::{BodyFraming, RequestHead, ResponseHead, Version};
+use gateway_core::http::{
+    BodyFraming, MAX_HOST, PathError, PathPolicy, RequestHead, ResponseHead, Version,
+    canonical_host, canonical_path,
+};
 use gateway_core::quota::ShardAdmission;
-use gateway_core::respond::{ErrorReply, reason_phrase};
+use gateway_core::respond::ErrorReply;
+use gateway_core::rewrite::{self, Added, ClientResponse, RequestId, UpstreamRequest};
 use gateway_model::entity::LoadBalancing;
 
 use super::{Action, Plan};
 use crate::core::Core;
-
-/// Appends `n` in decimal without the formatting machinery (hot path).
-pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(i..).unwrap_or_default());
-}
-
-/// Appends the client's IP address (IPv4 without the formatting machinery).
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(octet));
-            }
-        }
-        std::net::IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
-/// `<rid header>: <node>-<core>-<n>\r\n`.
-fn push_request_id(out: &mut Vec<u8>, core: &Core, id: u64) {
-    out.extend_from_slice(core.limits.request_id_header.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(core.node.as_bytes());
-    out.push(b'-');
-    push_u64(out, core.id as u64);
-    out.push(b'-');
-    push_u64(out, id);
-    out.extend_from_slice(b"\r\n");
-}
 
 /// The first target chosen for a proxied request.
 pub(super) struct Picked {
@@ -82,18 +39,9 @@ fn host_of<'a>(head: &RequestHead<'a>) -> &'a [u8] {
     head.authority().or_else(|| head.host()).unwrap_or_default()
 }
 
-fn strip_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return host
-            .iter()
-            .position(|&b| b == b']')
-            .and_then(|i| host.get(..=i))
-            .unwrap_or(host);
-    }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) => host.get(..i).unwrap_or(host),
-        None => host,
-    }
+/// The 400 for a request path without an unambiguous canonical form.
+fn path_reply(e: PathError) -> ErrorReply {
+    ErrorReply::new(400, "ambiguous_path", e.description())
 }
 
 /// Decides what to do with a request and, when it is proxied, writes the upstream request head
@@ -103,6 +51,7 @@ pub(super) fn plan(
     head: &RequestHead<'_>,
     peer: SocketAddr,
     out: &mut Vec<u8>,
+    path_buf: &mut String,
     now_ms: i64,
 ) -> (Plan, Option<Picked>) {
     let method = head.method_str();
@@ -122,6 +71,8 @@ pub(super) fn plan(
         quota: None,
         snap: None,
         route: None,
+        added_in: 0,
+        added_out: 0,
         key: None,
         rejection: None,
         action: Action::Refuse(ErrorReply::NO_ROUTE),
@@ -130,8 +81,29 @@ pub(super) fn plan(
     let shared = &snap.shared;
     let host = host_of(head);
     let headers = head.headers();
-    let path = head.path();
     let query = head.query().unwrap_or_default();
+    if query.contains('#') {
+        plan.action = Action::Refuse(path_reply(PathError::Fragment));
+        return (plan, None);
+    }
+    // One canonical path, computed before routing: it is what the table matches, what every
+    // restriction checks and what goes upstream. A path that only has an encoded canonical form
+    // (`%2F`, raw non-ASCII) is routed in that form and then refused unless its route keeps it.
+    let preserved = match canonical_path(head.path(), PathPolicy::STRICT, path_buf) {
+        Ok(()) => false,
+        Err(e) if e.preservable() => {
+            if canonical_path(head.path(), PathPolicy::PRESERVE_ENCODED, path_buf).is_err() {
+                plan.action = Action::Refuse(path_reply(e));
+                return (plan, None);
+            }
+            true
+        }
+        Err(e) => {
+            plan.action = Action::Refuse(path_reply(e));
+            return (plan, None);
+        }
+    };
+    let path = path_buf.as_str();
     let Some(found) = shared
         .table
         .lookup(host, method.as_bytes(), path, query.as_bytes(), |n| {
@@ -143,6 +115,14 @@ pub(super) fn plan(
     let Some(route) = shared.routes.get(found.slot) else {
         return (plan, None);
     };
+    if preserved && !route.allow_encoded_slashes {
+        plan.action = Action::Refuse(ErrorReply::new(
+            400,
+            "ambiguous_path",
+            "encoded `/`, `\\` or non-ASCII byte in the path (not allowed on this route)",
+        ));
+        return (plan, None);
+    }
     plan.route = Some(found.slot);
     plan.snap = Some(snap.clone());
     if let Some(max) = route.max_body_bytes {
@@ -156,7 +136,8 @@ pub(super) fn plan(
             return (plan, None);
         }
     }
-    let host_str = std::str::from_utf8(strip_port(host)).unwrap_or_default();
+    let mut host_buf = [0u8; MAX_HOST];
+    let host_str = canonical_host(host, &mut host_buf).unwrap_or_default();
     let view = RequestView {
         method,
         host: host_str,
@@ -201,88 +182,40 @@ pub(super) fn plan(
     let target_host = backend
         .targets
         .get(ticket.target().index())
-        .map_or(host_str, |t| &t.host_header);
-
-    // Request line: the backend root, then the (possibly stripped) path, then the query.
-    out.clear();
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(route.root.as_bytes());
-    let upstream_path = found.upstream_path(path);
-    if route.root.is_empty() || upstream_path != "/" {
-        out.extend_from_slice(upstream_path.as_bytes());
-    }
-    if let Some(q) = head.query() {
-        out.push(b'?');
-        out.extend_from_slice(q.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    if route.keep_host {
-        out.extend_from_slice(host);
-    } else {
-        out.extend_from_slice(target_host.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-
-    let wipe = match flow.consumer() {
+        .map_or(host_str.as_bytes(), |t| t.host_header.as_bytes());
+    let credentials = match flow.consumer() {
         Consumer::ApiKey(ctx) => Some(ctx.extractors()),
         Consumer::Keyless => None,
     };
-    let rid = core.limits.request_id_header.as_str();
-    let mut forwarded_for: Option<&[u8]> = None;
-    for h in headers.end_to_end() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host")
-            || name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("x-forwarded-proto")
-            || name.eq_ignore_ascii_case("x-forwarded-host")
-            || name.eq_ignore_ascii_case(rid)
-            || wipe.is_some_and(|x| x.reads_header(name))
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(h.value);
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prior) = forwarded_for {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
-    }
-    push_ip(out, peer.ip());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
-    out.extend_from_slice(host);
-    out.extend_from_slice(b"\r\n");
-    push_request_id(out, core, plan.request_id);
-    match plan.framing {
-        BodyFraming::ContentLength(n) => {
-            out.extend_from_slice(b"content-length: ");
-            push_u64(out, n);
-            out.extend_from_slice(b"\r\n");
-        }
-        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        BodyFraming::None | BodyFraming::UntilClose => {}
-    }
-    out.extend_from_slice(b"\r\n");
+    plan.added_in = flow.headers_in().select(path);
+    plan.added_out = flow.headers_out().select(path);
+    let upstream = UpstreamRequest {
+        method,
+        root: &route.root,
+        path: found.upstream_path(path),
+        query: head.query(),
+        host: if route.keep_host { host } else { target_host },
+        client_host: host,
+        proto: "http",
+        peer: peer.ip(),
+        request_id: request_id(core, plan.request_id),
+        framing: plan.framing,
+        credentials,
+        added: flow.headers_in().selected(plan.added_in),
+    };
+    rewrite::write_request_head(out, &upstream, &headers, &core.header_policy());
     plan.action = Action::Proxy {
         backend: route.backend,
     };
     (plan, Some(Picked { ticket, addr }))
 }
 
-/// `connection: close` when closing; `connection: keep-alive` for an HTTP/1.0 client kept open.
-pub(super) fn connection_header(out: &mut Vec<u8>, close: bool, http10: bool) {
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if http10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
+/// The request id of this core's request `n`.
+pub(super) fn request_id(core: &Core, n: u64) -> RequestId<'_> {
+    RequestId {
+        node: &core.node,
+        core: core.id,
+        n,
     }
 }
 
@@ -297,67 +230,26 @@ pub(super) fn response_head(
     let framing = head.framing();
     let dechunk = plan.http10 && framing == BodyFraming::Chunked;
     let close_client = close || dechunk || framing == BodyFraming::UntilClose;
-    let status = head.status();
-    let reason = head.reason();
-    let reason = if reason.is_empty() {
-        reason_phrase(status)
-    } else {
-        reason
+    let flow = plan
+        .snap
+        .as_ref()
+        .zip(plan.route)
+        .and_then(|(snap, slot)| snap.flows.get(slot));
+    let added = flow.map_or(Added::NONE, |f| f.headers_out().selected(plan.added_out));
+    let resp = ClientResponse {
+        request_id: request_id(core, plan.request_id),
+        quota: plan.quota.as_ref(),
+        added,
+        chunked: framing == BodyFraming::Chunked && !dechunk,
+        close: close_client,
+        http10: plan.http10,
     };
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let rid = core.limits.request_id_header.as_str();
-    for h in head.headers().end_to_end() {
-        if h.name.eq_ignore_ascii_case(rid) {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    push_request_id(out, core, plan.request_id);
-    if let Some(q) = &plan.quota {
-        q.write_headers(out);
-    }
-    if framing == BodyFraming::Chunked && !dechunk {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    connection_header(out, close_client, plan.http10);
-    out.extend_from_slice(b"\r\n");
+    rewrite::write_response_head(out, head, &resp, &core.header_policy());
     ResponseInfo {
         head_len: head.head_len(),
         framing,
         dechunk,
         close_client,
         upstream_keep_alive: head.keep_alive() && framing != BodyFraming::UntilClose,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimal_and_ip_formatting() {
-        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
-            let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-        }
-        for ip in [
-            "127.0.0.1",
-            "255.255.255.255",
-            "0.0.0.0",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let mut out = Vec::new();
-            push_ip(&mut out, ip.parse().unwrap());
-            assert_eq!(out, ip.as_bytes());
-        }
     }
 }
