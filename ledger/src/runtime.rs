@@ -218,7 +218,7 @@ pub struct TotalsUpdate {
 pub struct Ledger {
     shared: Arc<Shared>,
     fold: Option<JoinHandle<()>>,
-    http: Option<JoinHandle<()>>,
+    http: Option<gateway_httpd::Server>,
     addr: Option<SocketAddr>,
 }
 
@@ -251,11 +251,9 @@ impl Ledger {
                 let listener = TcpListener::bind(addr).map_err(|e| {
                     LedgerError::with(LedgerErrorKind::Io, format!("bind {addr}"), e)
                 })?;
-                let local = listener.local_addr().ok();
-                (
-                    Some(crate::http::serve(listener, Arc::clone(&shared))?),
-                    local,
-                )
+                let server = crate::http::serve(listener, Arc::clone(&shared))?;
+                let local = Some(server.addr());
+                (Some(server), local)
             }
             None => (None, None),
         };
@@ -315,7 +313,7 @@ impl Ledger {
             let _ = fold.join();
         }
         if let Some(http) = self.http.take() {
-            let _ = http.join();
+            http.shutdown();
         }
     }
 }
