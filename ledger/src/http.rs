@@ -4,7 +4,8 @@
 //! concurrently with the fold.
 //!
 //! With `[ledger] token`, every endpoint but `/health` needs `Authorization: Bearer <token>`
-//! (checked in constant time from the head; 401 otherwise).
+//! (checked in constant time from the head; 401 otherwise). Answers that list API keys the
+//! caller did not name show client-id-only keys by pseudonym ([`crate::pseudonym`]).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -155,11 +156,7 @@ pub fn route(shared: &Shared, target: &str) -> Response {
         ["api", "totals"] => totals(shared, &params),
         ["api", "export"] => export(shared, &params),
         ["api", "entities", kind, id, "history"] => history(shared, kind, id),
-        ["api", "quarantine"] => shared
-            .store
-            .quarantine()
-            .map(|items| Response::json(200, &json!({ "items": items })))
-            .map_err(|e| internal(&e)),
+        ["api", "quarantine"] => quarantine(shared),
         ["api", "state"] => state(shared),
         _ => Err(Response::error(
             404,
@@ -173,6 +170,52 @@ pub fn route(shared: &Shared, target: &str) -> Response {
 fn health(shared: &Shared) -> Response {
     let (ok, body) = shared.metrics.health(now_ms(), shared.source_name());
     Response::json(if ok { 200 } else { 503 }, &body)
+}
+
+/// The quarantined records. A record that mentions a client-id-only key (its error text, its
+/// raw bytes) shows the pseudonym in the text and no payload: the raw bytes stay in the store,
+/// for `ledger dump` on the ledger's own machine.
+fn quarantine(shared: &Shared) -> Result<Response, Response> {
+    let mut items = shared.store.quarantine().map_err(|e| internal(&e))?;
+    let hidden = shared.client_id_only();
+    if !hidden.is_empty() {
+        for item in &mut items {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            if let Some(error) = obj.get("error").and_then(|e| e.as_str()) {
+                let scrubbed = hidden.scrub_text(error);
+                obj.insert("error".into(), scrubbed.into());
+            }
+            let payload = obj
+                .get("payload_hex")
+                .and_then(|h| h.as_str())
+                .and_then(unhex);
+            if payload.is_some_and(|p| hidden.mentioned_in(&p)) {
+                obj.insert("payload_hex".into(), serde_json::Value::Null);
+                obj.insert(
+                    "payload_withheld".into(),
+                    "mentions a client-id-only API key; `ledger dump` shows it".into(),
+                );
+            }
+        }
+    }
+    Ok(Response::json(200, &json!({ "items": items })))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
 }
 
 fn state(shared: &Shared) -> Result<Response, Response> {
@@ -254,8 +297,13 @@ fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response,
             return Err(bad_request("from is after to"));
         }
     }
+    // A client-id-only key may be named by its pseudonym (as listed by the export).
+    let key = match dim {
+        Dimension::ApiKey => shared.client_id_only().resolve(id).to_owned(),
+        _ => id.clone(),
+    };
     let cal = &shared.config.calendar;
-    let periods = query::usage(&shared.store, cal, dim, id, granularity, from, to)
+    let periods = query::usage(&shared.store, cal, dim, &key, granularity, from, to)
         .map_err(|e| internal(&e))?;
     let items: Vec<_> = periods
         .iter()
@@ -274,10 +322,15 @@ fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
     let Some(apikey) = params.get("apikey").filter(|k| !k.is_empty()) else {
         return Err(bad_request("apikey is required"));
     };
-    let record = shared.totals(apikey).map_err(|e| internal(&e))?;
+    // A client-id-only key may be named by its pseudonym; the answer says what was asked.
+    let key = shared.client_id_only().resolve(apikey).to_owned();
+    let record = shared.totals(&key).map_err(|e| internal(&e))?;
     let now = now_ms();
     let record = match record {
-        Some(r) => r,
+        Some(r) => gateway_model::event::TotalsRecord {
+            apikey: apikey.clone(),
+            ..r
+        },
         None => {
             let day = shared.config.calendar.day_of(now).unwrap_or(0);
             gateway_model::event::TotalsRecord {
@@ -326,6 +379,13 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
     };
     let cal = &shared.config.calendar;
     let rows = query::export(&shared.store, cal, granularity, date).map_err(|e| internal(&e))?;
+    // Every key is listed: client-id-only ones by pseudonym, in the order of what is shown.
+    let rows: BTreeMap<String, query::PeriodUsage> = {
+        let hidden = shared.client_id_only();
+        rows.into_iter()
+            .map(|(apikey, usage)| (hidden.show(&apikey).into_owned(), usage))
+            .collect()
+    };
     let label = query::label(granularity, date);
     let mut body = String::new();
     if csv {
@@ -363,9 +423,21 @@ fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> 
     let Some(id) = decode_component(id).filter(|i| !i.is_empty()) else {
         return Err(bad_request("bad entity id"));
     };
+    // An API key asked for by its id: that id is shown, every other client-id-only key id is
+    // not. Asked for by pseudonym, or another kind: none is.
+    let (stored_id, named) = {
+        let hidden = shared.client_id_only();
+        match kind {
+            EntityKind::ApiKey if hidden.resolve(&id) != id => {
+                (hidden.resolve(&id).to_owned(), None)
+            }
+            EntityKind::ApiKey => (id.clone(), Some(id.clone())),
+            _ => (id.clone(), None),
+        }
+    };
     let events = shared
         .store
-        .history(kind.as_str(), &id)
+        .history(kind.as_str(), &stored_id)
         .map_err(|e| internal(&e))?;
     if events.is_empty() {
         return Err(Response::error(
@@ -374,7 +446,7 @@ fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> 
             &format!("no history for {kind}/{id}"),
         ));
     }
-    let items: Vec<_> = events
+    let mut items: Vec<_> = events
         .iter()
         .filter_map(|bytes| EntityEvent::decode(bytes).ok())
         .map(|event| {
@@ -384,6 +456,10 @@ fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> 
                    "action": event.action, "event_id": event.id, "entity": entity})
         })
         .collect();
+    let hidden = shared.client_id_only();
+    for item in &mut items {
+        hidden.scrub(item, named.as_deref());
+    }
     Ok(Response::json(
         200,
         &json!({"kind": kind.as_str(), "id": id, "items": items}),

@@ -1,6 +1,7 @@
 //! The query API with `[ledger] token` and against hostile clients, over real sockets, with the
 //! ledger in-process (so that the test reads its memory in `/proc/self/status`): the token
-//! guards every endpoint but `/health`, unauthenticated bodies are never read, trickling clients from one address neither lock out
+//! guards every endpoint but `/health`, client-id-only keys never appear by id in listings,
+//! unauthenticated bodies are never read, trickling clients from one address neither lock out
 //! another nor outlive the request deadline.
 //!
 //! Attackers connect from 127.0.0.2/.3, the legitimate client from 127.0.0.1 (all of
@@ -18,6 +19,7 @@ use common::*;
 use gateway_events::journal::{Journal, JournalOptions, Stream};
 use gateway_model::entity::Secret;
 use gateway_model::event::{EntityAction, EntityEvent, EntityKind, encode};
+use ledger::pseudonym::pseudonym;
 use ledger::{Ledger, LedgerConfig};
 use serde_json::{Value, json};
 
@@ -259,6 +261,102 @@ fn a_token_guards_every_endpoint_but_health() {
     let (status, _, body) = get_with(addr, &format!("/api/totals?apikey={PLAIN}"), None);
     assert_eq!(status, 200, "{body}");
     ledger.shutdown();
+    std::fs::remove_dir_all(&data).ok();
+}
+
+#[test]
+fn client_id_only_keys_never_appear_by_id_in_listings() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let (data, usage, entities) = journal();
+    let hidden = pseudonym(CID_ONLY);
+    for restart in [false, true] {
+        // After a restart the ledger knows the key from its store, not from a fold.
+        let ledger = start(&data, true);
+        let addr = ledger.local_addr().unwrap();
+        assert!(eventually(Duration::from_secs(20), || caught_up(
+            addr, usage, entities
+        )));
+        let day = today();
+        let month = format!("{}-{:02}", day / 10000, day / 100 % 100);
+        let day = format!("{month}-{:02}", day % 100);
+
+        // Listings: the export (both formats), the API's history, the quarantine.
+        let (status, csv) = authed(addr, &format!("/api/export?period={month}&format=csv"));
+        assert_eq!(status, 200);
+        assert!(!csv.contains(CID_ONLY), "restart {restart}: {csv}");
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with(&format!("{month},UTC,{hidden},6,"))),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with(&format!("{month},UTC,{PLAIN},3,"))),
+            "{csv}"
+        );
+        let (_, lines) = authed(addr, &format!("/api/export?period={day}&format=json"));
+        assert!(!lines.contains(CID_ONLY), "{lines}");
+        let keys: Vec<String> = lines
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["apikey"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(keys, [hidden.clone(), PLAIN.to_owned()]);
+        let (status, history) = authed(addr, "/api/entities/api/api-pets/history");
+        assert_eq!(status, 200);
+        assert!(!history.contains(CID_ONLY), "{history}");
+        let history: Value = serde_json::from_str(&history).unwrap();
+        assert_eq!(
+            history["items"][0]["entity"]["subscriptions"][0]["apikeys"],
+            json!([hidden, PLAIN])
+        );
+        let (_, quarantine) = authed(addr, "/api/quarantine");
+        assert!(!quarantine.contains(CID_ONLY), "{quarantine}");
+        assert!(
+            !quarantine.contains(&ledger::store::hex(CID_ONLY.as_bytes())),
+            "{quarantine}"
+        );
+        let quarantine: Value = serde_json::from_str(&quarantine).unwrap();
+        assert!(quarantine["items"][0]["payload_hex"].is_null());
+        assert!(quarantine["items"][0]["payload_withheld"].is_string());
+
+        // Named by its id, the key's numbers and history are there.
+        let (status, body) = authed_json(addr, &format!("/api/usage?apikey={CID_ONLY}"));
+        assert_eq!(status, 200);
+        assert_eq!(body["apikey"], CID_ONLY);
+        assert_eq!(body["items"][0]["calls"], 6);
+        let (_, totals) = authed_json(addr, &format!("/api/totals?apikey={CID_ONLY}"));
+        assert_eq!(totals["apikey"], CID_ONLY);
+        assert_eq!(totals["daily_calls"], 6);
+        let (status, body) = authed_json(addr, &format!("/api/entities/apikey/{CID_ONLY}/history"));
+        assert_eq!(status, 200);
+        assert_eq!(body["items"][0]["entity"]["clientId"], CID_ONLY);
+        assert_eq!(body["items"][0]["entity"]["clientSecret"], "***");
+        // Named by its pseudonym (as the export lists it): the numbers, not the id.
+        let (_, body) = authed(
+            addr,
+            &format!("/api/usage?apikey={hidden}&granularity=month"),
+        );
+        assert!(!body.contains(CID_ONLY), "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["apikey"], hidden.as_str());
+        assert_eq!(body["items"][0]["calls"], 6);
+        let (_, totals) = authed(addr, &format!("/api/totals?apikey={hidden}"));
+        assert!(!totals.contains(CID_ONLY), "{totals}");
+        let totals: Value = serde_json::from_str(&totals).unwrap();
+        assert_eq!(totals["monthly_calls"], 6);
+        let (status, body) = authed(addr, &format!("/api/entities/apikey/{hidden}/history"));
+        assert_eq!(status, 200);
+        assert!(!body.contains(CID_ONLY), "{body}");
+        // Per-consumer usage does not break down per key.
+        let (_, body) = authed(addr, "/api/usage?consumer=acme&granularity=month");
+        assert!(!body.contains(CID_ONLY), "{body}");
+        ledger.shutdown();
+    }
     std::fs::remove_dir_all(&data).ok();
 }
 
