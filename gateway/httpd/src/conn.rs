@@ -36,10 +36,8 @@ enum Fill {
     Data,
     /// The peer closed its side.
     Eof,
-    /// The deadline (or idle time) passed.
+    /// The deadline passed.
     Timeout,
-    /// The server is stopping (only while idle between requests).
-    Stopped,
     /// The socket failed.
     Failed,
 }
@@ -94,18 +92,27 @@ impl<'a, H: Handler> Connection<'a, H> {
         let _ = self
             .stream
             .set_write_timeout(Some(nonzero(self.limits.write_timeout)));
-        // A new connection has the request timeout to start its first request, a kept-alive one
-        // the idle timeout to start its next.
-        let mut wait = self.limits.request_timeout;
+        // A new connection's first request must be whole within the request timeout of the
+        // accept (silence first does not buy more time); a kept-alive connection waits at most
+        // the idle timeout for its next request, which then has the request timeout from its
+        // first byte.
+        let accepted = Instant::now();
+        let mut first = true;
         loop {
-            if self.buf.is_empty() {
-                match self.wait_for_request(wait) {
-                    Fill::Data => {}
-                    Fill::Eof | Fill::Timeout | Fill::Stopped | Fill::Failed => return,
+            let deadline = if first {
+                let deadline = accepted + self.limits.request_timeout;
+                if self.buf.is_empty() && !self.wait_for_request(deadline) {
+                    return;
                 }
-            }
-            wait = self.limits.idle_timeout;
-            let deadline = Instant::now() + self.limits.request_timeout;
+                deadline
+            } else {
+                let idle_until = Instant::now() + self.limits.idle_timeout;
+                if self.buf.is_empty() && !self.wait_for_request(idle_until) {
+                    return;
+                }
+                Instant::now() + self.limits.request_timeout
+            };
+            first = false;
             match self.exchange(deadline) {
                 Next::KeepAlive => {}
                 Next::Close => return,
@@ -164,7 +171,7 @@ impl<'a, H: Handler> Connection<'a, H> {
                 Fill::Data => {}
                 Fill::Timeout => return Err(self.timed_out()),
                 // A head cut short by the peer: nobody is left to answer.
-                Fill::Eof | Fill::Stopped | Fill::Failed => return Err(Next::Close),
+                Fill::Eof | Fill::Failed => return Err(Next::Close),
             }
         }
     }
@@ -227,7 +234,7 @@ impl<'a, H: Handler> Connection<'a, H> {
                         ),
                     ));
                 }
-                Fill::Stopped | Fill::Failed => return Err(Next::Close),
+                Fill::Failed => return Err(Next::Close),
             }
         }
     }
@@ -236,20 +243,21 @@ impl<'a, H: Handler> Connection<'a, H> {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Waits (at most `wait`, looking at the stop flag) for the first bytes of a request.
-    fn wait_for_request(&mut self, wait: Duration) -> Fill {
-        let until = Instant::now() + wait;
+    /// Waits (until `until`, looking at the stop flag) for the first bytes of a request;
+    /// `false` when none came (the peer left, the time passed, the server is stopping).
+    fn wait_for_request(&mut self, until: Instant) -> bool {
         loop {
             if self.stopping() {
-                return Fill::Stopped;
+                return false;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Fill::Timeout;
+                return false;
             }
             match self.read_some(left.min(IDLE_POLL)) {
+                Fill::Data => return true,
                 Fill::Timeout => {}
-                other => return other,
+                Fill::Eof | Fill::Failed => return false,
             }
         }
     }

@@ -12,7 +12,8 @@
 //!   if it passes is a body read, only up to [`Handler::body_limit`] (413 above), into a buffer
 //!   that grows with the bytes actually received. Chunked bodies are decoded with gateway-core's
 //!   [`gateway_core::http::BodyDecoder`].
-//! - **Time.** One deadline per request, head and body together ([`Limits::request_timeout`]),
+//! - **Time.** One deadline per request, head and body together ([`Limits::request_timeout`],
+//!   from the request's first byte, or from the accept for a connection's first request),
 //!   enforced across reads: each read waits only for the time left, so a client trickling one
 //!   byte at a time is answered 408 and closed at the deadline. Between requests a kept-alive
 //!   connection waits at most [`Limits::idle_timeout`].

@@ -9,8 +9,8 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Most header fields in a request head (431 above; at most 256). Default 100.
     pub max_headers: usize,
-    /// Time allowed for a whole request, head and body, from its first byte: 408 and the
-    /// connection closed after it. Also the time a new connection has to send its first byte.
+    /// Time allowed for a whole request, head and body, from its first byte (for the first
+    /// request of a connection: from the accept): 408 and the connection closed after it.
     /// Default 10 s.
     pub request_timeout: Duration,
     /// Time a kept-alive connection may wait for its next request; closed (silently) after it.

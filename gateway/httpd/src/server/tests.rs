@@ -338,6 +338,24 @@ fn a_trickled_request_is_cut_at_its_deadline_not_per_read() {
 }
 
 #[test]
+fn a_new_connections_first_request_is_due_within_the_deadline_of_the_accept() {
+    let server = start(limits());
+    let mut c = connect(&server);
+    let accepted = Instant::now();
+    // Silent for most of the 800 ms, then half a head: silence bought no extra time.
+    std::thread::sleep(Duration::from_millis(500));
+    c.write_all(b"GET /open HTTP/1.1\r\n").unwrap();
+    let (status, _, _) = read_response(&mut c);
+    assert_eq!(status, 408);
+    let at = accepted.elapsed();
+    assert!(
+        at >= Duration::from_millis(750) && at < Duration::from_millis(1200),
+        "{at:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
 fn idle_connections_are_closed_silently() {
     let server = start(limits());
     // A new connection that never sends: closed after the request timeout, no answer.
