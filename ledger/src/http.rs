@@ -34,7 +34,7 @@ struct LedgerHttp {
 impl gateway_httpd::Handler for LedgerHttp {
     fn authorize(&self, head: &Head) -> Result<(), Response> {
         match &self.token {
-            Some(token) if head.path != "/health" && !token.matches(head) => {
+            Some(token) if !is_health(&head.target) && !token.matches(head) => {
                 Err(gateway_httpd::unauthorized())
             }
             _ => Ok(()),
@@ -48,6 +48,13 @@ impl gateway_httpd::Handler for LedgerHttp {
         }
         route(&self.shared, &request.head.target)
     }
+}
+
+/// Whether `target` is routed to `/health`, the one endpoint open without the token (read the
+/// way [`route`] reads it).
+fn is_health(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    path.trim_start_matches('/') == "health"
 }
 
 /// Serves `listener` on its own threads (named `ledger-http`, `ledger-http-conn`) until the
