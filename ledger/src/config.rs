@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway_model::config::FileConfig;
+use gateway_model::entity::Secret;
 
 use crate::calendar::Calendar;
 
@@ -63,6 +64,11 @@ pub struct LedgerConfig {
     pub poll: Duration,
     /// Most records folded into one committed chunk.
     pub chunk_records: usize,
+    /// Bearer token of the query API (`[ledger] token` or `token_file`): when set, every
+    /// endpoint but `/health` needs it. `None`: open (bind it to loopback).
+    pub token: Option<Secret>,
+    /// Limits of the query API's listener (request deadline, idle timeout, connection caps).
+    pub http: gateway_httpd::Limits,
 }
 
 impl LedgerConfig {
@@ -81,6 +87,8 @@ impl LedgerConfig {
             instance: "ledger".to_owned(),
             poll: Duration::from_millis(50),
             chunk_records: 1024,
+            token: None,
+            http: gateway_httpd::Limits::default(),
         }
     }
 
@@ -224,6 +232,7 @@ impl LedgerConfig {
             Some(path) => base.join(path),
             None => data_dir.join("ledger").join("ledger.redb"),
         };
+        let token = token(file, base, &mut p);
         if !p.is_empty() {
             return Err(p);
         }
@@ -236,6 +245,8 @@ impl LedgerConfig {
             instance: format!("ledger@{node_id}"),
             poll: Duration::from_millis(50),
             chunk_records: 1024,
+            token,
+            http: gateway_httpd::Limits::default(),
         })
     }
 
@@ -244,6 +255,38 @@ impl LedgerConfig {
     pub fn grace_ms(&self) -> i64 {
         i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX)
     }
+}
+
+/// `[ledger] token` or `token_file` (trimmed), checked; never echoed in a problem.
+fn token(file: &FileConfig, base: &Path, p: &mut Problems) -> Option<Secret> {
+    let text = match (&file.ledger.token, &file.ledger.token_file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            p.push(
+                "ledger.token_file",
+                "set ledger.token or ledger.token_file, not both",
+            );
+            return None;
+        }
+        (Some(t), None) => t.trim().to_owned(),
+        (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                p.push("ledger.token_file", format!("{f}: {e}"));
+                return None;
+            }
+        },
+    };
+    let key = if file.ledger.token.is_some() {
+        "ledger.token"
+    } else {
+        "ledger.token_file"
+    };
+    if text.len() < 8 {
+        p.push(key, "expected a token of at least 8 characters");
+        return None;
+    }
+    Some(Secret::new(text))
 }
 
 /// Configuration problems, each `path: message`.
@@ -311,6 +354,39 @@ timezone = "Mars/Olympus"
         );
         let problems = LedgerConfig::parse("[ledger]\ngrace = 1\n", Path::new(".")).unwrap_err();
         assert_eq!(problems.0[0].0, "ledger.grace");
+    }
+
+    #[test]
+    fn the_token_comes_from_token_or_token_file_and_is_never_echoed() {
+        let c = LedgerConfig::parse("", Path::new(".")).unwrap();
+        assert!(c.token.is_none());
+        let c = LedgerConfig::parse("[ledger]\ntoken = \" ledger-token-1 \"\n", Path::new("."))
+            .unwrap();
+        assert_eq!(c.token.as_ref().map(Secret::expose), Some("ledger-token-1"));
+        assert!(!format!("{c:?}").contains("ledger-token-1"));
+
+        let dir = std::env::temp_dir().join(format!("ledger-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "from-a-file-123\n").unwrap();
+        let c = LedgerConfig::parse("[ledger]\ntoken_file = \"token\"\n", &dir).unwrap();
+        assert_eq!(
+            c.token.as_ref().map(Secret::expose),
+            Some("from-a-file-123")
+        );
+
+        for (text, path) in [
+            ("[ledger]\ntoken = \"short\"\n", "ledger.token"),
+            (
+                "[ledger]\ntoken = \"long-enough-1\"\ntoken_file = \"token\"\n",
+                "ledger.token_file",
+            ),
+            ("[ledger]\ntoken_file = \"missing\"\n", "ledger.token_file"),
+        ] {
+            let problems = LedgerConfig::parse(text, &dir).unwrap_err();
+            assert_eq!(problems.0[0].0, path, "{text}");
+            assert!(!problems.to_string().contains("long-enough-1"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! The query API: HTTP/1.1, JSON, a small blocking server (one accept thread, one thread per
-//! connection, bounded). Read-only: every route is a `GET` that reads the store in its own
-//! read transaction, concurrently with the fold.
+//! The query API: HTTP/1.1, JSON, served by gateway-httpd (the control plane's one bounded
+//! server: a deadline per request, a total and a per-peer connection cap, no body accepted).
+//! Read-only: every route is a `GET` that reads the store in its own read transaction,
+//! concurrently with the fold.
+//!
+//! With `[ledger] token`, every endpoint but `/health` needs `Authorization: Bearer <token>`
+//! (checked in constant time from the head; 401 otherwise). Answers that list API keys the
+//! caller did not name show client-id-only keys by pseudonym ([`crate::pseudonym`]).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
+use gateway_httpd::{BearerToken, Head, Request, Response};
 use gateway_model::event::{EntityEvent, EntityKind};
 use serde_json::json;
 
@@ -19,196 +21,72 @@ use crate::query::{self, Granularity};
 use crate::runtime::{Shared, now_ms};
 use crate::store::Dimension;
 
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_CONNECTIONS: usize = 64;
-const IDLE: Duration = Duration::from_secs(30);
-
-/// A response.
-#[derive(Debug)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Content type.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Vec<u8>,
-    /// `content-length` of a HEAD answer (the body a GET would get); `None`: the body's.
-    pub head_length: Option<usize>,
+fn bad_request(description: impl Into<String>) -> Response {
+    Response::error(400, "invalid_request", &description.into())
 }
 
-impl Response {
-    fn json(status: u16, value: &serde_json::Value) -> Self {
-        Self {
-            status,
-            content_type: "application/json",
-            body: value.to_string().into_bytes(),
-            head_length: None,
+/// The query API as gateway-httpd serves it.
+struct LedgerHttp {
+    shared: Arc<Shared>,
+    token: Option<BearerToken>,
+}
+
+impl gateway_httpd::Handler for LedgerHttp {
+    fn authorize(&self, head: &Head) -> Result<(), Response> {
+        match &self.token {
+            Some(token) if !is_health(&head.target) && !token.matches(head) => {
+                Err(gateway_httpd::unauthorized())
+            }
+            _ => Ok(()),
         }
     }
 
-    fn error(status: u16, error: &str, description: impl Into<String>) -> Self {
-        Self::json(
-            status,
-            &json!({"error": error, "error_description": description.into()}),
-        )
-    }
-
-    fn bad_request(description: impl Into<String>) -> Self {
-        Self::error(400, "invalid_request", description)
+    fn handle(&self, request: &Request) -> Response {
+        if !matches!(request.head.method.as_str(), "GET" | "HEAD") {
+            return Response::error(405, "method_not_allowed", "only GET is served")
+                .with_header("allow", "GET, HEAD".to_owned());
+        }
+        route(&self.shared, &request.head.target)
     }
 }
 
-/// Serves `listener` on its own threads until `shared.stop`.
+/// Whether `target` is routed to `/health`, the one endpoint open without the token (read the
+/// way [`route`] reads it).
+fn is_health(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    path.trim_start_matches('/') == "health"
+}
+
+/// Serves `listener` on its own threads (named `ledger-http`, `ledger-http-conn`) until the
+/// returned server is shut down.
 ///
 /// # Errors
 ///
 /// The listener cannot be made non-blocking, or the thread cannot start.
-pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Result<JoinHandle<()>, LedgerError> {
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "listener", e))?;
-    std::thread::Builder::new()
-        .name("ledger-http".into())
-        .spawn(move || accept_loop(&listener, &shared))
-        .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "spawn http thread", e))
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while !shared.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    let mut stream = stream;
-                    let _ = write_response(
-                        &mut stream,
-                        &Response::error(503, "busy", "too many connections"),
-                        false,
-                    );
-                    continue;
-                }
-                active.fetch_add(1, Ordering::Relaxed);
-                let shared = Arc::clone(shared);
-                let active = Arc::clone(&active);
-                let spawned = std::thread::Builder::new()
-                    .name("ledger-http-conn".into())
-                    .spawn(move || {
-                        connection(stream, &shared);
-                        active.fetch_sub(1, Ordering::Relaxed);
-                    });
-                if spawned.is_err() {
-                    tracing::warn!("cannot spawn a connection thread");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                std::thread::sleep(Duration::from_millis(100));
+pub fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> Result<gateway_httpd::Server, LedgerError> {
+    let token = shared
+        .config
+        .token
+        .as_ref()
+        .map(|t| BearerToken::new(t.expose()));
+    if token.is_none() {
+        if let Ok(addr) = listener.local_addr() {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the ledger's query API is open to anyone who can reach it: set [ledger] token");
             }
         }
     }
-}
-
-fn connection(mut stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(IDLE));
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        let (path, keep_alive, head_len, body_len, head_only) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    if req.method != Some("GET") && req.method != Some("HEAD") {
-                        let _ = write_response(
-                            &mut stream,
-                            &Response::error(405, "method_not_allowed", "only GET is served"),
-                            false,
-                        );
-                        return;
-                    }
-                    let close = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection")
-                            && h.value.eq_ignore_ascii_case(b"close")
-                    });
-                    let body = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok())
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    let http10 = req.version == Some(0);
-                    break (
-                        req.path.unwrap_or("/").to_owned(),
-                        !close && !http10,
-                        len,
-                        body,
-                        req.method == Some("HEAD"),
-                    );
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
-                    let mut chunk = [0u8; 4096];
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                    }
-                }
-                _ => {
-                    let _ = write_response(
-                        &mut stream,
-                        &Response::bad_request("malformed or oversized request head"),
-                        false,
-                    );
-                    return;
-                }
-            }
-        };
-        if body_len > 0 {
-            let _ = write_response(
-                &mut stream,
-                &Response::bad_request("a GET carries no body"),
-                false,
-            );
-            return;
-        }
-        buf.drain(..head_len.min(buf.len()));
-        let mut response = route(shared, &path);
-        if head_only {
-            // The length of the body a GET would get, and no body.
-            let len = response.body.len();
-            response.body.clear();
-            response.head_length = Some(len);
-        }
-        if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
-            return;
-        }
-    }
-}
-
-fn write_response(stream: &mut TcpStream, r: &Response, keep_alive: bool) -> std::io::Result<()> {
-    let reason = match r.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.head_length.unwrap_or(r.body.len()),
-        if keep_alive { "keep-alive" } else { "close" }
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&r.body)?;
-    stream.flush()
+    let limits = shared.config.http;
+    gateway_httpd::Server::start(
+        listener,
+        "ledger-http",
+        limits,
+        LedgerHttp { shared, token },
+    )
+    .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "start the query API", e))
 }
 
 /// Percent-decodes a query component (`+` is a space).
@@ -242,12 +120,10 @@ fn parse_query(query: &str) -> Result<BTreeMap<String, String>, Response> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (Some(k), Some(v)) = (decode_component(k), decode_component(v)) else {
-            return Err(Response::bad_request("bad percent-encoding in the query"));
+            return Err(bad_request("bad percent-encoding in the query"));
         };
         if out.insert(k.clone(), v).is_some() {
-            return Err(Response::bad_request(format!(
-                "parameter `{k}` given twice"
-            )));
+            return Err(bad_request(format!("parameter `{k}` given twice")));
         }
     }
     Ok(out)
@@ -255,7 +131,7 @@ fn parse_query(query: &str) -> Result<BTreeMap<String, String>, Response> {
 
 fn check_params(params: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Response> {
     match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Response::bad_request(format!(
+        Some(k) => Err(bad_request(format!(
             "unknown parameter `{k}` (expected {})",
             allowed.join(", ")
         ))),
@@ -265,7 +141,7 @@ fn check_params(params: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(
 
 fn internal(e: &LedgerError) -> Response {
     tracing::error!(error = %e, "query failed");
-    Response::error(500, "internal_error", e.to_string())
+    Response::error(500, "internal_error", &e.to_string())
 }
 
 /// Answers a request for `target` (path and query).
@@ -278,26 +154,21 @@ pub fn route(shared: &Shared, target: &str) -> Response {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let result = match segments.as_slice() {
         ["health"] => Ok(health(shared)),
-        ["metrics"] => Ok(Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: shared.metrics.render(now_ms()).into_bytes(),
-            head_length: None,
-        }),
+        ["metrics"] => Ok(Response::text(
+            200,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(now_ms()),
+        )),
         ["api", "usage"] => usage(shared, &params),
         ["api", "totals"] => totals(shared, &params),
         ["api", "export"] => export(shared, &params),
         ["api", "entities", kind, id, "history"] => history(shared, kind, id),
-        ["api", "quarantine"] => shared
-            .store
-            .quarantine()
-            .map(|items| Response::json(200, &json!({ "items": items })))
-            .map_err(|e| internal(&e)),
+        ["api", "quarantine"] => quarantine(shared),
         ["api", "state"] => state(shared),
         _ => Err(Response::error(
             404,
             "not_found",
-            format!("no route {path}"),
+            &format!("no route {path}"),
         )),
     };
     result.unwrap_or_else(|r| r)
@@ -306,6 +177,52 @@ pub fn route(shared: &Shared, target: &str) -> Response {
 fn health(shared: &Shared) -> Response {
     let (ok, body) = shared.metrics.health(now_ms(), shared.source_name());
     Response::json(if ok { 200 } else { 503 }, &body)
+}
+
+/// The quarantined records. A record that mentions a client-id-only key (its error text, its
+/// raw bytes) shows the pseudonym in the text and no payload: the raw bytes stay in the store,
+/// for `ledger dump` on the ledger's own machine.
+fn quarantine(shared: &Shared) -> Result<Response, Response> {
+    let mut items = shared.store.quarantine().map_err(|e| internal(&e))?;
+    let hidden = shared.client_id_only();
+    if !hidden.is_empty() {
+        for item in &mut items {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            if let Some(error) = obj.get("error").and_then(|e| e.as_str()) {
+                let scrubbed = hidden.scrub_text(error);
+                obj.insert("error".into(), scrubbed.into());
+            }
+            let payload = obj
+                .get("payload_hex")
+                .and_then(|h| h.as_str())
+                .and_then(unhex);
+            if payload.is_some_and(|p| hidden.mentioned_in(&p)) {
+                obj.insert("payload_hex".into(), serde_json::Value::Null);
+                obj.insert(
+                    "payload_withheld".into(),
+                    "mentions a client-id-only API key; `ledger dump` shows it".into(),
+                );
+            }
+        }
+    }
+    Ok(Response::json(200, &json!({ "items": items })))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
 }
 
 fn state(shared: &Shared) -> Result<Response, Response> {
@@ -343,27 +260,24 @@ fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response,
     let (dim, id) = match (chosen.next(), chosen.next()) {
         (Some(one), None) => one,
         (None, _) => {
-            return Err(Response::bad_request(
+            return Err(bad_request(
                 "one of apikey, consumer, subscription, api or route is required",
             ));
         }
         (Some(_), Some(_)) => {
-            return Err(Response::bad_request(
+            return Err(bad_request(
                 "give only one of apikey, consumer, subscription, api or route",
             ));
         }
     };
     if id.is_empty() {
-        return Err(Response::bad_request(format!(
-            "`{}` is empty",
-            dim.as_str()
-        )));
+        return Err(bad_request(format!("`{}` is empty", dim.as_str())));
     }
     let granularity = match params.get("granularity").map(String::as_str) {
         None | Some("day") => Granularity::Day,
         Some("month") => Granularity::Month,
         Some(other) => {
-            return Err(Response::bad_request(format!(
+            return Err(bad_request(format!(
                 "granularity: expected day or month, got {other:?}"
             )));
         }
@@ -379,9 +293,7 @@ fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response,
                             .flatten()
                     })
                     .ok_or_else(|| {
-                        Response::bad_request(format!(
-                            "{name}: expected a date YYYY-MM-DD, got {text:?}"
-                        ))
+                        bad_request(format!("{name}: expected a date YYYY-MM-DD, got {text:?}"))
                     })
             })
             .transpose()
@@ -389,11 +301,16 @@ fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response,
     let (from, to) = (date("from")?, date("to")?);
     if let (Some(f), Some(t)) = (from, to) {
         if f > t {
-            return Err(Response::bad_request("from is after to"));
+            return Err(bad_request("from is after to"));
         }
     }
+    // A client-id-only key may be named by its pseudonym (as listed by the export).
+    let key = match dim {
+        Dimension::ApiKey => shared.client_id_only().resolve(id).to_owned(),
+        _ => id.clone(),
+    };
     let cal = &shared.config.calendar;
-    let periods = query::usage(&shared.store, cal, dim, id, granularity, from, to)
+    let periods = query::usage(&shared.store, cal, dim, &key, granularity, from, to)
         .map_err(|e| internal(&e))?;
     let items: Vec<_> = periods
         .iter()
@@ -410,12 +327,17 @@ fn usage(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response,
 fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
     check_params(params, &["apikey"])?;
     let Some(apikey) = params.get("apikey").filter(|k| !k.is_empty()) else {
-        return Err(Response::bad_request("apikey is required"));
+        return Err(bad_request("apikey is required"));
     };
-    let record = shared.totals(apikey).map_err(|e| internal(&e))?;
+    // A client-id-only key may be named by its pseudonym; the answer says what was asked.
+    let key = shared.client_id_only().resolve(apikey).to_owned();
+    let record = shared.totals(&key).map_err(|e| internal(&e))?;
     let now = now_ms();
     let record = match record {
-        Some(r) => r,
+        Some(r) => gateway_model::event::TotalsRecord {
+            apikey: apikey.clone(),
+            ..r
+        },
         None => {
             let day = shared.config.calendar.day_of(now).unwrap_or(0);
             gateway_model::event::TotalsRecord {
@@ -440,7 +362,7 @@ fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
 fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
     check_params(params, &["period", "format"])?;
     let Some(period) = params.get("period") else {
-        return Err(Response::bad_request(
+        return Err(bad_request(
             "period is required: YYYY-MM (a month) or YYYY-MM-DD (a day)",
         ));
     };
@@ -449,7 +371,7 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
     } else if let Some(d) = calendar::parse_day(period) {
         (Granularity::Day, d)
     } else {
-        return Err(Response::bad_request(format!(
+        return Err(bad_request(format!(
             "period: expected YYYY-MM or YYYY-MM-DD, got {period:?}"
         )));
     };
@@ -457,13 +379,20 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
         None | Some("json") => false,
         Some("csv") => true,
         Some(other) => {
-            return Err(Response::bad_request(format!(
+            return Err(bad_request(format!(
                 "format: expected csv or json, got {other:?}"
             )));
         }
     };
     let cal = &shared.config.calendar;
     let rows = query::export(&shared.store, cal, granularity, date).map_err(|e| internal(&e))?;
+    // Every key is listed: client-id-only ones by pseudonym, in the order of what is shown.
+    let rows: BTreeMap<String, query::PeriodUsage> = {
+        let hidden = shared.client_id_only();
+        rows.into_iter()
+            .map(|(apikey, usage)| (hidden.show(&apikey).into_owned(), usage))
+            .collect()
+    };
     let label = query::label(granularity, date);
     let mut body = String::new();
     if csv {
@@ -484,39 +413,47 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
             body.push('\n');
         }
     }
-    Ok(Response {
-        status: 200,
-        content_type: if csv {
-            "text/csv; charset=utf-8"
-        } else {
-            "application/x-ndjson"
-        },
-        body: body.into_bytes(),
-        head_length: None,
-    })
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(Response::text(200, content_type, body))
 }
 
 fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> {
     let Some(kind) = EntityKind::ALL.iter().find(|k| k.as_str() == kind) else {
-        return Err(Response::bad_request(format!(
+        return Err(bad_request(format!(
             "unknown entity kind {kind:?} (expected api, route, backend, apikey, consumer or subscription)"
         )));
     };
     let Some(id) = decode_component(id).filter(|i| !i.is_empty()) else {
-        return Err(Response::bad_request("bad entity id"));
+        return Err(bad_request("bad entity id"));
+    };
+    // An API key asked for by its id: that id is shown, every other client-id-only key id is
+    // not. Asked for by pseudonym, or another kind: none is.
+    let (stored_id, named) = {
+        let hidden = shared.client_id_only();
+        match kind {
+            EntityKind::ApiKey if hidden.resolve(&id) != id => {
+                (hidden.resolve(&id).to_owned(), None)
+            }
+            EntityKind::ApiKey => (id.clone(), Some(id.clone())),
+            _ => (id.clone(), None),
+        }
     };
     let events = shared
         .store
-        .history(kind.as_str(), &id)
+        .history(kind.as_str(), &stored_id)
         .map_err(|e| internal(&e))?;
     if events.is_empty() {
         return Err(Response::error(
             404,
             "not_found",
-            format!("no history for {kind}/{id}"),
+            &format!("no history for {kind}/{id}"),
         ));
     }
-    let items: Vec<_> = events
+    let mut items: Vec<_> = events
         .iter()
         .filter_map(|bytes| EntityEvent::decode(bytes).ok())
         .map(|event| {
@@ -526,6 +463,10 @@ fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> 
                    "action": event.action, "event_id": event.id, "entity": entity})
         })
         .collect();
+    let hidden = shared.client_id_only();
+    for item in &mut items {
+        hidden.scrub(item, named.as_deref());
+    }
     Ok(Response::json(
         200,
         &json!({"kind": kind.as_str(), "id": id, "items": items}),

@@ -10,7 +10,9 @@
 //!
 //! What it must never do: trust bytes from a broker or a journal (every record is decoded with
 //! validation, a bad one is quarantined whole), rely on Kafka's committed offsets for
-//! correctness, panic on input, or depend on the gateway crate (the gateway embeds this one).
+//! correctness, panic on input, depend on the gateway crate (the gateway embeds this one), or
+//! show the id of a client-id-only API key (its credential) in an answer that did not name it
+//! ([`pseudonym`]).
 #![cfg_attr(
     not(test),
     deny(
@@ -27,6 +29,7 @@ pub mod error;
 pub mod fold;
 pub mod http;
 pub mod metrics;
+pub mod pseudonym;
 pub mod query;
 pub mod rebuild;
 pub mod redact;

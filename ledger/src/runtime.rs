@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use crate::config::{LedgerConfig, SourceConfig};
 use crate::error::{LedgerError, LedgerErrorKind};
 use crate::fold::{Fold, FoldStats};
 use crate::metrics::Metrics;
+use crate::pseudonym::{self, ClientIdOnly};
 use crate::store::{CommitSummary, Store};
 
 /// Milliseconds since the Unix epoch, now.
@@ -34,6 +35,8 @@ pub struct Shared {
     /// Live metrics.
     pub metrics: Metrics,
     totals: Mutex<TotalsVersions>,
+    /// The client-id-only API keys folded so far (their ids are credentials).
+    client_id_only: RwLock<ClientIdOnly>,
     /// Set to stop the threads.
     pub stop: AtomicBool,
 }
@@ -62,11 +65,18 @@ impl Shared {
     /// Store errors.
     pub fn with_store(config: LedgerConfig, store: Store) -> Result<Arc<Self>, LedgerError> {
         let metrics = Metrics::new(store.stats()?);
+        let mut client_id_only = ClientIdOnly::default();
+        store.each_history("apikey", |event| {
+            if let Some(id) = pseudonym::client_id_only_key(event) {
+                client_id_only.insert(&id);
+            }
+        })?;
         let shared = Arc::new(Self {
             store,
             config,
             metrics,
             totals: Mutex::new(TotalsVersions::default()),
+            client_id_only: RwLock::new(client_id_only),
             stop: AtomicBool::new(false),
         });
         // Every key with usage this month is "changed" at version 1, so that a gateway polling
@@ -82,6 +92,13 @@ impl Shared {
 
     fn lock_totals(&self) -> std::sync::MutexGuard<'_, TotalsVersions> {
         self.totals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client-id-only API keys known now, for answers that must hide them.
+    pub fn client_id_only(&self) -> std::sync::RwLockReadGuard<'_, ClientIdOnly> {
+        self.client_id_only
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A fold resuming from the store.
@@ -109,6 +126,23 @@ impl Shared {
             return Ok(None);
         }
         let delta = fold.take_delta();
+        // Before the commit: once the chunk's usage is readable, its keys are already known to
+        // be hidden (marking a key early is harmless; the fold would mark it again).
+        let newly: Vec<String> = delta
+            .history
+            .iter()
+            .filter(|h| h.kind == "apikey")
+            .filter_map(|h| pseudonym::client_id_only_key(&h.json))
+            .collect();
+        if !newly.is_empty() {
+            let mut known = self
+                .client_id_only
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for id in &newly {
+                known.insert(id);
+            }
+        }
         let summary = match self
             .store
             .commit(&delta, fold.producers(), fold.positions())
@@ -218,7 +252,7 @@ pub struct TotalsUpdate {
 pub struct Ledger {
     shared: Arc<Shared>,
     fold: Option<JoinHandle<()>>,
-    http: Option<JoinHandle<()>>,
+    http: Option<gateway_httpd::Server>,
     addr: Option<SocketAddr>,
 }
 
@@ -251,11 +285,9 @@ impl Ledger {
                 let listener = TcpListener::bind(addr).map_err(|e| {
                     LedgerError::with(LedgerErrorKind::Io, format!("bind {addr}"), e)
                 })?;
-                let local = listener.local_addr().ok();
-                (
-                    Some(crate::http::serve(listener, Arc::clone(&shared))?),
-                    local,
-                )
+                let server = crate::http::serve(listener, Arc::clone(&shared))?;
+                let local = Some(server.addr());
+                (Some(server), local)
             }
             None => (None, None),
         };
@@ -315,7 +347,7 @@ impl Ledger {
             let _ = fold.join();
         }
         if let Some(http) = self.http.take() {
-            let _ = http.join();
+            http.shutdown();
         }
     }
 }

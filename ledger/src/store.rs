@@ -538,6 +538,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Calls `each` with every folded event of entity kind `kind` (every id, every version), in
+    /// key order.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn each_history(&self, kind: &str, mut each: impl FnMut(&[u8])) -> Result<(), LedgerError> {
+        let mut prefix = Vec::new();
+        push_str(&mut prefix, kind);
+        self.scan(HISTORY, &prefix, |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            each(v);
+            Ok(true)
+        })
+    }
+
     /// The quarantined records (their description, payload in hex), in source/offset order.
     ///
     /// # Errors

@@ -195,6 +195,11 @@ pub struct LedgerSection {
     /// The ledger's store file, relative to the config file (default
     /// `<data_dir>/ledger/ledger.redb`).
     pub store: Option<String>,
+    /// Bearer token of the ledger's query API: when set, every endpoint but `/health` needs
+    /// `Authorization: Bearer <token>` (default: none, the API is open; keep it on loopback).
+    pub token: Option<String>,
+    /// A file holding the token (instead of `token`), relative to the config file.
+    pub token_file: Option<String>,
 }
 
 /// `[quotas]`

@@ -1,37 +1,42 @@
-//! The admin API: its own listener and threads (never a core), `Authorization: Bearer <token>`
-//! compared in constant time, REST CRUD of the entities, bulk import, quotas, call examples,
+//! The admin API: its own listener and threads (never a core; the server is gateway-httpd's,
+//! which checks `Authorization: Bearer <token>` in constant time from the request head, before
+//! any body byte is read), REST CRUD of the entities, bulk import, quotas, call examples,
 //! the entity log, metrics, health and the OpenAPI description (docs/admin.md).
 //!
 //! Every write validates the whole resulting entity set (entity values, references, and a
 //! trial snapshot build) before anything is appended; then the events are appended and synced,
 //! and the new fold is published to the cores. Nothing is half-applied. It never logs a secret.
 
-mod http;
 mod json;
 pub mod rotation;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
+use gateway_httpd::{BearerToken, Head, error_body};
 use gateway_model::entity::{Api, ApiKey, Consumer, Route, Secret, StoredBackend, Subscription};
 use gateway_model::event::{EntityAction, EntityKind};
 use gateway_model::import::{Entities, import_document};
 use gateway_model::validate::{Problems, Validate, from_value};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq as _;
 
-pub use http::{Request, Response};
+pub use gateway_httpd::{Request, Response};
 
 use crate::entitylog::{Change, Entity, EntityLog, LogError, RotationState, State};
 use crate::node::Publisher;
 
 /// The OpenAPI 3 description of this API (one source: docs/admin-openapi.json).
 pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
+
+/// Largest body of `POST /api/import` (bulk imports).
+pub const MAX_IMPORT_BODY: u64 = 32 << 20;
+/// Largest body of every other write.
+pub const MAX_WRITE_BODY: u64 = 1 << 20;
 
 /// A clock: ms since the Unix epoch (injected by tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -55,6 +60,8 @@ pub struct AdminOptions {
     pub driver: String,
     /// Share the entity log through Kafka (`[events] sink = "kafka"`).
     pub kafka: Option<crate::entitylog::kafka::KafkaLogConfig>,
+    /// Limits of the listener: request deadline, idle timeout, connection caps.
+    pub http: gateway_httpd::Limits,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -64,6 +71,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("token", &self.token)
             .field("previous_secret_grace_ms", &self.previous_secret_grace_ms)
             .field("public_url", &self.public_url)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +84,7 @@ pub fn system_clock() -> Clock {
 /// The running admin API.
 #[derive(Debug)]
 pub struct AdminServer {
-    server: http::Server,
+    server: gateway_httpd::Server,
     admin: Arc<Admin>,
     stop: Arc<AtomicBool>,
     rotation: Option<JoinHandle<()>>,
@@ -136,6 +144,8 @@ pub fn start(
         None => None,
     };
     let admin = Arc::new(Admin {
+        token: BearerToken::new(options.token.expose()),
+        http_stats: OnceLock::new(),
         log: Mutex::new(log),
         publisher,
         options: options.clone(),
@@ -157,8 +167,13 @@ pub fn start(
         }
         None => None,
     };
-    let handler = admin.clone();
-    let server = http::Server::start(options.addr, move |req| handler.handle(req))?;
+    let server = gateway_httpd::Server::bind(
+        options.addr,
+        "tollgate-admin",
+        options.http,
+        AdminHttp(admin.clone()),
+    )?;
+    let _ = admin.http_stats.set(server.stats());
     let stop = Arc::new(AtomicBool::new(false));
     let rotation = {
         let admin = admin.clone();
@@ -190,6 +205,9 @@ pub fn start(
 }
 
 struct Admin {
+    token: BearerToken,
+    /// The listener's counters (set once it is bound), for `/metrics`.
+    http_stats: OnceLock<Arc<gateway_httpd::Stats>>,
     log: Mutex<EntityLog>,
     publisher: Publisher,
     options: AdminOptions,
@@ -245,9 +263,9 @@ impl Collection {
 struct Failure(Response);
 
 fn fail(status: u16, code: &str, text: impl Into<String>) -> Failure {
-    Failure(Response::json(
+    Failure(Response::json_pretty(
         status,
-        &json!({"error": code, "error_description": text.into()}),
+        &error_body(code, &text.into()),
     ))
 }
 
@@ -256,12 +274,11 @@ fn invalid(problems: &Problems) -> Failure {
         .iter()
         .map(|p| json!({"path": p.path, "message": p.message}))
         .collect();
-    Failure(Response::json(
-        400,
-        &json!({"error": "invalid_entity",
-                "error_description": format!("{} problem(s)", problems.len()),
-                "problems": list}),
-    ))
+    let mut body = error_body("invalid_entity", &format!("{} problem(s)", problems.len()));
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("problems".to_owned(), Value::Array(list));
+    }
+    Failure(Response::json_pretty(400, &body))
 }
 
 fn not_found(kind: &str, id: &str) -> Failure {
@@ -279,65 +296,68 @@ fn internal(e: &LogError) -> Failure {
 
 type Outcome = Result<Response, Failure>;
 
+/// The admin API as gateway-httpd serves it.
+struct AdminHttp(Arc<Admin>);
+
+impl gateway_httpd::Handler for AdminHttp {
+    /// `/health` and `/openapi.json` are public; everything else needs the bearer token,
+    /// checked here from the head alone, so that nothing of a body is read (or allocated) for
+    /// an unauthenticated caller.
+    fn authorize(&self, head: &Head) -> Result<(), Response> {
+        if is_public(head) || self.0.token.matches(head) {
+            return Ok(());
+        }
+        let refusal = gateway_httpd::unauthorized();
+        self.0.count(&head.path, refusal.status);
+        Err(refusal)
+    }
+
+    fn body_limit(&self, head: &Head) -> u64 {
+        match (head.method.as_str(), head.path.as_str()) {
+            ("POST", "/api/import") => MAX_IMPORT_BODY,
+            ("POST" | "PUT" | "PATCH" | "DELETE", _) => MAX_WRITE_BODY,
+            _ => 0,
+        }
+    }
+
+    fn handle(&self, request: &Request) -> Response {
+        self.0.handle(request)
+    }
+}
+
+/// The endpoints served without a token.
+fn is_public(head: &Head) -> bool {
+    head.method == "GET" && matches!(head.path.as_str(), "/health" | "/openapi.json")
+}
+
 impl Admin {
     fn handle(&self, req: &Request) -> Response {
         let response = match self.route(req) {
             Ok(r) | Err(Failure(r)) => r,
         };
-        let family = metric_path(&req.path);
+        self.count(&req.head.path, response.status);
+        response
+    }
+
+    fn count(&self, path: &str, status: u16) {
         *self
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((family, response.status))
+            .entry((metric_path(path), status))
             .or_default() += 1;
-        response
     }
 
-    fn authorized(&self, req: &Request) -> bool {
-        let Some(value) = req.header("authorization") else {
-            return false;
-        };
-        let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        else {
-            return false;
-        };
-        bool::from(
-            token
-                .trim()
-                .as_bytes()
-                .ct_eq(self.options.token.expose().as_bytes()),
-        )
-    }
-
+    /// Routes an authorized request (the token was checked by [`AdminHttp::authorize`]).
     fn route(&self, req: &Request) -> Outcome {
-        let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
-        let method = req.method.as_str();
+        let parts: Vec<&str> = req.head.path.split('/').filter(|s| !s.is_empty()).collect();
+        let method = req.head.method.as_str();
         match (method, parts.as_slice()) {
-            ("GET", ["health"]) => {
-                return Ok(Response::json(
-                    200,
-                    &json!({"status": "ok", "generation": self.publisher.current().generation}),
-                ));
-            }
-            ("GET", ["openapi.json"]) => {
-                return Ok(Response::text(200, "application/json", OPENAPI.to_owned()));
-            }
-            _ => {}
-        }
-        if !self.authorized(req) {
-            return Err(Failure(
-                Response::json(
-                    401,
-                    &json!({"error": "unauthorized",
-                            "error_description": "missing or wrong bearer token"}),
-                )
-                .with_header("www-authenticate", "Bearer".to_owned()),
-            ));
-        }
-        match (method, parts.as_slice()) {
+            ("GET", ["health"]) => Ok(Response::json_pretty(
+                200,
+                &json!({"status": "ok", "generation": self.publisher.current().generation}),
+            )),
+            ("GET", ["openapi.json"]) => Ok(Response::text(200, "application/json", OPENAPI)),
             ("GET", ["metrics"]) => Ok(self.metrics()),
             ("GET", ["api", "events"]) => self.events(req),
             ("POST", ["api", "import"]) => self.import(req),
@@ -374,7 +394,11 @@ impl Admin {
                     _ => Err(method_not_allowed("GET, PUT, PATCH, DELETE")),
                 }
             }
-            _ => Err(fail(404, "not_found", format!("no endpoint {}", req.path))),
+            _ => Err(fail(
+                404,
+                "not_found",
+                format!("no endpoint {}", req.head.path),
+            )),
         }
     }
 
@@ -470,6 +494,7 @@ impl Admin {
             return Err(invalid(&problems));
         }
         let filters: Vec<(&str, &str)> = req
+            .head
             .query
             .iter()
             .filter(|(k, _)| k != "page" && k != "page_size")
@@ -488,7 +513,7 @@ impl Admin {
             .skip((page - 1).saturating_mul(size))
             .take(size)
             .collect();
-        Ok(Response::json(200, &Value::Array(items))
+        Ok(Response::json_pretty(200, &Value::Array(items))
             .with_header("x-total-count", total.to_string())
             .with_header("x-page", page.to_string())
             .with_header("x-page-size", size.to_string()))
@@ -608,7 +633,7 @@ impl Admin {
             }
         }
         self.commit(&mut log, vec![Change::delete(c.kind(), id)], "admin")?;
-        Ok(Response::json(
+        Ok(Response::json_pretty(
             200,
             &json!({"deleted": true, "entity": body}),
         ))
@@ -634,14 +659,14 @@ impl Admin {
     fn sub_collection(&self, req: &Request, api_id: &str, sub: &str) -> Outcome {
         let mut log = self.log();
         let (api, version) = get_api(log.state(), api_id)?;
-        match req.method.as_str() {
+        match req.head.method.as_str() {
             "GET" => {
                 let items = if sub == "consumers" {
                     serde_json::to_value(&api.consumers)
                 } else {
                     serde_json::to_value(&api.subscriptions)
                 };
-                Ok(Response::json(200, &items.unwrap_or(Value::Null))
+                Ok(Response::json_pretty(200, &items.unwrap_or(Value::Null))
                     .with_header("etag", format!("\"{version}\"")))
             }
             "POST" => {
@@ -665,7 +690,7 @@ impl Admin {
                 let id = put_sub(&mut api, sub, &body, None)?;
                 let written = self.commit_api(&mut log, api)?;
                 let api = get_api(log.state(), api_id)?.0;
-                Ok(Response::json(201, &sub_json(&api, sub, &id))
+                Ok(Response::json_pretty(201, &sub_json(&api, sub, &id))
                     .with_header("etag", format!("\"{written}\"")))
             }
             _ => Err(method_not_allowed("GET, POST")),
@@ -679,9 +704,10 @@ impl Admin {
         if current.is_null() {
             return Err(not_found(&sub[..sub.len() - 1], id));
         }
-        match req.method.as_str() {
+        match req.head.method.as_str() {
             "GET" => {
-                Ok(Response::json(200, &current).with_header("etag", format!("\"{version}\"")))
+                Ok(Response::json_pretty(200, &current)
+                    .with_header("etag", format!("\"{version}\"")))
             }
             "PUT" | "PATCH" => {
                 let mut body = parse_body(&req.body)?;
@@ -690,7 +716,7 @@ impl Admin {
                 if !body.is_object() {
                     return Err(body_not_object());
                 }
-                let doc = if req.method == "PATCH" {
+                let doc = if req.head.method == "PATCH" {
                     let mut doc = current;
                     json::merge_patch(&mut doc, &body);
                     doc
@@ -700,7 +726,7 @@ impl Admin {
                 put_sub(&mut api, sub, &doc, Some(id))?;
                 let written = self.commit_api(&mut log, api)?;
                 let api = get_api(log.state(), api_id)?.0;
-                Ok(Response::json(200, &sub_json(&api, sub, id))
+                Ok(Response::json_pretty(200, &sub_json(&api, sub, id))
                     .with_header("etag", format!("\"{written}\"")))
             }
             "DELETE" => {
@@ -724,7 +750,7 @@ impl Admin {
                     api.subscriptions.retain(|s| s.id != id);
                 }
                 self.commit_api(&mut log, api)?;
-                Ok(Response::json(
+                Ok(Response::json_pretty(
                     200,
                     &json!({"deleted": true, "entity": current}),
                 ))
@@ -778,7 +804,7 @@ impl Admin {
             .pool
             .consumption(id, crate::core::now_ms())
             .ok_or_else(|| not_found("apikey", id))?;
-        Ok(Response::json(
+        Ok(Response::json_pretty(
             200,
             &json!({
                 "authorizedCallsPerWindow": c.authorized_calls_per_window,
@@ -803,7 +829,7 @@ impl Admin {
         let secret = key.client_secret.expose();
         let basic =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:{secret}", key.client_id));
-        Ok(Response::json(
+        Ok(Response::json_pretty(
             200,
             &json!({
                 "url": url,
@@ -858,7 +884,10 @@ impl Admin {
                 v
             })
             .collect();
-        Ok(Response::json(200, &json!({"events": items, "last": last})))
+        Ok(Response::json_pretty(
+            200,
+            &json!({"events": items, "last": last}),
+        ))
     }
 
     fn import(&self, req: &Request) -> Outcome {
@@ -866,7 +895,7 @@ impl Admin {
         let (status, body) = import_into(&req.body, &mut log, |log, changes| {
             self.commit(log, changes, "import").map(|_| ())
         })?;
-        Ok(Response::json(status, &body))
+        Ok(Response::json_pretty(status, &body))
     }
 
     fn metrics(&self) -> Response {
@@ -947,6 +976,34 @@ impl Admin {
                 "tollgate_admin_requests_total{{path=\"{}\",status=\"{status}\"}} {n}",
                 escape_label(path)
             );
+        }
+        if let Some(stats) = self.http_stats.get() {
+            for (name, help, value) in [
+                (
+                    "tollgate_admin_connections_total",
+                    "Admin API connections admitted.",
+                    &stats.accepted,
+                ),
+                (
+                    "tollgate_admin_connections_busy_total",
+                    "Admin API connections refused with 503 (total or per-peer cap reached).",
+                    &stats.busy,
+                ),
+                (
+                    "tollgate_admin_requests_timed_out_total",
+                    "Admin API requests answered 408 (not received within the request deadline).",
+                    &stats.timed_out,
+                ),
+                (
+                    "tollgate_admin_requests_too_large_total",
+                    "Admin API requests answered 413 (body over the route's limit).",
+                    &stats.too_large,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            }
         }
         Response::text(200, "text/plain; version=0.0.4", out)
     }
@@ -1260,6 +1317,7 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
                 data_dir: cfg.data_dir.clone(),
                 node_id: cfg.node_id.clone(),
             }),
+        http: gateway_httpd::Limits::default(),
     };
     Ok((log, options))
 }
@@ -1297,9 +1355,9 @@ pub fn open_quickstart(
 
 fn method_not_allowed(allow: &str) -> Failure {
     Failure(
-        Response::json(
+        Response::json_pretty(
             405,
-            &json!({"error": "method_not_allowed", "error_description": format!("allowed: {allow}")}),
+            &error_body("method_not_allowed", &format!("allowed: {allow}")),
         )
         .with_header("allow", allow.to_owned()),
     )
@@ -1359,12 +1417,16 @@ fn check_version(req: &Request, body: Option<Value>, current: u64) -> Result<(),
         }
     }
     match expected.into_iter().find(|v| *v != current) {
-        Some(v) => Err(Failure(Response::json(
-            409,
-            &json!({"error": "version_conflict",
-                    "error_description": format!("expected version {v}, the entity is at version {current}"),
-                    "version": current}),
-        ))),
+        Some(v) => {
+            let mut body = error_body(
+                "version_conflict",
+                &format!("expected version {v}, the entity is at version {current}"),
+            );
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("version".to_owned(), json!(current));
+            }
+            Err(Failure(Response::json_pretty(409, &body)))
+        }
         None => Ok(()),
     }
 }
@@ -1568,7 +1630,7 @@ fn with_version(mut v: Value, version: u64) -> Value {
 }
 
 fn entity_response(status: u16, e: &Entity, version: u64) -> Response {
-    Response::json(status, &with_version(e.to_json(), version))
+    Response::json_pretty(status, &with_version(e.to_json(), version))
         .with_header("etag", format!("\"{version}\""))
 }
 

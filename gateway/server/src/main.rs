@@ -313,6 +313,7 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         public_url: "http://127.0.0.1:8080".to_owned(),
         driver: String::new(),
         kafka: None,
+        http: gateway_httpd::Limits::default(),
     };
     let options = NodeOptions {
         node_id: "quickstart".to_owned(),

@@ -64,6 +64,7 @@ impl Stack {
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
                 kafka: None,
+                http: Default::default(),
             },
             log,
             node.publisher(),

@@ -64,6 +64,7 @@ impl Member {
                     data_dir: dir.to_owned(),
                     node_id: id.to_owned(),
                 }),
+                http: Default::default(),
             },
             log,
             node.publisher(),

@@ -89,5 +89,40 @@ fn bad_ledger_fields_are_named_too() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ledger.grace_secs"), "{stderr}");
+    // The query API's token: too short, or both forms at once; never echoed.
+    std::fs::write(
+        &cfg,
+        "[listeners.http]\naddr = \"127.0.0.1:0\"\n[admin]\ntoken = \"long-enough-token\"\n\
+         [ledger]\ntoken = \"short\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ledger.token: expected a token of at least 8 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short"), "{stderr}");
+    std::fs::write(
+        &cfg,
+        "[listeners.http]\naddr = \"127.0.0.1:0\"\n[admin]\ntoken = \"long-enough-token\"\n\
+         [ledger]\ntoken = \"ledger-token-123\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
