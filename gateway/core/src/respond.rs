@@ -61,6 +61,18 @@ impl ErrorReply {
         Self::new(429, "too_many_requests", "You performed too much requests");
     /// The upstream failed (connect error, bad response).
     pub const BAD_GATEWAY: Self = Self::new(502, "bad_gateway", "upstream error");
+    /// The TLS handshake with the upstream failed (never a plaintext fallback).
+    pub const UPSTREAM_TLS: Self = Self::new(
+        502,
+        "upstream_tls_failed",
+        "TLS handshake with the upstream failed",
+    );
+    /// The upstream's certificate did not verify.
+    pub const UPSTREAM_CERTIFICATE: Self = Self::new(
+        502,
+        "upstream_certificate_invalid",
+        "the upstream's TLS certificate did not verify",
+    );
     /// No upstream target is available (all circuit breakers open, no healthy target).
     pub const UNAVAILABLE: Self = Self::new(503, "service_unavailable", "no upstream available");
     /// The upstream did not answer in time.

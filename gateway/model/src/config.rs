@@ -105,12 +105,25 @@ pub struct HttpListener {
 pub struct HttpsListener {
     /// `host:port` to listen on.
     pub addr: String,
-    /// PEM certificate chain.
-    pub cert: String,
-    /// PEM private key.
-    pub key: String,
-    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    /// PEM certificate chain (leaf first) of the default certificate, relative to the config
+    /// file; with `key`. Optional when certificate entities cover every name.
+    pub cert: Option<String>,
+    /// PEM private key of the default certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+    /// Oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Refuse names no certificate covers with an alert, instead of serving the default
+    /// certificate (default false).
+    pub strict_sni: Option<bool>,
+    /// Client certificates: `"none"` (default), `"optional"` or `"required"`; needs `client_ca`.
+    pub client_auth: Option<String>,
+    /// PEM CA bundle that signs client certificates.
     pub client_ca: Option<String>,
+    /// Time allowed for a TLS handshake, ms (default 10000).
+    pub handshake_timeout_ms: Option<u64>,
+    /// How often the session-ticket key rotates, seconds (default 43200 = 12 h; a ticket opens
+    /// for up to twice that).
+    pub ticket_rotation_secs: Option<u64>,
 }
 
 /// `[admin]`

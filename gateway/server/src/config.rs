@@ -91,17 +91,46 @@ pub enum LedgerMode {
     Remote,
 }
 
-/// The TLS listener's files.
+/// The TLS listener's settings, checked (the files are read when the node starts, and by
+/// `gateway check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// `host:port`.
     pub addr: SocketAddr,
-    /// Certificate chain.
-    pub cert: PathBuf,
-    /// Private key.
-    pub key: PathBuf,
+    /// Certificate chain of the default certificate.
+    pub cert: Option<PathBuf>,
+    /// Private key of the default certificate.
+    pub key: Option<PathBuf>,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: String,
+    /// Refuse unknown names.
+    pub strict_sni: bool,
+    /// Client certificates.
+    pub client_auth: crate::tls::server::ClientAuth,
     /// Client CA for mTLS.
     pub client_ca: Option<PathBuf>,
+    /// Handshake timeout.
+    pub handshake_timeout: std::time::Duration,
+    /// Ticket key rotation.
+    pub ticket_rotation: std::time::Duration,
+}
+
+impl TlsFiles {
+    /// Reads the files and builds the listener's TLS settings.
+    ///
+    /// # Errors
+    /// A problem naming the config key (an unreadable file, a key that does not match).
+    pub fn load(&self) -> Result<crate::tls::ListenerTls, crate::tls::server::SetupError> {
+        crate::tls::ListenerTls::load(&crate::tls::server::ListenerSettings {
+            cert: self.cert.as_deref(),
+            key: self.key.as_deref(),
+            min_version: &self.min_version,
+            strict_sni: self.strict_sni,
+            client_auth: self.client_auth,
+            client_ca: self.client_ca.as_deref(),
+            handshake_timeout: self.handshake_timeout,
+        })
+    }
 }
 
 /// A checked configuration.
@@ -246,11 +275,70 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         .and_then(|l| addr(&l.addr, "listeners.http.addr", &mut p));
     let https = file.listeners.https.as_ref().and_then(|l| {
         let a = addr(&l.addr, "listeners.https.addr", &mut p)?;
+        use crate::tls::server::ClientAuth;
+        if l.cert.is_some() != l.key.is_some() {
+            p.push(
+                "listeners.https.key",
+                "cert and key go together (both or neither)",
+            );
+        }
+        let min_version = l.min_version.clone().unwrap_or_else(|| "1.2".to_owned());
+        if min_version != "1.2" && min_version != "1.3" {
+            p.push(
+                "listeners.https.min_version",
+                format!("expected \"1.2\" or \"1.3\", got {min_version:?}"),
+            );
+        }
+        let client_auth = match l.client_auth.as_deref() {
+            None | Some("none") => ClientAuth::None,
+            Some("optional") => ClientAuth::Optional,
+            Some("required") => ClientAuth::Required,
+            Some(other) => {
+                p.push(
+                    "listeners.https.client_auth",
+                    format!("expected \"none\", \"optional\" or \"required\", got {other:?}"),
+                );
+                ClientAuth::None
+            }
+        };
+        if client_auth != ClientAuth::None && l.client_ca.is_none() {
+            p.push(
+                "listeners.https.client_ca",
+                "client_auth needs a client_ca bundle",
+            );
+        }
+        let handshake_timeout = match l.handshake_timeout_ms {
+            Some(0) => {
+                p.push(
+                    "listeners.https.handshake_timeout_ms",
+                    "expected a duration ≥ 1 ms",
+                );
+                std::time::Duration::from_secs(10)
+            }
+            Some(ms) => std::time::Duration::from_millis(ms),
+            None => std::time::Duration::from_secs(10),
+        };
+        let ticket_rotation = match l.ticket_rotation_secs {
+            Some(0) => {
+                p.push(
+                    "listeners.https.ticket_rotation_secs",
+                    "expected at least 1 s",
+                );
+                std::time::Duration::from_secs(43_200)
+            }
+            Some(s) => std::time::Duration::from_secs(s),
+            None => std::time::Duration::from_secs(43_200),
+        };
         Some(TlsFiles {
             addr: a,
-            cert: base.join(&l.cert),
-            key: base.join(&l.key),
+            cert: l.cert.as_ref().map(|c| base.join(c)),
+            key: l.key.as_ref().map(|k| base.join(k)),
+            min_version,
+            strict_sni: l.strict_sni.unwrap_or(false),
+            client_auth,
             client_ca: l.client_ca.as_ref().map(|c| base.join(c)),
+            handshake_timeout,
+            ticket_rotation,
         })
     });
     if file.listeners.http.is_none() && file.listeners.https.is_none() {

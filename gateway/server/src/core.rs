@@ -38,6 +38,77 @@ pub struct NodeShared {
     health: Mutex<crate::health::Verdicts>,
     /// Each core's published request counters (read by the admin API's `/metrics`).
     pub metrics: crate::metrics::NodeMetrics,
+    /// The HTTPS listener's shared parts, when there is one (set once, before the cores run).
+    tls: std::sync::OnceLock<NodeTls>,
+}
+
+/// What the cores' TLS configs are built from: the listener's settings and the node's ticket
+/// keys (rotated by a node thread; each core rebuilds its config when the generation moves).
+#[derive(Debug)]
+pub struct NodeTls {
+    listener: Arc<crate::tls::ListenerTls>,
+    keys: Mutex<Arc<crate::tls::TicketKeys>>,
+    generation: std::sync::atomic::AtomicU32,
+}
+
+impl NodeTls {
+    /// Fresh ticket keys for `listener`.
+    ///
+    /// # Errors
+    /// When no randomness can be read.
+    pub fn new(
+        listener: Arc<crate::tls::ListenerTls>,
+        rotation: Duration,
+    ) -> std::io::Result<Self> {
+        let keys = crate::tls::TicketKeys::new(rotation)?;
+        Ok(Self {
+            listener,
+            generation: std::sync::atomic::AtomicU32::new(keys.generation()),
+            keys: Mutex::new(Arc::new(keys)),
+        })
+    }
+
+    fn keys(&self) -> Arc<crate::tls::TicketKeys> {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn rotate(&self) {
+        let next = self.keys().rotated();
+        match next {
+            Ok(next) => {
+                let generation = next.generation();
+                *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                self.generation.store(generation, Ordering::Release);
+                tracing::info!(generation, "TLS session-ticket key rotated");
+            }
+            Err(e) => tracing::error!(error = %e, "TLS session-ticket key not rotated"),
+        }
+    }
+}
+
+/// Rotates the node's ticket keys every `every` (a node thread; cores follow within a tick).
+pub fn spawn_ticket_rotation(
+    shared: Arc<NodeShared>,
+    every: Duration,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tollgate-tickets".to_owned())
+        .spawn(move || {
+            let mut next = Instant::now() + every;
+            while !shared.is_shutting_down() {
+                std::thread::sleep(Duration::from_millis(100).min(every));
+                if Instant::now() >= next {
+                    if let Some(tls) = shared.tls.get() {
+                        tls.rotate();
+                    }
+                    next = Instant::now() + every;
+                }
+            }
+        })
+        .ok()
 }
 
 impl NodeShared {
@@ -50,6 +121,14 @@ impl NodeShared {
             health_generation: AtomicU64::new(0),
             health: Mutex::new(crate::health::Verdicts::new()),
             metrics: crate::metrics::NodeMetrics::default(),
+            tls: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the HTTPS listener's shared parts (once, before the cores start).
+    pub fn set_tls(&self, tls: Option<NodeTls>) {
+        if let Some(tls) = tls {
+            let _ = self.tls.set(tls);
         }
     }
 
@@ -149,6 +228,9 @@ pub struct Core {
     pub usage: RefCell<Option<CoreUsage>>,
     /// Request counters, plain; published into `metrics_cell` once per tick.
     pub stats: RefCell<crate::metrics::CoreStats>,
+    /// This core's TLS config (its own session cache and ticketer), rebuilt between
+    /// connections when the certificates or the ticket keys change.
+    tls: RefCell<Option<CoreTls>>,
     metrics_cell: Arc<crate::metrics::CoreCell>,
     days: Cell<Option<(gateway_core::window::Window, gateway_core::window::Window)>>,
     active: Cell<usize>,
@@ -169,6 +251,15 @@ impl std::fmt::Debug for Core {
             .field("draining", &self.draining.get())
             .finish_non_exhaustive()
     }
+}
+
+/// One core's TLS config and what it was built from.
+#[derive(Debug)]
+struct CoreTls {
+    config: Arc<rustls::ServerConfig>,
+    certs: Arc<crate::tls::CertStore>,
+    key_generation: u32,
+    handshake_timeout: Duration,
 }
 
 /// A core's usage pipeline: its accumulator and the sink it hands batches to.
@@ -218,6 +309,7 @@ impl Core {
             quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
             usage: RefCell::new(None),
             stats: RefCell::new(crate::metrics::CoreStats::default()),
+            tls: RefCell::new(None),
             metrics_cell,
             days: Cell::new(None),
             active: Cell::new(0),
@@ -230,7 +322,46 @@ impl Core {
             ticks: Cell::new(0),
         });
         core.rebuild_balancers(&snapshot);
+        core.refresh_tls();
         core
+    }
+
+    /// Builds this core's TLS config again when the snapshot's certificates or the node's
+    /// ticket keys changed since the last build.
+    fn refresh_tls(&self) {
+        let Some(node_tls) = self.node_shared.tls.get() else {
+            return;
+        };
+        let snapshot = self.current.borrow().shared.clone();
+        let key_generation = node_tls.generation.load(Ordering::Acquire);
+        let stale = self.tls.borrow().as_ref().is_none_or(|t| {
+            t.key_generation != key_generation || !Arc::ptr_eq(&t.certs, &snapshot.certs)
+        });
+        if !stale {
+            return;
+        }
+        match node_tls
+            .listener
+            .core_config(snapshot.certs.clone(), &node_tls.keys())
+        {
+            Ok(config) => {
+                *self.tls.borrow_mut() = Some(CoreTls {
+                    config,
+                    certs: snapshot.certs.clone(),
+                    key_generation,
+                    handshake_timeout: node_tls.listener.handshake_timeout,
+                });
+            }
+            Err(e) => tracing::error!(core = self.id, error = %e, "TLS config not rebuilt"),
+        }
+    }
+
+    /// The TLS config new connections of this core use, and the handshake timeout.
+    pub fn tls_config(&self) -> Option<(Arc<rustls::ServerConfig>, Duration)> {
+        self.tls
+            .borrow()
+            .as_ref()
+            .map(|t| (t.config.clone(), t.handshake_timeout))
     }
 
     /// The snapshot requests start with (cheap: a local reference count).
@@ -429,6 +560,7 @@ impl Core {
             self.rebuild_balancers(&snapshot);
             *self.current.borrow_mut() = Rc::new(CoreSnapshot::new(snapshot));
         }
+        self.refresh_tls();
         let health = self.node_shared.health_generation.load(Ordering::Acquire);
         if health != self.health_seen.get() {
             self.health_seen.set(health);
@@ -467,9 +599,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true).backlog(4096))
 }
 
-/// Runs a core until shutdown: accepts connections, spawns one task per connection, ticks, and
-/// when asked to stop, stops accepting and waits for in-flight requests up to the drain timeout.
-pub async fn run(core: Rc<Core>, listener: TcpListener) {
+/// Runs a core until shutdown: accepts connections on its plain and TLS listeners, spawns one
+/// task per connection, ticks, and when asked to stop, stops accepting and waits for in-flight
+/// requests up to the drain timeout.
+pub async fn run(core: Rc<Core>, plain: Option<TcpListener>, secure: Option<TcpListener>) {
     {
         let core = core.clone();
         monoio::spawn(async move {
@@ -479,23 +612,16 @@ pub async fn run(core: Rc<Core>, listener: TcpListener) {
             }
         });
     }
-    while !core.is_draining() {
-        // Cancelled by the ticker when the node shuts down (never by a timeout: cancelling an
-        // accept that already produced a socket would leak it on monoio 0.2.4).
-        let handle = core.accept_cancel.borrow().handle();
-        match listener.cancelable_accept(handle).await {
-            Ok((stream, peer)) => {
-                monoio::spawn(crate::proxy::serve(core.clone(), stream, peer));
-            }
-            Err(_) if core.is_draining() => break,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                tracing::warn!(core = core.id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    let secure_loop = secure.map(|listener| {
+        let core = core.clone();
+        monoio::spawn(async move { accept_loop(&core, &listener, true).await })
+    });
+    if let Some(listener) = plain {
+        accept_loop(&core, &listener, false).await;
     }
-    drop(listener);
+    if let Some(secure) = secure_loop {
+        secure.await;
+    }
     let deadline = Instant::now() + core.limits.drain_timeout;
     while core.active() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -504,5 +630,33 @@ pub async fn run(core: Rc<Core>, listener: TcpListener) {
     let flush_deadline = Instant::now() + Duration::from_secs(5);
     while core.flush_usage(true) > 0 && Instant::now() < flush_deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts until the core drains; each connection gets its own task (TLS ones start with their
+/// handshake, on this core).
+async fn accept_loop(core: &Rc<Core>, listener: &TcpListener, tls: bool) {
+    while !core.is_draining() {
+        // Cancelled by the ticker when the node shuts down (never by a timeout: cancelling an
+        // accept that already produced a socket would leak it on monoio 0.2.4).
+        let handle = core.accept_cancel.borrow().handle();
+        match listener.cancelable_accept(handle).await {
+            Ok((stream, peer)) if tls => {
+                monoio::spawn(crate::proxy::serve_tls(core.clone(), stream, peer));
+            }
+            Ok((stream, peer)) => {
+                monoio::spawn(crate::proxy::serve(
+                    core.clone(),
+                    crate::stream::Stream::Plain(stream),
+                    peer,
+                ));
+            }
+            Err(_) if core.is_draining() => break,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(core = core.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }

@@ -26,7 +26,9 @@ pub mod quickstart;
 pub mod runtime;
 pub mod seal;
 pub mod snapshot;
+pub mod stream;
 pub mod tail;
+pub mod tls;
 pub mod totals;
 pub mod upstream;
 

@@ -228,6 +228,9 @@ fn serve(
     if let Some(addr) = ledger.as_ref().and_then(ledger::Ledger::local_addr) {
         tracing::info!(ledger_addr = %addr, "ledger query API listening");
     }
+    if let Some(https) = node.https_addr() {
+        tracing::info!(https_addr = %https, "HTTPS listening");
+    }
     tracing::info!(addr = %node.addr(), cores = options.cores, driver = %node.driver(), "serving");
     wait_for_signal();
     tracing::info!("shutting down: draining in-flight requests");
@@ -252,9 +255,19 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(http) = cfg.http else {
-        eprintln!("gateway: [listeners.https] is not supported yet; configure [listeners.http]");
-        return ExitCode::FAILURE;
+    let https = match &cfg.https {
+        Some(files) => match files.load() {
+            Ok(tls) => Some(gateway::node::HttpsOptions {
+                addr: files.addr,
+                tls: std::sync::Arc::new(tls),
+                ticket_rotation: files.ticket_rotation,
+            }),
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     let ledger = match cfg.ledger_mode {
         config::LedgerMode::Remote => None,
@@ -280,7 +293,8 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         node_id: cfg.node_id,
         cores: cfg.cores,
         pin: true,
-        http,
+        http: cfg.http,
+        https,
         limits: cfg.limits,
         io,
         resolve_every: Duration::from_secs(30),
@@ -319,7 +333,8 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         node_id: "quickstart".to_owned(),
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         pin: true,
-        http: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+        https: None,
         limits: HttpLimits::default(),
         io,
         resolve_every: Duration::from_secs(30),

@@ -28,6 +28,10 @@ pub struct CoreStats {
     pub latency_sum_us: u64,
     /// Requests refused by a quota (429).
     pub quota_rejections: u64,
+    /// Upstream TLS handshakes that failed (verification included).
+    pub upstream_tls_failures: u64,
+    /// Client TLS handshakes that failed (garbage, timeout, unknown SNI, bad certificate).
+    pub tls_handshake_failures: u64,
 }
 
 impl CoreStats {

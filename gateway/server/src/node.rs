@@ -27,7 +27,9 @@ pub struct NodeOptions {
     /// Pin core `i` to CPU `i % available`.
     pub pin: bool,
     /// Plain HTTP listener (port 0 picks one).
-    pub http: SocketAddr,
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener (port 0 picks one).
+    pub https: Option<HttpsOptions>,
     /// Limits and timeouts.
     pub limits: HttpLimits,
     /// IO driver.
@@ -47,6 +49,17 @@ pub struct NodeOptions {
     pub journal: crate::journal::JournalOptions,
 }
 
+/// The HTTPS listener of a node.
+#[derive(Debug, Clone)]
+pub struct HttpsOptions {
+    /// `host:port`.
+    pub addr: SocketAddr,
+    /// Its TLS settings, loaded.
+    pub tls: Arc<crate::tls::ListenerTls>,
+    /// How often the session-ticket key rotates.
+    pub ticket_rotation: Duration,
+}
+
 /// Partitions of usage batches (DESIGN §4: partition = hash(API key) mod partitions).
 pub const USAGE_PARTITIONS: u32 = 16;
 
@@ -55,8 +68,10 @@ pub const USAGE_PARTITIONS: u32 = 16;
 pub struct Node {
     shared: Arc<NodeShared>,
     threads: Vec<JoinHandle<()>>,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     driver: Driver,
+    tickets: Option<JoinHandle<()>>,
     resolver: Option<JoinHandle<()>>,
     health: Option<JoinHandle<()>>,
     sink: Option<crate::journal::sink::Sink>,
@@ -95,13 +110,32 @@ impl Node {
             Snapshot::build(1, &entities, &mut SystemResolver, setup).map_err(io::Error::other)?;
         let shared = Arc::new(NodeShared::new(snapshot));
         // All listeners are bound before any core accepts, on the same port (the first one's,
-        // when the port is 0).
-        let first = listener(options.http)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..options.cores.max(1) {
-            listeners.push(listener(addr)?);
+        // when the port is 0): one SO_REUSEPORT socket per core and listener.
+        let bind_all = |at: Option<SocketAddr>| -> io::Result<(Option<SocketAddr>, Vec<_>)> {
+            let Some(at) = at else {
+                return Ok((None, Vec::new()));
+            };
+            let first = listener(at)?;
+            let addr = first.local_addr()?;
+            let mut all = vec![first];
+            for _ in 1..cores {
+                all.push(listener(addr)?);
+            }
+            Ok((Some(addr), all))
+        };
+        let (addr, plain) = bind_all(options.http)?;
+        let (https_addr, secure) = bind_all(options.https.as_ref().map(|h| h.addr))?;
+        if addr.is_none() && https_addr.is_none() {
+            return Err(io::Error::other("no listener: set http or https"));
         }
+        let tls = match &options.https {
+            Some(h) => Some(crate::core::NodeTls::new(h.tls.clone(), h.ticket_rotation)?),
+            None => None,
+        };
+        shared.set_tls(tls);
+        let mut plain = plain.into_iter();
+        let mut secure = secure.into_iter();
+        let listeners: Vec<_> = (0..cores).map(|_| (plain.next(), secure.next())).collect();
         let sink = match &options.data_dir {
             Some(dir) => {
                 let journal_dir = crate::journal::Stream::Usage.dir(&dir.join("journal"));
@@ -150,7 +184,7 @@ impl Node {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
         let mut threads = Vec::new();
-        for (i, std_listener) in listeners.into_iter().enumerate() {
+        for (i, (std_plain, std_secure)) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let limits = options.limits.clone();
@@ -171,9 +205,13 @@ impl Node {
                         }
                     };
                     rt.block_on(async move {
-                        let listener = match monoio::net::TcpListener::from_std(std_listener) {
-                            Ok(l) => l,
-                            Err(e) => {
+                        let to_monoio = |l: Option<std::net::TcpListener>| match l {
+                            Some(l) => monoio::net::TcpListener::from_std(l).map(Some),
+                            None => Ok(None),
+                        };
+                        let (plain, secure) = match (to_monoio(std_plain), to_monoio(std_secure)) {
+                            (Ok(p), Ok(s)) => (p, s),
+                            (Err(e), _) | (_, Err(e)) => {
                                 let _ = ready.send(Err(format!("core {i}: listener: {e}")));
                                 return;
                             }
@@ -193,7 +231,7 @@ impl Node {
                             *core.usage.borrow_mut() = Some(crate::core::CoreUsage { acc, sink });
                         }
                         let _ = ready.send(Ok(driver));
-                        crate::core::run(core, listener).await;
+                        crate::core::run(core, plain, secure).await;
                     });
                 })?;
             threads.push(handle);
@@ -238,6 +276,10 @@ impl Node {
             cores,
         );
         let health = crate::health::spawn(shared.clone());
+        let tickets = options
+            .https
+            .as_ref()
+            .and_then(|h| crate::core::spawn_ticket_rotation(shared.clone(), h.ticket_rotation));
         // Other nodes' consumption, from the ledger's totals (Kafka deployments only).
         let totals_counters = Arc::new(crate::totals::TotalsCounters::default());
         let totals = match &options.kafka {
@@ -259,7 +301,9 @@ impl Node {
             shared,
             threads,
             addr,
+            https_addr,
             driver,
+            tickets,
             resolver,
             health,
             sink,
@@ -281,9 +325,16 @@ impl Node {
         self.publisher.clone()
     }
 
-    /// The bound address of the HTTP listener.
+    /// The bound address of the HTTP listener (of the HTTPS one when there is no HTTP one).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+            .or(self.https_addr)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound address of the HTTPS listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The IO driver the cores use.
@@ -313,9 +364,14 @@ impl Node {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for t in [self.resolver.take(), self.health.take(), self.totals.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.resolver.take(),
+            self.health.take(),
+            self.totals.take(),
+            self.tickets.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = t.join();
         }

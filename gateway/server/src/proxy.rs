@@ -11,14 +11,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::stream::Stream;
 use gateway_core::balance::{FailureKind, Outcome};
 use gateway_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadParser, HttpError, Method, Side,
 };
 use gateway_core::respond::ErrorReply;
 use gateway_core::rewrite;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent};
-use monoio::net::TcpStream;
 
 use crate::core::{Core, now_ms};
 use crate::upstream::{ConnectError, UpConn};
@@ -38,7 +37,7 @@ enum Next {
 
 /// A client connection's reusable state.
 struct Conn {
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     /// Unread client bytes are `buf[..len]`.
     buf: Vec<u8>,
@@ -94,10 +93,55 @@ enum Action {
     Proxy { backend: usize },
 }
 
+/// The answer to plain HTTP sent to the TLS port (written in clear, then the connection closes).
+const PLAIN_TO_TLS: ErrorReply = ErrorReply::new(
+    400,
+    "plain_http_to_https_port",
+    "plain HTTP was sent to the HTTPS port",
+);
+
+/// Runs the TLS handshake of a connection accepted on the HTTPS listener (on this core, within
+/// the handshake timeout), then serves it. A failed handshake is counted and closed (rustls sent
+/// its alert); plain HTTP gets a clear 400.
+pub(crate) async fn serve_tls(core: Rc<Core>, tcp: monoio::net::TcpStream, peer: SocketAddr) {
+    let Some((config, timeout)) = core.tls_config() else {
+        return;
+    };
+    let _ = tcp.set_nodelay(true);
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = crate::tls::TlsStream::new(tcp, conn);
+    let handshake = {
+        let _active = core.track_connection();
+        monoio::time::timeout(timeout, tls.handshake()).await
+    };
+    match handshake {
+        Ok(Ok(())) => {}
+        Ok(Err(crate::tls::TlsError::PlainHttp)) => {
+            core.stats.borrow_mut().tls_handshake_failures += 1;
+            let mut out = Vec::with_capacity(256);
+            gateway_core::respond::write_error(&mut out, &PLAIN_TO_TLS, &[], true, false);
+            let _ = monoio::io::AsyncWriteRentExt::write_all(tls.tcp_mut(), out).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            core.stats.borrow_mut().tls_handshake_failures += 1;
+            tracing::debug!(core = core.id, %peer, reason = e.reason(), "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            core.stats.borrow_mut().tls_handshake_failures += 1;
+            return;
+        }
+    }
+    serve(core, Stream::Tls(Box::new(tls)), peer).await;
+}
+
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(core: Rc<Core>, client: Stream, peer: SocketAddr) {
     let _active = core.track_connection();
-    let _ = client.set_nodelay(true);
+    let _ = client.tcp().set_nodelay(true);
     let mut conn = Conn {
         client,
         peer,
@@ -119,39 +163,7 @@ pub(crate) async fn serve(core: Rc<Core>, client: TcpStream, peer: SocketAddr) {
             break;
         }
     }
-    let _ = conn.client.shutdown().await;
-}
-
-/// Reads more bytes into `buf[len..]`, growing it when full; `Ok(0)` is end of stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    if buf.len() == buf.capacity() {
-        buf.reserve(buf.capacity().max(4096));
-    }
-    let len = buf.len();
-    let cap = buf.capacity();
-    let owned = std::mem::take(buf);
-    let (res, slice) = stream
-        .read(monoio::buf::IoBufMut::slice_mut(owned, len..cap))
-        .await;
-    *buf = slice.into_inner();
-    res
-}
-
-/// Writes `bytes[range]` of an owned buffer, giving the buffer back.
-async fn write_range(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    range: std::ops::Range<usize>,
-) -> std::io::Result<()> {
-    if range.is_empty() {
-        return Ok(());
-    }
-    let owned = std::mem::take(buf);
-    let (res, slice) = stream
-        .write_all(monoio::buf::IoBuf::slice(owned, range))
-        .await;
-    *buf = slice.into_inner();
-    res.map(|_| ())
+    conn.client.shutdown().await;
 }
 
 /// Drops the first `n` bytes of `buf` (the consumed part), keeping the rest at the front.
@@ -279,7 +291,9 @@ impl Conn {
         let len = self.out.len();
         self.status = status;
         self.bytes_out += len as u64;
-        if write_range(&mut self.client, &mut self.out, 0..len)
+        if self
+            .client
+            .write_range(&mut self.out, 0..len)
             .await
             .is_err()
             || close
@@ -319,6 +333,11 @@ impl Conn {
                             self.peer,
                             &mut self.out,
                             &mut self.path,
+                            if self.client.tls().is_some() {
+                                "https"
+                            } else {
+                                "http"
+                            },
                             now_ms(),
                         ));
                     }
@@ -336,20 +355,15 @@ impl Conn {
                     return Err(Next::Close);
                 }
                 let handle = core.idle_handle();
-                let owned = std::mem::take(&mut self.buf);
-                let cap = owned.capacity();
                 let read = monoio::time::timeout(
                     core.limits.idle_timeout,
-                    self.client
-                        .cancelable_read(monoio::buf::IoBufMut::slice_mut(owned, 0..cap), handle),
+                    self.client.read_more_cancelable(&mut self.buf, handle),
                 )
                 .await;
                 match read {
-                    Ok((res, slice)) => {
-                        self.buf = slice.into_inner();
-                        res
-                    }
-                    // Idle too long: close quietly (nothing was sent, nothing to answer).
+                    Ok(res) => res,
+                    // Idle too long: close quietly (nothing was sent, nothing to answer). The
+                    // dropped read took the buffer with it.
                     Err(_) => {
                         self.buf = Vec::with_capacity(CLIENT_BUF);
                         return Err(Next::Close);
@@ -359,8 +373,7 @@ impl Conn {
                 let left = deadline.map_or(core.limits.header_timeout, |d| {
                     d.saturating_duration_since(Instant::now())
                 });
-                match monoio::time::timeout(left, read_more(&mut self.client, &mut self.buf)).await
-                {
+                match monoio::time::timeout(left, self.client.read_more(&mut self.buf)).await {
                     Ok(res) => res,
                     Err(_) => {
                         if self.buf.capacity() == 0 {
@@ -394,7 +407,7 @@ impl Conn {
             if d.consumed == 0 || self.buf.is_empty() {
                 match monoio::time::timeout(
                     core.limits.idle_timeout,
-                    read_more(&mut self.client, &mut self.buf),
+                    self.client.read_more(&mut self.buf),
                 )
                 .await
                 {
@@ -410,7 +423,7 @@ impl Conn {
         if plan.expect_continue
             && plan.framing != BodyFraming::None
             && self.buf.is_empty()
-            && self.client.write_all(CONTINUE).await.0.is_err()
+            && self.client.write_static(CONTINUE).await.is_err()
         {
             return Next::Close;
         }
@@ -548,7 +561,13 @@ impl Conn {
                 None => {
                     let reserved = core.pool.borrow_mut().reserve(addr, max_open);
                     let connected = match reserved {
-                        Ok(place) => crate::upstream::connect(addr, connect_timeout, place).await,
+                        Ok(place) => {
+                            let tls = spec
+                                .targets
+                                .get(ticket.target().index())
+                                .and_then(|t| t.tls.as_deref());
+                            crate::upstream::connect(addr, connect_timeout, place, tls).await
+                        }
                         Err(e) => Err(e),
                     };
                     match connected {
@@ -561,6 +580,15 @@ impl Conn {
                                 }
                                 ConnectError::Io(_) => {
                                     (ErrorReply::BAD_GATEWAY, Some(FailureKind::Connect))
+                                }
+                                ConnectError::Tls(e) => {
+                                    core.stats.borrow_mut().upstream_tls_failures += 1;
+                                    let reply = if e.is_verification() {
+                                        ErrorReply::UPSTREAM_CERTIFICATE
+                                    } else {
+                                        ErrorReply::UPSTREAM_TLS
+                                    };
+                                    (reply, Some(FailureKind::Connect))
                                 }
                             };
                             last_failure = reply;
@@ -708,7 +736,7 @@ impl Conn {
     ) -> Result<(), Option<ErrorReply>> {
         let left =
             Self::body_deadline(core, started, received).saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, read_more(&mut self.client, &mut self.buf)).await {
+        match monoio::time::timeout(left, self.client.read_more(&mut self.buf)).await {
             Ok(Ok(n)) if n > 0 => Ok(()),
             Ok(_) => Err(None),
             Err(_) => Err(Some(ErrorReply::BODY_TIMEOUT)),
@@ -740,7 +768,7 @@ impl Conn {
             if plan.expect_continue && self.buf.len() == scanned && !*sent_continue {
                 // Every check passed: the body is wanted.
                 *sent_continue = true;
-                if self.client.write_all(CONTINUE).await.0.is_err() {
+                if self.client.write_static(CONTINUE).await.is_err() {
                     return Err(None);
                 }
             }
@@ -787,7 +815,9 @@ impl Conn {
         // 1. The head (built in `plan`, kept in `out`), with a buffered body in the same write.
         // `out` is left as it is, so that a retry sends the same bytes again.
         let total = self.out.len();
-        if write_range(&mut up.stream, &mut self.out, 0..total)
+        if up
+            .stream
+            .write_range(&mut self.out, 0..total)
             .await
             .is_err()
         {
@@ -804,7 +834,7 @@ impl Conn {
             // 100 Continue only once the body is known to be acceptable.
             if plan.expect_continue && self.buf.is_empty() && !*sent_continue {
                 *sent_continue = true;
-                if self.client.write_all(CONTINUE).await.0.is_err() {
+                if self.client.write_static(CONTINUE).await.is_err() {
                     return Exchange::Aborted;
                 }
             }
@@ -818,19 +848,16 @@ impl Conn {
                 // An upstream that answers before it has the whole body (a 413, a 401) has
                 // stopped reading it: the rest would be read as another request. Stop sending,
                 // relay the answer, and close both connections.
-                if up.has_pending() {
+                if up.stream.has_pending() {
                     early = true;
                     break;
                 }
                 let keep = forwarded_part(&d, &mut in_trailers);
                 let last = d.done && in_trailers;
-                if write_range(&mut up.stream, &mut self.buf, keep)
-                    .await
-                    .is_err()
-                {
+                if up.stream.write_range(&mut self.buf, keep).await.is_err() {
                     return Exchange::Failed(UpstreamFailure::Broken);
                 }
-                if last && up.stream.write_all(CRLF).await.0.is_err() {
+                if last && up.stream.write_static(CRLF).await.is_err() {
                     return Exchange::Failed(UpstreamFailure::Broken);
                 }
                 self.bytes_in += d.consumed as u64;
@@ -874,7 +901,7 @@ impl Conn {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match monoio::time::timeout(left, read_more(&mut up.stream, &mut up.buf)).await {
+            match monoio::time::timeout(left, up.stream.read_more(&mut up.buf)).await {
                 Err(_) => return Exchange::Failed(UpstreamFailure::Timeout),
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) if up.buf.is_empty() && mode != BodyMode::Streaming => {
@@ -913,13 +940,15 @@ impl Conn {
                 }
                 let len = self.out.len();
                 self.bytes_out += len as u64;
-                write_range(&mut self.client, &mut self.out, 0..len).await
+                self.client.write_range(&mut self.out, 0..len).await
             } else {
                 if head_pending {
                     head_pending = false;
                     let len = self.out.len();
                     self.bytes_out += len as u64;
-                    if write_range(&mut self.client, &mut self.out, 0..len)
+                    if self
+                        .client
+                        .write_range(&mut self.out, 0..len)
                         .await
                         .is_err()
                     {
@@ -927,7 +956,7 @@ impl Conn {
                     }
                 }
                 self.bytes_out += payload.len() as u64;
-                write_range(&mut self.client, &mut up.buf, payload).await
+                self.client.write_range(&mut up.buf, payload).await
             };
             if write.is_err() {
                 return Exchange::Aborted;
@@ -938,7 +967,7 @@ impl Conn {
             }
             if d.consumed == 0 || up.buf.is_empty() {
                 let left = stream_deadline.saturating_duration_since(Instant::now());
-                match monoio::time::timeout(left, read_more(&mut up.stream, &mut up.buf)).await {
+                match monoio::time::timeout(left, up.stream.read_more(&mut up.buf)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     Ok(_) => {
                         // End of stream: fine for a close-delimited body, an error otherwise.

@@ -19,13 +19,25 @@ use gateway_model::entity::{Backend, MockResponse, Route};
 use gateway_model::import::Entities;
 
 /// One upstream server, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ResolvedTarget {
     /// `host` or `host:port` for the upstream Host header.
     pub host_header: Box<str>,
     /// Where to connect; `None` when the name did not resolve (the target is unavailable until a
     /// later resolution succeeds).
     pub addr: Option<SocketAddr>,
+    /// TLS to this target (`tls: true`), shared by the cores.
+    pub tls: Option<std::sync::Arc<crate::tls::client::UpstreamTls>>,
+}
+
+/// Targets compare by where they lead (host header and address): the background resolver
+/// republishes a snapshot only when an address changed.
+impl PartialEq for ResolvedTarget {
+    fn eq(&self, other: &Self) -> bool {
+        self.host_header == other.host_header
+            && self.addr == other.addr
+            && self.tls.is_some() == other.tls.is_some()
+    }
 }
 
 /// A backend as the request path uses it.
@@ -112,6 +124,8 @@ pub struct Snapshot {
     pub keys: KeyStore,
     /// The node's quota counters for these keys (carried over from the previous snapshot).
     pub pool: NodePool,
+    /// The certificate entities the HTTPS listener serves, by name.
+    pub certs: std::sync::Arc<crate::tls::CertStore>,
 }
 
 /// What the quota pool of a snapshot is built from.
@@ -137,6 +151,16 @@ pub enum SnapshotError {
     /// A key does not compile.
     #[error(transparent)]
     Keys(#[from] StoreError),
+    /// A `tls: true` target's TLS cannot be set up.
+    #[error("backend `{backend}`: targets[{target}]: tls: {message}")]
+    TargetTls {
+        /// Backend id.
+        backend: String,
+        /// Target index.
+        target: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A route refers to a backend that does not exist.
     #[error("route `{route}`: no backend `{backend}`")]
     MissingBackend {
@@ -170,34 +194,52 @@ impl Resolver for SystemResolver {
     }
 }
 
-fn resolve_backend(id: &str, spec: &Backend, resolver: &mut dyn Resolver) -> BackendRuntime {
-    let targets = spec
-        .targets
-        .iter()
-        .map(|t| {
-            let addr = t
-                .ip_address
-                .as_deref()
-                .and_then(|ip| ip.parse::<IpAddr>().ok())
-                .map(|ip| SocketAddr::new(ip, t.port))
-                .or_else(|| resolver.resolve(&t.hostname, t.port));
-            let host_header = if (t.port == 80 && !t.tls) || (t.port == 443 && t.tls) {
-                t.hostname.clone()
-            } else {
-                format!("{}:{}", t.hostname, t.port)
-            };
-            ResolvedTarget {
-                host_header: host_header.into(),
-                addr,
-            }
-        })
-        .collect();
-    BackendRuntime {
+fn resolve_backend(
+    id: &str,
+    spec: &Backend,
+    resolver: &mut dyn Resolver,
+) -> Result<BackendRuntime, SnapshotError> {
+    let mut targets = Vec::with_capacity(spec.targets.len());
+    for (i, t) in spec.targets.iter().enumerate() {
+        let addr = t
+            .ip_address
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, t.port))
+            .or_else(|| resolver.resolve(&t.hostname, t.port));
+        let host_header = if (t.port == 80 && !t.tls) || (t.port == 443 && t.tls) {
+            t.hostname.clone()
+        } else {
+            format!("{}:{}", t.hostname, t.port)
+        };
+        let tls = if t.tls {
+            let built = crate::tls::client::build(crate::tls::client::TargetTls {
+                hostname: t.hostname.trim_start_matches('[').trim_end_matches(']'),
+                roots: crate::tls::client::system_roots(),
+                client_cert: None,
+                verify: crate::tls::client::Verify::Full,
+            })
+            .map_err(|message| SnapshotError::TargetTls {
+                backend: id.to_owned(),
+                target: i,
+                message,
+            })?;
+            Some(std::sync::Arc::new(built))
+        } else {
+            None
+        };
+        targets.push(ResolvedTarget {
+            host_header: host_header.into(),
+            addr,
+            tls,
+        });
+    }
+    Ok(BackendRuntime {
         id: id.into(),
         spec: spec.clone(),
         targets,
         mock: spec.mock.as_ref().map(MockBytes::new),
-    }
+    })
 }
 
 /// The routes an API contributes, as plain routes (backend inline or by reference).
@@ -259,7 +301,7 @@ impl Snapshot {
         let mut by_id = HashMap::new();
         for b in &entities.backends {
             by_id.insert(b.id.as_str(), backends.len());
-            backends.push(resolve_backend(&b.id, &b.backend, resolver));
+            backends.push(resolve_backend(&b.id, &b.backend, resolver)?);
         }
         let mut routes = Vec::new();
         let mut defs = Vec::new();
@@ -284,7 +326,7 @@ impl Snapshot {
                         &format!("route:{}", route.id),
                         inline,
                         resolver,
-                    ));
+                    )?);
                     backends.len() - 1
                 }
                 (None, None) => {
@@ -323,6 +365,7 @@ impl Snapshot {
             backends,
             keys,
             pool,
+            certs: std::sync::Arc::new(crate::tls::CertStore::default()),
         })
     }
 }

@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use rustc_hash::FxHashMap;
 
+use crate::stream::Stream;
+
 /// Read buffer size of an upstream connection.
 pub const UPSTREAM_BUF: usize = 16 * 1024;
 
 /// One upstream connection and its read buffer.
 #[derive(Debug)]
 pub struct UpConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection (plain, or TLS to a `tls: true` target).
+    pub stream: Stream,
     /// Read buffer (its length is the unread bytes).
     pub buf: Vec<u8>,
     /// Whether it came from the pool (a failure before any response byte may then be a stale
@@ -67,10 +69,12 @@ pub struct StreamingPlace {
 pub enum ConnectError {
     /// The target already has `max_connections` open on this core.
     AtCapacity,
-    /// Connecting timed out.
+    /// Connecting (or the TLS handshake) timed out.
     Timeout,
     /// Connecting failed.
     Io(io::Error),
+    /// The TLS handshake failed, or the upstream's certificate did not verify.
+    Tls(crate::tls::TlsError),
 }
 
 /// The pool of one core.
@@ -91,7 +95,7 @@ impl Pool {
     ) -> Option<UpConn> {
         let slot = self.slots.get_mut(&addr)?;
         while let Some(mut conn) = slot.idle.pop() {
-            if now.duration_since(conn.idle_since) < idle_timeout && still_open(&conn.stream) {
+            if now.duration_since(conn.idle_since) < idle_timeout && conn.stream.is_idle() {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -136,8 +140,8 @@ impl Pool {
     /// Drops idle connections past `idle_timeout` or closed by the upstream.
     pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
         for slot in self.slots.values_mut() {
-            slot.idle.retain(|c| {
-                now.duration_since(c.idle_since) < idle_timeout && still_open(&c.stream)
+            slot.idle.retain_mut(|c| {
+                now.duration_since(c.idle_since) < idle_timeout && c.stream.is_idle()
             });
         }
         self.slots
@@ -167,21 +171,38 @@ impl Pool {
 #[derive(Debug)]
 pub struct Reservation(OpenGuard);
 
-/// Connects to `addr` in the place `reservation` holds.
+/// Connects to `addr` in the place `reservation` holds, with TLS when `tls` is set (the
+/// handshake counts against `timeout` too).
 ///
 /// # Errors
-/// [`ConnectError::Timeout`] or [`ConnectError::Io`].
+/// [`ConnectError::Timeout`], [`ConnectError::Io`] or [`ConnectError::Tls`].
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     reservation: Reservation,
+    tls: Option<&crate::tls::client::UpstreamTls>,
 ) -> Result<UpConn, ConnectError> {
-    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    let deadline = Instant::now() + timeout;
+    let tcp = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let conn = rustls::ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+                .map_err(|e| ConnectError::Tls(crate::tls::TlsError::Protocol(e)))?;
+            let mut stream = crate::tls::TlsStream::new(tcp, conn);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, stream.handshake()).await {
+                Err(_) => return Err(ConnectError::Timeout),
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Ok(Ok(())) => Stream::Tls(Box::new(stream)),
+            }
+        }
+    };
     Ok(UpConn {
         stream,
         buf: Vec::with_capacity(UPSTREAM_BUF),
@@ -191,18 +212,20 @@ pub async fn connect(
     })
 }
 
-impl UpConn {
-    /// Whether the upstream sent something (or closed) that nobody asked for yet: a
-    /// non-blocking peek, one syscall.
-    pub fn has_pending(&self) -> bool {
-        !still_open(&self.stream)
-    }
+/// What a non-blocking peek finds on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeekState {
+    /// Nothing to read (EAGAIN).
+    Silent,
+    /// Bytes wait to be read.
+    Data,
+    /// End of stream, or an error.
+    Closed,
 }
 
-/// Whether an idle socket is still open and silent: a non-blocking peek that finds no data
-/// (EAGAIN). End of stream, unexpected bytes or an error all mean "do not reuse".
+/// Peeks at one byte without blocking (one syscall).
 #[allow(unsafe_code)]
-fn still_open(stream: &TcpStream) -> bool {
+pub fn peek_state(stream: &TcpStream) -> PeekState {
     let mut byte = 0u8;
     // SAFETY: `recv` writes at most 1 byte into `byte`, a valid, writable 1-byte buffer that
     // outlives the call; the fd belongs to `stream`, which is alive for the duration of the call.
@@ -214,5 +237,27 @@ fn still_open(stream: &TcpStream) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    match n {
+        1.. => PeekState::Data,
+        0 => PeekState::Closed,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => PeekState::Silent,
+        _ => PeekState::Closed,
+    }
+}
+
+/// Reads what is there without blocking (one syscall): `Some(n)`, or `None` when nothing is
+/// (or an error).
+#[allow(unsafe_code)]
+pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: `recv` writes at most `buf.len()` bytes into `buf`, a valid, writable slice that
+    // outlives the call; the fd belongs to `stream`, alive for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).ok()
 }

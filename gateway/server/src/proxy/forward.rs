@@ -52,6 +52,7 @@ pub(super) fn plan(
     peer: SocketAddr,
     out: &mut Vec<u8>,
     path_buf: &mut String,
+    proto: &'static str,
     now_ms: i64,
 ) -> (Plan, Option<Picked>) {
     let method = head.method_str();
@@ -196,7 +197,7 @@ pub(super) fn plan(
         query: head.query(),
         host: if route.keep_host { host } else { target_host },
         client_host: host,
-        proto: "http",
+        proto,
         peer: peer.ip(),
         request_id: request_id(core, plan.request_id),
         framing: plan.framing,

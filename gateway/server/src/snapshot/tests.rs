@@ -73,7 +73,8 @@ fn routes_backends_and_api_routes() {
         b.targets[0],
         ResolvedTarget {
             host_header: "upstream.internal:8080".into(),
-            addr: Some("10.0.0.7:8080".parse().unwrap())
+            addr: Some("10.0.0.7:8080".parse().unwrap()),
+            tls: None,
         }
     );
     assert_eq!(b.targets[1].host_header.as_ref(), "127.0.0.1");

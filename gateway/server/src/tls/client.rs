@@ -1,0 +1,177 @@
+//! TLS to upstream targets (`tls: true`): SNI from the target's host name, certificate
+//! verification against the system's trust roots (or the target's `tls_config`), and never a
+//! plaintext fallback: a failed handshake or verification fails the call with a 502.
+//!
+//! A config is built per target when the snapshot is built and shared read-only by the cores.
+//! Resumption is off (rustls' client session cache takes a lock): upstream connections are
+//! pooled, so handshakes are rare.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+/// How far the upstream's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Chain to a trusted root and the name (the default).
+    #[default]
+    Full,
+    /// Chain, but not the name (Otoroshi's `loose`).
+    Chain,
+    /// Nothing but the handshake signatures (Otoroshi's `trust_all`); logged loudly.
+    Nothing,
+}
+
+/// What one target's TLS needs.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The rustls config.
+    pub config: Arc<ClientConfig>,
+    /// The name sent as SNI and verified.
+    pub server_name: ServerName<'static>,
+}
+
+/// The system's trust roots (Debian's `/etc/ssl/certs` via rustls-native-certs), loaded once.
+pub fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    errors = found.errors.len(),
+                    "no system trust roots found: TLS upstreams need tls_config.trusted_certs"
+                );
+            } else {
+                tracing::debug!(added, ignored, "system trust roots loaded");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// What a target's TLS is made of.
+#[derive(Debug)]
+pub struct TargetTls<'a> {
+    /// The target's host name (SNI and the verified name); an IP address is verified as one.
+    pub hostname: &'a str,
+    /// Trust roots (the system's unless the target names its own).
+    pub roots: Arc<RootCertStore>,
+    /// A client certificate for mTLS to the upstream.
+    pub client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// How far the certificate is checked.
+    pub verify: Verify,
+}
+
+/// Builds a target's TLS config.
+///
+/// # Errors
+/// An invalid host name, or a client certificate rustls refuses.
+pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, String> {
+    let provider = super::provider();
+    let server_name = ServerName::try_from(t.hostname.to_owned())
+        .map_err(|e| format!("host name `{}`: {e}", t.hostname))?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = match t.verify {
+        Verify::Full => builder.with_root_certificates(t.roots),
+        Verify::Chain | Verify::Nothing => {
+            let webpki = WebPkiServerVerifier::builder_with_provider(t.roots, provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Lenient {
+                    webpki,
+                    provider: provider.clone(),
+                    chain: t.verify == Verify::Chain,
+                }))
+        }
+    };
+    let mut config = match t.client_cert {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(UpstreamTls {
+        config: Arc::new(config),
+        server_name,
+    })
+}
+
+/// `loose` (chain only) and `trust_all` (nothing) verification; the handshake signatures are
+/// always checked.
+#[derive(Debug)]
+struct Lenient {
+    webpki: Arc<WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: bool,
+}
+
+impl ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if !self.chain {
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
