@@ -2,9 +2,9 @@
 //! return a [`Verdict`].
 //!
 //! ```text
-//! consumer ──► restrictions ──► read-only ──► quota ──► (upstream, in the server)
-//!  who calls?   key's and route's   route's        the key's shard
-//!               path rules          ReadOnlyCalls  (per core, leased)
+//! client cert ──► consumer ──► restrictions ──► read-only ──► quota ──► (upstream, server)
+//!  NgHasClientCert*  who calls?   key's and route's  route's       the key's shard
+//!  (TLS listener)                 path rules         ReadOnlyCalls (per core, leased)
 //! ```
 //!
 //! A [`Flow`] is compiled once per route per config snapshot ([`Flow::build`]) and only read
@@ -31,9 +31,17 @@ use crate::respond::ErrorReply;
 use crate::restriction::{self, CompileError, RestrictionSet};
 use crate::rewrite::{Added, AddedHeader};
 
+mod client_cert;
+
+pub use client_cert::{
+    CertHeaders, CertMatch, CertRejection, ChainEntry, ClientCert, normalise_serial,
+};
+
 /// The phases of a flow, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
+    /// The route's client-certificate validators.
+    ClientCert,
     /// Who is calling: the consumer identifies the caller (or lets anyone through, keyless).
     Consumer,
     /// The key's restrictions, then the route's (`NgRestrictions`).
@@ -48,6 +56,7 @@ impl Phase {
     /// The phase's name, for metrics and docs.
     pub fn name(self) -> &'static str {
         match self {
+            Self::ClientCert => "client_cert",
             Self::Consumer => "consumer",
             Self::Restrictions => "restrictions",
             Self::ReadOnly => "read_only",
@@ -99,6 +108,8 @@ impl QuotaExceeded {
 /// A refusal, with the phase that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    /// A client-certificate validator refused the connection's certificate (or its absence).
+    ClientCert(CertRejection),
     /// The consumer refused the caller's credential.
     Key(KeyRejection),
     /// A restriction refused the path (403 or 404).
@@ -113,6 +124,7 @@ impl Rejection {
     /// The phase that refused.
     pub fn phase(self) -> Phase {
         match self {
+            Self::ClientCert(_) => Phase::ClientCert,
             Self::Key(_) => Phase::Consumer,
             Self::Restricted(_) => Phase::Restrictions,
             Self::ReadOnlyRoute => Phase::ReadOnly,
@@ -123,6 +135,16 @@ impl Rejection {
     /// The error response (DESIGN §5): status, code, description.
     pub fn reply(self) -> ErrorReply {
         match self {
+            Self::ClientCert(CertRejection::Missing) => ErrorReply::new(
+                401,
+                "client_cert_required",
+                "a verified client certificate is required",
+            ),
+            Self::ClientCert(CertRejection::NotMatching) => ErrorReply::new(
+                403,
+                "client_cert_forbidden",
+                "the client certificate is not allowed here",
+            ),
             Self::Key(k) => ErrorReply::new(k.status(), k.code(), k.description()),
             Self::Restricted(restriction::Outcome::Forbidden) => ErrorReply::FORBIDDEN,
             Self::Restricted(_) => ErrorReply::NOT_FOUND,
@@ -134,6 +156,8 @@ impl Rejection {
     /// A distinct snake_case reason, for usage events and metrics.
     pub fn reason(self) -> &'static str {
         match self {
+            Self::ClientCert(CertRejection::Missing) => "client_cert_missing",
+            Self::ClientCert(CertRejection::NotMatching) => "client_cert_not_matching",
             Self::Key(k) => k.reason(),
             Self::Restricted(restriction::Outcome::Forbidden) => "restriction_forbidden",
             Self::Restricted(_) => "restriction_not_found",
@@ -197,6 +221,16 @@ pub enum FlowError {
     /// An `AdditionalHeadersIn`/`Out` plugin config is invalid.
     #[error("route `{route}`: {plugin} config: {message}")]
     Headers {
+        /// Route id.
+        route: String,
+        /// Which plugin.
+        plugin: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin's config is invalid.
+    #[error("route `{route}`: {plugin} config: {message}")]
+    Plugin {
         /// Route id.
         route: String,
         /// Which plugin.
@@ -304,6 +338,33 @@ impl AddedHeaders {
     }
 }
 
+/// The route's `NgClientCertChainHeader` plugins, each with its scope.
+#[derive(Debug, Clone, Default)]
+pub struct CertHeaderPlugins {
+    scopes: Vec<Scope>,
+    headers: Vec<CertHeaders>,
+}
+
+impl CertHeaderPlugins {
+    /// Which plugins apply to `path`, as a bit mask.
+    pub fn select(&self, path: &str) -> u64 {
+        self.scopes
+            .iter()
+            .enumerate()
+            .filter(|(_, scope)| scope.applies(path))
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// The plugins selected by `mask`.
+    pub fn selected(&self, mask: u64) -> impl Iterator<Item = &CertHeaders> {
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i < 64 && mask & (1 << i) != 0)
+            .map(|(_, h)| h)
+    }
+}
+
 /// The `headers` object of an `AdditionalHeadersIn`/`Out` config: names that are tokens, values
 /// without control bytes. Otoroshi's expression language (`${…}`) is not evaluated, so a value
 /// that uses it is refused rather than sent as text.
@@ -363,6 +424,8 @@ pub struct RequestView<'r, H: ?Sized> {
     pub path: &'r str,
     /// Header access.
     pub headers: &'r H,
+    /// The connection's verified client certificate (TLS listener with client auth).
+    pub client_cert: Option<&'r ClientCert>,
 }
 
 /// Per-core buffers reused across requests.
@@ -398,6 +461,9 @@ pub struct Admitted<'s> {
 /// A route's compiled flow.
 #[derive(Debug, Clone)]
 pub struct Flow {
+    cert_required: Option<Scope>,
+    cert_match: Vec<(Scope, CertMatch)>,
+    cert_headers: CertHeaderPlugins,
     consumer: Consumer,
     consumer_scope: Scope,
     restrictions: RestrictionSet,
@@ -442,7 +508,42 @@ impl Flow {
             Some(plugin) => Some(scope(route, plugin)?),
             None => None,
         };
+        let cert_required = match enabled(route, PluginKind::HasClientCert).next() {
+            Some(plugin) => Some(scope(route, plugin)?),
+            None => None,
+        };
+        let mut cert_match = Vec::new();
+        let mut cert_headers = CertHeaderPlugins::default();
+        for plugin in enabled(route, PluginKind::HasClientCertMatching) {
+            let rules =
+                CertMatch::from_config(&plugin.config).map_err(|message| FlowError::Plugin {
+                    route: route.id.clone(),
+                    plugin: "NgHasClientCertMatchingValidator",
+                    message,
+                })?;
+            cert_match.push((scope(route, plugin)?, rules));
+        }
+        for plugin in enabled(route, PluginKind::ClientCertChainHeader) {
+            let headers =
+                CertHeaders::from_config(&plugin.config).map_err(|message| FlowError::Plugin {
+                    route: route.id.clone(),
+                    plugin: "NgClientCertChainHeader",
+                    message,
+                })?;
+            cert_headers.scopes.push(scope(route, plugin)?);
+            cert_headers.headers.push(headers);
+        }
+        if cert_headers.headers.len() > MAX_HEADER_PLUGINS {
+            return Err(FlowError::Plugin {
+                route: route.id.clone(),
+                plugin: "NgClientCertChainHeader",
+                message: format!("more than {MAX_HEADER_PLUGINS} plugins"),
+            });
+        }
         Ok(Self {
+            cert_required,
+            cert_match,
+            cert_headers,
             consumer,
             consumer_scope,
             restrictions,
@@ -496,6 +597,9 @@ impl Flow {
         scratch.key_index = None;
         // Each phase runs only if the previous one continued: a refused call never reaches the
         // quota phase, so it consumes nothing.
+        if let Verdict::Reject(r) = self.on_client_cert(req) {
+            return Err(r);
+        }
         if let Verdict::Reject(r) = self.on_consumer(req, keys, now_ms, scratch, &mut admitted) {
             return Err(r);
         }
@@ -509,6 +613,34 @@ impl Flow {
             return Err(r);
         }
         Ok(admitted)
+    }
+
+    /// Client-certificate phase: `NgHasClientCertValidator` and
+    /// `NgHasClientCertMatchingValidator`, each within its scope.
+    pub fn on_client_cert<H: ?Sized>(&self, req: &RequestView<'_, H>) -> Verdict {
+        let needs = self
+            .cert_required
+            .as_ref()
+            .is_some_and(|s| s.applies(req.path));
+        let rules = self.cert_match.iter().filter(|(s, _)| s.applies(req.path));
+        let mut rules = rules.peekable();
+        if !needs && rules.peek().is_none() {
+            return Verdict::Continue;
+        }
+        let Some(cert) = req.client_cert else {
+            return Verdict::Reject(Rejection::ClientCert(CertRejection::Missing));
+        };
+        for (_, rule) in rules {
+            if !rule.matches(cert) {
+                return Verdict::Reject(Rejection::ClientCert(CertRejection::NotMatching));
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// The route's `NgClientCertChainHeader` plugins.
+    pub fn cert_headers(&self) -> &CertHeaderPlugins {
+        &self.cert_headers
     }
 
     /// Consumer phase: keyless lets everyone through; API key extracts and verifies.

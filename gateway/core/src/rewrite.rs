@@ -13,7 +13,9 @@
 //!   ([`ForwardedFor::Append`], the default), or the peer address alone
 //!   ([`ForwardedFor::Replace`]);
 //! - written by the gateway: `Host`, `X-Forwarded-For`, `X-Forwarded-Proto`,
-//!   `X-Forwarded-Host`, `X-Real-IP`, the request id, the framing, `AdditionalHeadersIn`.
+//!   `X-Forwarded-Host`, `X-Real-IP`, the request id, the framing, `AdditionalHeadersIn`, and the
+//!   client certificate's fields of `NgClientCertChainHeader` (the client's own fields of those
+//!   names are dropped, with or without a certificate).
 //!
 //! Client response:
 //! - removed: hop-by-hop fields, the upstream's request-id field, every field an
@@ -35,6 +37,7 @@ use std::net::IpAddr;
 use gateway_model::validate::{field_name_ok, field_value_ok};
 
 use crate::apikey::Extractors;
+use crate::flow::{CertHeaderPlugins, ClientCert};
 use crate::http::{BodyFraming, Headers, ResponseHead};
 use crate::quota::QuotaState;
 use crate::respond::reason_phrase;
@@ -161,6 +164,12 @@ pub struct UpstreamRequest<'a> {
     pub credentials: Option<&'a Extractors>,
     /// `AdditionalHeadersIn`.
     pub added: Added<'a>,
+    /// `NgClientCertChainHeader` plugins (with the mask of those that apply) and the
+    /// connection's client certificate. The plugins' field names are dropped from the client's
+    /// fields whether or not there is a certificate.
+    pub cert_headers: Option<(&'a CertHeaderPlugins, u64)>,
+    /// The connection's verified client certificate.
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 /// Writes the upstream request head into `out` (cleared first).
@@ -212,6 +221,13 @@ pub fn write_request_head(
     for a in req.added.iter() {
         push_field(out, a.name.as_bytes(), a.value.as_bytes());
     }
+    if let (Some((plugins, mask)), Some(cert)) = (req.cert_headers, req.client_cert) {
+        for plugin in plugins.selected(mask) {
+            for (name, value) in plugin.fields(cert) {
+                push_field(out, name.as_bytes(), value.as_bytes());
+            }
+        }
+    }
     match req.framing {
         BodyFraming::ContentLength(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -238,6 +254,9 @@ fn request_field_dropped(name: &str, req: &UpstreamRequest<'_>, policy: &HeaderP
         || eq(policy.request_id_header)
         || req.credentials.is_some_and(|c| c.reads_header(name))
         || req.added.sets(name)
+        || req
+            .cert_headers
+            .is_some_and(|(plugins, mask)| plugins.selected(mask).any(|p| p.sets(name)))
 }
 
 /// What the client response is made of, besides the upstream's fields.

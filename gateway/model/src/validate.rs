@@ -230,6 +230,53 @@ pub fn validate_plugin(
         }
     }
     use crate::entity::PluginKind;
+    let config_at = join(path, "config");
+    let list_of_strings = |field: &str, problems: &mut Problems| -> Vec<String> {
+        match plugin.config.get(field) {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) if items.iter().all(|v| v.is_string()) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                problems.push(join(&config_at, field), "expected an array of strings");
+                Vec::new()
+            }
+        }
+    };
+    match PluginKind::from_id(&plugin.plugin) {
+        Some(PluginKind::HasClientCertMatching) => {
+            for field in ["serial_numbers", "subject_dns", "issuer_dns"] {
+                list_of_strings(field, problems);
+            }
+            for field in ["regex_subject_dns", "regex_issuer_dns"] {
+                for (i, pattern) in list_of_strings(field, problems).iter().enumerate() {
+                    if regex::Regex::new(&format!("^(?:{pattern})$")).is_err() {
+                        problems.push(index(&join(&config_at, field), i), "invalid regex");
+                    }
+                }
+            }
+        }
+        Some(PluginKind::ClientCertChainHeader) => {
+            for flag in ["send_pem", "send_dns", "send_chain"] {
+                if plugin
+                    .config
+                    .get(flag)
+                    .is_some_and(|v| !v.is_boolean() && !v.is_null())
+                {
+                    problems.push(join(&config_at, flag), "expected a boolean");
+                }
+            }
+            for field in ["pem_header_name", "dns_header_name", "chain_header_name"] {
+                match plugin.config.get(field) {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(serde_json::Value::String(n)) if field_name_ok(n) => {}
+                    Some(_) => problems.push(join(&config_at, field), "expected a header name"),
+                }
+            }
+        }
+        _ => {}
+    }
     if matches!(
         PluginKind::from_id(&plugin.plugin),
         Some(PluginKind::AdditionalHeadersIn | PluginKind::AdditionalHeadersOut)

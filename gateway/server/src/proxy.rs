@@ -47,6 +47,8 @@ struct Conn {
     hdrs: Vec<u8>,
     /// The canonical path of the current request (reused).
     path: String,
+    /// The verified client certificate of a TLS connection.
+    client_cert: Option<Rc<gateway_core::flow::ClientCert>>,
     parser: HeadParser,
     /// The current request's id (every response carries it, refusals included).
     rid: u64,
@@ -135,11 +137,26 @@ pub(crate) async fn serve_tls(core: Rc<Core>, tcp: monoio::net::TcpStream, peer:
             return;
         }
     }
-    serve(core, Stream::Tls(Box::new(tls)), peer).await;
+    let client_cert = tls
+        .connection()
+        .peer_certificates()
+        .and_then(crate::tls::peer::client_cert)
+        .map(Rc::new);
+    serve_with(core, Stream::Tls(Box::new(tls)), peer, client_cert).await;
 }
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(core: Rc<Core>, client: Stream, peer: SocketAddr) {
+    serve_with(core, client, peer, None).await;
+}
+
+/// [`serve`], with the connection's verified client certificate.
+async fn serve_with(
+    core: Rc<Core>,
+    client: Stream,
+    peer: SocketAddr,
+    client_cert: Option<Rc<gateway_core::flow::ClientCert>>,
+) {
     let _active = core.track_connection();
     let _ = client.tcp().set_nodelay(true);
     let mut conn = Conn {
@@ -149,6 +166,7 @@ pub(crate) async fn serve(core: Rc<Core>, client: Stream, peer: SocketAddr) {
         out: Vec::with_capacity(1024),
         hdrs: Vec::with_capacity(gateway_core::quota::MAX_HEADERS_LEN),
         path: String::with_capacity(256),
+        client_cert,
         parser: HeadParser::new(HeadLimits {
             max_head_bytes: core.limits.max_head_bytes,
             max_headers: core.limits.max_headers,
@@ -338,6 +356,7 @@ impl Conn {
                             } else {
                                 "http"
                             },
+                            self.client_cert.as_deref(),
                             now_ms(),
                         ));
                     }

@@ -9,6 +9,7 @@
 //! connections when those change.
 
 pub mod client;
+pub mod peer;
 pub mod server;
 mod sessions;
 pub mod stream;

@@ -39,6 +39,7 @@ fn run(
         host: "api.local",
         path,
         headers,
+        client_cert: None,
     };
     let mut scratch = FlowScratch::new();
     flow.on_request(&req, keys, admission, NOW, &mut scratch)
@@ -302,6 +303,7 @@ fn example_entities_keyed_route() {
         host: "api.tollgate.local",
         path: "/",
         headers: h,
+        client_cert: None,
     };
     assert!(
         public
@@ -318,4 +320,75 @@ fn example_entities_keyed_route() {
         .on_request(&req(&[]), &keys, &mut AdmitAll, NOW, &mut scratch)
         .unwrap_err();
     assert_eq!(err.reply().status, 400);
+}
+
+fn cert(subject: &str, issuer: &str, serial: &str) -> ClientCert {
+    ClientCert {
+        subject: subject.to_owned(),
+        issuer: issuer.to_owned(),
+        serial: serial.to_owned(),
+        sans: vec![],
+        sha256: "00".to_owned(),
+        chain: vec![ChainEntry {
+            subject: subject.to_owned(),
+            issuer: issuer.to_owned(),
+            serial: serial.to_owned(),
+        }],
+        pem_escaped: String::new(),
+        dns_json: "[]".to_owned(),
+        chain_json: "[]".to_owned(),
+    }
+}
+
+#[test]
+fn client_certificate_validators() {
+    let flow = Flow::build(&route(json!([
+        {"plugin": "cp:otoroshi.next.plugins.NgHasClientCertValidator", "exclude": ["/open/.*"]},
+        {"plugin": "cp:otoroshi.next.plugins.NgHasClientCertMatchingValidator", "config": {
+            "serial_numbers": ["0x00AB"], "subject_dns": ["CN=*.partner.test, O=Partner"],
+            "regex_issuer_dns": ["CN=Team CA .*"]}}
+    ])))
+    .unwrap();
+    let keys = store(json!({}));
+    let check = |path: &str, c: Option<&ClientCert>| {
+        let req = RequestView {
+            method: "GET",
+            host: "api.local",
+            path,
+            headers: &[] as &[(&str, &[u8])],
+            client_cert: c,
+        };
+        let mut scratch = FlowScratch::new();
+        flow.on_request(&req, &keys, &mut AdmitAll, NOW, &mut scratch)
+            .map(|_| ())
+    };
+    let missing = Err(Rejection::ClientCert(CertRejection::Missing));
+    assert_eq!(check("/x", None), missing);
+    assert_eq!(missing.unwrap_err().reply().status, 401);
+    // The matching validator still applies where the presence check is excluded.
+    assert_eq!(check("/open/x", None), missing);
+    let by_serial = cert("CN=other", "CN=Else", "ab");
+    let by_subject = cert("CN=api.partner.test, O=Partner", "CN=Else", "1");
+    let by_issuer = cert("CN=x", "CN=Team CA 2", "2");
+    let stranger = cert("CN=api.partner.test, O=Other", "CN=Evil CA", "3");
+    for ok in [&by_serial, &by_subject, &by_issuer] {
+        assert_eq!(check("/x", Some(ok)), Ok(()), "{ok:?}");
+    }
+    let refused = check("/x", Some(&stranger)).unwrap_err();
+    assert_eq!(refused, Rejection::ClientCert(CertRejection::NotMatching));
+    assert_eq!(refused.reply().status, 403);
+    assert_eq!(normalise_serial("0x00:AB"), "ab");
+    // Bad configs are flow errors.
+    assert!(
+        Flow::build(&route(
+            json!([{"plugin": "NgHasClientCertMatchingValidator",
+        "config": {"regex_subject_dns": ["("]}}])
+        ))
+        .is_err()
+    );
+    assert!(
+        Flow::build(&route(json!([{"plugin": "NgClientCertChainHeader",
+        "config": {"send_pem": true, "pem_header_name": "bad name"}}])))
+        .is_err()
+    );
 }

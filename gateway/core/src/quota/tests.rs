@@ -928,6 +928,7 @@ fn the_flow_quota_phase_runs_on_a_shard() {
         host: "api.local",
         path: "/",
         headers,
+        client_cert: None,
     };
     let mut scratch = FlowScratch::new();
     let mut outcomes = Vec::new();

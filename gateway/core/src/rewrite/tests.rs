@@ -33,6 +33,8 @@ fn upstream_head(raw: &str, added: Added<'_>, ff: ForwardedFor) -> String {
         framing: head.framing(),
         credentials: None,
         added,
+        cert_headers: None,
+        client_cert: None,
     };
     let mut out = Vec::new();
     write_request_head(&mut out, &req, &head.headers(), &policy(ff));

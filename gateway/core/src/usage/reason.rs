@@ -14,6 +14,8 @@ use crate::flow::{QuotaExceeded, Rejection};
 #[must_use]
 pub fn reject_reason(rejection: Rejection) -> Option<RejectReason> {
     match rejection {
+        // Refused before any key was identified: nothing to charge.
+        Rejection::ClientCert(_) => None,
         Rejection::Key(key) => key_reject_reason(key),
         Rejection::Restricted(_) => Some(RejectReason::Restriction),
         Rejection::ReadOnlyRoute => Some(RejectReason::ReadOnly),

@@ -157,6 +157,12 @@ pub enum PluginKind {
     AdditionalHeadersOut,
     /// `SendOtoroshiHeadersBack`: Tollgate always sends quota headers on keyed routes.
     SendOtoroshiHeadersBack,
+    /// `NgHasClientCertValidator`: a verified client certificate is required (401).
+    HasClientCert,
+    /// `NgHasClientCertMatchingValidator`: the client certificate must match (403).
+    HasClientCertMatching,
+    /// `NgClientCertChainHeader`: the client certificate goes to the backend in headers.
+    ClientCertChainHeader,
 }
 
 impl PluginKind {
@@ -172,6 +178,11 @@ impl PluginKind {
             "AdditionalHeadersIn" => Self::AdditionalHeadersIn,
             "AdditionalHeadersOut" => Self::AdditionalHeadersOut,
             "SendOtoroshiHeadersBack" => Self::SendOtoroshiHeadersBack,
+            "NgHasClientCertValidator" | "HasClientCertValidator" => Self::HasClientCert,
+            "NgHasClientCertMatchingValidator" | "HasClientCertMatchingValidator" => {
+                Self::HasClientCertMatching
+            }
+            "NgClientCertChainHeader" | "ClientCertChainHeader" => Self::ClientCertChainHeader,
             _ => return None,
         })
     }

@@ -53,6 +53,7 @@ pub(super) fn plan(
     out: &mut Vec<u8>,
     path_buf: &mut String,
     proto: &'static str,
+    client_cert: Option<&gateway_core::flow::ClientCert>,
     now_ms: i64,
 ) -> (Plan, Option<Picked>) {
     let method = head.method_str();
@@ -144,6 +145,7 @@ pub(super) fn plan(
         host: host_str,
         path,
         headers: &headers,
+        client_cert,
     };
     let Some(flow) = snap.flows.get(found.slot) else {
         return (plan, None);
@@ -203,6 +205,8 @@ pub(super) fn plan(
         framing: plan.framing,
         credentials,
         added: flow.headers_in().selected(plan.added_in),
+        cert_headers: Some((flow.cert_headers(), flow.cert_headers().select(path))),
+        client_cert,
     };
     rewrite::write_request_head(out, &upstream, &headers, &core.header_policy());
     plan.action = Action::Proxy {
