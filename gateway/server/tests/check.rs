@@ -1,13 +1,10 @@
-//! `gateway check` as a user runs it: the real binary on the example files of ../shared/examples.
+//! `gateway check` as a user runs it: the real binary on the repository's examples/.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        PathBuf::from,
-    )
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn gateway() -> Command {
@@ -16,12 +13,7 @@ fn gateway() -> Command {
 
 #[test]
 fn example_config_checks_ok_verbatim() {
-    let config = shared().join("examples/tollgate.toml");
-    assert!(
-        config.exists(),
-        "{} missing (set TOLLGATE_SHARED)",
-        config.display()
-    );
+    let config = repo().join("examples/tollgate.toml");
     let out = gateway()
         .arg("check")
         .arg("--config")

@@ -270,11 +270,9 @@ fn rejection_reasons_are_distinct() {
 
 #[test]
 fn example_entities_keyed_route() {
-    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        std::path::PathBuf::from,
-    );
-    let bytes = std::fs::read(base.join("examples/entities.json")).unwrap();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/entities.json");
+    let bytes = std::fs::read(path).unwrap();
     let doc = gateway_model::import::import_document(&bytes, None).unwrap();
     assert!(doc.is_clean());
     let keys = KeyStore::build(&doc.entities.apikeys).unwrap();
