@@ -105,6 +105,24 @@ pub struct CommitSummary {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// `<store>.pid`: this process's pid, so that another process refused the store can name
+    /// it; removed when the store closes.
+    pid_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The file beside the store naming the process that has it open.
+fn pid_file(store: &Path) -> std::path::PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".pid");
+    name.into()
 }
 
 impl Store {
@@ -112,22 +130,38 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`LedgerErrorKind::Store`] if the file cannot be opened (another process holds it:
-    /// redb locks the file) or is not a ledger store of this schema.
+    /// [`LedgerErrorKind::Locked`] when another process has it open (redb locks the file; the
+    /// error names that process when it can), [`LedgerErrorKind::Store`] if the file cannot be
+    /// opened otherwise, [`LedgerErrorKind::Corrupt`] if it is not a ledger store of this schema.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 LedgerError::with(LedgerErrorKind::Io, format!("create {}", dir.display()), e)
             })?;
         }
-        let db = Database::create(path).map_err(|e| {
-            LedgerError::with(
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::new(
+                LedgerErrorKind::Locked,
+                format!(
+                    "store {} is open in {}",
+                    path.display(),
+                    gateway_events::holder::describe(&pid_file(path))
+                        .unwrap_or_else(|| "another process".to_owned())
+                ),
+            ),
+            e => LedgerError::with(
                 LedgerErrorKind::Store,
                 format!("open store {}", path.display()),
                 e,
-            )
+            ),
         })?;
-        Self::init(db)
+        let mut store = Self::init(db)?;
+        let pid_file = pid_file(path);
+        // Best effort: it only names this process in another one's error.
+        if gateway_events::holder::write(&pid_file).is_ok() {
+            store.pid_file = Some(pid_file);
+        }
+        Ok(store)
     }
 
     /// A store in memory (tests, benches, property checks).
@@ -180,7 +214,7 @@ impl Store {
             }
         }
         tx.commit().map_err(LedgerError::store("commit init"))?;
-        Ok(Self { db })
+        Ok(Self { db, pid_file: None })
     }
 
     /// Writes a chunk: adds its rows to the aggregates and totals, and writes the changed

@@ -55,6 +55,8 @@ pub struct AdminOptions {
     pub driver: String,
     /// Share the entity log through Kafka (`[events] sink = "kafka"`).
     pub kafka: Option<crate::entitylog::kafka::KafkaLogConfig>,
+    /// Serve `GET /metrics` without the bearer token (`[admin] metrics_public`).
+    pub metrics_public: bool,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("token", &self.token)
             .field("previous_secret_grace_ms", &self.previous_secret_grace_ms)
             .field("public_url", &self.public_url)
+            .field("metrics_public", &self.metrics_public)
             .finish_non_exhaustive()
     }
 }
@@ -325,6 +328,7 @@ impl Admin {
             ("GET", ["openapi.json"]) => {
                 return Ok(Response::text(200, "application/json", OPENAPI.to_owned()));
             }
+            ("GET", ["metrics"]) if self.options.metrics_public => return Ok(self.metrics()),
             _ => {}
         }
         if !self.authorized(req) {
@@ -1070,12 +1074,13 @@ pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Val
 
 /// `gateway import FILE [--config F]`: imports into the entity log of the node of config `F`
 /// (directly when it is stopped, through its admin API when it runs), or of the quickstart's
-/// (stopped) node without one. Returns the import report.
+/// (stopped) node under `quickstart_dir` without one. Returns the import report.
 ///
 /// # Errors
 /// A message when the config, the file or the log cannot be read, or the import is refused.
 pub fn import_command(
     config: Option<&std::path::Path>,
+    quickstart_dir: &std::path::Path,
     file: &std::path::Path,
 ) -> Result<Value, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -1098,7 +1103,7 @@ pub fn import_command(
             }
         }
         None => open_log(
-            &std::env::temp_dir().join("tollgate-quickstart"),
+            quickstart_dir,
             "quickstart",
             None,
             crate::entitylog::DEFAULT_SNAPSHOT_EVERY,
@@ -1204,9 +1209,11 @@ pub fn open_log(
         snapshot_every,
     };
     let (log, report) = EntityLog::open(&options, key).map_err(|e| match e {
-        LogError::Journal(crate::journal::JournalError::Locked { dir }) => format!(
-            "the entity log {} is held by a running node; use its admin API",
-            dir.display()
+        LogError::Journal(crate::journal::JournalError::Locked { dir, holder }) => format!(
+            "the entity log {} is held by a running node ({}); change entities through its \
+             admin API (`POST /api/import` imports a file), or stop it first",
+            dir.display(),
+            holder.as_deref().unwrap_or("its process could not be told")
         ),
         other => format!("entity log: {other}"),
     })?;
@@ -1252,6 +1259,7 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
             |a| format!("http://{a}"),
         ),
         driver: String::new(),
+        metrics_public: cfg.metrics_public,
         kafka: cfg
             .kafka()
             .map(|kafka| crate::entitylog::kafka::KafkaLogConfig {

@@ -63,6 +63,7 @@ impl Stack {
                 clock: Arc::new(move || c.load(Ordering::SeqCst)),
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
+                metrics_public: false,
                 kafka: None,
             },
             log,

@@ -59,6 +59,7 @@ impl Member {
                 clock: gateway::admin::system_clock(),
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
+                metrics_public: false,
                 kafka: Some(KafkaLogConfig {
                     kafka,
                     data_dir: dir.to_owned(),
