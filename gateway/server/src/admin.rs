@@ -883,6 +883,13 @@ impl Admin {
         let _ = writeln!(out, "tollgate_snapshot_generation {}", snapshot.generation);
         let _ = writeln!(
             out,
+            "# HELP tollgate_build_info The gateway's version.\n\
+             # TYPE tollgate_build_info gauge\n\
+             tollgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
             "# HELP tollgate_driver_info The IO driver the cores use."
         );
         let _ = writeln!(out, "# TYPE tollgate_driver_info gauge");
