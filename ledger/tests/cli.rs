@@ -64,8 +64,14 @@ fn a_store_held_by_a_running_ledger_names_it_and_what_to_use_instead() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(text.contains(&format!("is open in process {pid}")), "{text}");
-    assert!(text.contains("/api/state") && text.contains("ledger dump --raw"), "{text}");
+    assert!(
+        text.contains(&format!("is open in process {pid}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("/api/state") && text.contains("ledger dump --raw"),
+        "{text}"
+    );
 
     // The raw log reads without the lock.
     let out = ledger()
