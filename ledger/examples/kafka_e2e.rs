@@ -1,5 +1,5 @@
 //! End-to-end Kafka benchmark: usage batches produced at a fixed rate through a real broker
-//! (tansu, /work/shared/kafka/broker.sh) are folded by an in-process ledger in Kafka mode;
+//! (tansu, scripts/kafka-broker.sh) are folded by an in-process ledger in Kafka mode;
 //! every 500 ms it samples entries applied per second and the consumer lag (records produced
 //! minus records applied, and the age of the newest applied batch), then prints a summary and
 //! checks the ledger's totals equal what was produced, key by key.

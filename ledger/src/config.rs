@@ -69,6 +69,8 @@ pub struct LedgerConfig {
     pub token: Option<Secret>,
     /// Limits of the query API's listener (request deadline, idle timeout, connection caps).
     pub http: gateway_httpd::Limits,
+    /// `[log]`: the `ledger` binary's log level and format.
+    pub log: gateway_telemetry::LogSettings,
 }
 
 impl LedgerConfig {
@@ -89,6 +91,7 @@ impl LedgerConfig {
             chunk_records: 1024,
             token: None,
             http: gateway_httpd::Limits::default(),
+            log: gateway_telemetry::LogSettings::default(),
         }
     }
 
@@ -109,15 +112,30 @@ impl LedgerConfig {
     /// # Errors
     ///
     /// Every problem found, each with the path of its key.
+    /// Unknown keys and values of the wrong type are all reported (not only the first), with the
+    /// problems of the rest of the file.
     pub fn parse(text: &str, base: &Path) -> Result<Self, Problems> {
         let value: toml::Value = toml::from_str(text)
             .map_err(|e| Problems::one("", format!("not valid TOML: {}", e.message())))?;
-        let file: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            Problems::one(if path == "." { "" } else { &path }, message.trim())
-        })?;
-        Self::from_file(&file, base)
+        let json = serde_json::to_value(value)
+            .map_err(|e| Problems::one("", format!("not valid TOML: {e}")))?;
+        let read = gateway_model::config::read(json);
+        let checked = Self::from_file(&read.file, base);
+        if read.problems.is_empty() {
+            return checked;
+        }
+        let mut problems = Problems(
+            read.problems
+                .iter()
+                .map(|p| (p.path.clone(), p.message.clone()))
+                .collect(),
+        );
+        for (path, message) in checked.err().map(|p| p.0).unwrap_or_default() {
+            if !read.covers(&path) && !problems.0.iter().any(|(q, _)| *q == path) {
+                problems.push(&path, message);
+            }
+        }
+        Err(problems)
     }
 
     /// Checks the sections of an already parsed file.
@@ -233,6 +251,12 @@ impl LedgerConfig {
             None => data_dir.join("ledger").join("ledger.redb"),
         };
         let token = token(file, base, &mut p);
+        let log = gateway_telemetry::LogSettings::from_section(&file.log).unwrap_or_else(|bad| {
+            for (path, message) in bad {
+                p.push(&path, message);
+            }
+            gateway_telemetry::LogSettings::default()
+        });
         if !p.is_empty() {
             return Err(p);
         }
@@ -247,6 +271,7 @@ impl LedgerConfig {
             chunk_records: 1024,
             token,
             http: gateway_httpd::Limits::default(),
+            log,
         })
     }
 
@@ -354,6 +379,14 @@ timezone = "Mars/Olympus"
         );
         let problems = LedgerConfig::parse("[ledger]\ngrace = 1\n", Path::new(".")).unwrap_err();
         assert_eq!(problems.0[0].0, "ledger.grace");
+        // An unknown key hides nothing: the bad value beside it is reported too.
+        let problems = LedgerConfig::parse(
+            "[ledger]\ngrace = 1\nmode = \"sideways\"\n[log]\nformat = \"xml\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        let paths: Vec<_> = problems.0.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["ledger.grace", "ledger.mode", "log.format"]);
     }
 
     #[test]

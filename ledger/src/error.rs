@@ -9,6 +9,8 @@ pub enum LedgerErrorKind {
     Config,
     /// The store (redb) failed: open, transaction, commit.
     Store,
+    /// The store is open in another process (a running node or ledger).
+    Locked,
     /// Reading the journal failed.
     Journal,
     /// Kafka failed.
@@ -26,6 +28,7 @@ impl LedgerErrorKind {
         match self {
             Self::Config => "config",
             Self::Store => "store",
+            Self::Locked => "locked",
             Self::Journal => "journal",
             Self::Kafka => "kafka",
             Self::Io => "io",

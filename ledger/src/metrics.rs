@@ -1,4 +1,9 @@
 //! The ledger's live counters and gauges, rendered as Prometheus text and as `/health`.
+//!
+//! Event lag is the age of the oldest event not folded yet, bounded from above: 0 while every
+//! source was read to its end at the last poll, else the time since the fold was last caught up
+//! (every event not folded yet was appended after that moment). It does not grow on an idle
+//! node, so an alert on it fires only when the fold falls behind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -41,6 +46,8 @@ pub struct Metrics {
     pub last_commit_ms: AtomicI64,
     /// Whether the fold thread runs.
     pub running: AtomicBool,
+    /// When every source was last read to its end, ms (the start time until then).
+    caught_up_ms: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,6 +60,8 @@ impl Metrics {
     pub fn new(stored: FoldStats) -> Self {
         let m = Self::default();
         *lock(&m.stats) = stored;
+        m.caught_up_ms
+            .store(crate::runtime::now_ms(), Ordering::Relaxed);
         m
     }
 
@@ -67,9 +76,30 @@ impl Metrics {
         *lock(&self.stats)
     }
 
-    /// Sets a source's lag.
+    /// Sets a source's lag; when every source is then known to be read to its end, the fold
+    /// is caught up now.
     pub fn set_lag(&self, source: &str, lag: Lag) {
-        lock(&self.lag).insert(source.to_owned(), lag);
+        let mut lags = lock(&self.lag);
+        lags.insert(source.to_owned(), lag);
+        if lags.values().all(|l| l.records == Some(0)) {
+            self.caught_up_ms
+                .store(crate::runtime::now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The event lag at `now_ms`, in ms: 0 while caught up (every source read to its end at
+    /// its last poll), else the time since the fold was last caught up (or started); `None`
+    /// before any source was polled.
+    #[must_use]
+    pub fn event_lag_ms(&self, now_ms: i64) -> Option<i64> {
+        let lags = lock(&self.lag);
+        if lags.is_empty() {
+            return None;
+        }
+        if lags.values().all(|l| l.records == Some(0)) {
+            return Some(0);
+        }
+        Some((now_ms - self.caught_up_ms.load(Ordering::Relaxed)).max(0))
     }
 
     /// Every source's lag.
@@ -97,7 +127,8 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
-                "# HELP ledger_{name} {help}\n# TYPE ledger_{name} counter\nledger_{name} {value}"
+                "# HELP tollgate_ledger_{name} {help}\n# TYPE tollgate_ledger_{name} counter\n\
+                 tollgate_ledger_{name} {value}"
             );
         };
         counter("records_total", "Records read from the sources.", s.records);
@@ -180,31 +211,51 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP ledger_sequences_missing Sequences currently missing across producers.\n\
-             # TYPE ledger_sequences_missing gauge\nledger_sequences_missing {}",
+            "# HELP tollgate_ledger_sequences_missing Sequences currently missing across producers.\n\
+             # TYPE tollgate_ledger_sequences_missing gauge\ntollgate_ledger_sequences_missing {}",
             self.missing.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,
-            "# HELP ledger_lag_records Records between the ledger's position and the end of each source.\n\
-             # TYPE ledger_lag_records gauge"
+            "# HELP tollgate_ledger_lag_records Records between the ledger's position and the end of each source.\n\
+             # TYPE tollgate_ledger_lag_records gauge"
         );
         for (source, lag) in self.lags() {
             if let Some(records) = lag.records {
                 let _ = writeln!(
                     out,
-                    "ledger_lag_records{{source=\"{}\"}} {records}",
+                    "tollgate_ledger_lag_records{{source=\"{}\"}} {records}",
                     source.replace(['"', '\\', '\n'], "_")
                 );
             }
+        }
+        if let Some(lag) = self.event_lag_ms(now_ms) {
+            let _ = writeln!(
+                out,
+                "# HELP tollgate_ledger_event_lag_seconds Age of the oldest event not folded yet, at most: \
+                 0 when caught up, else the time since the fold last read every source to its end.\n\
+                 # TYPE tollgate_ledger_event_lag_seconds gauge\ntollgate_ledger_event_lag_seconds {:.3}",
+                lag as f64 / 1000.0
+            );
         }
         let high_water = self.high_water_ms.load(Ordering::Relaxed);
         if high_water > 0 {
             let _ = writeln!(
                 out,
-                "# HELP ledger_event_lag_seconds Now minus the end of the newest usage window applied.\n\
-                 # TYPE ledger_event_lag_seconds gauge\nledger_event_lag_seconds {:.3}",
-                (now_ms - high_water) as f64 / 1000.0
+                "# HELP tollgate_ledger_newest_event_timestamp_seconds End of the newest usage window folded (event time).\n\
+                 # TYPE tollgate_ledger_newest_event_timestamp_seconds gauge\n\
+                 tollgate_ledger_newest_event_timestamp_seconds {:.3}",
+                high_water as f64 / 1000.0
+            );
+        }
+        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
+        if last_commit > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP tollgate_ledger_last_commit_timestamp_seconds When the fold last committed a chunk.\n\
+                 # TYPE tollgate_ledger_last_commit_timestamp_seconds gauge\n\
+                 tollgate_ledger_last_commit_timestamp_seconds {:.3}",
+                last_commit as f64 / 1000.0
             );
         }
         out
@@ -239,7 +290,8 @@ impl Metrics {
                 "status": status,
                 "source": source,
                 "consumer_lag": lags,
-                "event_lag_ms": (high_water > 0).then(|| now_ms - high_water),
+                "event_lag_ms": self.event_lag_ms(now_ms),
+                "newest_event_ms": (high_water > 0).then_some(high_water),
                 "last_commit_ms": (last_commit > 0).then_some(last_commit),
                 "last_error": error,
                 "batches_applied": s.batches,
@@ -249,5 +301,42 @@ impl Metrics {
                 "sequences_missing": self.missing.load(Ordering::Relaxed),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lag_is_zero_when_caught_up_and_grows_only_while_behind() {
+        let m = Metrics::new(FoldStats::default());
+        let now = crate::runtime::now_ms();
+        assert_eq!(m.event_lag_ms(now), None);
+        // An old event was folded long ago: idle, caught up, the lag stays 0.
+        m.high_water_ms.store(now - 3_600_000, Ordering::Relaxed);
+        let caught_up = Lag {
+            records: Some(0),
+            position: 10,
+        };
+        m.set_lag("journal:usage", caught_up);
+        m.set_lag("journal:entities", caught_up);
+        assert_eq!(m.event_lag_ms(now + 60_000), Some(0));
+        assert!(
+            m.render(now + 60_000)
+                .contains("tollgate_ledger_event_lag_seconds 0.000")
+        );
+        // Behind: the lag is the time since the last catch-up, not since the newest event.
+        m.set_lag(
+            "journal:usage",
+            Lag {
+                records: None,
+                position: 11,
+            },
+        );
+        let lag = m.event_lag_ms(now + 5_000).unwrap();
+        assert!((4_000..=6_000).contains(&lag), "{lag}");
+        m.set_lag("journal:usage", caught_up);
+        assert_eq!(m.event_lag_ms(now + 10_000), Some(0));
     }
 }

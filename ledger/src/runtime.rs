@@ -303,7 +303,7 @@ impl Ledger {
         tracing::info!(
             source = shared.source_name(),
             store = %shared.config.store_path.display(),
-            addr = ?addr,
+            addr = %addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
             "ledger started"
         );
         Ok(Self {

@@ -105,6 +105,60 @@ pub struct CommitSummary {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// `<store>.pid`: this process's pid, so that another process refused the store can name
+    /// it; removed when the store closes.
+    pid_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Creates a fresh store file at `path` whole or not at all: redb writes a new file's magic
+/// number last, so a process killed while creating one would leave a file that no later start
+/// can open. The store is created under a name of this process's own, synced, then linked to
+/// `path` (which fails, harmlessly, when another process created it meanwhile).
+fn create_atomically(path: &Path) -> Result<(), LedgerError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".init-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(name);
+    let io = |what: &str, e: std::io::Error| {
+        LedgerError::with(LedgerErrorKind::Io, format!("{what} {}", tmp.display()), e)
+    };
+    let _ = std::fs::remove_file(&tmp);
+    let db = Database::create(&tmp).map_err(|e| {
+        LedgerError::with(
+            LedgerErrorKind::Store,
+            format!("create store {}", tmp.display()),
+            e,
+        )
+    })?;
+    drop(Store::init(db)?);
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync", e))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("link", e)),
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// The file beside the store naming the process that has it open.
+fn pid_file(store: &Path) -> std::path::PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".pid");
+    name.into()
 }
 
 impl Store {
@@ -112,22 +166,54 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`LedgerErrorKind::Store`] if the file cannot be opened (another process holds it:
-    /// redb locks the file) or is not a ledger store of this schema.
+    /// [`LedgerErrorKind::Locked`] when another process has it open (redb locks the file; the
+    /// error names that process when it can), [`LedgerErrorKind::Store`] if the file cannot be
+    /// opened otherwise, [`LedgerErrorKind::Corrupt`] if it is not a ledger store of this schema.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 LedgerError::with(LedgerErrorKind::Io, format!("create {}", dir.display()), e)
             })?;
         }
-        let db = Database::create(path).map_err(|e| {
-            LedgerError::with(
+        if !path.exists() {
+            create_atomically(path)?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::new(
+                LedgerErrorKind::Locked,
+                format!(
+                    "store {} is open in {}",
+                    path.display(),
+                    gateway_events::holder::describe(&pid_file(path))
+                        .unwrap_or_else(|| "another process".to_owned())
+                ),
+            ),
+            redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                LedgerError::new(
+                    LedgerErrorKind::Corrupt,
+                    format!(
+                        "store {} is not a redb file (a start killed while creating it, before \
+                         this version created stores atomically?): move it away and start again; \
+                         the ledger folds the log from its start into a new store",
+                        path.display()
+                    ),
+                )
+            }
+            e => LedgerError::with(
                 LedgerErrorKind::Store,
                 format!("open store {}", path.display()),
                 e,
-            )
+            ),
         })?;
-        Self::init(db)
+        let mut store = Self::init(db)?;
+        let pid_file = pid_file(path);
+        // Best effort: it only names this process in another one's error.
+        if gateway_events::holder::write(&pid_file).is_ok() {
+            store.pid_file = Some(pid_file);
+        }
+        Ok(store)
     }
 
     /// A store in memory (tests, benches, property checks).
@@ -180,7 +266,7 @@ impl Store {
             }
         }
         tx.commit().map_err(LedgerError::store("commit init"))?;
-        Ok(Self { db })
+        Ok(Self { db, pid_file: None })
     }
 
     /// Writes a chunk: adds its rows to the aggregates and totals, and writes the changed
@@ -1015,4 +1101,41 @@ pub fn hex(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    #[test]
+    fn opening_creates_whole_files_names_holders_and_explains_foreign_files() {
+        let dir = std::env::temp_dir().join(format!("ledger-store-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("ledger").join("ledger.redb");
+        let store = Store::open(&path).unwrap();
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".init-")), "{names:?}");
+        assert!(pid_file(&path).exists());
+        // A second opener is told who holds it.
+        let held = Store::open(&path).unwrap_err();
+        assert_eq!(held.kind, LedgerErrorKind::Locked);
+        assert!(
+            held.to_string().contains("is open in this process"),
+            "{held}"
+        );
+        drop(store);
+        assert!(!pid_file(&path).exists());
+        assert!(Store::open(&path).is_ok());
+
+        // What a start killed while redb created the file used to leave behind.
+        let foreign = dir.join("foreign.redb");
+        std::fs::write(&foreign, vec![0u8; 4096]).unwrap();
+        let e = Store::open(&foreign).unwrap_err();
+        assert_eq!(e.kind, LedgerErrorKind::Corrupt);
+        assert!(e.to_string().contains("is not a redb file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -155,11 +155,11 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
     let (status, metrics) = get(addr, "/metrics");
     assert_eq!(status, 200);
     for line in [
-        "ledger_batches_applied_total 20",
-        "ledger_batches_duplicate_total 1",
-        "ledger_quarantined_total 1",
-        "ledger_sequence_gaps_total 0",
-        "ledger_lag_records{source=\"journal:usage\"} 0",
+        "tollgate_ledger_batches_applied_total 20",
+        "tollgate_ledger_batches_duplicate_total 1",
+        "tollgate_ledger_quarantined_total 1",
+        "tollgate_ledger_sequence_gaps_total 0",
+        "tollgate_ledger_lag_records{source=\"journal:usage\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
@@ -209,12 +209,15 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
     assert_eq!(totals["daily_calls"], 63);
     let (_, metrics) = get(addr, "/metrics");
     assert!(
-        metrics.contains("ledger_sequence_gaps_total 1"),
+        metrics.contains("tollgate_ledger_sequence_gaps_total 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("ledger_sequences_missing 1"), "{metrics}");
     assert!(
-        metrics.contains("ledger_batches_applied_total 23"),
+        metrics.contains("tollgate_ledger_sequences_missing 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_ledger_batches_applied_total 23"),
         "{metrics}"
     );
 

@@ -1,4 +1,4 @@
-//! The Kafka source against a real broker (tansu, /work/shared/kafka/broker.sh): batches
+//! The Kafka source against a real broker (tansu, scripts/kafka-broker.sh): batches
 //! produced on a fresh usage topic are folded exactly once by a ledger in a consumer group
 //! with its offsets in its own store, totals are published on the totals topic, and a restart
 //! resumes from the stored offsets.
@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const PARTITIONS: u32 = 3;
-const BROKER_SCRIPT: &str = "/work/shared/kafka/broker.sh";
+const BROKER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka-broker.sh");
 
 fn broker() -> Option<String> {
     let _ = tracing_subscriber::fmt()

@@ -94,6 +94,11 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// A written file's path as the user can open it: absolute.
+fn shown(path: &str) -> String {
+    std::path::absolute(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     loadtest::duration::parse(s)
 }
@@ -145,12 +150,22 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             spec.duration = None;
         }
     }
-    if let Some(d) = args.duration {
-        spec.duration = Some(d);
-    }
     if let Some(r) = args.rate {
         spec.rate = Some(r);
         spec.stages.clear();
+    }
+    if let Some(d) = args.duration {
+        if !spec.stages.is_empty() {
+            // A staged run lasts as long as its stages: -d would be silently ignored.
+            let planned: Duration = spec.stages.iter().map(|s| s.length()).sum();
+            bail!(
+                "-d/--duration does not apply to a scenario with [[stages]]: its stages last {} s \
+                 in all; drop -d (and shorten the stages in the file), or add -R RATE to replace \
+                 the stages by one steady rate for -d",
+                planned.as_secs_f64()
+            );
+        }
+        spec.duration = Some(d);
     }
     if let Some(w) = args.warmup {
         spec.warmup = w;
@@ -217,9 +232,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     print!("{}", report.summary());
     if let Some(path) = &args.json {
         report.write_json(path)?;
+        println!("  json report  {}", shown(path));
     }
     if let Some(path) = &args.html {
-        loadtest::html::write(&report, path)?;
+        loadtest::html::write(&report, &loadtest::html::Made::now(), path)?;
+        println!("  html report  {}", shown(path));
     }
     let mut failed = 0;
     for e in &expectations {

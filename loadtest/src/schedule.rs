@@ -49,6 +49,19 @@ pub enum Stage {
     },
 }
 
+impl Stage {
+    /// How long the stage runs (a spike: its peak and the time after it).
+    #[must_use]
+    pub fn length(&self) -> Duration {
+        match *self {
+            Self::Ramp { duration, .. } | Self::Steady { duration, .. } => duration,
+            Self::Spike {
+                duration, after, ..
+            } => duration + after,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Segment {
     /// Seconds from the schedule's start.

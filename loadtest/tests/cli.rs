@@ -95,10 +95,35 @@ fn json_report_has_the_documented_schema() {
     assert_eq!(kind_keys, ["connect", "parse", "read", "timeout", "write"]);
     assert!(kinds.values().all(|k| k.as_u64() == Some(0)));
 
+    // The CLI says where it wrote the reports.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("html report  {}", html.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("json report  {}", json.display())),
+        "{stdout}"
+    );
+
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
-    assert_eq!(page.matches("<svg").count(), 2);
+    assert_eq!(page.matches("<svg").count(), 3);
+    // When and how it was made.
+    assert!(page.contains("UTC with <code>"), "{page}");
+    assert!(page.contains("run --url"), "{page}");
+    // Responses coloured by status class: 200 green, 404 amber.
+    assert!(
+        page.contains("fill=\"#2da44e\"><title>200: 300</title>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("fill=\"#d4a72c\"><title>404: 100</title>"),
+        "{page}"
+    );
+    // Latency on log scales.
     assert!(page.contains("percentile (log scale)"));
+    assert!(page.contains("latency (log scale)"));
     assert!(page.contains("<polyline"));
     assert!(page.contains("<rect class=\"bar\""));
     assert!(!page.contains("<script"));

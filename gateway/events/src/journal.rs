@@ -186,10 +186,12 @@ pub enum JournalError {
         available: u64,
     },
     /// Another writer holds the stream directory.
-    #[error("journal {}: locked by another writer", dir.display())]
+    #[error("journal {}: locked by another writer{}", dir.display(), holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Locked {
         /// The stream directory.
         dir: PathBuf,
+        /// The process holding it (from the lock file), when it could be told.
+        holder: Option<String>,
     },
     /// A payload over [`MAX_RECORD_BYTES`].
     #[error("journal: a {len}-byte record exceeds the {MAX_RECORD_BYTES}-byte limit")]
@@ -319,7 +321,7 @@ impl Journal {
                 segment = %last.path.display(),
                 records = found.records,
                 truncated_bytes,
-                damage = ?found.damage,
+                damage = %found.damage.map_or_else(String::new, |d| d.to_string()),
                 "journal: cut a torn or corrupt tail"
             );
         }
@@ -607,12 +609,13 @@ impl Journal {
     }
 }
 
-/// Takes an exclusive `flock` on `dir/LOCK`, so that two writers never append to one stream.
+/// Takes an exclusive `flock` on `dir/LOCK`, so that two writers never append to one stream,
+/// and writes this process's pid into it, so that a second writer can name the first.
 fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     use std::os::fd::AsRawFd;
 
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
@@ -626,6 +629,7 @@ fn lock_dir(dir: &Path) -> Result<File, JournalError> {
         if err.kind() == io::ErrorKind::WouldBlock {
             return Err(JournalError::Locked {
                 dir: dir.to_owned(),
+                holder: crate::holder::describe(&path),
             });
         }
         return Err(JournalError::Io {
@@ -633,6 +637,10 @@ fn lock_dir(dir: &Path) -> Result<File, JournalError> {
             path,
             source: err,
         });
+    }
+    // Best effort: naming the holder only improves another writer's error.
+    if let Err(e) = crate::holder::write_into(&mut file) {
+        tracing::debug!(lock = %path.display(), error = %e, "journal: pid not written into the lock file");
     }
     Ok(file)
 }

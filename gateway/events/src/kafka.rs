@@ -763,7 +763,13 @@ impl Worker {
                     match forward.reader.skip_corrupt() {
                         Ok(Some(skipped)) => {
                             bump(&self.shared.corrupt, 1);
-                            tracing::error!(%error, ?skipped, "usage journal: corrupt record skipped");
+                            tracing::error!(
+                                %error,
+                                offset = skipped.offset,
+                                next_offset = skipped.next_offset,
+                                bytes = skipped.raw.len(),
+                                "usage journal: corrupt record skipped"
+                            );
                         }
                         Ok(None) | Err(_) => {
                             tracing::warn!(%error, "usage journal unreadable; forwarding paused");
@@ -1030,7 +1036,7 @@ impl Worker {
         let fatal = self.producer.client().fatal_error();
         tracing::warn!(
             %error,
-            fatal = ?fatal,
+            fatal = %fatal.as_ref().map_or_else(String::new, |(code, text)| format!("{code}: {text}")),
             "usage delivery failed: producer reset, unconfirmed batches back to the spool"
         );
         self.take_back();

@@ -13,5 +13,6 @@
     )
 )]
 
+pub mod holder;
 pub mod journal;
 pub mod kafka;

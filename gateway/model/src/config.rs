@@ -1,9 +1,14 @@
 //! The configuration file's schema (`tollgate.toml`), as serde structs with unknown keys refused.
 //! Pure data: the gateway checks it into runtime values (`gateway::config`), the ledger reads the
-//! sections it needs (`[node]`, `[events]`, `[ledger]`, `[quotas]`) from the same file. Every
-//! field is documented in docs/config.md.
+//! sections it needs (`[node]`, `[events]`, `[ledger]`, `[quotas]`, `[log]`) from the same file.
+//! Every field is documented in docs/config.md.
+//!
+//! [`read`] reads a parsed file leniently: every unknown key and every value of the wrong type is
+//! reported with its path and left out, so that one mistake never hides another.
 
 use serde::Deserialize;
+
+use crate::validate::Problems;
 
 /// The file as written. Every field is documented in docs/config.md.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +38,22 @@ pub struct FileConfig {
     /// Downstream HTTP limits and timeouts.
     #[serde(default)]
     pub http: HttpSection,
+    /// The process's own log lines.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: the log lines the process writes to stderr (not the access log).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Filter directives: a default level and per-target levels, e.g. `"info"` or
+    /// `"info,gateway::admin=debug"` (default `"info"`). `RUST_LOG`, when set, takes precedence.
+    /// Re-read on SIGHUP.
+    pub level: Option<String>,
+    /// `"text"` (default: `time level target: message key=value…`) or `"json"` (one JSON object
+    /// per line). Takes effect at the next start.
+    pub format: Option<String>,
 }
 
 /// `[http]`: limits and timeouts of client connections.
@@ -145,6 +166,9 @@ pub struct AdminSection {
     pub previous_secret_grace_s: Option<u64>,
     /// Entity events between two snapshots of the folded entity log (default 1000).
     pub snapshot_every: Option<u64>,
+    /// Serve `GET /metrics` without the bearer token (default false), for a Prometheus that
+    /// scrapes from a trusted network.
+    pub metrics_public: Option<bool>,
 }
 
 /// `[events]`
@@ -229,4 +253,217 @@ pub struct QuotasSection {
 pub struct SeedSection {
     /// Entity file (Tollgate or Otoroshi JSON) imported when the entity log is empty.
     pub entities: Option<String>,
+}
+
+/// A config file read leniently by [`read`].
+#[derive(Debug, Clone, Default)]
+pub struct ReadConfig {
+    /// What could be read: every key reported in `problems` is left out (its default applies).
+    pub file: FileConfig,
+    /// Unknown keys, values of the wrong type and missing required keys, each with its path.
+    pub problems: Problems,
+    /// Paths of the keys and tables left out (`""`: the whole file).
+    pub left_out: Vec<String>,
+}
+
+impl ReadConfig {
+    /// Whether a problem at `path` may be a consequence of a key left out: `path` is that key,
+    /// inside it or above it (`listeners` is above `listeners.http`). A later check skips such
+    /// problems, since the first report already names the cause.
+    #[must_use]
+    pub fn covers(&self, path: &str) -> bool {
+        self.left_out
+            .iter()
+            .any(|out| out.is_empty() || path.is_empty() || within(path, out) || within(out, path))
+    }
+}
+
+/// Whether `path` is `outer` or a key inside it.
+fn within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// Most problems one read reports (each found problem costs one more pass over the file).
+const MAX_PROBLEMS: usize = 100;
+
+/// Reads a parsed config file (a TOML document turned into a JSON value) into a [`FileConfig`],
+/// reporting every unknown key and every value of the wrong type with its path rather than only
+/// the first one: each bad key is recorded, taken out of the document, and the document read
+/// again. A missing required key takes its whole table out (`listeners.http` without `addr`).
+#[must_use]
+pub fn read(mut value: serde_json::Value) -> ReadConfig {
+    let mut problems = Problems::default();
+    let mut left_out: Vec<String> = Vec::new();
+    for _ in 0..MAX_PROBLEMS {
+        let error = match serde_path_to_error::deserialize::<_, FileConfig>(&value) {
+            Ok(file) => {
+                return ReadConfig {
+                    file,
+                    problems,
+                    left_out,
+                };
+            }
+            Err(e) => e,
+        };
+        let keys: Vec<Key> = error
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Key::Name(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Key::Index(*index),
+                _ => Key::Unknown,
+            })
+            .collect();
+        let path = match error.path().to_string() {
+            root if root == "." => String::new(),
+            p => p,
+        };
+        let message = error.into_inner().to_string();
+        match missing_field(&message) {
+            Some(field) => {
+                let key = if path.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+                // A key taken out for its bad value is missing now: already reported.
+                if !left_out.contains(&key) {
+                    problems.push(key, "missing (required)");
+                }
+            }
+            None => problems.push(path.clone(), message.trim()),
+        }
+        if keys.is_empty() || !remove(&mut value, &keys) {
+            // Nothing smaller to take out: the file as a whole is unusable.
+            left_out.push(String::new());
+            return ReadConfig {
+                file: FileConfig::default(),
+                problems,
+                left_out,
+            };
+        }
+        left_out.push(path);
+    }
+    left_out.push(String::new());
+    problems.push(
+        "",
+        format!("more than {MAX_PROBLEMS} problems; stopped reading"),
+    );
+    ReadConfig {
+        file: FileConfig::default(),
+        problems,
+        left_out,
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug)]
+enum Key {
+    Name(String),
+    Index(usize),
+    Unknown,
+}
+
+/// The field named by serde's "missing field `x`" error.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split('`')
+        .next()
+        .filter(|f| !f.is_empty())
+}
+
+/// Takes the value at `keys` out of `value`; false when it is not there.
+fn remove(value: &mut serde_json::Value, keys: &[Key]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        let next = match (key, at) {
+            (Key::Name(k), serde_json::Value::Object(map)) => map.get_mut(k),
+            (Key::Index(i), serde_json::Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match (last, at) {
+        (Key::Name(k), serde_json::Value::Object(map)) => map.remove(k).is_some(),
+        (Key::Index(i), serde_json::Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn paths(read: &ReadConfig) -> Vec<String> {
+        read.problems.iter().map(|p| p.path.clone()).collect()
+    }
+
+    #[test]
+    fn every_unknown_key_and_bad_value_is_reported() {
+        let read = read(json!({
+            "node": {"corez": 2, "cores": "two", "id": "a"},
+            "nodes": {},
+            "admin": {"token": 5, "tokn": "x"},
+            "log": {"level": "debug", "colour": true},
+        }));
+        let mut found = paths(&read);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "admin.token",
+                "admin.tokn",
+                "log.colour",
+                "node.cores",
+                "node.corez",
+                "nodes"
+            ]
+        );
+        // What is good is kept.
+        assert_eq!(read.file.node.id.as_deref(), Some("a"));
+        assert_eq!(read.file.log.level.as_deref(), Some("debug"));
+        assert!(read.covers("admin.token"));
+        assert!(!read.covers("admin.addr"));
+        assert!(!read.covers("node.id"));
+    }
+
+    #[test]
+    fn a_missing_required_key_leaves_its_table_out() {
+        let read = read(json!({"listeners": {"http": {"adr": "x"}}, "node": {"cores": 0}}));
+        let found = paths(&read);
+        assert!(
+            found.contains(&"listeners.http.adr".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"listeners.http.addr".to_owned()),
+            "{found:?}"
+        );
+        assert!(read.file.listeners.http.is_none());
+        // A check saying "no listener" would only repeat the cause.
+        assert!(read.covers("listeners"));
+        assert_eq!(read.file.node.cores, Some(0));
+        // A bad value of a required key is reported once, not again as missing.
+        let read2 = super::read(json!({"listeners": {"http": {"addr": 8080}}}));
+        assert_eq!(paths(&read2), ["listeners.http.addr"]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_table_is_one_problem() {
+        let read = read(json!("not a table"));
+        assert_eq!(read.problems.len(), 1);
+        assert!(read.covers("anything"));
+    }
 }

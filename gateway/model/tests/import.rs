@@ -1,5 +1,5 @@
-//! Reading whole documents: the real Otoroshi exports in ../shared/fixtures, the example entity
-//! file in ../shared/examples, and hostile input.
+//! Reading whole documents: the real Otoroshi exports in the repository's fixtures/otoroshi, the
+//! example entity file in examples/, and hostile input.
 
 use std::path::PathBuf;
 
@@ -8,14 +8,12 @@ use gateway_model::validate::Problems;
 use proptest::prelude::*;
 use serde_json::json;
 
-/// `shared/` beside the checkout (CI clones main with shared/ beside it), or `$TOLLGATE_SHARED`.
-fn shared(rel: &str) -> Vec<u8> {
-    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        PathBuf::from,
-    );
-    let path = base.join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (set TOLLGATE_SHARED)", path.display()))
+/// A file of the repository, by its path from the repository root.
+fn repo_file(rel: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn problems_of(doc: serde_json::Value) -> Vec<String> {
@@ -25,7 +23,7 @@ fn problems_of(doc: serde_json::Value) -> Vec<String> {
 
 #[test]
 fn example_entities_validate_strictly() {
-    let out = import_document(&shared("examples/entities.json"), None).unwrap();
+    let out = import_document(&repo_file("examples/entities.json"), None).unwrap();
     assert_eq!(out.dialect, Dialect::Tollgate);
     assert!(out.is_clean(), "{}", out.problems);
     assert_eq!(out.entities.routes.len(), 2);
@@ -40,7 +38,11 @@ fn example_entities_validate_strictly() {
 
 #[test]
 fn otoroshi_tunnel_export_imports_what_is_supported() {
-    let out = import_document(&shared("fixtures/otoroshi-export-tunnel.json"), None).unwrap();
+    let out = import_document(
+        &repo_file("fixtures/otoroshi/otoroshi-export-tunnel.json"),
+        None,
+    )
+    .unwrap();
     assert_eq!(out.dialect, Dialect::Otoroshi);
     assert_eq!(out.entities.apikeys.len(), 3, "{:#?}", out.problems);
     assert!(out.entities.apikeys.iter().all(|k| {
@@ -85,7 +87,11 @@ fn otoroshi_tunnel_export_imports_what_is_supported() {
 
 #[test]
 fn otoroshi_mtls_export_with_legacy_keys() {
-    let out = import_document(&shared("fixtures/otoroshi-export-mtls.json"), None).unwrap();
+    let out = import_document(
+        &repo_file("fixtures/otoroshi/otoroshi-export-mtls.json"),
+        None,
+    )
+    .unwrap();
     assert_eq!(out.dialect, Dialect::Otoroshi);
     assert_eq!(out.entities.apikeys.len(), 2);
     for k in &out.entities.apikeys {
@@ -373,7 +379,7 @@ proptest! {
 
     #[test]
     fn mutated_documents_never_panic(pos in 0usize..2000, byte in any::<u8>(), cut in 0usize..2000) {
-        let mut doc = shared("examples/entities.json");
+        let mut doc = repo_file("examples/entities.json");
         if !doc.is_empty() {
             let i = pos % doc.len();
             doc[i] = byte;

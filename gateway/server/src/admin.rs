@@ -62,6 +62,8 @@ pub struct AdminOptions {
     pub kafka: Option<crate::entitylog::kafka::KafkaLogConfig>,
     /// Limits of the listener: request deadline, idle timeout, connection caps.
     pub http: gateway_httpd::Limits,
+    /// Serve `GET /metrics` without the bearer token (`[admin] metrics_public`).
+    pub metrics_public: bool,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -72,6 +74,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("previous_secret_grace_ms", &self.previous_secret_grace_ms)
             .field("public_url", &self.public_url)
             .field("http", &self.http)
+            .field("metrics_public", &self.metrics_public)
             .finish_non_exhaustive()
     }
 }
@@ -300,11 +303,14 @@ type Outcome = Result<Response, Failure>;
 struct AdminHttp(Arc<Admin>);
 
 impl gateway_httpd::Handler for AdminHttp {
-    /// `/health` and `/openapi.json` are public; everything else needs the bearer token,
+    /// `/health` and `/openapi.json` are public (and `/metrics` with `[admin] metrics_public`);
+    /// everything else needs the bearer token,
     /// checked here from the head alone, so that nothing of a body is read (or allocated) for
     /// an unauthenticated caller.
     fn authorize(&self, head: &Head) -> Result<(), Response> {
-        if is_public(head) || self.0.token.matches(head) {
+        let public_metrics =
+            self.0.options.metrics_public && head.method == "GET" && head.path == "/metrics";
+        if is_public(head) || public_metrics || self.0.token.matches(head) {
             return Ok(());
         }
         let refusal = gateway_httpd::unauthorized();
@@ -909,6 +915,13 @@ impl Admin {
         let _ = writeln!(out, "tollgate_snapshot_generation {}", snapshot.generation);
         let _ = writeln!(
             out,
+            "# HELP tollgate_build_info The gateway's version.\n\
+             # TYPE tollgate_build_info gauge\n\
+             tollgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
             "# HELP tollgate_driver_info The IO driver the cores use."
         );
         let _ = writeln!(out, "# TYPE tollgate_driver_info gauge");
@@ -1128,12 +1141,13 @@ pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Val
 
 /// `gateway import FILE [--config F]`: imports into the entity log of the node of config `F`
 /// (directly when it is stopped, through its admin API when it runs), or of the quickstart's
-/// (stopped) node without one. Returns the import report.
+/// (stopped) node under `quickstart_dir` without one. Returns the import report.
 ///
 /// # Errors
 /// A message when the config, the file or the log cannot be read, or the import is refused.
 pub fn import_command(
     config: Option<&std::path::Path>,
+    quickstart_dir: &std::path::Path,
     file: &std::path::Path,
 ) -> Result<Value, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -1156,7 +1170,7 @@ pub fn import_command(
             }
         }
         None => open_log(
-            &std::env::temp_dir().join("tollgate-quickstart"),
+            quickstart_dir,
             "quickstart",
             None,
             crate::entitylog::DEFAULT_SNAPSHOT_EVERY,
@@ -1262,9 +1276,11 @@ pub fn open_log(
         snapshot_every,
     };
     let (log, report) = EntityLog::open(&options, key).map_err(|e| match e {
-        LogError::Journal(crate::journal::JournalError::Locked { dir }) => format!(
-            "the entity log {} is held by a running node; use its admin API",
-            dir.display()
+        LogError::Journal(crate::journal::JournalError::Locked { dir, holder }) => format!(
+            "the entity log {} is held by a running node ({}); change entities through its \
+             admin API (`POST /api/import` imports a file), or stop it first",
+            dir.display(),
+            holder.as_deref().unwrap_or("its process could not be told")
         ),
         other => format!("entity log: {other}"),
     })?;
@@ -1310,6 +1326,7 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
             |a| format!("http://{a}"),
         ),
         driver: String::new(),
+        metrics_public: cfg.metrics_public,
         kafka: cfg
             .kafka()
             .map(|kafka| crate::entitylog::kafka::KafkaLogConfig {

@@ -170,6 +170,10 @@ pub struct NodeConfig {
     pub limits: HttpLimits,
     /// The usage journal's options (`[events.journal]`).
     pub journal: crate::journal::JournalOptions,
+    /// `[log]`: level directives and format.
+    pub log: gateway_telemetry::LogSettings,
+    /// `[admin] metrics_public`: `/metrics` without the bearer token.
+    pub metrics_public: bool,
 }
 
 impl NodeConfig {
@@ -219,19 +223,154 @@ fn one(path: &str, message: impl Into<String>) -> Problems {
 /// Parses and checks config text; relative paths are relative to `base`.
 ///
 /// # Errors
-/// Every problem found, each with the path of its key.
+/// Every problem found, each with the path of its key: unknown keys and values of the wrong
+/// type are all reported (not only the first), with the problems of the rest of the file.
 pub fn parse(text: &str, base: &Path) -> Result<NodeConfig, Problems> {
-    let value: toml::Value =
-        toml::from_str(text).map_err(|e| one("", format!("not valid TOML: {}", e.message())))?;
-    let file: FileConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        one(
-            if path == "." { "" } else { &path },
-            message.trim().to_owned(),
-        )
-    })?;
-    check(file, base)
+    let read = read_text(text)?;
+    let checked = check(read.file.clone(), base);
+    if read.problems.is_empty() {
+        return checked;
+    }
+    Err(merge(read.problems.clone(), &read, checked.err()))
+}
+
+/// Parses config text as TOML and reads it leniently ([`gateway_model::config::read`]).
+///
+/// # Errors
+/// When the text is not TOML (one problem, with the line).
+pub fn read_text(text: &str) -> Result<ReadConfig, Problems> {
+    let value: toml::Value = toml::from_str(text).map_err(|e| one("", toml_error(text, &e)))?;
+    let json = serde_json::to_value(value).map_err(|e| one("", format!("not valid TOML: {e}")))?;
+    Ok(gateway_model::config::read(json))
+}
+
+/// What `gateway check` verifies beyond the file itself, each problem at its key: the
+/// listener addresses are free (another process listening there would make the start fail),
+/// and the data directory can be written. Works on what could be read of the file (a key with
+/// a bad value is skipped: it is reported already), binds nothing for longer than the probe and
+/// leaves no file behind.
+#[must_use]
+pub fn preflight(file: &FileConfig, base: &Path) -> Problems {
+    let mut p = Problems::default();
+    let parse = |a: Option<&str>, default: &str| a.unwrap_or(default).parse::<SocketAddr>().ok();
+    let mut addrs: Vec<(&str, Option<SocketAddr>)> = vec![
+        (
+            "listeners.http.addr",
+            file.listeners
+                .http
+                .as_ref()
+                .and_then(|l| l.addr.parse().ok()),
+        ),
+        (
+            "listeners.https.addr",
+            file.listeners
+                .https
+                .as_ref()
+                .and_then(|l| l.addr.parse().ok()),
+        ),
+        (
+            "admin.addr",
+            parse(file.admin.addr.as_deref(), "127.0.0.1:9000"),
+        ),
+    ];
+    if file.ledger.mode.as_deref().unwrap_or("embedded") == "embedded" {
+        addrs.push((
+            "ledger.addr",
+            parse(file.ledger.addr.as_deref(), "127.0.0.1:9100"),
+        ));
+    }
+    let addrs = addrs
+        .into_iter()
+        .filter_map(|(key, addr)| Some((key, addr?)));
+    for (key, addr) in addrs {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "{addr} is in use: another process listens there (a node already running? \
+                     `ss -ltnp 'sport = :{}'` names it)",
+                    addr.port()
+                ),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "{addr}: permission denied (ports below 1024 need root or \
+                     CAP_NET_BIND_SERVICE)"
+                ),
+                std::io::ErrorKind::AddrNotAvailable => {
+                    format!("{addr}: not an address of this machine")
+                }
+                _ => format!("{addr}: cannot listen there: {e}"),
+            };
+            p.push(key, why);
+        }
+    }
+    let data_dir = base.join(file.node.data_dir.as_deref().unwrap_or("data"));
+    if let Err(why) = writable_dir(&data_dir) {
+        p.push("node.data_dir", why);
+    }
+    p
+}
+
+/// Whether files can be created in `dir`, or (when it does not exist yet) in the nearest
+/// directory above it, which the node would create it in. Probes with a file it removes.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut at = dir.to_path_buf();
+    loop {
+        match std::fs::metadata(&at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(format!("{}: not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => at = PathBuf::from("."),
+                Some(parent) => at = parent.to_path_buf(),
+                None => return Err(format!("{}: no existing directory above it", dir.display())),
+            },
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    let probe = at.join(format!(".tollgate-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if at == dir => Err(format!("{}: cannot be written: {e}", dir.display())),
+        Err(e) => Err(format!(
+            "{}: does not exist and cannot be created: {} cannot be written: {e}",
+            dir.display(),
+            at.display()
+        )),
+    }
+}
+
+/// `not valid TOML: line 3, column 7: <what>`.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(
+                "not valid TOML: line {line}, column {column}: {}",
+                e.message()
+            )
+        }
+        None => format!("not valid TOML: {}", e.message()),
+    }
+}
+
+/// `first`, then the problems of `more` that are not consequences of a key `read` left out.
+pub fn merge(mut first: Problems, read: &ReadConfig, more: Option<Problems>) -> Problems {
+    for p in more.iter().flat_map(Problems::iter) {
+        if !read.covers(&p.path) && !first.iter().any(|q| q.path == p.path) {
+            first.push(p.path.clone(), p.message.clone());
+        }
+    }
+    first
 }
 
 fn addr(value: &str, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
@@ -274,7 +413,7 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         .as_ref()
         .and_then(|l| addr(&l.addr, "listeners.http.addr", &mut p));
     let https = file.listeners.https.as_ref().and_then(|l| {
-        let a = addr(&l.addr, "listeners.https.addr", &mut p)?;
+        let a = addr(&l.addr, "listeners.https.addr", &mut p);
         use crate::tls::server::ClientAuth;
         if l.cert.is_some() != l.key.is_some() {
             p.push(
@@ -329,14 +468,26 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             Some(s) => std::time::Duration::from_secs(s),
             None => std::time::Duration::from_secs(43_200),
         };
+        let cert = l
+            .cert
+            .as_ref()
+            .map(|c| readable(base, c, "listeners.https.cert", &mut p));
+        let key = l
+            .key
+            .as_ref()
+            .map(|k| readable(base, k, "listeners.https.key", &mut p));
+        let client_ca = l
+            .client_ca
+            .as_ref()
+            .map(|c| readable(base, c, "listeners.https.client_ca", &mut p));
         Some(TlsFiles {
-            addr: a,
-            cert: l.cert.as_ref().map(|c| base.join(c)),
-            key: l.key.as_ref().map(|k| base.join(k)),
+            addr: a?,
+            cert,
+            key,
             min_version,
             strict_sni: l.strict_sni.unwrap_or(false),
             client_auth,
-            client_ca: l.client_ca.as_ref().map(|c| base.join(c)),
+            client_ca,
             handshake_timeout,
             ticket_rotation,
         })
@@ -505,6 +656,12 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
     });
 
     let limits = check_http(&file.http, &mut p);
+    let log = gateway_telemetry::LogSettings::from_section(&file.log).unwrap_or_else(|problems| {
+        for (path, message) in problems {
+            p.push(path, message);
+        }
+        gateway_telemetry::LogSettings::default()
+    });
 
     match (admin_addr, ledger_addr, calendar) {
         (Some(admin_addr), Some(ledger_addr), Some(calendar)) if p.is_empty() => Ok(NodeConfig {
@@ -525,9 +682,26 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             seed,
             limits,
             journal,
+            log,
+            metrics_public: file.admin.metrics_public.unwrap_or(false),
         }),
         _ => Err(p),
     }
+}
+
+/// `base/file`, reporting at `key` when it cannot be read (missing, a directory, no
+/// permission): certificate files are read at start, and a typo should fail `gateway check`.
+fn readable(base: &Path, file: &str, key: &str, p: &mut Problems) -> PathBuf {
+    let path = base.join(file);
+    match std::fs::File::open(&path).and_then(|mut f| {
+        let mut byte = [0u8; 1];
+        std::io::Read::read(&mut f, &mut byte)
+    }) {
+        Ok(0) => p.push(key, format!("{}: the file is empty", path.display())),
+        Ok(_) => {}
+        Err(e) => p.push(key, format!("{}: cannot be read: {e}", path.display())),
+    }
+    path
 }
 
 fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {

@@ -487,7 +487,12 @@ impl EntityLog {
         };
         let (journal, recovery) = Journal::open(&dir, journal_options)?;
         if recovery.truncated_bytes > 0 {
-            tracing::warn!(?recovery, "entity log: torn tail truncated at start");
+            tracing::warn!(
+                segment = %recovery.segment.display(),
+                truncated_bytes = recovery.truncated_bytes,
+                damage = %recovery.damage.map_or_else(String::new, |d| d.to_string()),
+                "entity log: torn tail truncated at start"
+            );
         }
         let snapshot_path = options.data_dir.join(SNAPSHOT_FILE);
         let mut report = OpenReport {
@@ -524,7 +529,12 @@ impl EntityLog {
                 Ok(None) => break,
                 Err(e) => {
                     let skipped = reader.skip_corrupt()?;
-                    tracing::error!(error = %e, ?skipped, "entity log: corrupt record skipped");
+                    tracing::error!(
+                        error = %e,
+                        offset = skipped.as_ref().map(|s| s.offset),
+                        next_offset = skipped.as_ref().map(|s| s.next_offset),
+                        "entity log: corrupt record skipped"
+                    );
                     if skipped.is_none() {
                         break;
                     }

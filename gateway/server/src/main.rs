@@ -4,53 +4,133 @@
 //! --config F` validates a configuration. It must never hold the sans-IO logic itself: parsing,
 //! routing and key rules live in gateway-core, entities in gateway-model.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use gateway::config::{self, HttpLimits};
 use gateway::node::{Node, NodeOptions};
 use gateway::quickstart;
 use gateway::runtime::IoMode;
+use gateway_telemetry::{LogHandle, LogSettings};
 
-/// Tollgate: an API-management gateway.
+/// Tollgate: an API-management gateway (thread-per-core reverse proxy, API keys, quotas, usage
+/// for billing).
+///
+/// `gateway --config FILE` runs a node; `gateway` alone runs the quickstart: a demo API with a
+/// mock backend and a generated key on 127.0.0.1:8080, the admin API on 127.0.0.1:9000 and the
+/// ledger's usage API on 127.0.0.1:9100 (ports set with --http-port, --admin-port,
+/// --ledger-port; state under --data-dir, default $TMPDIR/tollgate-quickstart).
+///
+/// SIGTERM or SIGINT drain and stop the node; SIGHUP re-reads the config file: `[log] level`
+/// changes at once, other changes are logged as needing a restart.
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about)]
+#[command(name = "gateway", disable_version_flag = true)]
 struct Cli {
-    /// Node configuration file (TOML). Without it, the quickstart runs.
-    #[arg(long, global = true)]
+    /// Node configuration file (TOML) to run; without it, the quickstart runs.
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// IO driver: auto (io_uring, else epoll), uring, epoll.
-    #[arg(long, global = true, default_value = "auto")]
+    /// IO driver of the cores: auto (io_uring, else epoll), uring (io_uring or fail), epoll.
+    #[arg(long, default_value = "auto", value_name = "DRIVER")]
     io: IoMode,
+    /// Print the version and the IO drivers of this build, and whether io_uring works here.
+    #[arg(short = 'V', long)]
+    version: bool,
+    #[command(flatten)]
+    quickstart: QuickstartArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The quickstart's addresses and state (only without --config).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Quickstart (without --config)")]
+struct QuickstartArgs {
+    /// Port of the demo API on 127.0.0.1 (default 8080; 0 picks a free port, printed at start).
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Port of the admin API on 127.0.0.1 (default 9000; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    admin_port: Option<u16>,
+    /// Port of the ledger's usage API on 127.0.0.1 (default 9100; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    ledger_port: Option<u16>,
+    /// Where the quickstart keeps its entity log, usage journal and ledger store (default
+    /// $TMPDIR/tollgate-quickstart, kept between runs). `events tail` and `import` without
+    /// --config read the same directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl QuickstartArgs {
+    fn any(&self) -> bool {
+        self.http_port.is_some() || self.admin_port.is_some() || self.ledger_port.is_some()
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("tollgate-quickstart"))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate a configuration (and its seed entities) and report every bad field with its path.
-    Check,
-    /// Read the event streams.
+    /// Validate a configuration and report every problem with the path of its key.
+    ///
+    /// Reads FILE and its seed entity file and reports, each with the path of its key: unknown
+    /// keys, values of the wrong type, bad values (all of them, not only the first), certificate
+    /// files that cannot be read, listener addresses that another process already uses, and a
+    /// data directory that cannot be written. Prints a summary and exits 0 when all is well,
+    /// else prints every problem on stderr and exits 1. Starts nothing and writes nothing.
+    ///
+    /// Example: gateway check --config /etc/tollgate/tollgate.toml
+    Check {
+        /// The configuration file to check.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Read the event streams (usage batches, entity events, per-key totals).
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Import an Otoroshi export or a Tollgate entity file into the node's entity log: directly
-    /// when the node is stopped, through its admin API (`POST /api/import`) when it runs.
-    /// Without `--config`, into the (stopped) quickstart's log.
+    /// Import an Otoroshi export or a Tollgate entity file into a node's entity log.
+    ///
+    /// Imports the routes, backends, API keys and APIs of FILE into the entity log of the node
+    /// of --config: directly when the node is stopped, through its admin API (`POST
+    /// /api/import`, with the config's admin token) when it runs. Without --config, into the
+    /// stopped quickstart's log (under --data-dir). Prints the import report: what was
+    /// imported, and what was skipped and why.
+    ///
+    /// Example: gateway import fixtures/otoroshi/otoroshi-export-tunnel.json --config tollgate.toml
     Import {
         /// The JSON document (keys `routes`, `backends`, `apiKeys`, `apis`).
         file: PathBuf,
+        /// The node's configuration file (default: the quickstart's log).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
-    /// Print usage, entity and totals events as JSON lines, from the journal or from Kafka
-    /// (per `--config`; without it, the quickstart's journal), following new ones.
+    /// Print events as JSON lines, from the embedded journal or from Kafka.
+    ///
+    /// One line per record on stdout: `{"stream": "usage", "offset": 7, "event": {…}}` (plus
+    /// `"partition"` from Kafka). Reads Kafka when the config says `[events] sink = "kafka"`,
+    /// else the journal under the config's `data_dir`; --data-dir reads a journal directly;
+    /// with neither, the quickstart's. Starts at the end and follows new events until Ctrl-C;
+    /// --from-start begins at the first retained event, --once stops when caught up and says
+    /// on stderr how many events it printed from where.
+    ///
+    /// Example: gateway events tail --config tollgate.toml --from-start --once
     Tail {
+        /// The node's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Start at the first retained event instead of the end.
         #[arg(long)]
         from_start: bool,
@@ -61,45 +141,72 @@ enum EventsCommand {
         #[arg(long, value_enum, default_value = "all")]
         stream: gateway::tail::Which,
         /// Read the embedded journal under this data directory (even when Kafka is configured).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match (cli.command, cli.config) {
-        (Some(Command::Check), Some(path)) => check(&path),
-        (Some(Command::Check), None) => {
-            eprintln!("gateway check: --config FILE is required");
-            ExitCode::from(2)
-        }
-        (
-            Some(Command::Events(EventsCommand::Tail {
-                from_start,
-                once,
-                stream,
-                data_dir,
-            })),
+    if cli.version {
+        println!("gateway {}", env!("CARGO_PKG_VERSION"));
+        println!("{}", gateway::runtime::io_features());
+        let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+        println!("kafka client: librdkafka {librdkafka} (bundled)");
+        return ExitCode::SUCCESS;
+    }
+    if cli.command.is_some() && cli.quickstart.any() {
+        eprintln!(
+            "gateway: --http-port, --admin-port and --ledger-port set the quickstart's ports"
+        );
+        return ExitCode::from(2);
+    }
+    if cli.config.is_some() && (cli.quickstart.any() || cli.quickstart.data_dir.is_some()) {
+        eprintln!(
+            "gateway: --http-port, --admin-port, --ledger-port and --data-dir are the \
+             quickstart's; with --config, set [listeners.http] addr, [admin] addr, [ledger] addr \
+             and [node] data_dir in the file"
+        );
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Some(Command::Check { config }) => match config.or(cli.config) {
+            Some(path) => {
+                let _logging = gateway_telemetry::init(&LogSettings::default());
+                check(&path)
+            }
+            None => {
+                eprintln!("gateway check: --config FILE is required");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Events(EventsCommand::Tail {
             config,
-        ) => tail(
-            config.as_deref(),
+            from_start,
+            once,
+            stream,
             data_dir,
-            gateway::tail::TailOptions {
-                which: stream,
-                from_start,
-                once,
-            },
-        ),
-        (Some(Command::Import { file }), config) => {
-            match gateway::admin::import_command(config.as_deref(), &file) {
+        })) => {
+            let _logging = gateway_telemetry::init(&LogSettings::default());
+            let data_dir = match (&config, &cli.config, data_dir) {
+                (None, None, None) => Some(cli.quickstart.dir()),
+                (_, _, dir) => dir,
+            };
+            tail(
+                config.or(cli.config).as_deref(),
+                data_dir,
+                gateway::tail::TailOptions {
+                    which: stream,
+                    from_start,
+                    once,
+                },
+            )
+        }
+        Some(Command::Import { file, config }) => {
+            let _logging = gateway_telemetry::init(&LogSettings::default());
+            let config = config.or(cli.config);
+            let quickstart_dir = cli.quickstart.dir();
+            match gateway::admin::import_command(config.as_deref(), &quickstart_dir, &file) {
                 Ok(report) => {
                     println!("{report:#}");
                     ExitCode::SUCCESS
@@ -110,23 +217,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        (None, Some(path)) => run(&path, cli.io),
-        (None, None) => run_quickstart(cli.io),
+        None => match cli.config {
+            Some(path) => run(&path, cli.io),
+            None => run_quickstart(cli.io, &cli.quickstart),
+        },
     }
 }
 
 fn tail(
-    config: Option<&std::path::Path>,
+    config: Option<&Path>,
     data_dir: Option<PathBuf>,
     options: gateway::tail::TailOptions,
 ) -> ExitCode {
     let mut out = std::io::stdout().lock();
-    let result = match (config, data_dir) {
-        (_, Some(dir)) => gateway::tail::journal(&dir, options, &mut out),
-        (None, None) => gateway::tail::journal(
-            &std::env::temp_dir().join("tollgate-quickstart"),
-            options,
-            &mut out,
+    let (source, result) = match (config, data_dir) {
+        (_, Some(dir)) => (
+            format!("journal {}", dir.join("journal").display()),
+            gateway::tail::journal(&dir, options, &mut out),
         ),
         (Some(path), None) => match config::load(path) {
             Err(problems) => {
@@ -136,30 +243,52 @@ fn tail(
                 return ExitCode::FAILURE;
             }
             Ok(cfg) => match cfg.kafka() {
-                None => gateway::tail::journal(&cfg.data_dir, options, &mut out),
-                Some(k) => gateway::tail::kafka(&k.brokers, &k.topics, options, &mut out),
+                None => (
+                    format!("journal {}", cfg.data_dir.join("journal").display()),
+                    gateway::tail::journal(&cfg.data_dir, options, &mut out),
+                ),
+                Some(k) => (
+                    format!("kafka {}", k.brokers),
+                    gateway::tail::kafka(&k.brokers, &k.topics, options, &mut out),
+                ),
             },
         },
+        (None, None) => {
+            eprintln!("gateway events tail: give --config FILE or --data-dir DIR");
+            return ExitCode::from(2);
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(report) => {
+            if options.once {
+                eprintln!("{}", report.summary(&source, options.from_start));
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gateway events tail: {e}");
+            eprintln!("gateway events tail: {source}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signal() {
+/// Blocks until SIGTERM or SIGINT; calls `on_hup` at each SIGHUP.
+fn wait_for_signal(mut on_hup: impl FnMut()) {
     let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
             tracing::warn!(error = %e, signal, "cannot handle signal");
         }
     }
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        tracing::warn!(error = %e, "cannot handle SIGHUP");
+    }
     while !stop.load(Ordering::Acquire) {
+        if hup.swap(false, Ordering::AcqRel) {
+            on_hup();
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -183,16 +312,106 @@ fn raise_fd_limit() {
 /// How often the in-process ledger reads and commits once caught up.
 const EMBEDDED_LEDGER_POLL: Duration = Duration::from_millis(500);
 
-fn serve(
-    options: &NodeOptions,
+/// What names each address in an error: a config key, or the quickstart's flag.
+#[derive(Debug, Clone, Copy)]
+struct Keys {
+    http: &'static str,
+    https: &'static str,
+    admin: &'static str,
+    ledger: &'static str,
+}
+
+const CONFIG_KEYS: Keys = Keys {
+    http: "listeners.http.addr",
+    https: "listeners.https.addr",
+    admin: "admin.addr",
+    ledger: "ledger.addr",
+};
+
+const QUICKSTART_FLAGS: Keys = Keys {
+    http: "--http-port",
+    https: "--https-port",
+    admin: "--admin-port",
+    ledger: "--ledger-port",
+};
+
+/// A bind failure that says what to do, naming `key`; other errors as they are.
+fn bind_error(key: &str, addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "{key} {addr} is in use: another process listens there (a node already running? \
+             `ss -ltnp 'sport = :{}'` names it); stop it or change {key}",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{key} {addr}: not an address of this machine; use one of its addresses, 127.0.0.1 \
+             or 0.0.0.0"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{key} {addr}: permission denied (ports below 1024 need root or \
+             CAP_NET_BIND_SERVICE); use a port ≥ 1024 or grant the capability"
+        ),
+        _ => format!("{key} {addr}: {e}"),
+    }
+}
+
+/// The io::Error under a ledger error, if that is what it is.
+fn io_source(e: &ledger::LedgerError) -> Option<&std::io::Error> {
+    e.source
+        .as_deref()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+}
+
+/// The addresses a node ended up on (ports 0 resolved).
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    http: SocketAddr,
+    admin: SocketAddr,
+    ledger: Option<SocketAddr>,
+}
+
+/// What [`serve`] runs.
+struct Serve {
+    options: NodeOptions,
     log: gateway::entitylog::EntityLog,
-    mut admin: gateway::admin::AdminOptions,
+    admin: gateway::admin::AdminOptions,
     ledger: Option<ledger::LedgerConfig>,
-) -> ExitCode {
+    keys: Keys,
+    /// Re-reads the config file on SIGHUP; `None`: the quickstart, which has no file.
+    reloader: Option<gateway_telemetry::Reloader>,
+}
+
+fn serve(s: Serve, on_ready: impl FnOnce(&Bound)) -> ExitCode {
+    let Serve {
+        options,
+        log,
+        mut admin,
+        ledger,
+        keys,
+        mut reloader,
+    } = s;
     raise_fd_limit();
     let entities = log.state().entities(gateway::entitylog::now_ms());
-    let node = match Node::start(options, entities) {
+    let node = match Node::start(&options, entities) {
         Ok(node) => node,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            // Which listener: the first configured address that cannot be bound now.
+            let listeners = [
+                (keys.http, options.http),
+                (keys.https, options.https.as_ref().map(|h| h.addr)),
+            ];
+            let busy = listeners.into_iter().find_map(|(key, addr)| {
+                addr.filter(|a| std::net::TcpListener::bind(a).is_err())
+                    .map(|a| (key, a))
+            });
+            match busy {
+                Some((key, addr)) => {
+                    eprintln!("gateway: cannot start: {}", bind_error(key, addr, &e));
+                }
+                None => eprintln!("gateway: cannot start: {e}"),
+            }
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("gateway: cannot start: {e}");
             return ExitCode::FAILURE;
@@ -200,10 +419,18 @@ fn serve(
     };
     node.apply_quota_resets(&log.state().quota_resets());
     admin.driver = node.driver().to_string();
+    if options.http.is_some_and(|a| a.port() == 0) {
+        // Call examples name the port the node really listens on.
+        admin.public_url = format!("http://{}", node.addr());
+    }
+    let admin_addr = admin.addr;
     let admin = match gateway::admin::start(admin, log, node.publisher()) {
         Ok(admin) => admin,
         Err(e) => {
-            eprintln!("gateway: cannot start the admin API: {e}");
+            eprintln!(
+                "gateway: cannot start the admin API: {}",
+                bind_error(keys.admin, admin_addr, &e)
+            );
             node.shutdown();
             return ExitCode::FAILURE;
         }
@@ -216,23 +443,39 @@ fn serve(
         l.poll = EMBEDDED_LEDGER_POLL;
         l
     });
+    let ledger_addr = ledger.as_ref().and_then(|l| l.addr);
     let ledger = match ledger.map(ledger::Ledger::start).transpose() {
         Ok(ledger) => ledger,
         Err(e) => {
-            eprintln!("gateway: cannot start the embedded ledger: {e}");
+            let why = match (io_source(&e), ledger_addr) {
+                (Some(io), Some(addr)) if io.kind() == std::io::ErrorKind::AddrInUse => {
+                    bind_error(keys.ledger, addr, io)
+                }
+                _ => e.to_string(),
+            };
+            eprintln!("gateway: cannot start the embedded ledger: {why}");
             admin.shutdown();
             node.shutdown();
             return ExitCode::FAILURE;
         }
     };
-    if let Some(addr) = ledger.as_ref().and_then(ledger::Ledger::local_addr) {
+    let bound = Bound {
+        http: node.addr(),
+        admin: admin.addr(),
+        ledger: ledger.as_ref().and_then(ledger::Ledger::local_addr),
+    };
+    if let Some(addr) = bound.ledger {
         tracing::info!(ledger_addr = %addr, "ledger query API listening");
     }
     if let Some(https) = node.https_addr() {
         tracing::info!(https_addr = %https, "HTTPS listening");
     }
     tracing::info!(addr = %node.addr(), cores = options.cores, driver = %node.driver(), "serving");
-    wait_for_signal();
+    on_ready(&bound);
+    wait_for_signal(|| match reloader.as_mut() {
+        Some(r) => r.reload(),
+        None => tracing::info!("SIGHUP: the quickstart has no config file to re-read"),
+    });
     tracing::info!("shutting down: draining in-flight requests");
     admin.shutdown();
     node.shutdown();
@@ -245,16 +488,26 @@ fn serve(
     ExitCode::SUCCESS
 }
 
-fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
+fn print_problems(path: &Path, problems: &gateway_model::validate::Problems) {
+    for p in problems.iter() {
+        eprintln!("{}: {p}", path.display());
+    }
+}
+
+fn run(path: &Path, io: IoMode) -> ExitCode {
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(problems) => {
-            for p in problems.iter() {
-                eprintln!("{}: {p}", path.display());
-            }
+            print_problems(path, &problems);
+            eprintln!(
+                "{} problem(s); `gateway check --config {}` also checks ports and files",
+                problems.len(),
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     };
+    let logging = gateway_telemetry::init(&cfg.log);
     let https = match &cfg.https {
         Some(files) => match files.load() {
             Ok(tls) => Some(gateway::node::HttpsOptions {
@@ -303,13 +556,24 @@ fn run(path: &std::path::Path, io: IoMode) -> ExitCode {
         kafka,
         journal: cfg.journal,
     };
-    serve(&options, log, admin, ledger)
+    serve(
+        Serve {
+            options,
+            log,
+            admin,
+            ledger,
+            keys: CONFIG_KEYS,
+            reloader: Some(gateway_telemetry::Reloader::new(path, logging)),
+        },
+        |_| {},
+    )
 }
 
-fn run_quickstart(io: IoMode) -> ExitCode {
+fn run_quickstart(io: IoMode, args: &QuickstartArgs) -> ExitCode {
+    let _logging: LogHandle = gateway_telemetry::init(&LogSettings::default());
     let secret = quickstart::random_hex(16);
     let entities = quickstart::entities(&secret);
-    let data_dir = std::env::temp_dir().join("tollgate-quickstart");
+    let data_dir = args.dir();
     let log = match gateway::admin::open_quickstart(&data_dir, &entities) {
         Ok(log) => log,
         Err(e) => {
@@ -317,23 +581,28 @@ fn run_quickstart(io: IoMode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let local = |port: Option<u16>, default: u16| {
+        SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(default)))
+    };
+    let http = local(args.http_port, 8080);
     let token = quickstart::random_hex(16);
     let admin = gateway::admin::AdminOptions {
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9000)),
+        addr: local(args.admin_port, 9000),
         token: gateway_model::entity::Secret::new(token.clone()),
         previous_secret_grace_ms: 3_600_000,
         rotation_every: Duration::from_secs(1),
         clock: gateway::admin::system_clock(),
-        public_url: "http://127.0.0.1:8080".to_owned(),
+        public_url: format!("http://{http}"),
         driver: String::new(),
         kafka: None,
         http: gateway_httpd::Limits::default(),
+        metrics_public: false,
     };
     let options = NodeOptions {
         node_id: "quickstart".to_owned(),
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         pin: true,
-        http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+        http: Some(http),
         https: None,
         limits: HttpLimits::default(),
         io,
@@ -344,79 +613,120 @@ fn run_quickstart(io: IoMode) -> ExitCode {
         journal: Default::default(),
     };
     let mut ledger = ledger::LedgerConfig::journal(&data_dir);
-    ledger.addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9100)));
-    println!(
-        "Tollgate quickstart: a demo API on http://127.0.0.1:8080 (mock backend, no upstream needed)"
-    );
+    ledger.addr = Some(local(args.ledger_port, 9100));
+    serve(
+        Serve {
+            options,
+            log,
+            admin,
+            ledger: Some(ledger),
+            keys: QUICKSTART_FLAGS,
+            reloader: None,
+        },
+        |bound| print_quickstart(bound, &secret, &token, &data_dir),
+    )
+}
+
+/// The quickstart's banner, once every address is bound: curl lines that work as printed.
+fn print_quickstart(bound: &Bound, secret: &str, token: &str, data_dir: &Path) {
+    let http = bound.http;
+    let admin = bound.admin;
+    println!("Tollgate quickstart: a demo API on http://{http} (mock backend, no upstream needed)");
     println!();
-    println!("  public route:  curl -i http://127.0.0.1:8080/public");
-    println!("  keyed route:   curl -i http://127.0.0.1:8080/api \\");
+    println!("  public route:  curl -i http://{http}/public");
+    println!("  keyed route:   curl -i http://{http}/api \\");
     println!(
         "                      -H 'Otoroshi-Client-Id: demo-client' -H 'Otoroshi-Client-Secret: {secret}'"
     );
-    println!("  without a key: curl -i http://127.0.0.1:8080/api      (400 no_api_key)");
+    println!("  without a key: curl -i http://{http}/api      (400 no_api_key)");
     println!();
     println!("Demo key: demo-client / {secret} (generated for this run). Ctrl-C stops the node.");
     println!("The demo key allows 100 calls/s, 1000 a day: watch Otoroshi-Daily-Calls-Remaining.");
     println!();
-    println!("Admin API on http://127.0.0.1:9000 (token generated for this run: {token}):");
-    println!("  curl -s http://127.0.0.1:9000/api/apikeys -H 'Authorization: Bearer {token}'");
-    println!("  curl -s http://127.0.0.1:9000/api/events -H 'Authorization: Bearer {token}'");
-    println!("  curl -s http://127.0.0.1:9000/openapi.json");
+    println!("Admin API on http://{admin} (token generated for this run: {token}):");
+    println!("  curl -s http://{admin}/api/apikeys -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://{admin}/api/events -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://{admin}/openapi.json");
+    if let Some(ledger) = bound.ledger {
+        println!();
+        println!("Ledger (usage for billing) on http://{ledger}:");
+        println!("  curl -s 'http://{ledger}/api/usage?apikey=demo-client&granularity=day'");
+        println!("  curl -s 'http://{ledger}/api/totals?apikey=demo-client'");
+    }
     println!();
-    println!("Ledger (usage for billing) on http://127.0.0.1:9100:");
-    println!("  curl -s 'http://127.0.0.1:9100/api/usage?apikey=demo-client&granularity=day'");
-    println!("  curl -s 'http://127.0.0.1:9100/api/totals?apikey=demo-client'");
-    serve(&options, log, admin, Some(ledger))
+    println!(
+        "State (entity log, usage journal, ledger store) in {}; it is kept between runs.",
+        data_dir.display()
+    );
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    // The ledger's own fields (`[ledger] grace_secs`, …) are part of the same file.
-    if let Err(problems) = ledger::LedgerConfig::load(path) {
-        if config::load(path).is_ok() {
-            for (field, message) in &problems.0 {
-                eprintln!("{}: {field}: {message}", path.display());
-            }
-            eprintln!("{} problem(s)", problems.0.len());
+fn check(path: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            eprintln!("1 problem(s)");
             return ExitCode::FAILURE;
         }
-    }
-    match config::load(path) {
-        Ok(cfg) => {
-            let (routes, keys, backends, apis) =
-                cfg.seed.as_ref().map_or((0, 0, 0, 0), |(_, i)| {
-                    let e = &i.entities;
-                    (
-                        e.routes.len(),
-                        e.apikeys.len(),
-                        e.backends.len(),
-                        e.apis.len(),
-                    )
-                });
-            println!(
-                "{}: ok (node {}, {} cores, time zone {}; seed: {routes} routes, {backends} backends, \
-                 {keys} API keys, {apis} APIs)",
-                path.display(),
-                cfg.node_id,
-                cfg.cores,
-                cfg.calendar.name()
-            );
-            if let Some((seed, import)) = &cfg.seed {
-                for w in import.warnings.iter() {
-                    println!("warning: {}: {w}", seed.display());
-                }
-                for s in &import.skipped {
-                    println!("skipped: {}: {} ({})", seed.display(), s.path, s.reason);
-                }
-            }
-            ExitCode::SUCCESS
-        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let read = match config::read_text(&text) {
+        Ok(read) => read,
         Err(problems) => {
-            for p in problems.iter() {
-                eprintln!("{}: {p}", path.display());
-            }
+            print_problems(path, &problems);
             eprintln!("{} problem(s)", problems.len());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked = config::parse(&text, base);
+    // The ledger's own fields (`[ledger] grace_secs`, …) are part of the same file.
+    let ledger_problems = ledger::LedgerConfig::from_file(&read.file, base)
+        .err()
+        .map(|problems| {
+            let mut p = gateway_model::validate::Problems::default();
+            for (field, message) in problems.0 {
+                p.push(field, message);
+            }
+            p
+        });
+    let mut problems = match &checked {
+        Ok(_) => gateway_model::validate::Problems::default(),
+        Err(problems) => problems.clone(),
+    };
+    problems = config::merge(problems, &read, Some(config::preflight(&read.file, base)));
+    problems = config::merge(problems, &read, ledger_problems);
+    let cfg = match checked {
+        Ok(cfg) if problems.is_empty() => cfg,
+        _ => {
+            print_problems(path, &problems);
+            eprintln!("{} problem(s)", problems.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (routes, keys, backends, apis) = cfg.seed.as_ref().map_or((0, 0, 0, 0), |(_, i)| {
+        let e = &i.entities;
+        (
+            e.routes.len(),
+            e.apikeys.len(),
+            e.backends.len(),
+            e.apis.len(),
+        )
+    });
+    println!(
+        "{}: ok (node {}, {} cores, time zone {}; seed: {routes} routes, {backends} backends, \
+         {keys} API keys, {apis} APIs)",
+        path.display(),
+        cfg.node_id,
+        cfg.cores,
+        cfg.calendar.name()
+    );
+    if let Some((seed, import)) = &cfg.seed {
+        for w in import.warnings.iter() {
+            println!("warning: {}: {w}", seed.display());
+        }
+        for s in &import.skipped {
+            println!("skipped: {}: {} ({})", seed.display(), s.path, s.reason);
         }
     }
+    ExitCode::SUCCESS
 }

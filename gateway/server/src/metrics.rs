@@ -246,7 +246,7 @@ impl NodeMetrics {
             );
             counter(
                 out,
-                "tollgate_kafka_in_flight",
+                "tollgate_kafka_in_flight_batches",
                 "Usage batches in the Kafka client.",
                 "gauge",
                 k.in_flight,
@@ -267,12 +267,14 @@ impl NodeMetrics {
                 "counter",
                 t.invalid.load(Ordering::Relaxed),
             );
+            #[allow(clippy::cast_precision_loss)]
+            let newest = t.newest_ms.load(Ordering::Relaxed) as f64 / 1000.0;
             counter(
                 out,
-                "tollgate_totals_newest_ms",
-                "updated_at of the newest totals record applied (ms since the epoch).",
+                "tollgate_totals_newest_timestamp_seconds",
+                "updated_at of the newest totals record applied (seconds since the epoch).",
                 "gauge",
-                t.newest_ms.load(Ordering::Relaxed),
+                newest,
             );
         }
     }

@@ -143,7 +143,12 @@ impl Node {
                     crate::journal::Journal::open(&journal_dir, options.journal.clone())
                         .map_err(io::Error::other)?;
                 if recovery.truncated_bytes > 0 {
-                    tracing::warn!(?recovery, "usage journal: torn tail truncated at start");
+                    tracing::warn!(
+                        segment = %recovery.segment.display(),
+                        truncated_bytes = recovery.truncated_bytes,
+                        damage = %recovery.damage.map_or_else(String::new, |d| d.to_string()),
+                        "usage journal: torn tail truncated at start"
+                    );
                 }
                 restore_consumption(
                     &journal_dir,
@@ -378,15 +383,36 @@ impl Node {
         // The cores have handed every counted call to the sink; it drains and syncs.
         if let Some(sink) = self.sink.take() {
             match sink.shutdown() {
-                Ok((_, counters)) => tracing::info!(?counters, "usage sink stopped"),
+                Ok((_, c)) => tracing::info!(
+                    batches = c.batches,
+                    entries = c.entries,
+                    bytes = c.bytes,
+                    syncs = c.syncs,
+                    refused = c.refused,
+                    write_retries = c.write_retries,
+                    encode_errors = c.encode_errors,
+                    lost = c.lost,
+                    "usage sink stopped"
+                ),
                 Err(e) => tracing::error!(error = %e, "usage sink failed to stop cleanly"),
             }
         }
         // Then the Kafka sink forwards the journal's tail, waits for confirmations and spools
         // the rest for the next run.
         if let Some(kafka) = self.kafka.take() {
-            let counters = kafka.shutdown();
-            tracing::info!(?counters, "kafka sink stopped");
+            let c = kafka.shutdown();
+            tracing::info!(
+                produced = c.produced,
+                spooled = c.spooled,
+                replayed = c.replayed,
+                failed = c.failed,
+                lost = c.lost,
+                spool_records = c.spool_records,
+                spool_bytes = c.spool_bytes,
+                forwarded = c.forwarded,
+                corrupt = c.corrupt,
+                "kafka sink stopped"
+            );
         }
     }
 

@@ -345,18 +345,21 @@ impl Conn {
                 deadline.get_or_insert_with(|| Instant::now() + core.limits.header_timeout);
                 match self.parser.parse_request(&self.buf) {
                     Ok(Some(head)) => {
-                        return Ok(forward::plan(
-                            core,
-                            &head,
-                            self.peer,
-                            &mut self.out,
-                            &mut self.path,
-                            if self.client.tls().is_some() {
+                        let facts = forward::ConnFacts {
+                            peer: self.peer,
+                            proto: if self.client.tls().is_some() {
                                 "https"
                             } else {
                                 "http"
                             },
-                            self.client_cert.as_deref(),
+                            client_cert: self.client_cert.as_deref(),
+                        };
+                        return Ok(forward::plan(
+                            core,
+                            &head,
+                            &facts,
+                            &mut self.out,
+                            &mut self.path,
                             now_ms(),
                         ));
                     }

@@ -140,3 +140,20 @@ pub fn build(mode: IoMode) -> io::Result<(Runtime, Driver)> {
         },
     }
 }
+
+/// The IO lines of `gateway --version`: the drivers this build has and whether io_uring works on
+/// this machine (the same probe `--io auto` makes at start).
+#[must_use]
+pub fn io_features() -> String {
+    let here = if monoio::utils::detect_uring() {
+        "io_uring works on this machine (--io auto uses it)".to_owned()
+    } else {
+        "io_uring does not work on this machine (seccomp filter, old kernel, \
+         kernel.io_uring_disabled or MONOIO_FORCE_LEGACY_DRIVER): --io auto uses epoll"
+            .to_owned()
+    };
+    format!(
+        "io drivers: io_uring (ring flags coop_taskrun, single_issuer, defer_taskrun when the \
+         kernel takes them) and epoll, both built in (monoio, --io auto|uring|epoll)\n{here}"
+    )
+}

@@ -53,6 +53,49 @@ pub struct TailOptions {
     pub once: bool,
 }
 
+/// What a tail read, for the line it prints on stderr when it stops (`--once`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailReport {
+    /// Records printed.
+    pub printed: u64,
+    /// The streams that exist (a journal directory, a topic); the others were not found.
+    pub found: Vec<&'static str>,
+    /// The streams asked for.
+    pub asked: Vec<&'static str>,
+}
+
+impl TailReport {
+    /// One line for stderr: how many events were printed from where, and, when none, why that
+    /// may be (`source` is `journal /path` or `kafka host:port`).
+    #[must_use]
+    pub fn summary(&self, source: &str, from_start: bool) -> String {
+        let missing: Vec<&str> = self
+            .asked
+            .iter()
+            .filter(|s| !self.found.contains(s))
+            .copied()
+            .collect();
+        let mut line = format!(
+            "gateway events tail: {} event(s) from {source} ({})",
+            self.printed,
+            self.asked.join(", ")
+        );
+        if !missing.is_empty() {
+            line.push_str(&format!(
+                "; not there yet: {} (nothing written to it so far, or another data directory)",
+                missing.join(", ")
+            ));
+        }
+        if self.printed == 0 && !from_start {
+            line.push_str(
+                "; without --from-start the tail starts at the end, so --once prints only \
+                 events written while it runs",
+            );
+        }
+        line
+    }
+}
+
 /// The JSON of one record's payload.
 pub fn record_json(stream: Stream, payload: &[u8]) -> Result<Value, String> {
     match stream {
@@ -90,7 +133,11 @@ fn emit(out: &mut impl Write, value: &Value) -> io::Result<()> {
 /// # Errors
 ///
 /// Writing to `out` failed (a closed pipe ends the tail), or a journal could not be read.
-pub fn journal(data_dir: &Path, options: TailOptions, out: &mut impl Write) -> io::Result<()> {
+pub fn journal(
+    data_dir: &Path,
+    options: TailOptions,
+    out: &mut impl Write,
+) -> io::Result<TailReport> {
     let root = data_dir.join("journal");
     let mut readers: Vec<(Stream, Option<JournalReader>)> = options
         .which
@@ -98,6 +145,10 @@ pub fn journal(data_dir: &Path, options: TailOptions, out: &mut impl Write) -> i
         .into_iter()
         .map(|s| (s, None))
         .collect();
+    let mut report = TailReport {
+        asked: readers.iter().map(|(s, _)| s.dir_name()).collect(),
+        ..TailReport::default()
+    };
     loop {
         let mut progressed = false;
         for (stream, reader) in &mut readers {
@@ -109,6 +160,7 @@ pub fn journal(data_dir: &Path, options: TailOptions, out: &mut impl Write) -> i
                 match r.next_record() {
                     Ok(Some(record)) => {
                         emit(out, &line(*stream, record.offset, None, record.payload))?;
+                        report.printed += 1;
                         progressed = true;
                     }
                     Ok(None) => break,
@@ -126,7 +178,12 @@ pub fn journal(data_dir: &Path, options: TailOptions, out: &mut impl Write) -> i
         }
         out.flush()?;
         if options.once {
-            return Ok(());
+            report.found = readers
+                .iter()
+                .filter(|(_, r)| r.is_some())
+                .map(|(s, _)| s.dir_name())
+                .collect();
+            return Ok(report);
         }
         if !progressed {
             std::thread::sleep(Duration::from_millis(100));
@@ -169,7 +226,7 @@ pub fn kafka(
     topics: &Topics,
     options: TailOptions,
     out: &mut impl Write,
-) -> io::Result<()> {
+) -> io::Result<TailReport> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -186,7 +243,9 @@ pub fn kafka(
     // record to print.
     let mut ends: Vec<(String, Stream, i32, i64)> = Vec::new();
     let mut positions: Vec<i64> = Vec::new();
+    let mut report = TailReport::default();
     for stream in options.which.streams() {
+        report.asked.push(stream.dir_name());
         let topic = match stream {
             Stream::Usage => &topics.usage,
             Stream::Entities => &topics.entities,
@@ -197,8 +256,12 @@ pub fn kafka(
             .map_err(io::Error::other)?;
         for t in metadata.topics() {
             if let Some(e) = t.error() {
-                return Err(io::Error::other(format!("topic {topic}: {e:?}")));
+                return Err(io::Error::other(format!(
+                    "topic {topic}: {}",
+                    rdkafka::types::RDKafkaErrorCode::from(e)
+                )));
             }
+            report.found.push(stream.dir_name());
             for p in t.partitions() {
                 let (low, high) = consumer
                     .fetch_watermarks(topic, p.id(), timeout)
@@ -229,7 +292,8 @@ pub fn kafka(
     let mut idle_since = Instant::now();
     loop {
         if options.once && caught_up(&positions) {
-            return out.flush();
+            out.flush()?;
+            return Ok(report);
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -251,6 +315,7 @@ pub fn kafka(
                         m.payload().unwrap_or_default(),
                     ),
                 )?;
+                report.printed += 1;
                 idle_since = Instant::now();
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka tail"),

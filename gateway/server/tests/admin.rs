@@ -64,6 +64,7 @@ impl Stack {
                 clock: Arc::new(move || c.load(Ordering::SeqCst)),
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
+                metrics_public: false,
                 kafka: None,
                 http: Default::default(),
             },
@@ -539,7 +540,11 @@ fn otoroshi_exports_import_through_the_api() {
     let dir = TempDir::new("admin-import");
     let stack = Stack::start(dir.path(), 1);
     for name in ["otoroshi-export-mtls.json", "otoroshi-export-tunnel.json"] {
-        let bytes = std::fs::read(format!("/work/shared/fixtures/{name}")).unwrap();
+        let bytes = std::fs::read(format!(
+            "{}/../../fixtures/otoroshi/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let (s, report) = raw_post(stack.admin_addr(), "/api/import", &bytes);
         assert_eq!(s, 200, "{name}: {report}");
         assert_eq!(report["dialect"], "otoroshi");

@@ -96,7 +96,10 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args([
             "import",
-            "/work/shared/fixtures/otoroshi-export-tunnel.json",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/otoroshi/otoroshi-export-tunnel.json"
+            ),
             "--config",
         ])
         .arg(&config)
@@ -144,7 +147,10 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args([
             "import",
-            "/work/shared/fixtures/otoroshi-export-mtls.json",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/otoroshi/otoroshi-export-mtls.json"
+            ),
             "--config",
         ])
         .arg(bin.dir.path().join("tollgate.toml"))
@@ -234,7 +240,10 @@ fn import_into_a_running_node_goes_through_its_admin_api() {
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args([
             "import",
-            "/work/shared/fixtures/otoroshi-export-tunnel.json",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/otoroshi/otoroshi-export-tunnel.json"
+            ),
             "--config",
         ])
         .arg(bin.dir.path().join("tollgate.toml"))

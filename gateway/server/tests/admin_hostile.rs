@@ -65,6 +65,7 @@ impl Stack {
                 driver: node.driver().to_string(),
                 kafka: None,
                 http,
+                metrics_public: false,
             },
             log,
             node.publisher(),

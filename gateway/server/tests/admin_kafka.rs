@@ -60,6 +60,7 @@ impl Member {
                 clock: gateway::admin::system_clock(),
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
+                metrics_public: false,
                 kafka: Some(KafkaLogConfig {
                     kafka,
                     data_dir: dir.to_owned(),
@@ -147,8 +148,8 @@ fn two_nodes_converge_through_the_entity_topic() {
     let route = json!({"id": "r", "frontend": {"domains": ["*/r"]}, "backend_ref": "mock",
                        "plugins": [{"plugin": "cp:otoroshi.next.plugins.ApikeyCalls", "config": {}}]});
     assert_eq!(a.call("POST", "/api/routes", Some(&route)).0, 201);
-    // The route reaches B (no key yet: 400).
-    until(b.data(), "/r", ("none", "x"), 400, Duration::from_secs(10));
+    // The route reaches B (unknown key: 401, as a wrong secret).
+    until(b.data(), "/r", ("none", "x"), 401, Duration::from_secs(10));
 
     // Keys created on A admit on B: measured five times.
     let mut times = Vec::new();

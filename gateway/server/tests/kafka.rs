@@ -1,4 +1,4 @@
-//! The Kafka sink against a real broker (tansu, ../shared/kafka/broker.sh).
+//! The Kafka sink against a real broker (tansu, scripts/kafka-broker.sh).
 //!
 //! With `TOLLGATE_KAFKA` set (CI: `127.0.0.1:9092`) the broker must answer or the tests fail.
 //! Unset, they use 127.0.0.1:9092 if something answers there, else print a skip note and pass.

@@ -1,4 +1,4 @@
-//! The real `gateway` binary as a user runs it: the shared example files, `--io`, a bad config,
+//! The real `gateway` binary as a user runs it: the repository's example files, `--io`, a bad config,
 //! SIGTERM with a request in flight, and 10,000 idle keep-alive connections.
 
 #[macro_use]
@@ -14,15 +14,12 @@ use common::*;
 use gateway::runtime::IoMode;
 
 both_drivers!(
-    shared_examples_serve_public_and_keyed_routes,
+    example_files_serve_public_and_keyed_routes,
     sigterm_drains_in_flight_request_and_exits_0,
 );
 
-fn shared() -> PathBuf {
-    std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        PathBuf::from,
-    )
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 /// `text` with `from` replaced by `to`, which must occur exactly once.
@@ -35,14 +32,15 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
-fn shared_examples_serve_public_and_keyed_routes(io: IoMode) {
+fn example_files_serve_public_and_keyed_routes(io: IoMode) {
     let up = Upstream::start(Reply::Echo);
-    let examples = shared().join("examples");
-    let toml = std::fs::read_to_string(examples.join("tollgate.toml"))
-        .unwrap_or_else(|e| panic!("{}: {e} (set TOLLGATE_SHARED)", examples.display()));
+    let examples = examples();
+    let toml = std::fs::read_to_string(examples.join("tollgate.toml")).unwrap();
     let json = std::fs::read_to_string(examples.join("entities.json")).unwrap();
-    // Only the listening ports change (all ephemeral, so that tests run side by side) and the
-    // target port (the test's upstream); everything else is verbatim.
+    // Only the listening ports change (all ephemeral, so that tests run side by side), the data
+    // directory (the test's own) and the target port (the test's upstream); everything else is
+    // verbatim.
+    let toml = replace_once(&toml, "\"/tmp/tollgate-example\"", "\"data\"");
     let toml = replace_once(&toml, "\"127.0.0.1:8080\"", "\"127.0.0.1:0\"");
     let toml = replace_once(&toml, "\"127.0.0.1:9000\"", "\"127.0.0.1:0\"");
     let toml = replace_once(&toml, "\"127.0.0.1:9100\"", "\"127.0.0.1:0\"");

@@ -73,7 +73,12 @@ impl ConsumerContext for SeekToStored {
                         }
                     }
                 }
-                tracing::info!(partitions = ?assigned, "partitions assigned; seeking to stored offsets");
+                let partitions: Vec<String> =
+                    assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+                tracing::info!(
+                    partitions = %partitions.join(","),
+                    "partitions assigned; seeking to stored offsets"
+                );
                 if let Err(error) = consumer.assign(tpl) {
                     tracing::error!(%error, "assign failed");
                 }
@@ -85,7 +90,10 @@ impl ConsumerContext for SeekToStored {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance error");
+                tracing::error!(
+                    error = %rdkafka::types::RDKafkaErrorCode::from(other),
+                    "rebalance error"
+                );
                 let _ = consumer.unassign();
             }
         }

@@ -137,7 +137,7 @@ impl CertMatch {
     /// Whether any certificate of the chain matches any rule.
     pub fn matches(&self, cert: &ClientCert) -> bool {
         cert.chain.iter().any(|c| {
-            self.serials.iter().any(|s| *s == c.serial)
+            self.serials.contains(&c.serial)
                 || self
                     .subject
                     .as_ref()

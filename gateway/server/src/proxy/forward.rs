@@ -18,6 +18,17 @@ use gateway_model::entity::LoadBalancing;
 use super::{Action, Plan};
 use crate::core::Core;
 
+/// What the connection says about every request on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConnFacts<'a> {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The verified client certificate (TLS with client auth).
+    pub client_cert: Option<&'a gateway_core::flow::ClientCert>,
+}
+
 /// The first target chosen for a proxied request.
 pub(super) struct Picked {
     pub ticket: Ticket,
@@ -49,13 +60,16 @@ fn path_reply(e: PathError) -> ErrorReply {
 pub(super) fn plan(
     core: &Core,
     head: &RequestHead<'_>,
-    peer: SocketAddr,
+    conn: &ConnFacts<'_>,
     out: &mut Vec<u8>,
     path_buf: &mut String,
-    proto: &'static str,
-    client_cert: Option<&gateway_core::flow::ClientCert>,
     now_ms: i64,
 ) -> (Plan, Option<Picked>) {
+    let ConnFacts {
+        peer,
+        proto,
+        client_cert,
+    } = *conn;
     let method = head.method_str();
     let mut plan = Plan {
         head_len: head.head_len(),

@@ -1,4 +1,4 @@
-//! A real Kafka-protocol broker for tests (tansu, ../shared/kafka/broker.sh): finding it, unique
+//! A real Kafka-protocol broker for tests (tansu, the repository's scripts/kafka-broker.sh): finding it, unique
 //! topic names, one Kafka test at a time, and reading a topic back.
 
 use std::collections::HashMap;
@@ -12,7 +12,8 @@ use gateway_model::event::decode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-pub const BROKER_SCRIPT: &str = "/work/shared/kafka/broker.sh";
+pub const BROKER_SCRIPT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kafka-broker.sh");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
