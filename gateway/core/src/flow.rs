@@ -169,6 +169,51 @@ impl Rejection {
     }
 }
 
+/// Every [`Rejection::reason`], in a fixed order: metrics count refusals per reason in an array
+/// indexed by [`Rejection::slot`] (the last slot, `other`, takes a reason missing here).
+pub const REJECTION_REASONS: &[&str] = &[
+    "client_cert_missing",
+    "client_cert_not_matching",
+    "no_api_key",
+    "unknown_client_id",
+    "malformed_credential",
+    "bad_secret",
+    "bad_bearer_signature",
+    "client_id_only_not_allowed",
+    "jwt_malformed",
+    "jwt_algorithm",
+    "jwt_no_client_id",
+    "jwt_signature",
+    "jwt_expired",
+    "jwt_not_yet_valid",
+    "jwt_issued_in_future",
+    "jwt_lifespan",
+    "disabled",
+    "expired",
+    "not_authorized",
+    "constrained_services_only",
+    "routing_constraints",
+    "read_only",
+    "restriction_forbidden",
+    "restriction_not_found",
+    "read_only_route",
+    "quota_throttled",
+    "quota_daily",
+    "quota_monthly",
+    "other",
+];
+
+impl Rejection {
+    /// This refusal's index in [`REJECTION_REASONS`].
+    pub fn slot(self) -> usize {
+        let reason = self.reason();
+        REJECTION_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REJECTION_REASONS.len() - 1)
+    }
+}
+
 /// The quota phase's view of the per-core quota shards: admit one call of `key` at `now_ms`, or
 /// say which quota is exhausted. A refused call must consume nothing.
 pub trait Admission {

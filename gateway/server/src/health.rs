@@ -38,11 +38,16 @@ fn check_path(url: &str) -> &str {
     }
 }
 
-/// One probe: `GET path` with `Connection: close`; healthy when the status line arrives in time
-/// with a healthy status.
-pub fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> bool {
+/// One probe: `GET path` with `Connection: close` (over TLS, verified, for a `tls: true`
+/// target); healthy when the status line arrives in time with a healthy status.
+pub fn probe(
+    addr: SocketAddr,
+    host: &str,
+    check: &HealthCheck,
+    tls: Option<&crate::tls::client::UpstreamTls>,
+) -> bool {
     let timeout = Duration::from_millis(check.timeout.max(1));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(timeout));
@@ -51,6 +56,30 @@ pub fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> bool {
         "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tollgate-health-check\r\nconnection: close\r\n\r\n",
         check_path(&check.url)
     );
+    match tls {
+        None => exchange(stream, &request, check, timeout),
+        Some(tls) => {
+            let Ok(conn) =
+                rustls::ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+            else {
+                return false;
+            };
+            exchange(
+                rustls::StreamOwned::new(conn, stream),
+                &request,
+                check,
+                timeout,
+            )
+        }
+    }
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    request: &str,
+    check: &HealthCheck,
+    timeout: Duration,
+) -> bool {
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -97,9 +126,9 @@ pub fn spawn(shared: Arc<NodeShared>) -> Option<std::thread::JoinHandle<()>> {
                             key.clone(),
                             now + Duration::from_millis(check.interval.max(1)),
                         );
-                        let ok = target
-                            .addr
-                            .is_some_and(|a| probe(a, &target.host_header, check));
+                        let ok = target.addr.is_some_and(|a| {
+                            probe(a, &target.host_header, check, target.tls.as_deref())
+                        });
                         verdicts.insert(key, ok);
                     }
                 }
@@ -162,10 +191,10 @@ mod tests {
             }
         });
         let c = check(&[], &[]);
-        assert!(probe(addr, "svc", &c));
-        assert!(!probe(addr, "svc", &c));
+        assert!(probe(addr, "svc", &c, None));
+        assert!(!probe(addr, "svc", &c, None));
         server.join().unwrap();
         // Nothing listens any more.
-        assert!(!probe(addr, "svc", &c));
+        assert!(!probe(addr, "svc", &c, None));
     }
 }

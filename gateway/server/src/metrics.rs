@@ -15,8 +15,11 @@ pub const LATENCY_BOUNDS_US: [u64; 14] = [
 ];
 const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
+/// Refusal reasons counted (gateway-core's list, `other` last).
+const REASONS: usize = gateway_core::flow::REJECTION_REASONS.len();
+
 /// One core's counters, plain data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CoreStats {
     /// Requests answered (routed: refused or served).
     pub requests: u64,
@@ -32,11 +35,37 @@ pub struct CoreStats {
     pub upstream_tls_failures: u64,
     /// Client TLS handshakes that failed (garbage, timeout, unknown SNI, bad certificate).
     pub tls_handshake_failures: u64,
+    /// Flow refusals by reason (indexed like `REJECTION_REASONS`).
+    pub rejections: [u64; REASONS],
+}
+
+impl Default for CoreStats {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            statuses: [0; 5],
+            latency: [0; BUCKETS],
+            latency_sum_us: 0,
+            quota_rejections: 0,
+            upstream_tls_failures: 0,
+            tls_handshake_failures: 0,
+            rejections: [0; REASONS],
+        }
+    }
 }
 
 impl CoreStats {
-    /// Counts one request.
-    pub fn record(&mut self, status: u16, latency: Duration, quota_rejected: bool) {
+    /// Counts one request, and its refusal's reason when the flow refused it.
+    pub fn record(
+        &mut self,
+        status: u16,
+        latency: Duration,
+        rejection: Option<gateway_core::flow::Rejection>,
+    ) {
+        let quota_rejected = matches!(rejection, Some(gateway_core::flow::Rejection::Quota(_)));
+        if let Some(c) = rejection.and_then(|r| self.rejections.get_mut(r.slot())) {
+            *c += 1;
+        }
         self.requests += 1;
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         if let Some(c) = self.statuses.get_mut(class) {
@@ -65,6 +94,9 @@ pub struct CoreCell {
     latency: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     quota_rejections: AtomicU64,
+    upstream_tls_failures: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    rejections: [AtomicU64; REASONS],
 }
 
 impl CoreCell {
@@ -81,6 +113,13 @@ impl CoreCell {
             .store(stats.latency_sum_us, Ordering::Relaxed);
         self.quota_rejections
             .store(stats.quota_rejections, Ordering::Relaxed);
+        self.upstream_tls_failures
+            .store(stats.upstream_tls_failures, Ordering::Relaxed);
+        self.tls_handshake_failures
+            .store(stats.tls_handshake_failures, Ordering::Relaxed);
+        for (a, v) in self.rejections.iter().zip(stats.rejections) {
+            a.store(v, Ordering::Relaxed);
+        }
     }
 
     fn read(&self) -> CoreStats {
@@ -88,8 +127,13 @@ impl CoreCell {
             requests: self.requests.load(Ordering::Relaxed),
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
             quota_rejections: self.quota_rejections.load(Ordering::Relaxed),
+            upstream_tls_failures: self.upstream_tls_failures.load(Ordering::Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
             ..CoreStats::default()
         };
+        for (v, a) in s.rejections.iter_mut().zip(&self.rejections) {
+            *v = a.load(Ordering::Relaxed);
+        }
         for (v, a) in s.statuses.iter_mut().zip(&self.statuses) {
             *v = a.load(Ordering::Relaxed);
         }
@@ -327,6 +371,38 @@ impl NodeMetrics {
         let _ = writeln!(out, "tollgate_quota_rejections_total {rejected}");
         let _ = writeln!(
             out,
+            "# HELP tollgate_rejections_total Requests refused by the flow, by reason (an unknown \
+             client id and a wrong secret answer alike but count apart)."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_rejections_total counter");
+        for (i, reason) in gateway_core::flow::REJECTION_REASONS.iter().enumerate() {
+            let n: u64 = cells.iter().filter_map(|(_, s)| s.rejections.get(i)).sum();
+            let _ = writeln!(out, "tollgate_rejections_total{{reason=\"{reason}\"}} {n}");
+        }
+        for (name, help, value) in [
+            (
+                "tollgate_tls_handshake_failures_total",
+                "Client TLS handshakes that failed (garbage, plain HTTP, timeout, unknown name, bad certificate).",
+                cells
+                    .iter()
+                    .map(|(_, s)| s.tls_handshake_failures)
+                    .sum::<u64>(),
+            ),
+            (
+                "tollgate_upstream_tls_failures_total",
+                "TLS handshakes with upstreams that failed or did not verify (502).",
+                cells
+                    .iter()
+                    .map(|(_, s)| s.upstream_tls_failures)
+                    .sum::<u64>(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let _ = writeln!(
+            out,
             "# HELP tollgate_request_duration_seconds Time from the request head to the end of the response."
         );
         let _ = writeln!(out, "# TYPE tollgate_request_duration_seconds histogram");
@@ -366,9 +442,17 @@ mod tests {
         let node = NodeMetrics::default();
         let cell = node.register(0);
         let mut s = CoreStats::default();
-        s.record(200, Duration::from_micros(300), false);
-        s.record(429, Duration::from_millis(2), true);
-        s.record(502, Duration::from_secs(60), false);
+        s.record(200, Duration::from_micros(300), None);
+        s.record(
+            429,
+            Duration::from_millis(2),
+            Some(gateway_core::flow::Rejection::Quota(
+                gateway_core::flow::QuotaExceeded::Daily {
+                    retry_after_secs: 1,
+                },
+            )),
+        );
+        s.record(502, Duration::from_secs(60), None);
         let mut out = String::new();
         node.render(&mut out);
         assert!(

@@ -218,14 +218,9 @@ impl Conn {
             },
         };
         self.record_usage(core, &plan);
-        core.stats.borrow_mut().record(
-            self.status,
-            started.elapsed(),
-            matches!(
-                plan.rejection,
-                Some(gateway_core::flow::Rejection::Quota(_))
-            ),
-        );
+        core.stats
+            .borrow_mut()
+            .record(self.status, started.elapsed(), plan.rejection);
         if next == Next::KeepAlive && !plan.keep_alive {
             return Next::Close;
         }

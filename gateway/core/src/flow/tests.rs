@@ -267,6 +267,37 @@ fn rejection_reasons_are_distinct() {
             "quota"
         ]
     );
+    // Every reason has its own metrics slot (none falls into `other`).
+    use crate::apikey::JwtError;
+    let keys = [
+        KeyRejection::NoKey,
+        KeyRejection::UnknownKey,
+        KeyRejection::Malformed,
+        KeyRejection::BadSecret,
+        KeyRejection::BadBearer,
+        KeyRejection::ClientIdOnlyNotAllowed,
+        KeyRejection::Disabled,
+        KeyRejection::Expired,
+        KeyRejection::NotAuthorized,
+        KeyRejection::ConstrainedOnly,
+        KeyRejection::RoutingMismatch,
+        KeyRejection::ReadOnly,
+        KeyRejection::Jwt(JwtError::Malformed),
+        KeyRejection::Jwt(JwtError::Algorithm),
+        KeyRejection::Jwt(JwtError::NoClientId),
+        KeyRejection::Jwt(JwtError::Signature),
+        KeyRejection::Jwt(JwtError::Expired),
+        KeyRejection::Jwt(JwtError::NotYetValid),
+        KeyRejection::Jwt(JwtError::IssuedInFuture),
+        KeyRejection::Jwt(JwtError::Lifespan),
+    ]
+    .map(Rejection::Key);
+    let certs = [CertRejection::Missing, CertRejection::NotMatching].map(Rejection::ClientCert);
+    let other = REJECTION_REASONS.len() - 1;
+    for r in all.iter().chain(&keys).chain(&certs) {
+        assert_ne!(r.slot(), other, "{} has no metrics slot", r.reason());
+        assert_eq!(REJECTION_REASONS[r.slot()], r.reason());
+    }
 }
 
 #[test]
