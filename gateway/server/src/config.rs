@@ -499,7 +499,8 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
         );
     }
     if let (Some(a), Some(b)) = (&http, &https) {
-        if *a == b.addr {
+        // Port 0 asks for any free port: two listeners on it get two ports.
+        if *a == b.addr && a.port() != 0 {
             p.push(
                 "listeners.https.addr",
                 "the same address as listeners.http.addr",

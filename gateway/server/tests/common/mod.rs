@@ -7,6 +7,7 @@
 
 pub mod kafka;
 pub mod nginx;
+pub mod pki;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -1314,6 +1315,23 @@ pub fn admin_call(
         head[9..12].parse().unwrap(),
         serde_json::from_str(body).unwrap_or(Value::Null),
     )
+}
+
+/// One admin API GET with the bearer `token`: the body as text.
+pub fn admin_text(addr: SocketAddr, token: &str, path: &str) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// A config for the binary: listener on port 0, the admin/ledger on port 0, one core.

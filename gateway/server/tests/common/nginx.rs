@@ -35,9 +35,24 @@ fn free_port() -> u16 {
 
 impl Nginx {
     pub fn start(server_body: &str) -> Self {
+        Self::start_listen("", server_body)
+    }
+
+    /// An nginx speaking TLS with this certificate.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, server_body: &str) -> Self {
+        let tls = format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        );
+        Self::start_listen(&tls, server_body)
+    }
+
+    fn start_listen(tls: &str, server_body: &str) -> Self {
         let dir = TempDir::new("nginx");
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let ssl = if tls.is_empty() { "" } else { " ssl" };
         for _ in 0..5 {
             let port = free_port();
             let conf = format!(
@@ -49,7 +64,7 @@ impl Nginx {
                    client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
                    uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
                    keepalive_requests 100000;\n\
-                   server {{ listen 127.0.0.1:{port}; default_type text/plain;\n{server_body}\n }}\n\
+                   server {{ listen 127.0.0.1:{port}{ssl}; {tls} default_type text/plain;\n{server_body}\n }}\n\
                  }}\n"
             );
             let path = dir.path().join("nginx.conf");
