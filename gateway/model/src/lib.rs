@@ -20,3 +20,4 @@ pub mod entity;
 pub mod event;
 pub mod import;
 pub mod validate;
+pub mod x509;
