@@ -131,6 +131,20 @@ pub enum Validity {
     Expired,
 }
 
+impl Validity {
+    /// Where a validity period `[not_before_ms, not_after_ms]` (both included) stands at
+    /// `now_ms`; all ms since the Unix epoch.
+    pub fn at(not_before_ms: i64, not_after_ms: i64, now_ms: i64) -> Self {
+        if now_ms < not_before_ms {
+            Self::NotYetValid
+        } else if now_ms > not_after_ms {
+            Self::Expired
+        } else {
+            Self::Valid
+        }
+    }
+}
+
 impl CertInfo {
     /// The DNS names a TLS client may reach this certificate by: its DNS SANs lower-cased
     /// (wildcards kept as `*.example.com`, a trailing dot dropped) or, only when it has no DNS
@@ -163,13 +177,7 @@ impl CertInfo {
 
     /// Where the certificate stands at `now_ms` (ms since the Unix epoch).
     pub fn validity_at(&self, now_ms: i64) -> Validity {
-        if now_ms < self.not_before_ms {
-            Validity::NotYetValid
-        } else if now_ms > self.not_after_ms {
-            Validity::Expired
-        } else {
-            Validity::Valid
-        }
+        Validity::at(self.not_before_ms, self.not_after_ms, now_ms)
     }
 
     /// The fingerprint as lower-case hex (64 digits).

@@ -5,7 +5,8 @@
 //! Sources: top-level routes and stored backends, plus the routes of every API that serves
 //! traffic (published or deprecated, enabled), compiled like Otoroshi's `toRoutes`: the API
 //! route's frontend, its backend (the API's own or a stored one), its flow's plugins, and the
-//! metadata `Otoroshi-Api-Ref` so that keys authorized on `api_<id>` pass.
+//! metadata `Otoroshi-Api-Ref` so that keys authorized on `api_<id>` pass. Certificate entities
+//! are parsed here too ([`crate::certs`]), for the TLS layer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -112,6 +113,9 @@ pub struct Snapshot {
     pub keys: KeyStore,
     /// The node's quota counters for these keys (carried over from the previous snapshot).
     pub pool: NodePool,
+    /// The certificate entities, parsed, in the order of `Entities::certificates` (the entity
+    /// log gives them in id order); expired ones included.
+    pub certificates: Vec<crate::certs::CertificateRuntime>,
 }
 
 /// What the quota pool of a snapshot is built from.
@@ -137,6 +141,9 @@ pub enum SnapshotError {
     /// A key does not compile.
     #[error(transparent)]
     Keys(#[from] StoreError),
+    /// A certificate entity does not parse.
+    #[error(transparent)]
+    Certificate(#[from] crate::certs::CertificateError),
     /// A route refers to a backend that does not exist.
     #[error("route `{route}`: no backend `{backend}`")]
     MissingBackend {
@@ -247,8 +254,9 @@ impl Snapshot {
     /// Builds a snapshot from entities. Disabled routes are left out.
     ///
     /// # Errors
-    /// When a route refers to a missing backend, a flow or a key does not compile, or a domain
-    /// is malformed (validated entities only fail here on dangling references).
+    /// When a route refers to a missing backend, a flow or a key does not compile, a domain
+    /// is malformed or a certificate does not parse (validated entities only fail here on
+    /// dangling references).
     pub fn build(
         generation: u64,
         entities: &Entities,
@@ -312,6 +320,7 @@ impl Snapshot {
             });
         }
         let keys = KeyStore::build(&entities.apikeys)?;
+        let certificates = crate::certs::build_all(&entities.certificates, crate::core::now_ms())?;
         let pool = match quotas.previous {
             Some(previous) => previous.rebuild(&keys),
             None => NodePool::new(quotas.calendar.clone(), quotas.cores, &keys),
@@ -323,6 +332,7 @@ impl Snapshot {
             backends,
             keys,
             pool,
+            certificates,
         })
     }
 }
