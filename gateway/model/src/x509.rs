@@ -61,10 +61,11 @@ pub enum CertError {
     /// The key is encrypted (`ENCRYPTED PRIVATE KEY`, or a legacy `Proc-Type: 4,ENCRYPTED`).
     #[error("encrypted private keys are not supported; decrypt it first")]
     EncryptedKey,
-    /// The key is malformed or of a type rustls cannot sign with.
+    /// The key is malformed or of a type rustls's ring provider cannot sign with (RSA keys
+    /// outside 2048 to 4096 bits, P-521, DSA, …).
     #[error(
         "the private key is malformed or of an unsupported type \
-         (expected RSA, ECDSA P-256 or P-384, or Ed25519)"
+         (expected RSA of 2048 to 4096 bits, ECDSA P-256 or P-384, or Ed25519)"
     )]
     UnsupportedKey,
     /// The key is not the one the certificate was issued for.

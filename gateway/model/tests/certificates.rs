@@ -259,6 +259,20 @@ fn pem_chains_and_keys_are_refused_with_a_reason() {
         x509::keys_match(&leaf, &p521),
         Err(CertError::UnsupportedKey)
     );
+    // Nor an RSA key ring does not sign with (under 2048 bits).
+    s.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        "short.key",
+    ]);
+    let short = x509::parse_pem_key(&s.read("short.key")).unwrap();
+    let e = x509::keys_match(&leaf, &short).unwrap_err();
+    assert_eq!(e, CertError::UnsupportedKey);
+    assert!(e.to_string().contains("RSA of 2048 to 4096 bits"), "{e}");
 }
 
 #[test]
