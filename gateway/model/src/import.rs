@@ -14,7 +14,7 @@
 //! Reading never looks at a clock: [`import_document_at`] takes `now` to warn about expired and
 //! not-yet-valid certificates (they are imported all the same).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -254,7 +254,8 @@ pub fn import_value_at(
     let mut apis = read_list::<Api>(obj, "apis", &mut out, |a| a.id.clone());
     let mut routes = read_list::<Route>(obj, "routes", &mut out, |r| r.id.clone());
 
-    let cert_ids: HashSet<&str> = certificates.iter().map(|c| c.id.as_str()).collect();
+    let cert_ids: HashMap<&str, &Certificate> =
+        certificates.iter().map(|c| (c.id.as_str(), c)).collect();
     backends.retain(|(path, b)| {
         let at = join(path, "backend");
         known_certificates(&b.backend, &at, &cert_ids, &mut out, "backends", &b.id)
@@ -393,24 +394,29 @@ where
     good
 }
 
-/// Whether every certificate a backend's targets name is in the document; records a problem
-/// (and, for an Otoroshi export, the skip of the entity `kind`/`id`) for each one that is not.
+/// Whether every certificate a backend's targets name is in the document (a client
+/// certificate, in `certs`, with a private key); records a problem (and, for an Otoroshi export,
+/// the skip of the entity `kind`/`id`) for each one that is not.
 fn known_certificates(
     backend: &Backend,
     path: &str,
-    ids: &HashSet<&str>,
+    certs: &HashMap<&str, &Certificate>,
     out: &mut Import,
     kind: &str,
     id: &str,
 ) -> bool {
     let mut ok = true;
     for (at, cert) in backend.certificate_refs() {
-        if !ids.contains(cert) {
-            let message = format!("no certificate with id `{cert}`");
-            note_skip(&mut out.skipped, out.dialect, path, kind, id, &message);
-            out.problems.push(join(path, &at), message);
-            ok = false;
-        }
+        let message = match certs.get(cert) {
+            None => format!("no certificate with id `{cert}`"),
+            Some(c) if at.contains(".certs[") && c.key_pem().is_none() => {
+                format!("certificate `{cert}` has no private key; a client certificate needs one")
+            }
+            Some(_) => continue,
+        };
+        note_skip(&mut out.skipped, out.dialect, path, kind, id, &message);
+        out.problems.push(join(path, &at), message);
+        ok = false;
     }
     ok
 }
@@ -445,19 +451,20 @@ fn read_certificates(
         only.insert(KEY.to_owned(), value);
     }
     let mut good = read_list::<Certificate>(&only, KEY, out, |c| c.id.clone());
-    let ids: HashSet<String> = good.iter().map(|(_, c)| c.id.clone()).collect();
+    let cas: HashMap<String, bool> = good.iter().map(|(_, c)| (c.id.clone(), c.ca)).collect();
     good.retain_mut(|(path, cert)| {
         let Some(ca_ref) = cert.ca_ref.clone().filter(|r| !r.trim().is_empty()) else {
             return true;
         };
-        if ids.contains(&ca_ref) {
-            return true;
-        }
-        let message = format!("no certificate with id `{ca_ref}`");
+        let message = match cas.get(&ca_ref) {
+            Some(true) => return true,
+            Some(false) => format!("certificate `{ca_ref}` is not a CA certificate (`ca: false`)"),
+            None => format!("no certificate with id `{ca_ref}` in this document"),
+        };
         if out.dialect == Dialect::Otoroshi {
             out.warnings.push(
                 join(path, "caRef"),
-                format!("{message} in this export; imported without `caRef`"),
+                format!("{message}; imported without `caRef`"),
             );
             cert.ca_ref = None;
             true
@@ -496,7 +503,7 @@ fn read_certificates(
 }
 
 /// A warning for a certificate outside its validity at `now_ms`, if it is.
-pub fn validity_warning(leaf: &CertInfo, now_ms: i64) -> Option<String> {
+fn validity_warning(leaf: &CertInfo, now_ms: i64) -> Option<String> {
     match leaf.validity_at(now_ms) {
         Validity::Valid => None,
         Validity::Expired => Some(format!(

@@ -507,9 +507,8 @@ fn strict_files_refuse_unsupported_flags_and_dangling_references() {
     doc["certificates"][0]["autoRenew"] = json!(false);
     let out = import_document(doc.to_string().as_bytes(), Some(Dialect::Tollgate)).unwrap();
     assert!(
-        out.problems
-            .iter()
-            .any(|p| p.to_string() == "certificates[0].caRef: no certificate with id `missing`"),
+        out.problems.iter().any(|p| p.to_string()
+            == "certificates[0].caRef: no certificate with id `missing` in this document"),
         "{}",
         out.problems
     );
@@ -560,4 +559,33 @@ fn strict_files_refuse_unsupported_flags_and_dangling_references() {
             .count(),
         2
     );
+}
+
+#[test]
+fn references_must_name_the_right_kind_of_certificate() {
+    let s = Scratch::new();
+    let (crt, key) = s.self_signed("leaf", "ec", "leaf.example.com", "");
+    let (ca_crt, _) = s.self_signed("ca", "ec", "Tests CA", "");
+    let doc = json!({
+        "certificates": [
+            {"id": "leaf", "chain": crt, "privateKey": key},
+            {"id": "ca", "chain": ca_crt, "ca": true},
+            {"id": "child", "chain": crt, "privateKey": key, "caRef": "leaf"},
+        ],
+        "backends": [{"id": "b", "backend": {"targets": [{"hostname": "h", "port": 443,
+            "tls": true, "tls_config": {"enabled": true, "certs": ["ca"], "trusted_certs": ["leaf"]}}]}}],
+    });
+    let out = import_document(doc.to_string().as_bytes(), Some(Dialect::Tollgate)).unwrap();
+    let p: Vec<String> = out.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        p,
+        vec![
+            "certificates[2].caRef: certificate `leaf` is not a CA certificate (`ca: false`)",
+            "backends[0].backend.targets[0].tls_config.certs[0]: certificate `ca` has no private \
+             key; a client certificate needs one",
+        ]
+    );
+    // A trusted certificate need not be a CA, nor have a key: `trusted_certs: ["leaf"]` passed.
+    assert_eq!(out.entities.certificates.len(), 2);
+    assert!(out.entities.backends.is_empty());
 }
