@@ -424,7 +424,7 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
 fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> {
     let Some(kind) = EntityKind::ALL.iter().find(|k| k.as_str() == kind) else {
         return Err(bad_request(format!(
-            "unknown entity kind {kind:?} (expected api, route, backend, apikey, consumer or subscription)"
+            "unknown entity kind {kind:?} (expected api, route, backend, apikey, consumer, subscription or certificate)"
         )));
     };
     let Some(id) = decode_component(id).filter(|i| !i.is_empty()) else {

@@ -64,4 +64,19 @@ mod tests {
         assert_eq!(v["certs"][0]["name"], "c");
         assert!(v["metadata"]["secretive"].is_null());
     }
+
+    #[test]
+    fn certificate_private_keys_are_redacted() {
+        let mut v = serde_json::json!({
+            "id": "c1", "chain": "-----BEGIN CERTIFICATE-----", "privateKey": "sealed:v1:abc",
+            "password": null, "subject": "CN=a"
+        });
+        redact(&mut v);
+        assert_eq!(v["privateKey"], REDACTED);
+        assert_eq!(
+            v["chain"], "-----BEGIN CERTIFICATE-----",
+            "a chain is public"
+        );
+        assert!(v["password"].is_null());
+    }
 }

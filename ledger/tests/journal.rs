@@ -68,12 +68,19 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
             .append(&entity_event(version, secret).encode().unwrap())
             .unwrap();
     }
+    // A certificate: its history must hide the (sealed) private key too.
+    let mut cert = entity_event(1, "unused");
+    cert.kind = gateway_model::event::EntityKind::Certificate;
+    cert.entity_id = "cert-0".into();
+    cert.entity = serde_json::json!({"id": "cert-0", "chain": "-----BEGIN CERTIFICATE-----",
+        "privateKey": "sealed:v1:cert-key", "subject": "CN=api.example.com"});
+    entities.append(&cert.encode().unwrap()).unwrap();
     entities.sync().unwrap();
 
     let ledger = Ledger::start(config(&data)).unwrap();
     let addr = ledger.local_addr().unwrap();
     assert!(eventually(Duration::from_secs(20), || caught_up(
-        addr, 22, 2
+        addr, 22, 3
     )));
 
     let day = today();
@@ -151,6 +158,14 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
     assert_eq!(items[1]["entity"]["clientSecret"], "***");
     assert_eq!(items[1]["entity"]["dailyQuota"], 2000);
     assert!(!history.to_string().contains("sealed:"));
+    let (status, history) = get_json(addr, "/api/entities/certificate/cert-0/history");
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["items"][0]["entity"]["privateKey"], "***");
+    assert_eq!(
+        history["items"][0]["entity"]["subject"],
+        "CN=api.example.com"
+    );
+    assert!(!history.to_string().contains("sealed:"));
 
     let (status, metrics) = get(addr, "/metrics");
     assert_eq!(status, 200);
@@ -202,7 +217,7 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
     let ledger = Ledger::start(config(&data)).unwrap();
     let addr = ledger.local_addr().unwrap();
     assert!(eventually(Duration::from_secs(20), || caught_up(
-        addr, 25, 2
+        addr, 25, 3
     )));
     assert_ne!(ledger.handle().state_hash().unwrap(), live_hash);
     let (_, totals) = get_json(addr, &format!("/api/totals?apikey={k0}"));
@@ -248,7 +263,7 @@ fn journal_to_http_end_to_end_with_restart_quarantine_and_rebuild() {
     let mut raw = Vec::new();
     ledger::rebuild::dump_raw(&config(&data), &mut raw).unwrap();
     let raw = String::from_utf8(raw).unwrap();
-    assert_eq!(raw.lines().count(), 25 + 2);
+    assert_eq!(raw.lines().count(), 25 + 3);
     assert!(raw.lines().next().unwrap().contains("\"usage\""));
     assert!(raw.contains("\"error\""));
     std::fs::remove_dir_all(&data).ok();

@@ -1,6 +1,6 @@
-//! The entities of Tollgate's configuration: API keys, routes, backends and APIs (with their
-//! flows, consumers and subscriptions), with Otoroshi's JSON field names so that an Otoroshi export
-//! deserialises unchanged.
+//! The entities of Tollgate's configuration: API keys, routes, backends, APIs (with their
+//! flows, consumers and subscriptions) and certificates, with Otoroshi's JSON field names so
+//! that an Otoroshi export deserialises unchanged.
 //!
 //! These types only describe; they never do IO. Deserialising them checks types; the rules that
 //! span fields and entities live in [`crate::validate`], and the gateway converts validated
@@ -9,6 +9,7 @@
 mod api;
 mod apikey;
 mod backend;
+mod certificate;
 mod route;
 mod secret;
 
@@ -21,11 +22,14 @@ pub use apikey::{
 };
 pub use backend::{
     Backend, ClientConfig, HealthCheck, LoadBalancing, MockResponse, StoredBackend, Target,
+    TlsConfig,
 };
+pub use certificate::Certificate;
 pub use route::{Frontend, PluginInstance, PluginKind, Route};
 pub use secret::Secret;
 
 pub(crate) use apikey::json_kind;
+pub(crate) use certificate::{UNSUPPORTED_FLAGS, unsupported_flags};
 
 pub(crate) fn yes() -> bool {
     true

@@ -1,19 +1,28 @@
 //! Reading entity documents: Otoroshi exports and Tollgate entity files.
 //!
-//! Both share the top-level keys `routes`, `backends`, `apiKeys` and `apis`. An Otoroshi export
-//! ([`Dialect::Otoroshi`]) carries much more (legacy service descriptors, certificates, global
+//! Both share the top-level keys `routes`, `backends`, `apiKeys`, `apis` and `certificates`. An
+//! Otoroshi export ([`Dialect::Otoroshi`]) carries much more (legacy service descriptors, global
 //! config, fields Tollgate has no use for): unknown fields are tolerated, unsupported entities are
-//! listed one by one with the reason, and a route whose flow needs a plugin Tollgate lacks is
-//! imported disabled with a warning. A Tollgate file ([`Dialect::Tollgate`]) is strict: an unknown
-//! field or key is a problem. In both, every problem is reported with its JSON path and an entity
-//! with a problem is left out, never half-imported.
+//! listed one by one with the reason, a route whose flow needs a plugin Tollgate lacks is
+//! imported disabled with a warning, and a certificate with a flag Tollgate cannot honour
+//! (`autoRenew`, `letsEncrypt`, `exposed`) is imported with the flag off and a warning. A
+//! Tollgate file ([`Dialect::Tollgate`]) is strict: an unknown field or key, or an unsupported
+//! flag, is a problem. In both, every problem is reported with its JSON path and an entity with a
+//! problem is left out, never half-imported. References must resolve inside the document
+//! (`backend_ref`, a certificate's `caRef`, a target's `tls_config` certificates).
+//!
+//! Reading never looks at a clock: [`import_document_at`] takes `now` to warn about expired and
+//! not-yet-valid certificates (they are imported all the same).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::entity::{Api, ApiKey, PluginKind, Route, StoredBackend};
+use crate::entity::{
+    Api, ApiKey, Backend, Certificate, PluginKind, Route, StoredBackend, UNSUPPORTED_FLAGS,
+};
 use crate::validate::{Problems, Validate, from_value, index, join};
+use crate::x509::{CertInfo, Validity, format_ms};
 
 /// Which kind of document this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +32,9 @@ pub enum Dialect {
     /// Otoroshi exports: unknown fields are tolerated, unsupported entities skipped and listed.
     Otoroshi,
 }
+
+/// The top-level keys of entity documents.
+const ENTITY_KEYS: [&str; 5] = ["routes", "backends", "apiKeys", "apis", "certificates"];
 
 /// Top-level keys of an Otoroshi export that describe the export itself.
 const EXPORT_META: &[&str] = &["label", "dateRaw", "date", "stats"];
@@ -40,10 +52,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "services",
         "legacy services are not supported; export NG routes instead",
-    ),
-    (
-        "certificates",
-        "certificates are not part of the entity log; TLS listeners read PEM files",
     ),
     (
         "serviceGroups",
@@ -91,7 +99,7 @@ impl Dialect {
         let otoroshi_key = obj
             .keys()
             .any(|k| EXPORT_META.contains(&k.as_str()) || UNSUPPORTED.iter().any(|(u, _)| u == k));
-        let located = ["routes", "apiKeys", "backends", "apis"].iter().any(|k| {
+        let located = ENTITY_KEYS.iter().any(|k| {
             obj.get(*k)
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|e| e.get("_loc").is_some()))
@@ -115,6 +123,8 @@ pub struct Entities {
     pub apikeys: Vec<ApiKey>,
     /// APIs.
     pub apis: Vec<Api>,
+    /// Certificates (private keys in clear: seal them before they leave the process).
+    pub certificates: Vec<Certificate>,
 }
 
 /// An entity of the document that was not imported, and why.
@@ -162,12 +172,25 @@ impl Import {
 /// Only when the bytes are not a JSON object; problems inside the document are reported in
 /// [`Import::problems`] instead, so that one bad entity does not hide the others.
 pub fn import_document(bytes: &[u8], dialect: Option<Dialect>) -> Result<Import, Problems> {
+    import_document_at(bytes, dialect, None)
+}
+
+/// [`import_document`], and with `now_ms` (ms since the Unix epoch) a warning for every
+/// imported certificate that is expired or not yet valid at that instant.
+///
+/// # Errors
+/// Only when the bytes are not a JSON object.
+pub fn import_document_at(
+    bytes: &[u8],
+    dialect: Option<Dialect>,
+    now_ms: Option<i64>,
+) -> Result<Import, Problems> {
     let document: Value = serde_json::from_slice(bytes).map_err(|e| {
         let mut p = Problems::default();
         p.push("", format!("not valid JSON: {e}"));
         p
     })?;
-    import_value(&document, dialect)
+    import_value_at(&document, dialect, now_ms)
 }
 
 /// Reads an entity document that is already parsed.
@@ -175,11 +198,24 @@ pub fn import_document(bytes: &[u8], dialect: Option<Dialect>) -> Result<Import,
 /// # Errors
 /// When `document` is not a JSON object.
 pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import, Problems> {
+    import_value_at(document, dialect, None)
+}
+
+/// [`import_value`], with expiry warnings as [`import_document_at`] gives them.
+///
+/// # Errors
+/// When `document` is not a JSON object.
+pub fn import_value_at(
+    document: &Value,
+    dialect: Option<Dialect>,
+    now_ms: Option<i64>,
+) -> Result<Import, Problems> {
     let Some(obj) = document.as_object() else {
         let mut p = Problems::default();
         p.push(
             "",
-            "expected a JSON object with `routes`, `backends`, `apiKeys` and/or `apis`",
+            "expected a JSON object with `routes`, `backends`, `apiKeys`, `apis` and/or \
+             `certificates`",
         );
         return Err(p);
     };
@@ -196,7 +232,7 @@ pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import
 
     for (key, value) in obj {
         match key.as_str() {
-            "routes" | "backends" | "apiKeys" | "apis" => {}
+            k if ENTITY_KEYS.contains(&k) => {}
             k if !strict && EXPORT_META.contains(&k) => {}
             k if !strict => {
                 let reason = UNSUPPORTED
@@ -207,19 +243,37 @@ pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import
             }
             k => out.problems.push(
                 k,
-                "unknown key; expected `routes`, `backends`, `apiKeys` or `apis`",
+                "unknown key; expected `routes`, `backends`, `apiKeys`, `apis` or `certificates`",
             ),
         }
     }
 
-    let backends = read_list::<StoredBackend>(obj, "backends", &mut out, |b| b.id.clone());
+    let certificates = read_certificates(obj, &mut out, now_ms);
+    let mut backends = read_list::<StoredBackend>(obj, "backends", &mut out, |b| b.id.clone());
     let apikeys = read_list::<ApiKey>(obj, "apiKeys", &mut out, |k| k.client_id.clone());
-    let apis = read_list::<Api>(obj, "apis", &mut out, |a| a.id.clone());
+    let mut apis = read_list::<Api>(obj, "apis", &mut out, |a| a.id.clone());
     let mut routes = read_list::<Route>(obj, "routes", &mut out, |r| r.id.clone());
 
+    let cert_ids: HashMap<&str, &Certificate> =
+        certificates.iter().map(|c| (c.id.as_str(), c)).collect();
+    backends.retain(|(path, b)| {
+        let at = join(path, "backend");
+        known_certificates(&b.backend, &at, &cert_ids, &mut out, "backends", &b.id)
+    });
+    apis.retain(|(path, api)| {
+        let mut ok = true;
+        for (i, b) in api.backends.iter().enumerate() {
+            let at = join(&index(&join(path, "backends"), i), "backend");
+            ok &= known_certificates(&b.backend, &at, &cert_ids, &mut out, "apis", &api.id);
+        }
+        ok
+    });
     let backend_ids: HashSet<&str> = backends.iter().map(|(_, b)| b.id.as_str()).collect();
     routes.retain_mut(|(path, route)| {
-        let mut ok = true;
+        let mut ok = route.backend.as_ref().is_none_or(|b| {
+            let at = join(path, "backend");
+            known_certificates(b, &at, &cert_ids, &mut out, "routes", &route.id)
+        });
         if let Some(r) = &route.backend_ref {
             if !backend_ids.contains(r.as_str()) {
                 out.problems.push(
@@ -262,6 +316,7 @@ pub fn import_value(document: &Value, dialect: Option<Dialect>) -> Result<Import
     out.entities.backends = backends.into_iter().map(|(_, b)| b).collect();
     out.entities.routes = routes.into_iter().map(|(_, r)| r).collect();
     out.entities.apis = apis.into_iter().map(|(_, a)| a).collect();
+    out.entities.certificates = certificates;
 
     let route_ids = out.entities.routes.iter().map(|r| r.id.as_str()).chain(
         out.entities
@@ -337,6 +392,129 @@ where
         }
     }
     good
+}
+
+/// Whether every certificate a backend's targets name is in the document (a client
+/// certificate, in `certs`, with a private key); records a problem (and, for an Otoroshi export,
+/// the skip of the entity `kind`/`id`) for each one that is not.
+fn known_certificates(
+    backend: &Backend,
+    path: &str,
+    certs: &HashMap<&str, &Certificate>,
+    out: &mut Import,
+    kind: &str,
+    id: &str,
+) -> bool {
+    let mut ok = true;
+    for (at, cert) in backend.certificate_refs() {
+        let message = match certs.get(cert) {
+            None => format!("no certificate with id `{cert}`"),
+            Some(c) if at.contains(".certs[") && c.key_pem().is_none() => {
+                format!("certificate `{cert}` has no private key; a client certificate needs one")
+            }
+            Some(_) => continue,
+        };
+        note_skip(&mut out.skipped, out.dialect, path, kind, id, &message);
+        out.problems.push(join(path, &at), message);
+        ok = false;
+    }
+    ok
+}
+
+/// Reads `certificates`: in an Otoroshi export, the flags Tollgate cannot honour are turned off
+/// first (with a warning each, kept only for certificates that are imported) and a `caRef` to a
+/// certificate the export lacks is dropped with a warning; in a Tollgate file both are problems.
+/// Imported certificates get their read-only fields computed, and with `now_ms` a warning when
+/// they are expired or not yet valid.
+fn read_certificates(
+    obj: &serde_json::Map<String, Value>,
+    out: &mut Import,
+    now_ms: Option<i64>,
+) -> Vec<Certificate> {
+    const KEY: &str = "certificates";
+    let mut flag_warnings = Problems::default();
+    let mut only = serde_json::Map::new();
+    if let Some(mut value) = obj.get(KEY).cloned() {
+        if out.dialect == Dialect::Otoroshi {
+            for (i, item) in value.as_array_mut().into_iter().flatten().enumerate() {
+                for (flag, why) in UNSUPPORTED_FLAGS {
+                    if let Some(on) = item.get_mut(flag).filter(|v| **v == Value::Bool(true)) {
+                        *on = Value::Bool(false);
+                        flag_warnings.push(
+                            join(&index(KEY, i), flag),
+                            format!("{why}; imported with `{flag}: false`"),
+                        );
+                    }
+                }
+            }
+        }
+        only.insert(KEY.to_owned(), value);
+    }
+    let mut good = read_list::<Certificate>(&only, KEY, out, |c| c.id.clone());
+    let cas: HashMap<String, bool> = good.iter().map(|(_, c)| (c.id.clone(), c.ca)).collect();
+    good.retain_mut(|(path, cert)| {
+        let Some(ca_ref) = cert.ca_ref.clone().filter(|r| !r.trim().is_empty()) else {
+            return true;
+        };
+        let message = match cas.get(&ca_ref) {
+            Some(true) => return true,
+            Some(false) => format!("certificate `{ca_ref}` is not a CA certificate (`ca: false`)"),
+            None => format!("no certificate with id `{ca_ref}` in this document"),
+        };
+        if out.dialect == Dialect::Otoroshi {
+            out.warnings.push(
+                join(path, "caRef"),
+                format!("{message}; imported without `caRef`"),
+            );
+            cert.ca_ref = None;
+            true
+        } else {
+            out.problems.push(join(path, "caRef"), message);
+            false
+        }
+    });
+    let mut certificates = Vec::with_capacity(good.len());
+    for (path, mut cert) in good {
+        for w in flag_warnings.iter() {
+            if w.path.starts_with(&format!("{path}.")) {
+                out.warnings.push(w.path.clone(), w.message.clone());
+            }
+        }
+        match cert.leaf() {
+            Ok(leaf) => {
+                if let Some(now) = now_ms {
+                    if let Some(warning) = validity_warning(&leaf, now) {
+                        out.warnings.push(path.clone(), warning);
+                    }
+                }
+            }
+            Err(e) => {
+                out.problems.push(join(&path, "chain"), e.to_string());
+                continue;
+            }
+        }
+        if let Err(e) = cert.fill_derived() {
+            out.problems.push(join(&path, "chain"), e.to_string());
+            continue;
+        }
+        certificates.push(cert);
+    }
+    certificates
+}
+
+/// A warning for a certificate outside its validity at `now_ms`, if it is.
+fn validity_warning(leaf: &CertInfo, now_ms: i64) -> Option<String> {
+    match leaf.validity_at(now_ms) {
+        Validity::Valid => None,
+        Validity::Expired => Some(format!(
+            "certificate expired on {} (notAfter); imported all the same",
+            format_ms(leaf.not_after_ms)
+        )),
+        Validity::NotYetValid => Some(format!(
+            "certificate not valid before {} (notBefore); imported all the same",
+            format_ms(leaf.not_before_ms)
+        )),
+    }
 }
 
 fn note_skip(

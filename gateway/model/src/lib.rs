@@ -3,7 +3,9 @@
 //! Entities follow Otoroshi's JSON field names so that an Otoroshi export deserialises unchanged;
 //! validation returns every problem with its JSON path. Events are the wire formats of DESIGN §4:
 //! rkyv usage batches behind a version byte (validated when decoded) and JSON entity envelopes.
-//! This crate never does IO and never panics on input: bad bytes and bad JSON are errors.
+//! [`x509`] reads PEM certificates and keys for the certificate entities and the gateway's TLS.
+//! This crate never does IO (no files, sockets or clock; loading an ECDSA key to check it draws
+//! randomness, see [`x509`]) and never panics on input: bad bytes and bad JSON are errors.
 #![cfg_attr(
     not(test),
     deny(
@@ -20,3 +22,4 @@ pub mod entity;
 pub mod event;
 pub mod import;
 pub mod validate;
+pub mod x509;

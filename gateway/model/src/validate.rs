@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use crate::entity::{
-    Api, ApiKey, Backend, Frontend, LoadBalancing, Restriction, Route, StoredBackend,
+    Api, ApiKey, Backend, Certificate, Frontend, LoadBalancing, Restriction, Route, StoredBackend,
 };
 
 /// One problem: where (a JSON path) and what.
@@ -562,6 +562,15 @@ impl Validate for Backend {
                     problems.push(join(&at, "ip_address"), "expected an IP address");
                 }
             }
+            if t.tls_config.as_ref().is_some_and(|c| c.enabled) && !t.tls {
+                problems.push(
+                    join(&join(&at, "tls_config"), "enabled"),
+                    "TLS settings of a plaintext target; set the target's `tls: true`",
+                );
+            }
+        }
+        for (at, id) in self.certificate_refs() {
+            entity_id(id, join(path, &at), problems);
         }
         if let Some(problem) = canonical_path_problem(&self.root) {
             problems.push(join(path, "root"), problem);
@@ -711,6 +720,73 @@ impl Validate for Api {
                     format!("no consumer `{}` in this API", s.consumer_ref),
                 );
             }
+        }
+    }
+}
+
+impl Validate for Certificate {
+    /// Checks the id, that `chain` is PEM certificates that parse as X.509, that `privateKey`
+    /// (required unless `ca`) is one unencrypted PEM key that belongs to the leaf, and refuses
+    /// what Tollgate cannot honour (`password`, `autoRenew`, `letsEncrypt`, `exposed`). Dates
+    /// are not checked: an expired certificate is valid input (reported as a warning where a
+    /// clock is known).
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        use crate::x509;
+        entity_id(&self.id, join(path, "id"), problems);
+        let chain_at = join(path, "chain");
+        let leaf = match x509::parse_pem_chain(&self.chain) {
+            Ok(chain) => {
+                let mut bad = false;
+                for (i, der) in chain.iter().enumerate() {
+                    if let Err(e) = x509::inspect_at(der, i) {
+                        problems.push(chain_at.clone(), e.to_string());
+                        bad = true;
+                    }
+                }
+                chain.into_iter().next().filter(|_| !bad)
+            }
+            Err(e) => {
+                problems.push(chain_at, e.to_string());
+                None
+            }
+        };
+        let key_at = join(path, "privateKey");
+        let password_set = self.password.as_ref().is_some_and(|p| !p.is_empty());
+        if password_set {
+            problems.push(
+                join(path, "password"),
+                "encrypted private keys are not supported; decrypt it first",
+            );
+        }
+        match self.key_pem() {
+            None if !self.ca => problems.push(
+                key_at,
+                "expected a PEM private key: only a CA certificate (`ca: true`) may come \
+                 without one",
+            ),
+            None => {}
+            Some(_) if password_set => {}
+            Some(pem) => match x509::parse_pem_key(pem) {
+                Err(e) => problems.push(key_at, e.to_string()),
+                Ok(key) => {
+                    if let Some(leaf) = &leaf {
+                        if let Err(e) = x509::keys_match(leaf, &key) {
+                            problems.push(key_at, e.to_string());
+                        }
+                    }
+                }
+            },
+        }
+        if let Some(ca_ref) = &self.ca_ref {
+            if !ca_ref.trim().is_empty() {
+                entity_id(ca_ref, join(path, "caRef"), problems);
+                if *ca_ref == self.id {
+                    problems.push(join(path, "caRef"), "a certificate cannot be its own CA");
+                }
+            }
+        }
+        for (field, why) in crate::entity::unsupported_flags(self) {
+            problems.push(join(path, field), why);
         }
     }
 }

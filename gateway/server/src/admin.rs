@@ -5,7 +5,9 @@
 //!
 //! Every write validates the whole resulting entity set (entity values, references, and a
 //! trial snapshot build) before anything is appended; then the events are appended and synced,
-//! and the new fold is published to the cores. Nothing is half-applied. It never logs a secret.
+//! and the new fold is published to the cores. Nothing is half-applied. It never logs a secret,
+//! and never answers a certificate's private key (`"***"`; a write that sends `"***"` back keeps
+//! the stored key).
 
 mod json;
 pub mod rotation;
@@ -19,9 +21,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gateway_httpd::{BearerToken, Head, error_body};
-use gateway_model::entity::{Api, ApiKey, Consumer, Route, Secret, StoredBackend, Subscription};
+use gateway_model::entity::{
+    Api, ApiKey, Backend, Certificate, Consumer, Route, Secret, StoredBackend, Subscription,
+};
 use gateway_model::event::{EntityAction, EntityKind};
-use gateway_model::import::{Entities, import_document};
+use gateway_model::import::{Entities, import_document_at};
 use gateway_model::validate::{Problems, Validate, from_value};
 use serde_json::{Value, json};
 
@@ -232,6 +236,7 @@ enum Collection {
     Routes,
     Backends,
     ApiKeys,
+    Certificates,
 }
 
 impl Collection {
@@ -241,6 +246,7 @@ impl Collection {
             "routes" => Self::Routes,
             "backends" => Self::Backends,
             "apikeys" => Self::ApiKeys,
+            "certificates" => Self::Certificates,
             _ => return None,
         })
     }
@@ -251,6 +257,7 @@ impl Collection {
             Self::Routes => EntityKind::Route,
             Self::Backends => EntityKind::Backend,
             Self::ApiKeys => EntityKind::ApiKey,
+            Self::Certificates => EntityKind::Certificate,
         }
     }
 
@@ -510,7 +517,7 @@ impl Admin {
         let matching: Vec<Value> = log
             .state()
             .list(c.kind())
-            .map(|(e, v)| with_version(e.to_json(), v))
+            .map(|(e, v)| with_version(e.to_view_json(), v))
             .filter(|j| filters.iter().all(|(k, v)| json::field_matches(j, k, v)))
             .collect();
         let total = matching.len();
@@ -601,6 +608,7 @@ impl Admin {
         if let Some(obj) = doc.as_object_mut() {
             obj.entry(c.id_field().to_owned())
                 .or_insert_with(|| Value::String(id.to_owned()));
+            keep_private_key(obj, &current);
         }
         let entity = parse_entity(c, &doc, Some(id))?;
         let entity = self.stamp_rotation(entity, Some(&current));
@@ -627,16 +635,18 @@ impl Admin {
             .get(c.kind(), id)
             .ok_or_else(|| not_found(c.kind().as_str(), id))?;
         check_version(req, None, version)?;
-        let body = with_version(current.to_json(), version);
-        if c == Collection::Backends {
-            let users = backend_users(log.state(), id);
-            if !users.is_empty() {
-                return Err(fail(
-                    409,
-                    "conflict",
-                    format!("backend `{id}` is used by {}", users.join(", ")),
-                ));
-            }
+        let body = with_version(current.to_view_json(), version);
+        let users = match c {
+            Collection::Backends => backend_users(log.state(), id),
+            Collection::Certificates => certificate_users(log.state(), id),
+            _ => Vec::new(),
+        };
+        if !users.is_empty() {
+            return Err(fail(
+                409,
+                "conflict",
+                format!("{} `{id}` is used by {}", c.kind(), users.join(", ")),
+            ));
         }
         self.commit(&mut log, vec![Change::delete(c.kind(), id)], "admin")?;
         Ok(Response::json_pretty(
@@ -898,7 +908,8 @@ impl Admin {
 
     fn import(&self, req: &Request) -> Outcome {
         let mut log = self.log();
-        let (status, body) = import_into(&req.body, &mut log, |log, changes| {
+        let now = self.now();
+        let (status, body) = import_into(&req.body, &mut log, now, |log, changes| {
             self.commit(log, changes, "import").map(|_| ())
         })?;
         Ok(Response::json_pretty(status, &body))
@@ -940,6 +951,7 @@ impl Admin {
                 EntityKind::Route,
                 EntityKind::Backend,
                 EntityKind::ApiKey,
+                EntityKind::Certificate,
             ] {
                 let n = log.state().list(kind).count();
                 let _ = writeln!(out, "tollgate_entities{{kind=\"{kind}\"}} {n}");
@@ -1022,7 +1034,8 @@ impl Admin {
     }
 }
 
-/// The result of an import: (status, reply body). `commit` validates and appends.
+/// The result of an import at `now_ms` (expired certificates are warned about): (status, reply
+/// body). `commit` validates and appends.
 ///
 /// # Errors
 /// A 400 failure when the document is not an entity document (or, for a Tollgate file, when it
@@ -1030,9 +1043,10 @@ impl Admin {
 fn import_into(
     bytes: &[u8],
     log: &mut EntityLog,
+    now_ms: i64,
     commit: impl FnOnce(&mut EntityLog, Vec<Change>) -> Result<(), Failure>,
 ) -> Result<(u16, Value), Failure> {
-    let import = import_document(bytes, None).map_err(|p| invalid(&p))?;
+    let import = import_document_at(bytes, None, Some(now_ms)).map_err(|p| invalid(&p))?;
     if import.dialect == gateway_model::import::Dialect::Tollgate && !import.is_clean() {
         return Err(invalid(&import.problems));
     }
@@ -1042,6 +1056,7 @@ fn import_into(
         "backends": import.entities.backends.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
         "apiKeys": import.entities.apikeys.iter().map(|k| k.client_id.as_str()).collect::<Vec<_>>(),
         "apis": import.entities.apis.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        "certificates": import.entities.certificates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
     });
     let changed = changes.len();
     commit(log, changes)?;
@@ -1070,6 +1085,13 @@ fn import_into(
 /// The changes that bring `entities` into the log (`imported`, unchanged ones left out).
 fn import_changes(state: &State, entities: &Entities) -> Vec<Change> {
     let mut all: Vec<Entity> = Vec::new();
+    all.extend(
+        entities
+            .certificates
+            .iter()
+            .cloned()
+            .map(|c| Entity::Certificate(Box::new(c))),
+    );
     all.extend(
         entities
             .backends
@@ -1127,7 +1149,7 @@ fn candidate(log: &EntityLog, changes: &[Change]) -> Result<State, Failure> {
 /// A message when the log cannot be opened (a running node holds it: use the admin API), the
 /// document is not an entity document, or the resulting entities are invalid.
 pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Value, String> {
-    let result = import_into(bytes, log, |log, changes| {
+    let result = import_into(bytes, log, now_ms, |log, changes| {
         candidate(log, &changes)?;
         log.commit(changes, "import", now_ms)
             .map(|_| ())
@@ -1478,6 +1500,17 @@ fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<En
                 Entity::Api(Box::new(a))
             })
         }
+        Collection::Certificates => {
+            from_value::<Certificate>(body, "", true, &mut problems, &mut ignored).map(|mut c| {
+                c.validate("", &mut problems);
+                if problems.is_empty() {
+                    if let Err(e) = c.fill_derived() {
+                        problems.push("chain", e.to_string());
+                    }
+                }
+                Entity::Certificate(Box::new(c))
+            })
+        }
     };
     if let (Some(e), Some(id)) = (&entity, path_id) {
         if e.id() != id {
@@ -1494,9 +1527,11 @@ fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<En
 }
 
 /// References between entities: a route's `backend_ref`, an API route's backend, route ids
-/// unique among top-level and API routes.
+/// unique among top-level and API routes, the certificates a target's `tls_config` names
+/// (client certificates with a key), a certificate's `caRef` (a CA certificate).
 fn check_references(state: &State) -> Problems {
     let mut p = Problems::default();
+    check_certificate_references(state, &mut p);
     let backends: std::collections::HashSet<&str> = state
         .list(EntityKind::Backend)
         .map(|(e, _)| e.id())
@@ -1539,6 +1574,119 @@ fn check_references(state: &State) -> Problems {
         }
     }
     p
+}
+
+/// Every backend of the state with where it sits: stored backends, routes' inline backends,
+/// APIs' backends, each with its owner (`backend `b``) and the JSON path of its `backend`.
+fn all_backends(state: &State) -> Vec<(String, String, &Backend)> {
+    let mut out = Vec::new();
+    for (e, _) in state.list(EntityKind::Backend) {
+        if let Entity::Backend(b) = e {
+            out.push((
+                format!("backend `{}`", b.id),
+                format!("backends[{}].backend", b.id),
+                &b.backend,
+            ));
+        }
+    }
+    for (e, _) in state.list(EntityKind::Route) {
+        if let Entity::Route(r) = e {
+            if let Some(b) = &r.backend {
+                out.push((
+                    format!("route `{}`", r.id),
+                    format!("routes[{}].backend", r.id),
+                    b,
+                ));
+            }
+        }
+    }
+    for (e, _) in state.list(EntityKind::Api) {
+        if let Entity::Api(a) = e {
+            for (i, b) in a.backends.iter().enumerate() {
+                out.push((
+                    format!("API `{}`", a.id),
+                    format!("apis[{}].backends[{i}].backend", a.id),
+                    &b.backend,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn get_certificate<'a>(state: &'a State, id: &str) -> Option<&'a Certificate> {
+    match state.get(EntityKind::Certificate, id) {
+        Some((Entity::Certificate(c), _)) => Some(c),
+        _ => None,
+    }
+}
+
+fn check_certificate_references(state: &State, p: &mut Problems) {
+    for (_, at, backend) in all_backends(state) {
+        for (path, id) in backend.certificate_refs() {
+            let client = path.contains(".certs[");
+            match get_certificate(state, id) {
+                None => p.push(
+                    format!("{at}.{path}"),
+                    format!("no certificate with id `{id}`"),
+                ),
+                Some(c) if client && c.key_pem().is_none() => p.push(
+                    format!("{at}.{path}"),
+                    format!(
+                        "certificate `{id}` has no private key; a client certificate needs one"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    for (e, _) in state.list(EntityKind::Certificate) {
+        if let Entity::Certificate(c) = e {
+            let Some(ca) = c.ca_ref.as_deref() else {
+                continue;
+            };
+            let at = format!("certificates[{}].caRef", c.id);
+            match get_certificate(state, ca) {
+                None => p.push(at, format!("no certificate with id `{ca}`")),
+                Some(issuer) if !issuer.ca => p.push(
+                    at,
+                    format!("certificate `{ca}` is not a CA certificate (`ca: false`)"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Who names certificate `id`: backends (stored, inline or an API's) whose targets' `tls_config`
+/// lists it, certificates whose `caRef` it is.
+fn certificate_users(state: &State, id: &str) -> Vec<String> {
+    let mut users = Vec::new();
+    for (owner, _, backend) in all_backends(state) {
+        if backend.certificate_refs().iter().any(|(_, c)| *c == id) && !users.contains(&owner) {
+            users.push(owner);
+        }
+    }
+    for (e, _) in state.list(EntityKind::Certificate) {
+        if let Entity::Certificate(c) = e {
+            if c.ca_ref.as_deref() == Some(id) {
+                users.push(format!("certificate `{}` (caRef)", c.id));
+            }
+        }
+    }
+    users
+}
+
+/// A write that sends back the `"***"` a read answered keeps the stored private key.
+fn keep_private_key(doc: &mut serde_json::Map<String, Value>, current: &Entity) {
+    if let Entity::Certificate(c) = current {
+        if doc.get("privateKey").and_then(Value::as_str) == Some(crate::seal::REDACTED) {
+            doc.insert(
+                "privateKey".to_owned(),
+                Value::String(c.private_key.expose().to_owned()),
+            );
+        }
+    }
 }
 
 fn backend_users(state: &State, id: &str) -> Vec<String> {
@@ -1647,7 +1795,7 @@ fn with_version(mut v: Value, version: u64) -> Value {
 }
 
 fn entity_response(status: u16, e: &Entity, version: u64) -> Response {
-    Response::json_pretty(status, &with_version(e.to_json(), version))
+    Response::json_pretty(status, &with_version(e.to_view_json(), version))
         .with_header("etag", format!("\"{version}\""))
 }
 

@@ -5,8 +5,10 @@
 //!   entity}`); versions count per entity from 1 and keep counting across a delete and a
 //!   re-create. Each commit is appended and `fdatasync`ed before it is acknowledged.
 //! - Secrets (`clientSecret`, `rotation.nextSecret`, the previous secret kept for the
-//!   post-rotation grace) are sealed with the cluster key ([`crate::seal`]) before they reach
-//!   the journal; [`redact`] turns sealed values into `***` for audit views.
+//!   post-rotation grace, a certificate's `privateKey`) are sealed with the cluster key
+//!   ([`crate::seal`]) before they reach the journal; [`redact`] turns sealed values into `***`
+//!   for audit views, and [`Entity::to_view_json`] hides them in the admin API's answers where
+//!   they are never shown (private keys).
 //! - Start-up reads a fold snapshot (`<data_dir>/entities.snapshot.json`: the folded state and
 //!   the journal offset it covers, written every N events) and replays only the events after
 //!   it, so start-up time does not grow with the history.
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use gateway_model::entity::{Api, ApiKey, Route, Secret, StoredBackend};
+use gateway_model::entity::{Api, ApiKey, Certificate, Route, Secret, StoredBackend};
 use gateway_model::event::{EntityAction, EntityEvent, EntityKind};
 use gateway_model::import::Entities;
 use serde_json::{Value, json};
@@ -93,6 +95,8 @@ pub enum Entity {
     ApiKey(Box<ApiKey>, RotationState),
     /// An API (with its consumers and subscriptions).
     Api(Box<Api>),
+    /// A certificate (its private key in clear in memory, sealed in the log).
+    Certificate(Box<Certificate>),
 }
 
 impl Entity {
@@ -103,6 +107,7 @@ impl Entity {
             Self::Backend(_) => EntityKind::Backend,
             Self::ApiKey(..) => EntityKind::ApiKey,
             Self::Api(_) => EntityKind::Api,
+            Self::Certificate(_) => EntityKind::Certificate,
         }
     }
 
@@ -113,18 +118,34 @@ impl Entity {
             Self::Backend(b) => &b.id,
             Self::ApiKey(k, _) => &k.client_id,
             Self::Api(a) => &a.id,
+            Self::Certificate(c) => &c.id,
         }
     }
 
-    /// Its JSON with secrets in clear (for the admin API's answers only).
+    /// Its JSON with secrets in clear: the base of a merge patch, never an answer as it is
+    /// (see [`to_view_json`](Self::to_view_json)).
     pub fn to_json(&self) -> Value {
         let value = match self {
             Self::Route(r) => serde_json::to_value(r),
             Self::Backend(b) => serde_json::to_value(b),
             Self::ApiKey(k, _) => serde_json::to_value(k),
             Self::Api(a) => serde_json::to_value(a),
+            Self::Certificate(c) => serde_json::to_value(c),
         };
         value.unwrap_or(Value::Null)
+    }
+
+    /// Its JSON as the admin API answers it: a certificate's private key is `"***"` (an empty
+    /// one stays empty); an API key's secrets stay in clear, as Otoroshi's admin API shows them
+    /// (the caller holds the admin token and needs them to call).
+    pub fn to_view_json(&self) -> Value {
+        let mut value = self.to_json();
+        if let (Self::Certificate(c), Some(obj)) = (self, value.as_object_mut()) {
+            if c.key_pem().is_some() {
+                obj.insert(PRIVATE_KEY.into(), Value::String(REDACTED.to_owned()));
+            }
+        }
+        value
     }
 
     /// Its JSON as the log stores it: secrets sealed, rotation bookkeeping in
@@ -134,20 +155,34 @@ impl Entity {
     /// When sealing fails (no randomness).
     pub fn to_log_json(&self, key: &ClusterKey) -> Result<Value, SealError> {
         let mut value = self.to_json();
+        if let (Self::Certificate(c), Some(obj)) = (self, value.as_object_mut()) {
+            if let Some(pem) = c.key_pem() {
+                let at = context(EntityKind::Certificate, &c.id, PRIVATE_KEY);
+                obj.insert(PRIVATE_KEY.into(), Value::String(key.seal(pem, &at)?));
+            }
+        }
         if let Self::ApiKey(k, rotation) = self {
             let id = &k.client_id;
             if let Some(obj) = value.as_object_mut() {
-                let sealed = key.seal(k.client_secret.expose(), &context(id, "clientSecret"))?;
+                let sealed = key.seal(
+                    k.client_secret.expose(),
+                    &context(EntityKind::ApiKey, id, "clientSecret"),
+                )?;
                 obj.insert("clientSecret".into(), Value::String(sealed));
                 if let Some(next) = &k.rotation.next_secret {
-                    let sealed = key.seal(next.expose(), &context(id, "nextSecret"))?;
+                    let sealed = key.seal(
+                        next.expose(),
+                        &context(EntityKind::ApiKey, id, "nextSecret"),
+                    )?;
                     if let Some(r) = obj.get_mut("rotation").and_then(Value::as_object_mut) {
                         r.insert("nextSecret".into(), Value::String(sealed));
                     }
                 }
                 if *rotation != RotationState::default() {
                     let previous = match &rotation.previous {
-                        Some(p) => Value::String(key.seal(p.expose(), &context(id, "previous"))?),
+                        Some(p) => Value::String(
+                            key.seal(p.expose(), &context(EntityKind::ApiKey, id, "previous"))?,
+                        ),
                         None => Value::Null,
                     };
                     obj.insert(
@@ -183,6 +218,9 @@ impl Entity {
                     Self::Backend(serde_json::from_value(v).map_err(|e| e.to_string())?)
                 }
                 EntityKind::Api => Self::Api(serde_json::from_value(v).map_err(|e| e.to_string())?),
+                EntityKind::Certificate => {
+                    Self::Certificate(serde_json::from_value(v).map_err(|e| e.to_string())?)
+                }
                 EntityKind::ApiKey => Self::ApiKey(
                     serde_json::from_value(v).map_err(|e| e.to_string())?,
                     RotationState::default(),
@@ -190,23 +228,34 @@ impl Entity {
                 other => return Err(format!("kind `{other}` is not a top-level entity")),
             })
         };
-        if kind != EntityKind::ApiKey {
-            return parse(value);
-        }
+        let id_field = match kind {
+            EntityKind::ApiKey => "clientId",
+            EntityKind::Certificate => "id",
+            _ => return parse(value),
+        };
         let id = value
-            .get("clientId")
+            .get(id_field)
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
         let open = |v: &Value, field: &str| -> Result<Value, String> {
             match v.as_str() {
                 Some(s) if s.starts_with(SEALED_PREFIX) => key
-                    .open(s, &context(&id, field))
+                    .open(s, &context(kind, &id, field))
                     .map(Value::String)
                     .map_err(|e| format!("{field}: {e}")),
                 _ => Ok(v.clone()),
             }
         };
+        if kind == EntityKind::Certificate {
+            if let Some(obj) = value.as_object_mut() {
+                if let Some(sealed) = obj.get(PRIVATE_KEY) {
+                    let clear = open(sealed, PRIVATE_KEY)?;
+                    obj.insert(PRIVATE_KEY.into(), clear);
+                }
+            }
+            return parse(value);
+        }
         let mut rotation = RotationState::default();
         if let Some(obj) = value.as_object_mut() {
             if let Some(s) = obj.get("clientSecret") {
@@ -236,9 +285,14 @@ impl Entity {
     }
 }
 
-/// The associated data of a sealed secret: where it belongs.
-fn context(client_id: &str, field: &str) -> String {
-    format!("apikey/{client_id}/{field}")
+/// The field of a certificate's JSON that holds its private key.
+const PRIVATE_KEY: &str = "privateKey";
+
+/// The associated data of a sealed secret: where it belongs (`apikey/k1/clientSecret`,
+/// `certificate/c1/privateKey`), so that a sealed value cannot be moved to another entity or
+/// field.
+fn context(kind: EntityKind, id: &str, field: &str) -> String {
+    format!("{kind}/{id}/{field}")
 }
 
 impl State {
@@ -353,6 +407,7 @@ impl State {
                 Entity::Route(r) => out.routes.push((**r).clone()),
                 Entity::Backend(b) => out.backends.push((**b).clone()),
                 Entity::Api(a) => out.apis.push((**a).clone()),
+                Entity::Certificate(c) => out.certificates.push((**c).clone()),
                 Entity::ApiKey(k, rotation) => {
                     let mut k = (**k).clone();
                     if let (Some(prev), Some(until)) = (&rotation.previous, rotation.previous_until)
@@ -777,15 +832,17 @@ pub fn read_events(
     Ok(out)
 }
 
-/// Replaces every sealed value (and any `clientSecret`/`nextSecret`/`previousSecret` left in
-/// clear) with `***`.
+/// Replaces every sealed value (and any non-empty `clientSecret`, `nextSecret`,
+/// `previousSecret`, `privateKey` or `password` left in clear) with `***`.
 pub fn redact(value: &mut Value) {
     match value {
         Value::String(s) if s.starts_with(SEALED_PREFIX) => *s = REDACTED.to_owned(),
         Value::Object(obj) => {
             for (k, v) in obj.iter_mut() {
-                if matches!(k.as_str(), "clientSecret" | "nextSecret" | "previousSecret")
-                    && v.is_string()
+                if matches!(
+                    k.as_str(),
+                    "clientSecret" | "nextSecret" | "previousSecret" | PRIVATE_KEY | "password"
+                ) && v.as_str().is_some_and(|s| !s.is_empty())
                 {
                     *v = Value::String(REDACTED.to_owned());
                 } else {

@@ -5,7 +5,8 @@
 //! Sources: top-level routes and stored backends, plus the routes of every API that serves
 //! traffic (published or deprecated, enabled), compiled like Otoroshi's `toRoutes`: the API
 //! route's frontend, its backend (the API's own or a stored one), its flow's plugins, and the
-//! metadata `Otoroshi-Api-Ref` so that keys authorized on `api_<id>` pass.
+//! metadata `Otoroshi-Api-Ref` so that keys authorized on `api_<id>` pass. Certificate entities
+//! are parsed here too ([`crate::certs`]), for the TLS layer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -126,6 +127,9 @@ pub struct Snapshot {
     pub pool: NodePool,
     /// The certificate entities the HTTPS listener serves, by name.
     pub certs: std::sync::Arc<crate::tls::CertStore>,
+    /// The certificate entities, parsed, in the order of `Entities::certificates` (the entity
+    /// log gives them in id order); expired ones included.
+    pub certificates: Vec<crate::certs::CertificateRuntime>,
 }
 
 /// What the quota pool of a snapshot is built from.
@@ -161,6 +165,9 @@ pub enum SnapshotError {
         /// What is wrong.
         message: String,
     },
+    /// A certificate entity does not parse.
+    #[error(transparent)]
+    Certificate(#[from] crate::certs::CertificateError),
     /// A route refers to a backend that does not exist.
     #[error("route `{route}`: no backend `{backend}`")]
     MissingBackend {
@@ -198,6 +205,7 @@ fn resolve_backend(
     id: &str,
     spec: &Backend,
     resolver: &mut dyn Resolver,
+    certificates: &[crate::certs::CertificateRuntime],
 ) -> Result<BackendRuntime, SnapshotError> {
     let mut targets = Vec::with_capacity(spec.targets.len());
     for (i, t) in spec.targets.iter().enumerate() {
@@ -213,17 +221,25 @@ fn resolve_backend(
             format!("{}:{}", t.hostname, t.port)
         };
         let tls = if t.tls {
-            let built = crate::tls::client::build(crate::tls::client::TargetTls {
-                hostname: t.hostname.trim_start_matches('[').trim_end_matches(']'),
-                roots: crate::tls::client::system_roots(),
-                client_cert: None,
-                verify: crate::tls::client::Verify::Full,
-            })
-            .map_err(|message| SnapshotError::TargetTls {
+            let err = |message: String| SnapshotError::TargetTls {
                 backend: id.to_owned(),
                 target: i,
                 message,
-            })?;
+            };
+            let target_tls = target_tls(
+                t.hostname.trim_start_matches('[').trim_end_matches(']'),
+                t.tls_config.as_ref().filter(|c| c.enabled),
+                certificates,
+            )
+            .map_err(err)?;
+            if target_tls.verify == crate::tls::client::Verify::Nothing {
+                tracing::warn!(
+                    backend = %id,
+                    target = i,
+                    "tls_config.trust_all: the upstream's certificate is not verified"
+                );
+            }
+            let built = crate::tls::client::build(target_tls).map_err(err)?;
             Some(std::sync::Arc::new(built))
         } else {
             None
@@ -240,6 +256,92 @@ fn resolve_backend(
         targets,
         mock: spec.mock.as_ref().map(MockBytes::new),
     })
+}
+
+/// What a `tls: true` target's TLS is made of: the system roots, or the CA certificates its
+/// `tls_config.trusted_certs` name; a client certificate from `tls_config.certs`; `loose` and
+/// `trust_all`. Revoked certificates are never used.
+fn target_tls<'a>(
+    hostname: &'a str,
+    config: Option<&gateway_model::entity::TlsConfig>,
+    certificates: &[crate::certs::CertificateRuntime],
+) -> Result<crate::tls::client::TargetTls<'a>, String> {
+    use crate::tls::client::{TargetTls, Verify, system_roots};
+    let find = |cert_id: &str| {
+        certificates
+            .iter()
+            .find(|c| &*c.id == cert_id && !c.revoked)
+            .ok_or_else(|| format!("no usable certificate `{cert_id}`"))
+    };
+    let Some(config) = config else {
+        return Ok(TargetTls {
+            hostname,
+            roots: system_roots(),
+            client_cert: None,
+            verify: Verify::Full,
+        });
+    };
+    let roots = if config.trusted_certs.is_empty() {
+        system_roots()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert_id in &config.trusted_certs {
+            for der in &find(cert_id)?.chain {
+                roots
+                    .add(der.clone())
+                    .map_err(|e| format!("trusted certificate `{cert_id}`: {e}"))?;
+            }
+        }
+        std::sync::Arc::new(roots)
+    };
+    let client_cert = match config.certs.first() {
+        Some(cert_id) => {
+            let cert = find(cert_id)?;
+            let key = cert
+                .key
+                .as_ref()
+                .ok_or_else(|| format!("client certificate `{cert_id}` has no private key"))?;
+            Some((cert.chain.clone(), key.clone_key()))
+        }
+        None => None,
+    };
+    let verify = if config.trust_all {
+        Verify::Nothing
+    } else if config.loose {
+        Verify::Chain
+    } else {
+        Verify::Full
+    };
+    Ok(TargetTls {
+        hostname,
+        roots,
+        client_cert,
+        verify,
+    })
+}
+
+/// The certificate index the HTTPS listener serves by SNI: every certificate entity with a
+/// private key that is not a CA and not revoked.
+fn cert_store(certificates: &[crate::certs::CertificateRuntime]) -> crate::tls::CertStore {
+    let items = certificates
+        .iter()
+        .filter(|c| !c.ca && !c.revoked)
+        .filter_map(|c| {
+            let key = c.key.as_ref()?;
+            Some(crate::tls::server::StoreItem {
+                id: c.id.to_string(),
+                names: c.dns_names.clone(),
+                chain: c.chain.clone(),
+                key: key.clone_key(),
+                not_before_ms: c.not_before_ms,
+                not_after_ms: c.not_after_ms,
+            })
+        });
+    let (store, problems) = crate::tls::CertStore::build(items);
+    for (id, problem) in problems {
+        tracing::warn!(certificate = %id, %problem, "certificate not served");
+    }
+    store
 }
 
 /// The routes an API contributes, as plain routes (backend inline or by reference).
@@ -289,19 +391,21 @@ impl Snapshot {
     /// Builds a snapshot from entities. Disabled routes are left out.
     ///
     /// # Errors
-    /// When a route refers to a missing backend, a flow or a key does not compile, or a domain
-    /// is malformed (validated entities only fail here on dangling references).
+    /// When a route refers to a missing backend, a flow or a key does not compile, a domain
+    /// is malformed or a certificate does not parse (validated entities only fail here on
+    /// dangling references).
     pub fn build(
         generation: u64,
         entities: &Entities,
         resolver: &mut dyn Resolver,
         quotas: QuotaSetup<'_>,
     ) -> Result<Self, SnapshotError> {
+        let certificates = crate::certs::build_all(&entities.certificates, crate::core::now_ms())?;
         let mut backends = Vec::new();
         let mut by_id = HashMap::new();
         for b in &entities.backends {
             by_id.insert(b.id.as_str(), backends.len());
-            backends.push(resolve_backend(&b.id, &b.backend, resolver)?);
+            backends.push(resolve_backend(&b.id, &b.backend, resolver, &certificates)?);
         }
         let mut routes = Vec::new();
         let mut defs = Vec::new();
@@ -326,6 +430,7 @@ impl Snapshot {
                         &format!("route:{}", route.id),
                         inline,
                         resolver,
+                        &certificates,
                     )?);
                     backends.len() - 1
                 }
@@ -365,7 +470,8 @@ impl Snapshot {
             backends,
             keys,
             pool,
-            certs: std::sync::Arc::new(crate::tls::CertStore::default()),
+            certs: std::sync::Arc::new(cert_store(&certificates)),
+            certificates,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The admin API in the real binary: the seed goes only into an empty log, changes survive a
-//! restart, `gateway import` fills a stopped node's log, and no secret reaches the logs.
+//! restart, `gateway import` fills a stopped node's log (certificates included), and no secret
+//! reaches the logs.
 
 mod common;
 
@@ -116,6 +117,12 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
         "{report}"
     );
     let imported_keys = report["imported"]["apiKeys"].as_array().unwrap().clone();
+    // Its certificates too (their private keys sealed in the log).
+    let imported_certs = report["imported"]["certificates"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(imported_certs.len(), 5, "{report}");
 
     // Restart: the seed is not imported again, everything made before is there.
     let bin = Binary::start_in(dir, IoMode::Epoll);
@@ -132,6 +139,16 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
             .0,
             200
         );
+    }
+    for c in &imported_certs {
+        let (s, got) = call(
+            admin,
+            "GET",
+            &format!("/api/certificates/{}", c.as_str().unwrap()),
+            None,
+        );
+        assert_eq!(s, 200);
+        assert_eq!(got["privateKey"], "***");
     }
     let (_, events) = call(admin, "GET", "/api/events", None);
     let seeded = events["events"]

@@ -99,6 +99,49 @@ pub struct Target {
     /// Connect to this address instead of resolving `hostname`.
     #[serde(default)]
     pub ip_address: Option<String>,
+    /// TLS settings towards this target (client certificate, trusted CAs); without it, a `tls`
+    /// target is verified against the system's trust roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
+}
+
+/// TLS settings of a target (Otoroshi's `NgTlsConfig`, same field names and defaults). The
+/// certificates are named by their ids in `/api/certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// These settings apply only when enabled (Otoroshi's `mtls` flag).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Otoroshi's loose verification: the target's name is not checked against its
+    /// certificate (the chain still is).
+    #[serde(default)]
+    pub loose: bool,
+    /// Accept any server certificate, unverified.
+    #[serde(default)]
+    pub trust_all: bool,
+    /// Client certificates presented to the target (certificates with a private key).
+    #[serde(default)]
+    pub certs: Vec<String>,
+    /// CA certificates the target's certificate must chain to, instead of the system roots.
+    #[serde(default)]
+    pub trusted_certs: Vec<String>,
+}
+
+impl Backend {
+    /// The certificate ids the targets' `tls_config` name, with the JSON path (relative to the
+    /// backend) of each mention: `targets[0].tls_config.certs[1]`.
+    pub fn certificate_refs(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let Some(tls) = &t.tls_config else { continue };
+            for (field, ids) in [("certs", &tls.certs), ("trusted_certs", &tls.trusted_certs)] {
+                for (j, id) in ids.iter().enumerate() {
+                    out.push((format!("targets[{i}].tls_config.{field}[{j}]"), id.as_str()));
+                }
+            }
+        }
+        out
+    }
 }
 
 fn default_weight() -> u32 {

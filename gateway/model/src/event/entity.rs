@@ -72,6 +72,8 @@ pub enum EntityKind {
     Consumer,
     /// A subscription of a consumer to an API.
     Subscription,
+    /// A certificate (its private key sealed in `entity`).
+    Certificate,
 }
 
 impl EntityAction {
@@ -101,13 +103,14 @@ impl EntityAction {
 
 impl EntityKind {
     /// Every kind.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Api,
         Self::Route,
         Self::Backend,
         Self::ApiKey,
         Self::Consumer,
         Self::Subscription,
+        Self::Certificate,
     ];
 
     /// The name used in JSON and in compaction keys.
@@ -120,6 +123,7 @@ impl EntityKind {
             Self::ApiKey => "apikey",
             Self::Consumer => "consumer",
             Self::Subscription => "subscription",
+            Self::Certificate => "certificate",
         }
     }
 }

@@ -680,7 +680,8 @@ fn entity_event_json_shape() {
             "backend",
             "apikey",
             "consumer",
-            "subscription"
+            "subscription",
+            "certificate"
         ]
     );
 }

@@ -173,3 +173,81 @@ fn post_rotation_grace_shows_in_the_data_plane_view_until_it_ends() {
     assert_eq!(state.next_expiry(50), Some(99));
     assert_eq!(state.next_expiry(99), None);
 }
+
+fn certificate(id: &str, key_pem: &str) -> Entity {
+    Entity::Certificate(Box::new(
+        serde_json::from_value(json!({"id": id, "chain": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+            "privateKey": key_pem}))
+        .unwrap(),
+    ))
+}
+
+#[test]
+fn certificate_private_keys_are_sealed_bound_and_redacted() {
+    let d = dir("certs");
+    let options = LogOptions {
+        data_dir: d.clone(),
+        node_id: "n1".to_owned(),
+        snapshot_every: 1000,
+    };
+    let pem = "-----BEGIN PRIVATE KEY-----\nVGhpcy1Jcy1BLVByaXZhdGUtS2V5LUJvZHk=\n-----END PRIVATE KEY-----\n";
+    let body = "VGhpcy1Jcy1BLVByaXZhdGUtS2V5LUJvZHk";
+    let (mut log, _) = EntityLog::open(&options, key()).unwrap();
+    let written = log
+        .commit(
+            vec![
+                Change::put(EntityAction::Created, certificate("c1", pem)),
+                Change::put(EntityAction::Created, certificate("ca", "")),
+            ],
+            "admin",
+            1,
+        )
+        .unwrap();
+    // The event as written carries the key sealed, bound to its place.
+    let sealed = written[0].1.entity["privateKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(sealed.starts_with(SEALED_PREFIX), "{sealed}");
+    assert_eq!(
+        key().open(&sealed, "certificate/c1/privateKey").unwrap(),
+        pem
+    );
+    assert!(key().open(&sealed, "certificate/c2/privateKey").is_err());
+    assert_eq!(
+        written[1].1.entity["privateKey"], "",
+        "no key, nothing sealed"
+    );
+    log.write_snapshot().unwrap();
+    let before = log.state().clone();
+    drop(log);
+    let (log, _) = EntityLog::open(&options, key()).unwrap();
+    assert_eq!(log.state(), &before);
+    let Some((Entity::Certificate(c), 1)) = log.state().get(EntityKind::Certificate, "c1") else {
+        panic!("c1 not folded")
+    };
+    assert_eq!(c.private_key.expose(), pem);
+    assert_eq!(log.state().entities(0).certificates.len(), 2);
+    // Nowhere in clear: journal, fold snapshot.
+    let bytes = String::from_utf8_lossy(&all_bytes(&d)).into_owned();
+    assert!(!bytes.contains(body), "a private key reached the disk");
+    // Views: the audit view and the admin view show `***`; an empty key stays empty.
+    let events = log.events_after(None, 10).unwrap();
+    assert_eq!(events[0].1.entity["privateKey"], "***");
+    assert_eq!(events[1].1.entity["privateKey"], "");
+    let (e, _) = log.state().get(EntityKind::Certificate, "c1").unwrap();
+    assert_eq!(e.to_view_json()["privateKey"], "***");
+    assert_eq!(e.to_json()["privateKey"], pem);
+    // A sealed key moved to another certificate does not open.
+    let mut moved = written[0].1.entity.clone();
+    moved["id"] = json!("c2");
+    assert!(Entity::from_log_json(EntityKind::Certificate, moved, &key()).is_err());
+    // A private key left in clear in some JSON is redacted too.
+    let mut stray = json!({"certs": [{"privateKey": pem, "password": "pw", "name": "x"}]});
+    redact(&mut stray);
+    assert_eq!(
+        stray,
+        json!({"certs": [{"privateKey": "***", "password": "***", "name": "x"}]})
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
