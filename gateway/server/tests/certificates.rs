@@ -207,6 +207,11 @@ impl Pki {
     /// A CA certificate (RSA) and a client certificate it signed: (ca chain, client chain,
     /// client key).
     fn ca_and_client(&self) -> (String, String, String) {
+        std::fs::write(
+            self.0.path().join("client.ext"),
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
         self.openssl(&[
             "req",
             "-x509",
@@ -251,6 +256,9 @@ impl Pki {
             "-CAcreateserial",
             "-days",
             "3",
+            // Extensions make it an X.509 v3 certificate, which TLS clients accept.
+            "-extfile",
+            "client.ext",
             "-out",
             "client.crt",
         ]);
