@@ -695,6 +695,13 @@ fn check(path: &Path) -> ExitCode {
     };
     problems = config::merge(problems, &read, Some(config::preflight(&read.file, base)));
     problems = config::merge(problems, &read, ledger_problems);
+    // The TLS files are read as the node would: a key that does not match its certificate, a
+    // CA bundle without a certificate.
+    if let (Ok(cfg), true) = (&checked, problems.is_empty()) {
+        if let Some(Err(e)) = cfg.https.as_ref().map(config::TlsFiles::load) {
+            problems.push(e.key, e.message);
+        }
+    }
     let cfg = match checked {
         Ok(cfg) if problems.is_empty() => cfg,
         _ => {

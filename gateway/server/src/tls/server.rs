@@ -48,6 +48,8 @@ fn setup(key: &'static str, message: impl Into<String>) -> SetupError {
 #[derive(Debug, Clone)]
 pub struct ListenerTls {
     default: Option<Arc<CertifiedKey>>,
+    /// The names the default certificate covers (what `strict_sni` still serves with it).
+    default_names: Arc<CertStore>,
     versions: Vec<&'static SupportedProtocolVersion>,
     strict_sni: bool,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
@@ -104,18 +106,26 @@ impl ListenerTls {
     /// A [`SetupError`] naming the key of the first bad setting.
     pub fn load(s: &ListenerSettings<'_>) -> Result<Self, SetupError> {
         let provider = super::provider();
+        let mut default_names = CertStore::default();
         let default = match (s.cert, s.key) {
             (Some(cert), Some(key)) => {
                 let chain = read_chain(cert, "listeners.https.cert")?;
+                let names = chain
+                    .first()
+                    .and_then(|leaf| gateway_model::x509::inspect(leaf).ok())
+                    .map(|info| info.dns_names())
+                    .unwrap_or_default();
                 let der = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| setup("listeners.https.key", format!("{}: {e}", key.display())))?;
-                let certified = CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
-                    setup(
-                        "listeners.https.key",
-                        format!("does not match listeners.https.cert: {e}"),
-                    )
-                })?;
-                Some(Arc::new(certified))
+                let certified =
+                    Arc::new(CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
+                        setup(
+                            "listeners.https.key",
+                            format!("does not match listeners.https.cert: {e}"),
+                        )
+                    })?);
+                default_names = CertStore::with_names(&certified, &names);
+                Some(certified)
             }
             (None, None) => None,
             _ => {
@@ -167,6 +177,7 @@ impl ListenerTls {
         };
         Ok(Self {
             default,
+            default_names: Arc::new(default_names),
             versions,
             strict_sni: s.strict_sni,
             verifier,
@@ -189,6 +200,7 @@ impl ListenerTls {
         let resolver = SniResolver {
             store,
             default: self.default.clone(),
+            default_names: self.default_names.clone(),
             strict: self.strict_sni,
         };
         let mut config = ServerConfig::builder_with_provider(super::provider())
@@ -304,6 +316,32 @@ impl CertStore {
         self.wildcard.get(suffix).and_then(best)
     }
 
+    /// An index of one certificate under `names` (valid whenever asked).
+    fn with_names(key: &Arc<CertifiedKey>, names: &[String]) -> Self {
+        let mut store = Self::default();
+        let served = Served {
+            key: key.clone(),
+            not_before_ms: i64::MIN,
+            not_after_ms: i64::MAX,
+        };
+        for name in names {
+            let name = name.to_ascii_lowercase();
+            match name.strip_prefix('*') {
+                Some(suffix) if suffix.starts_with('.') => store
+                    .wildcard
+                    .entry(suffix.into())
+                    .or_default()
+                    .push(served.clone()),
+                _ => store
+                    .exact
+                    .entry(name.into())
+                    .or_default()
+                    .push(served.clone()),
+            }
+        }
+        store
+    }
+
     /// Whether no certificate is indexed.
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
@@ -324,6 +362,7 @@ fn lower<'b>(name: &str, buf: &'b mut [u8; 255]) -> Option<&'b str> {
 struct SniResolver {
     store: Arc<CertStore>,
     default: Option<Arc<CertifiedKey>>,
+    default_names: Arc<CertStore>,
     strict: bool,
 }
 
@@ -333,10 +372,15 @@ impl ResolvesServerCert for SniResolver {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         match hello.server_name() {
-            Some(name) => self
-                .store
-                .lookup(name, now_ms)
-                .or_else(|| (!self.strict).then(|| self.default.clone()).flatten()),
+            // An entity certificate for the name, else the listener's: with `strict_sni` only
+            // for a name its SANs cover.
+            Some(name) => self.store.lookup(name, now_ms).or_else(|| {
+                if self.strict {
+                    self.default_names.lookup(name, now_ms)
+                } else {
+                    self.default.clone()
+                }
+            }),
             // No SNI (a client dialling an IP address): the default certificate, unless
             // unknown names are refused.
             None if self.strict => None,

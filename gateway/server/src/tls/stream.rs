@@ -20,8 +20,10 @@ const RX_BUF: usize = 18 * 1024;
 pub struct TlsStream {
     tcp: TcpStream,
     conn: rustls::Connection,
-    /// Ciphertext buffer (reused for every socket read).
+    /// Ciphertext read from the socket; `rx[rx_pos..]` is not given to rustls yet (it takes
+    /// records only as fast as its plaintext is drained).
     rx: Vec<u8>,
+    rx_pos: usize,
     /// Ciphertext waiting for the socket (reused).
     tx: Vec<u8>,
     /// Plaintext rustls holds that was not read yet.
@@ -97,6 +99,7 @@ impl TlsStream {
             tcp,
             conn: conn.into(),
             rx: Vec::with_capacity(RX_BUF),
+            rx_pos: 0,
             tx: Vec::new(),
             pending: 0,
             closed: false,
@@ -130,7 +133,7 @@ impl TlsStream {
             if !self.conn.is_handshaking() {
                 break;
             }
-            if self.conn.wants_read() && !self.read_tls(None).await? {
+            if self.conn.wants_read() && !self.feed().await? && !self.read_tls(None).await? {
                 return Err(TlsError::Closed);
             }
         }
@@ -138,11 +141,43 @@ impl TlsStream {
         Ok(())
     }
 
+    /// Gives rustls the ciphertext already read, until it is all taken or plaintext waits to be
+    /// drained. `Ok(false)` when there was nothing to give.
+    async fn feed(&mut self) -> Result<bool, TlsError> {
+        if self.rx_pos >= self.rx.len() {
+            return Ok(false);
+        }
+        let rx = std::mem::take(&mut self.rx);
+        let mut fed = false;
+        while self.rx_pos < rx.len() && self.pending == 0 {
+            let mut input = rx.get(self.rx_pos..).unwrap_or_default();
+            let before = input.len();
+            match self.conn.read_tls(&mut input) {
+                Ok(_) => {}
+                // rustls holds as much as it will until its plaintext is read.
+                Err(_) if fed => break,
+                Err(e) => {
+                    self.rx = rx;
+                    return Err(TlsError::Io(e));
+                }
+            }
+            self.rx_pos += before - input.len();
+            fed = true;
+            if let Err(e) = self.process().await {
+                self.rx = rx;
+                return Err(e);
+            }
+        }
+        self.rx = rx;
+        Ok(fed)
+    }
+
     /// Reads ciphertext from the socket (cancellable with `cancel`) and gives it to rustls.
     /// `Ok(false)` at the end of the TCP stream.
     async fn read_tls(&mut self, cancel: Option<CancelHandle>) -> Result<bool, TlsError> {
         let mut rx = std::mem::take(&mut self.rx);
         rx.clear();
+        self.rx_pos = 0;
         if rx.capacity() < RX_BUF {
             rx.reserve(RX_BUF);
         }
@@ -156,26 +191,18 @@ impl TlsStream {
             self.closed = true;
             // A zero-length read tells rustls the stream ended.
             let _ = self.conn.read_tls(&mut io::empty());
+            let _ = self.process().await;
             return Ok(false);
         }
-        let rx = std::mem::take(&mut self.rx);
         if std::mem::take(&mut self.fresh)
             && matches!(self.conn, rustls::Connection::Server(_))
-            && rx.first().is_some_and(u8::is_ascii_uppercase)
+            && self.rx.first().is_some_and(u8::is_ascii_uppercase)
         {
             // A TLS record starts with its content type (0x16 for a handshake); a request line
             // starts with a method.
-            self.rx = rx;
             return Err(TlsError::PlainHttp);
         }
-        let mut input = rx.get(..n).unwrap_or_default();
-        while !input.is_empty() {
-            if let Err(e) = self.conn.read_tls(&mut input) {
-                return Err(TlsError::Io(e));
-            }
-            self.process().await?;
-        }
-        self.rx = rx;
+        self.feed().await?;
         Ok(true)
     }
 
@@ -252,11 +279,14 @@ impl TlsStream {
                     }
                 }
             }
+            if self.feed().await? {
+                continue;
+            }
             if self.closed {
                 return Ok(0);
             }
             if !self.read_tls(cancel.clone()).await? {
-                return Ok(0);
+                continue;
             }
             // Post-handshake messages (key updates, tickets) may want an answer.
             self.flush().await?;
@@ -287,7 +317,7 @@ impl TlsStream {
     /// meanwhile and gives it to rustls. Handshake messages (TLS 1.3 session tickets) are fine;
     /// application data, close_notify, an error or the end of the stream are not.
     pub fn poll_idle(&mut self) -> bool {
-        if self.closed || self.pending > 0 {
+        if self.closed || self.pending > 0 || self.rx_pos < self.rx.len() {
             return false;
         }
         loop {
@@ -299,28 +329,34 @@ impl TlsStream {
             let mut rx = std::mem::take(&mut self.rx);
             rx.clear();
             rx.resize(RX_BUF, 0);
-            let n = crate::upstream::recv_now(&self.tcp, &mut rx);
-            let ok = match n {
-                Some(n) if n > 0 => {
-                    let mut input = rx.get(..n).unwrap_or_default();
-                    let mut ok = true;
-                    while ok && !input.is_empty() {
-                        ok = self.conn.read_tls(&mut input).is_ok()
-                            && match self.conn.process_new_packets() {
-                                Ok(state) => {
-                                    state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed()
-                                }
-                                Err(_) => false,
-                            };
-                    }
-                    ok
-                }
-                _ => false,
-            };
-            rx.clear();
+            let n = crate::upstream::recv_now(&self.tcp, &mut rx).unwrap_or(0);
+            rx.truncate(n);
             self.rx = rx;
-            if !ok {
+            self.rx_pos = 0;
+            if n == 0 {
                 return false;
+            }
+            // Given to rustls here; what it does not take stays in `rx` for the next read.
+            while self.rx_pos < self.rx.len() {
+                let mut input = self.rx.get(self.rx_pos..).unwrap_or_default();
+                let before = input.len();
+                if self.conn.read_tls(&mut input).is_err() {
+                    return false;
+                }
+                self.rx_pos += before - input.len();
+                match self.conn.process_new_packets() {
+                    Ok(state) => {
+                        self.pending = state.plaintext_bytes_to_read();
+                        self.closed |= state.peer_has_closed();
+                        if self.pending > 0 || self.closed {
+                            return false;
+                        }
+                    }
+                    Err(_) => {
+                        self.closed = true;
+                        return false;
+                    }
+                }
             }
         }
     }

@@ -76,7 +76,7 @@ impl Nginx {
                 .arg(dir.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
                 .spawn()
                 .unwrap();
             let mut child = ChildGuard(Some(child));
@@ -94,8 +94,10 @@ impl Nginx {
             let _ = child.wait_exit(Duration::from_millis(100));
         }
         panic!(
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            "nginx did not start: {}{}\n{}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("nginx.conf")).unwrap_or_default()
         );
     }
 

@@ -83,7 +83,11 @@ pub struct Ca {
 
 impl Ca {
     pub fn new(name: &str) -> Self {
-        let dir = TempDir::new(&format!("pki-{name}"));
+        let label: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = TempDir::new(&format!("pki-{label}"));
         let key = new_key(dir.path(), "ca", Alg::EcP256);
         openssl(
             dir.path(),
@@ -126,7 +130,14 @@ impl Ca {
         openssl(
             d,
             &[
-                "req", "-new", "-key", &format!("{name}.key"), "-subj", subject, "-out", &csr,
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                subject,
+                "-out",
+                &csr,
             ],
         );
         std::fs::write(d.join(format!("{name}.ext")), ext).unwrap();
@@ -189,6 +200,9 @@ pub fn serial_of(cert: &Path) -> String {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let hex = text.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    let hex = text
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
     hex.trim_start_matches('0').to_owned()
 }
