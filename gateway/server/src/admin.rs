@@ -841,20 +841,48 @@ impl Admin {
         let Some((Entity::ApiKey(key, _), _)) = log.state().get(EntityKind::ApiKey, id) else {
             return Err(not_found("apikey", id));
         };
-        let url = example_url(log.state(), key, &self.options.public_url);
+        let (url, host) = example_target(log.state(), key, &self.options.public_url);
         let secret = key.client_secret.expose();
         let basic =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:{secret}", key.client_id));
+        // Every way the key can authenticate, as a curl that works against this node: its
+        // address, and the route's host in a Host header.
+        let host_header = host
+            .as_deref()
+            .map(|h| format!(" -H 'Host: {h}'"))
+            .unwrap_or_default();
+        let curl = |auth: &str| format!("curl -X GET{host_header} {auth} '{url}'");
+        let exp = self.now() / 1000 + 3600;
+        let jwt = gateway_core::apikey::jwt::sign(
+            gateway_core::apikey::jwt::Algorithm::Hs256,
+            &json!({"clientId": key.client_id, "exp": exp}),
+            secret.as_bytes(),
+        );
+        let bearer = gateway_core::apikey::bearer_for(&key.client_id, secret);
+        let mut examples = vec![
+            json!({"kind": "headers", "curl": curl(&format!(
+                "-H 'Otoroshi-Client-Id: {}' -H 'Otoroshi-Client-Secret: {secret}'", key.client_id))}),
+            json!({"kind": "basic", "curl": curl(&format!("-H 'Authorization: Basic {basic}'"))}),
+            json!({"kind": "bearer", "curl": curl(&format!("-H 'Authorization: Bearer {bearer}'"))}),
+            json!({"kind": "jwt", "expires": exp,
+                   "curl": curl(&format!("-H 'Authorization: Bearer {jwt}'"))}),
+        ];
+        if key.allow_client_id_only {
+            examples.push(json!({"kind": "client_id_only",
+                "curl": curl(&format!("-H 'x-api-key: {}'", key.client_id))}));
+        }
         Ok(Response::json_pretty(
             200,
             &json!({
                 "url": url,
-                "curl": format!(
-                    "curl -X GET -H 'Otoroshi-Client-Id: {}' -H 'Otoroshi-Client-Secret: {secret}' '{url}'",
+                "host": host,
+                "curl": curl(&format!(
+                    "-H 'Otoroshi-Client-Id: {}' -H 'Otoroshi-Client-Secret: {secret}'",
                     key.client_id
-                ),
+                )),
                 "basicAuthHeader": format!("Authorization: Basic {basic}"),
-                "curlWithBasicAuth": format!("curl -X GET -H 'Authorization: Basic {basic}' '{url}'"),
+                "curlWithBasicAuth": curl(&format!("-H 'Authorization: Basic {basic}'")),
+                "examples": examples,
             }),
         ))
     }
@@ -1800,7 +1828,10 @@ fn entity_response(status: u16, e: &Entity, version: u64) -> Response {
 }
 
 /// A URL a key can call: the first route (top-level or of an API) it is authorized on.
-fn example_url(state: &State, key: &ApiKey, public: &str) -> String {
+/// The URL of this node for the first route `key` is authorized on (its address, the route's
+/// path) and the `Host` to send with it (`None` for a route on any host; a wildcard host gets
+/// `api` as its first label).
+fn example_target(state: &State, key: &ApiKey, public: &str) -> (String, Option<String>) {
     let mut domains: Vec<&str> = Vec::new();
     for (e, _) in state.list(EntityKind::Route) {
         if let Entity::Route(r) = e {
@@ -1828,14 +1859,17 @@ fn example_url(state: &State, key: &ApiKey, public: &str) -> String {
     }
     let public = public.trim_end_matches('/');
     match domains.first() {
-        None => format!("{public}/"),
+        None => (format!("{public}/"), None),
         Some(d) => {
             let (host, path) = d.split_once('/').map_or((*d, ""), |(h, p)| (h, p));
-            if host.contains('*') {
-                format!("{public}/{path}")
-            } else {
-                format!("http://{host}/{path}")
-            }
+            let host = match host {
+                "*" => None,
+                h => match h.strip_prefix("*.") {
+                    Some(suffix) => Some(format!("api.{suffix}")),
+                    None => Some(h.to_owned()),
+                },
+            };
+            (format!("{public}/{path}"), host)
         }
     }
 }

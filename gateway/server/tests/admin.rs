@@ -727,6 +727,27 @@ fn quotas_call_examples_events_and_metrics() {
             .unwrap()
             .contains("Authorization: Basic azpxdW90YS1zZWNyZXQ=")
     );
+    // Every example works as printed, against this node.
+    let kinds: Vec<&str> = ex["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["headers", "basic", "bearer", "jwt"]);
+    for example in ex["examples"].as_array().unwrap() {
+        let curl = example["curl"].as_str().unwrap();
+        let out = common::run(
+            {
+                let mut cmd = std::process::Command::new("sh");
+                cmd.arg("-c")
+                    .arg(format!("{curl} -s -o /dev/null -w '%{{http_code}}'"));
+                cmd
+            },
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.stdout_text(), "200", "{}: {curl}", example["kind"]);
+    }
 
     let (s, _, metrics) = http(stack.admin_addr(), "GET", "/metrics", &[auth()], None);
     assert_eq!(s, 200);
