@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Proxy comparison: nginx (proxy_pass, upstream keepalive), HAProxy (http-reuse always) and the
 # Tollgate gateway (public route, and keyed route with ApikeyCalls), each on one core, in front of
-# the same upstream (nginx `return 200`, 13-byte body) under the same wrk load.
+# the same upstream (nginx `return 200`, 13-byte body) under the same wrk load. The HTTPS rows
+# (nginx-tls: nginx `listen … ssl`; gateway-tls: the same gateway process's [listeners.https]) serve
+# TLS 1.3 with one ECDSA P-256 certificate made with openssl in the temp dir, and are measured
+# against nginx-tls.
 #
 # For each proxy: requests/s and p50/p99 from wrk --latency; user and system CPU µs per request from
 # /proc/PID/stat of the proxy's serving process(es) before and after each run; RSS per idle
-# keep-alive connection (10,000 idle connections). Runs alternate between proxies (A B C A B C …).
+# keep-alive connection (10,000 idle connections; over TLS for the -tls rows). Runs alternate
+# between proxies (A B C A B C …). With HANDSHAKES=1, the TLS proxies also take sequential
+# `openssl s_time` runs (new connection, full handshake, one request, close; then the same with
+# resumption from a TLS 1.3 ticket, `-reuse`): connections/s and the proxy's CPU µs per connection.
 # Prints a table (median, min–max) and writes $OUT_DIR/compare.json and $OUT_DIR/compare.md (raw
 # wrk outputs in $OUT_DIR/raw, the proxies' logs and the gateway's config in $OUT_DIR/logs).
 #
@@ -13,17 +19,21 @@
 # Environment (defaults in brackets):
 #   RUNS [3]  DURATION [10] (s per run)  WARMUP [3] (s per proxy, unmeasured)
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
-#   PROXIES ["nginx haproxy gateway gateway-keyed"]
+#   PROXIES ["nginx haproxy gateway gateway-keyed"]; also nginx-tls and gateway-tls (HTTPS), e.g.
+#     PROXIES="nginx nginx-tls gateway gateway-tls"
+#   HANDSHAKES [0] (1: s_time runs, full and resumed, against the TLS proxies; RUNS rounds)
+#   HS_DURATION [10] (s per s_time run)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
 #   GATEWAY_LEDGER [embedded] ("remote": no in-process ledger; usage still journaled)
 #   PROXY_CPUS / UPSTREAM_CPUS / WRK_CPUS  taskset core lists [2 cores: 0 / 1 / 1; ≥3 cores: 0 / 1 / 2]
 #   IDLE_CONNS [10000]  SKIP_IDLE [0] (1: skip the idle-connection memory part)
 #   UPSTREAM_PORT [18081]  NGINX_PORT [18082]  HAPROXY_PORT [18083]
 #   GATEWAY_PORT [18084]  GATEWAY_ADMIN_PORT [18085]  GATEWAY_LEDGER_PORT [18086]
+#   NGINX_TLS_PORT [18087]  GATEWAY_TLS_PORT [18088]
 #   NICE [0] (e.g. -10: run every benchmark process at that priority, on a shared machine; root)
 #   OUT_DIR [target/bench-proxy]  KEEP_TMP [0] (1: keep the temp dir with configs and logs)
-# Needs nginx, haproxy, wrk, curl, python3, taskset; installs the missing ones with apt-get (without
-# starting their services). Never touches the system's nginx/haproxy configs or services: everything
+# Needs nginx, haproxy, wrk, curl, python3, taskset (and openssl for the TLS rows); installs the
+# missing ones with apt-get (without starting their services). The TLS key never leaves the temp dir. Never touches the system's nginx/haproxy configs or services: everything
 # runs from a temp dir, in the foreground of this script, on 127.0.0.1, and is stopped on exit.
 set -euo pipefail
 
@@ -35,7 +45,7 @@ case ${1:-} in
 esac
 REPO=$(cd "$HERE/../.." && pwd)
 SETTINGS="RUNS DURATION WARMUP THREADS CONNS UPSTREAM_WORKERS PROXIES GATEWAY_BIN GATEWAY_ARGS IDLE_CONNS
-  SKIP_IDLE PROXY_CPUS UPSTREAM_CPUS WRK_CPUS NICE"
+  SKIP_IDLE PROXY_CPUS UPSTREAM_CPUS WRK_CPUS NICE GATEWAY_LEDGER HANDSHAKES HS_DURATION"
 CMD_ENV=""
 for v in $SETTINGS; do [ -n "${!v+x}" ] && CMD_ENV+="$v=${!v@Q} "; done
 export PATH=$PATH:/usr/sbin:/sbin
@@ -58,6 +68,10 @@ HAPROXY_PORT=${HAPROXY_PORT:-18083}
 GATEWAY_PORT=${GATEWAY_PORT:-18084}
 GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-18085}
 GATEWAY_LEDGER_PORT=${GATEWAY_LEDGER_PORT:-18086}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-18087}
+GATEWAY_TLS_PORT=${GATEWAY_TLS_PORT:-18088}
+HANDSHAKES=${HANDSHAKES:-0}
+HS_DURATION=${HS_DURATION:-10}
 OUT_DIR=${OUT_DIR:-$REPO/target/bench-proxy}
 KEEP_TMP=${KEEP_TMP:-0}
 START_TIMEOUT=${START_TIMEOUT:-20}
@@ -90,13 +104,17 @@ die() { printf 'compare.sh: error: %s\n' "$*" >&2; exit 1; }
 [[ $UPSTREAM_WORKERS =~ ^[1-9][0-9]*$ ]] || die "UPSTREAM_WORKERS must be a positive integer"
 [[ $IDLE_CONNS =~ ^[1-9][0-9]*$ ]] || die "IDLE_CONNS must be a positive integer"
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be an integer"
+[[ $HANDSHAKES =~ ^[01]$ ]] || die "HANDSHAKES must be 0 or 1"
+[[ $HS_DURATION =~ ^[1-9][0-9]*$ ]] || die "HS_DURATION must be a positive integer (seconds)"
 PFX=() # prefix of every benchmark process (upstream, proxies, wrk, idle client)
 [ "$NICE" != 0 ] && PFX=(nice -n "$NICE")
 
 # --- tools -----------------------------------------------------------------------------------------
 install_missing() {
   local pkgs=() b
-  for b in nginx haproxy wrk curl python3 taskset; do
+  local want=(nginx haproxy wrk curl python3 taskset)
+  [[ " $PROXIES " == *-tls\ * ]] && want+=(openssl)
+  for b in "${want[@]}"; do
     if ! command -v "$b" >/dev/null 2>&1; then
       case $b in taskset) pkgs+=(util-linux) ;; *) pkgs+=("$b") ;; esac
     fi
@@ -167,13 +185,15 @@ check_port_free() {
   fi
 }
 
-# wait_http PID PORT HOST [curl args…]: until the port answers 200 (0), the process dies (2), or timeout (1).
+# wait_http PID URL HOST [curl args…]: until the URL answers 200 (0), the process dies (2), or
+# timeout (1). An https URL is not verified (the certificate is the run's own, self-signed).
 wait_http() {
-  local pid=$1 port=$2 host=$3; shift 3
+  local pid=$1 url=$2 host=$3; shift 3
   local deadline=$((SECONDS + START_TIMEOUT)) code
+  [[ $url == https:* ]] && set -- -k "$@"
   while [ $SECONDS -lt $deadline ]; do
     kill -0 "$pid" 2>/dev/null || return 2
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Host: $host" "$@" "http://127.0.0.1:$port/" || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Host: $host" "$@" "$url" || true)
     [ "$code" = 200 ] && return 0
     sleep 0.1
   done
@@ -232,8 +252,8 @@ WORKER_CONNS=$((IDLE_CONNS + 1024))
 USER_LINE=""
 [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 
-nginx_conf() { # dir listen-port body-of-http-block [workers]
-  local d=$1 port=$2 body=$3 workers=${4:-1} affinity=""
+nginx_conf() { # dir listen-port body-of-http-block [workers [listen-flags [server-directives]]]
+  local d=$1 port=$2 body=$3 workers=${4:-1} listen_flags=${5:-} server_extra=${6:-} affinity=""
   [ "$workers" -gt 1 ] && affinity="worker_cpu_affinity auto;"
   mkdir -p "$d/tmp"
   cat >"$d/nginx.conf" <<EOF
@@ -257,21 +277,22 @@ http {
   scgi_temp_path $d/tmp/scgi;
 $body
   server {
-    listen 127.0.0.1:$port backlog=4096;
+    listen 127.0.0.1:$port${listen_flags:+ $listen_flags} backlog=4096;
+$server_extra
     location / { $(if [ "$port" = "$UPSTREAM_PORT" ]; then echo 'default_type text/plain; return 200 "hello, world!";'; else echo 'proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'; fi) }
   }
 }
 EOF
 }
 
-# start_nginx NAME DIR PORT CPUS: sets NGINX_MASTER and NGINX_WORKERS.
+# start_nginx NAME DIR PORT CPUS [SCHEME]: sets NGINX_MASTER and NGINX_WORKERS.
 start_nginx() {
-  local name=$1 d=$2 port=$3 cpus=$4
+  local name=$1 d=$2 port=$3 cpus=$4 scheme=${5:-http}
   "${PFX[@]}" taskset -c "$cpus" nginx -q -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
   NGINX_MASTER=$!
   PIDS+=("$NGINX_MASTER")
   local rc=0
-  wait_http "$NGINX_MASTER" "$port" "$PUBLIC_HOST" || rc=$?
+  wait_http "$NGINX_MASTER" "$scheme://127.0.0.1:$port/" "$PUBLIC_HOST" || rc=$?
   [ $rc -eq 0 ] || die "$name (nginx) did not answer on 127.0.0.1:$port: $(tail -3 "$d/error.log" "$d/stdout.log" 2>/dev/null | tr '\n' ' ')"
   NGINX_WORKERS=$(children_of "$NGINX_MASTER")
   [ -n "$NGINX_WORKERS" ] || die "$name: no nginx worker process"
@@ -280,27 +301,48 @@ start_nginx() {
 }
 
 # --- proxies ---------------------------------------------------------------------------------------
-declare -A PORT HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
+declare -A PORT SCHEME HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
 for p in $PROXIES; do
   case $p in
-    nginx|haproxy|gateway|gateway-keyed) ;;
-    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed)" ;;
+    nginx|haproxy|gateway|gateway-keyed|nginx-tls|gateway-tls) ;;
+    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed nginx-tls gateway-tls)" ;;
   esac
+  SCHEME[$p]=http
+  [[ $p == *-tls ]] && SCHEME[$p]=https
 done
 wants() { [[ " $PROXIES " == *" $1 "* ]]; }
+is_tls() { [ "${SCHEME[$1]}" = https ]; }
+TLS_WANTED=0
+wants nginx-tls || wants gateway-tls && TLS_WANTED=1
+[ "$HANDSHAKES" = 1 ] && [ $TLS_WANTED = 0 ] && log "warning: HANDSHAKES=1 but no TLS proxy in PROXIES: no handshake runs"
 
 check_port_free "$UPSTREAM_PORT" upstream UPSTREAM_PORT
 wants nginx && check_port_free "$NGINX_PORT" "nginx proxy" NGINX_PORT
+wants nginx-tls && check_port_free "$NGINX_TLS_PORT" "nginx TLS proxy" NGINX_TLS_PORT
 wants haproxy && check_port_free "$HAPROXY_PORT" haproxy HAPROXY_PORT
-if wants gateway || wants gateway-keyed; then
+WANTS_GW=0
+wants gateway || wants gateway-keyed || wants gateway-tls && WANTS_GW=1
+if [ $WANTS_GW = 1 ]; then
   check_port_free "$GATEWAY_PORT" gateway GATEWAY_PORT
   check_port_free "$GATEWAY_ADMIN_PORT" "gateway admin" GATEWAY_ADMIN_PORT
   check_port_free "$GATEWAY_LEDGER_PORT" "gateway ledger" GATEWAY_LEDGER_PORT
+  wants gateway-tls && check_port_free "$GATEWAY_TLS_PORT" "gateway HTTPS" GATEWAY_TLS_PORT
 fi
 
 W=$(mktemp -d /tmp/tollgate-compare.XXXXXX)
 log "cores: $NPROC; proxy on $PROXY_CPUS, upstream on $UPSTREAM_CPUS, wrk on $WRK_CPUS; open files $NOFILE"
 log "temp dir $W"
+
+# One certificate for every TLS proxy: ECDSA P-256, self-signed, made here and never kept (the temp
+# dir is removed on exit; KEEP_TMP=1 keeps it, key included).
+if [ $TLS_WANTED = 1 ]; then
+  mkdir -p "$W/tls"
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+    -keyout "$W/tls/key.pem" -out "$W/tls/cert.pem" -subj "/CN=$PUBLIC_HOST" \
+    -addext "subjectAltName=DNS:$PUBLIC_HOST,DNS:$KEYED_HOST,IP:127.0.0.1" >"$W/tls/openssl.log" 2>&1) ||
+    die "openssl could not make the test certificate: $(tail -3 "$W/tls/openssl.log" | tr '\n' ' ')"
+  log "TLS certificate: $(openssl x509 -in "$W/tls/cert.pem" -noout -text | grep -m1 -o 'ASN1 OID: .*\|NIST CURVE: .*' || echo '?')"
+fi
 
 # Upstream.
 nginx_conf "$W/upstream" "$UPSTREAM_PORT" "" "$UPSTREAM_WORKERS"
@@ -315,6 +357,23 @@ if wants nginx; then
   PORT[nginx]=$NGINX_PORT; PIDS_OF[nginx]=$NGINX_WORKERS; AVAIL[nginx]=1
   LABEL[nginx]="nginx (proxy_pass, keepalive 64)"
   log "nginx proxy up (worker $NGINX_WORKERS)"
+fi
+
+if wants nginx-tls; then
+  # A production nginx's TLS settings (Mozilla's "modern" profile: TLS 1.3 only), with nginx's
+  # default session tickets on and a shared session cache: a TLS 1.3 client resumes from a ticket.
+  nginx_conf "$W/nginx-tls" "$NGINX_TLS_PORT" \
+    "  upstream be { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 100000000; keepalive_timeout 300s; }" \
+    1 ssl "    ssl_certificate $W/tls/cert.pem;
+    ssl_certificate_key $W/tls/key.pem;
+    ssl_protocols TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1d;
+    ssl_session_tickets on;"
+  start_nginx "nginx TLS proxy" "$W/nginx-tls" "$NGINX_TLS_PORT" "$PROXY_CPUS" https
+  PORT[nginx-tls]=$NGINX_TLS_PORT; PIDS_OF[nginx-tls]=$NGINX_WORKERS; AVAIL[nginx-tls]=1
+  LABEL[nginx-tls]="nginx TLS 1.3 (ssl, proxy_pass, keepalive 64)"
+  log "nginx TLS proxy up (worker $NGINX_WORKERS)"
 fi
 
 if wants haproxy; then
@@ -348,7 +407,7 @@ EOF
   "${PFX[@]}" taskset -c "$PROXY_CPUS" haproxy -db -f "$W/haproxy/haproxy.cfg" >"$W/haproxy/stdout.log" 2>&1 &
   HA=$!
   PIDS+=("$HA")
-  rc=0; wait_http "$HA" "$HAPROXY_PORT" "$PUBLIC_HOST" || rc=$?
+  rc=0; wait_http "$HA" "http://127.0.0.1:$HAPROXY_PORT/" "$PUBLIC_HOST" || rc=$?
   [ $rc -eq 0 ] || die "haproxy did not answer on 127.0.0.1:$HAPROXY_PORT: $(tail -5 "$W/haproxy/stdout.log" | tr '\n' ' ')"
   PORT[haproxy]=$HAPROXY_PORT; PIDS_OF[haproxy]=$HA; AVAIL[haproxy]=1
   LABEL[haproxy]="HAProxy (http-reuse always)"
@@ -356,7 +415,7 @@ EOF
 fi
 
 GW_PID=""
-if wants gateway || wants gateway-keyed; then
+if [ $WANTS_GW = 1 ]; then
   gw_reason=""
   mkdir -p "$W/gateway/data"
   cat >"$W/gateway/tollgate.toml" <<EOF
@@ -368,6 +427,8 @@ data_dir = "$W/gateway/data"
 
 [listeners.http]
 addr = "127.0.0.1:$GATEWAY_PORT"
+$(wants gateway-tls && printf '\n[listeners.https]\naddr = "127.0.0.1:%s"\ncert = "%s"\nkey = "%s"\nmin_version = "1.3"\n' \
+  "$GATEWAY_TLS_PORT" "$W/tls/cert.pem" "$W/tls/key.pem")
 
 [admin]
 addr = "127.0.0.1:$GATEWAY_ADMIN_PORT"
@@ -445,7 +506,7 @@ EOF
       >"$W/gateway/stdout.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
-    rc=0; wait_http "$GW_PID" "$GATEWAY_PORT" "$PUBLIC_HOST" || rc=$?
+    rc=0; wait_http "$GW_PID" "http://127.0.0.1:$GATEWAY_PORT/" "$PUBLIC_HOST" || rc=$?
     if [ $rc -eq 2 ]; then
       grc=0; wait "$GW_PID" || grc=$?
       gw_reason="exited at start with code $grc: $(head -c 200 "$W/gateway/stdout.log" | tr '\n' ' ')"
@@ -458,10 +519,13 @@ EOF
   fi
   LABEL[gateway]="Tollgate gateway, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   LABEL[gateway-keyed]="Tollgate gateway, keyed route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
-  for g in gateway gateway-keyed; do
+  LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
+  PORT[gateway-tls]=$GATEWAY_TLS_PORT
+  for g in gateway gateway-keyed gateway-tls; do
     wants $g || continue
     if [ -n "$GW_PID" ]; then
-      PORT[$g]=$GATEWAY_PORT; PIDS_OF[$g]=$GW_PID; AVAIL[$g]=1
+      [ $g = gateway-tls ] || PORT[$g]=$GATEWAY_PORT
+      PIDS_OF[$g]=$GW_PID; AVAIL[$g]=1
     else
       AVAIL[$g]=0; REASON[$g]=$gw_reason
     fi
@@ -474,6 +538,13 @@ EOF
       REASON[gateway-keyed]="keyed route answered $code: $(head -c 200 "$W/gateway/keyed-probe.txt" | tr '\n' ' ')"
     fi
   fi
+  if [ -n "$GW_PID" ] && wants gateway-tls; then
+    rc=0; wait_http "$GW_PID" "https://127.0.0.1:$GATEWAY_TLS_PORT/" "$PUBLIC_HOST" || rc=$?
+    if [ $rc -ne 0 ]; then
+      AVAIL[gateway-tls]=0
+      REASON[gateway-tls]="no 200 from https://127.0.0.1:$GATEWAY_TLS_PORT/ (Host $PUBLIC_HOST) within ${START_TIMEOUT}s"
+    fi
+  fi
   if [ -n "$GW_PID" ]; then
     log "gateway up (pid $GW_PID)"
   else
@@ -481,6 +552,7 @@ EOF
   fi
 fi
 HOSTH[nginx]=$PUBLIC_HOST; HOSTH[haproxy]=$PUBLIC_HOST; HOSTH[gateway]=$PUBLIC_HOST
+HOSTH[nginx-tls]=$PUBLIC_HOST; HOSTH[gateway-tls]=$PUBLIC_HOST
 HOSTH[gateway-keyed]=$KEYED_HOST
 EXTRA[gateway-keyed]="Otoroshi-Client-Id: $KEY_ID|Otoroshi-Client-Secret: $KEY_SECRET"
 IDLEKEY[gateway-keyed]=gateway
@@ -498,7 +570,7 @@ run_wrk() {
     for h in ${EXTRA[$p]}; do hdr+=(-H "$h"); done
   fi
   "${PFX[@]}" taskset -c "$WRK_CPUS" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${hdr[@]}" \
-    "http://127.0.0.1:${PORT[$p]}/" >"$outfile" 2>&1 &
+    "${SCHEME[$p]}://127.0.0.1:${PORT[$p]}/" >"$outfile" 2>&1 &
   CURRENT=$!
   local rc=0
   wait "$CURRENT" || rc=$?
@@ -534,15 +606,76 @@ if [ ${#ACTIVE[@]} -gt 0 ]; then
   done
 fi
 
+# --- TLS handshakes per connection ---------------------------------------------------------------
+# openssl s_time is a sequential client: connect, handshake, one request, read to the close, close;
+# `-new` does a full handshake every time, `-reuse` resumes from the session of a first (untimed)
+# connection (a TLS 1.3 ticket). It sends "GET <path> HTTP/1.0\r\n\r\n": the path below carries
+# the request line's end and the headers, so that every proxy gets the same HTTP/1.1 request for
+# the public route, with Connection: close (the proxy closes after the response). CPU per
+# connection is the proxy's ticks over the run divided by the connections s_time completed; the
+# rate is those connections over the run's wall time (s_time's own "connections/user sec" is the
+# client's CPU, not the proxy's).
+HS_FILE=$W/handshakes.jsonl
+: >"$HS_FILE"
+HS_PATH=$'/ HTTP/1.1\r\nHost: '"$PUBLIC_HOST"$'\r\nConnection: close\r\nUser-Agent: openssl-s_time'
+HS_ACTIVE=()
+for p in "${ACTIVE[@]}"; do is_tls "$p" && HS_ACTIVE+=("$p"); done
+declare -A HS_PROBE TLS_SEEN
+for p in "${HS_ACTIVE[@]}"; do
+  # What was negotiated (protocol, cipher, key exchange, signature) and what the s_time request
+  # gets, once per proxy, with the same client.
+  TLS_SEEN[$p]=$(openssl s_client -connect "127.0.0.1:${PORT[$p]}" -brief </dev/null 2>&1 |
+    grep -E '^(Protocol version|Ciphersuite|Signature type|Hash used|Server Temp Key)' | paste -sd';' - | sed 's/;/; /g' || true)
+  HS_PROBE[$p]=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$HS_PATH" |
+    timeout 5 openssl s_client -connect "127.0.0.1:${PORT[$p]}" -quiet -ign_eof 2>/dev/null | head -1 | tr -d '\r' || true)
+  log "TLS $p: ${TLS_SEEN[$p]:-?}; s_time request answered: ${HS_PROBE[$p]:-nothing}"
+done
+# run_s_time PROXY MODE(new|reuse) OUTFILE: the s_time run, pinned with the load generator.
+run_s_time() {
+  local p=$1 mode=$2 outfile=$3
+  "${PFX[@]}" taskset -c "$WRK_CPUS" openssl s_time -connect "127.0.0.1:${PORT[$p]}" "-$mode" \
+    -time "$HS_DURATION" -www "$HS_PATH" >"$outfile" 2>&1 &
+  CURRENT=$!
+  local rc=0
+  wait "$CURRENT" || rc=$?
+  CURRENT=""
+  return $rc
+}
+if [ "$HANDSHAKES" = 1 ] && [ ${#HS_ACTIVE[@]} -gt 0 ]; then
+  for r in $(seq "$RUNS"); do
+    for mode in new reuse; do
+      for p in "${HS_ACTIVE[@]}"; do
+        f=$OUT_DIR/raw/s_time-$mode-$p-$r.txt
+        # shellcheck disable=SC2086
+        c0=$(cpu_ticks ${PIDS_OF[$p]}) || die "$p died before handshake round $r (logs in $W)"
+        k0=$(core_ticks "$PROXY_CORES")
+        t0=$EPOCHREALTIME
+        run_s_time "$p" "$mode" "$f" || log "warning: s_time -$mode against $p exited with an error: $(tail -2 "$f" | tr '\n' ' ')"
+        t1=$EPOCHREALTIME
+        k1=$(core_ticks "$PROXY_CORES")
+        # shellcheck disable=SC2086
+        c1=$(cpu_ticks ${PIDS_OF[$p]}) || die "$p died during handshake round $r (logs in $W)"
+        python3 "$HERE/stats.py" hs-record --proxy "$p" --mode "$mode" --round "$r" --s-time "$f" \
+          --seconds "$(python3 -c "print($t1 - $t0)")" --clk-tck "$CLK_TCK" \
+          --cpu0 "$c0" --cpu1 "$c1" --core0 "$k0" --core1 "$k1" >>"$HS_FILE"
+        log "handshakes round $r/$RUNS -$mode $p: $(tail -1 "$HS_FILE" | python3 "$HERE/stats.py" brief)"
+        sleep 1
+      done
+    done
+  done
+fi
+
 # --- idle keep-alive memory ------------------------------------------------------------------------
 IDLE_FILE=$W/idle.jsonl
 : >"$IDLE_FILE"
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
     [ "$p" = gateway-keyed ] && continue # same process as the public route: measured once
-    log "idle memory $p: $IDLE_CONNS keep-alive connections"
+    tls_flag=()
+    is_tls "$p" && tls_flag=(--tls)
+    log "idle memory $p: $IDLE_CONNS keep-alive connections${tls_flag:+ over TLS}"
     # shellcheck disable=SC2086
-    "${PFX[@]}" taskset -c "$WRK_CPUS" python3 "$HERE/idle_conns.py" --proxy "$p" --port "${PORT[$p]}" \
+    "${PFX[@]}" taskset -c "$WRK_CPUS" python3 "$HERE/idle_conns.py" --proxy "$p" --port "${PORT[$p]}" "${tls_flag[@]}" \
       --conns "$IDLE_CONNS" --header "Host: ${HOSTH[$p]}" --pids ${PIDS_OF[$p]} \
       >>"$IDLE_FILE" 2>"$W/idle-$p.err" &
     CURRENT=$!
@@ -562,6 +695,11 @@ META_CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 META_NGINX=$(ver nginx -v)
 META_HAPROXY=$(ver haproxy -v)
 META_WRK=$(ver wrk --version)
+META_OPENSSL=""
+[ $TLS_WANTED = 1 ] && META_OPENSSL=$(ver openssl version)
+META_TLS=""
+for p in "${HS_ACTIVE[@]}"; do META_TLS+="$p|${TLS_SEEN[$p]//|/}|${HS_PROBE[$p]//|/}"$'\n'; done
+export META_OPENSSL META_TLS
 META_GW=""
 [ -x "$GATEWAY_BIN" ] && META_GW=$(ver "$GATEWAY_BIN" --version)
 META_GW_DRIVER="" # what the gateway logged about its IO driver, colours stripped
@@ -589,6 +727,11 @@ for line in e["META_PROXIES"].splitlines():
     name, avail, label, reason, idle_key = line.split("|", 4)
     proxies.append({"name": name, "available": avail == "1", "label": label,
                     "reason": reason or None, "idle_key": idle_key})
+tls = {}
+for line in e["META_TLS"].splitlines():
+    if line:
+        name, seen, probe = line.split("|", 2)
+        tls[name] = {"negotiated": seen or None, "s_time_request_answer": probe or None}
 aff = {}
 for item in e["META_AFF"].split(";"):
     if item:
@@ -601,20 +744,25 @@ meta = {"date": e["META_DATE"], "loadavg_start": "$LOAD_START", "loadavg_end": "
         "cpus": {"proxy": "$PROXY_CPUS", "upstream": "$UPSTREAM_CPUS", "wrk": "$WRK_CPUS"},
         "affinity_seen": aff, "upstream_body_bytes": $body_len,
         "versions": {"nginx": e["META_NGINX"], "haproxy": e["META_HAPROXY"], "wrk": e["META_WRK"],
-                     "gateway": e["META_GW"] or None},
+                     "gateway": e["META_GW"] or None, "openssl": e["META_OPENSSL"] or None},
         "command": e["META_CMD"], "gateway_args": e["GATEWAY_ARGS"] or None,
         "gateway_driver": e["META_GW_DRIVER"] or None,
+        "tls": {"certificate": "ECDSA P-256, self-signed (openssl req -x509)", "versions": "TLS 1.3 only",
+                "proxies": tls} if tls else None,
+        "handshakes": {"duration": $HS_DURATION, "runs": $RUNS} if "$HANDSHAKES" == "1" and tls else None,
         "proxies": proxies}
 json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 cp "$RUNS_FILE" "$OUT_DIR/runs.jsonl"
 rm -rf "$OUT_DIR/logs" && mkdir -p "$OUT_DIR/logs"
-for f in upstream/error.log nginx/error.log haproxy/stdout.log gateway/check.log gateway/stdout.log \
-  gateway/tollgate.toml gateway/entities.json; do
+for f in upstream/error.log nginx/error.log nginx-tls/error.log nginx-tls/nginx.conf haproxy/stdout.log \
+  gateway/check.log gateway/stdout.log gateway/tollgate.toml gateway/entities.json; do
   [ -f "$W/$f" ] && cp "$W/$f" "$OUT_DIR/logs/${f//\//-}"
 done
 cp "$IDLE_FILE" "$OUT_DIR/idle.jsonl"
+cp "$HS_FILE" "$OUT_DIR/handshakes.jsonl"
 echo
-python3 "$HERE/stats.py" report --runs "$RUNS_FILE" --idle "$IDLE_FILE" --meta "$W/meta.json" --out-dir "$OUT_DIR"
+python3 "$HERE/stats.py" report --runs "$RUNS_FILE" --idle "$IDLE_FILE" --handshakes "$HS_FILE" \
+  --meta "$W/meta.json" --out-dir "$OUT_DIR"
 echo
 log "wrote $OUT_DIR/compare.json and $OUT_DIR/compare.md (raw wrk outputs in $OUT_DIR/raw)"

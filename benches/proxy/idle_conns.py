@@ -5,7 +5,13 @@ Sums VmRSS of the given PIDs, then opens N connections to 127.0.0.1:PORT one aft
 one keep-alive GET on each and reads the whole response, keeps them all open and idle, waits a
 moment, checks how many the proxy still holds open, sums VmRSS again and prints one JSON line:
   {"proxy", "conns_requested", "conns_open", "rss_before_kib", "rss_after_kib", "kib_per_conn", ...}
-Connections are closed with RST (SO_LINGER 0) so that no TIME_WAIT is left behind.
+Connections are closed with RST (SO_LINGER 0) so that no TIME_WAIT is left behind; then, after the
+settle time again, "rss_after_close_kib" tells how much of the memory the proxy gave back (what it
+keeps can be reused by a later measurement of the same process, which then reads low).
+
+With --tls every connection is TLS 1.3 (Python's ssl, certificate not verified, no session reuse:
+a full handshake each), and the request and response go over it; the session tickets the server
+sends after the handshake are read with the response, so nothing is left unread while idle.
 """
 
 import argparse
@@ -13,6 +19,7 @@ import json
 import resource
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -26,6 +33,15 @@ def rss_kib(pids):
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+def client_context():
+    """TLS 1.3 only, no verification (the run's own self-signed certificate)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
 
 
 def read_response(s, deadline):
@@ -64,7 +80,22 @@ def main():
     ap.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before sampling")
     ap.add_argument("--pids", type=int, nargs="+", required=True)
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 connections (not verified)")
     a = ap.parse_args()
+    ctx = client_context() if a.tls else None
+
+    def connect():
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ctx is None:
+            return s
+        try:
+            # No server_hostname: no SNI, as for a client dialling the IP address.
+            return ctx.wrap_socket(s)
+        except BaseException:
+            s.close()
+            raise
 
     note = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -85,20 +116,17 @@ def main():
 
     # Warm the path once (first request allocates per-process buffers, opens the upstream conn).
     try:
-        with socket.create_connection(("127.0.0.1", a.port), timeout=5) as s:
+        with connect() as s:
             s.sendall(req)
             read_response(s, time.monotonic() + 5)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-    except OSError as e:
+    except (OSError, ConnectionError, ValueError) as e:
         note.append(f"warm-up request failed: {e}")
     time.sleep(0.5)
     before = rss_kib(a.pids)
 
     for _ in range(conns):
         try:
-            s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s = connect()
             s.sendall(req)
             st = read_response(s, time.monotonic() + 5)
             statuses[st] = statuses.get(st, 0) + 1
@@ -117,15 +145,20 @@ def main():
     for s in socks:
         poller.register(s, select.POLLIN | select.POLLHUP | select.POLLERR)
     closed = {fd for fd, _ in poller.poll(0)}
+    # Plaintext the TLS layer already holds would be a stray response, not an idle connection.
+    closed |= {s.fileno() for s in socks if a.tls and s.pending()}
     open_count = len(socks) - len(closed)
     after = rss_kib(a.pids)
     for s in socks:
         s.close()
+    time.sleep(a.settle)
+    after_close = rss_kib(a.pids)
 
     res = {"proxy": a.proxy, "conns_requested": a.conns, "conns_opened": len(socks),
            "conns_open": open_count, "closed_by_proxy": len(closed), "errors": errors,
            "first_error": first_error, "statuses": {str(k): v for k, v in statuses.items()},
-           "rss_before_kib": before, "rss_after_kib": after,
+           "tls": a.tls, "pids": a.pids,
+           "rss_before_kib": before, "rss_after_kib": after, "rss_after_close_kib": after_close,
            "kib_per_conn": (after - before) / open_count if open_count else None,
            "note": "; ".join(note) or None}
     print(json.dumps(res))

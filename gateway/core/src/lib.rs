@@ -28,5 +28,6 @@ pub mod respond;
 pub mod restriction;
 pub mod rewrite;
 pub mod route;
+pub mod trace;
 pub mod usage;
 pub mod window;

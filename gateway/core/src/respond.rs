@@ -130,10 +130,24 @@ fn json_escape(out: &mut Vec<u8>, s: &str) {
 
 /// Appends the JSON body of `reply` to `out`.
 pub fn write_body(out: &mut Vec<u8>, reply: &ErrorReply) {
+    write_body_traced(out, reply, None);
+}
+
+/// [`write_body`] with the request's trace id (`"trace_id"`), so a refusal can be found in a
+/// trace and in the access log.
+pub fn write_body_traced(
+    out: &mut Vec<u8>,
+    reply: &ErrorReply,
+    trace: Option<&crate::trace::TraceContext>,
+) {
     out.extend_from_slice(b"{\"error\":\"");
     json_escape(out, reply.code);
     out.extend_from_slice(b"\",\"error_description\":\"");
     json_escape(out, reply.description);
+    if let Some(trace) = trace {
+        out.extend_from_slice(b"\",\"trace_id\":\"");
+        trace.write_trace_id(out);
+    }
     out.extend_from_slice(b"\"}");
 }
 
@@ -161,8 +175,21 @@ pub fn write_error_raw(
     close: bool,
     head_request: bool,
 ) {
+    write_error_traced(out, reply, extra, raw, close, head_request, None);
+}
+
+/// [`write_error_raw`] with the request's trace id in the body.
+pub fn write_error_traced(
+    out: &mut Vec<u8>,
+    reply: &ErrorReply,
+    extra: &[(&str, &[u8])],
+    raw: &[u8],
+    close: bool,
+    head_request: bool,
+    trace: Option<&crate::trace::TraceContext>,
+) {
     let body_start = out.len();
-    write_body(out, reply);
+    write_body_traced(out, reply, trace);
     // The body is written first to learn its length, then moved behind the head: error bodies are
     // under 200 bytes, so the rotation is cheap and the buffer needs no second allocation.
     let body_len = out.len() - body_start;

@@ -13,7 +13,9 @@
 //!   ([`ForwardedFor::Append`], the default), or the peer address alone
 //!   ([`ForwardedFor::Replace`]);
 //! - written by the gateway: `Host`, `X-Forwarded-For`, `X-Forwarded-Proto`,
-//!   `X-Forwarded-Host`, `X-Real-IP`, the request id, the framing, `AdditionalHeadersIn`, and the
+//!   `X-Forwarded-Host`, `X-Real-IP`, the request id, `traceparent` (the client's trace continued
+//!   with the gateway's span, or a new trace; `tracestate` passes as sent), the framing,
+//!   `AdditionalHeadersIn`, and the
 //!   client certificate's fields of `NgClientCertChainHeader` (the client's own fields of those
 //!   names are dropped, with or without a certificate).
 //!
@@ -41,6 +43,7 @@ use crate::flow::{CertHeaderPlugins, ClientCert};
 use crate::http::{BodyFraming, Headers, ResponseHead};
 use crate::quota::QuotaState;
 use crate::respond::reason_phrase;
+use crate::trace::TraceContext;
 
 #[cfg(test)]
 mod tests;
@@ -170,6 +173,9 @@ pub struct UpstreamRequest<'a> {
     pub cert_headers: Option<(&'a CertHeaderPlugins, u64)>,
     /// The connection's verified client certificate.
     pub client_cert: Option<&'a ClientCert>,
+    /// The request's trace context (`traceparent` continued with the gateway's span, or a new
+    /// trace).
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Writes the upstream request head into `out` (cleared first).
@@ -218,6 +224,11 @@ pub fn write_request_head(
     out.extend_from_slice(req.client_host);
     out.extend_from_slice(b"\r\n");
     push_request_id(out, policy.request_id_header, &req.request_id);
+    if let Some(trace) = req.trace {
+        out.extend_from_slice(b"traceparent: ");
+        trace.write_traceparent(out);
+        out.extend_from_slice(b"\r\n");
+    }
     for a in req.added.iter() {
         push_field(out, a.name.as_bytes(), a.value.as_bytes());
     }
@@ -248,6 +259,7 @@ fn request_field_dropped(name: &str, req: &UpstreamRequest<'_>, policy: &HeaderP
         || eq("expect")
         || eq("forwarded")
         || eq("x-real-ip")
+        || (req.trace.is_some() && eq("traceparent"))
         || name
             .get(..12)
             .is_some_and(|p| p.eq_ignore_ascii_case("x-forwarded-"))

@@ -239,6 +239,8 @@ pub struct Core {
     accept_cancel: RefCell<Canceller>,
     requests: Cell<u64>,
     seed: Cell<u64>,
+    /// State of the per-core id generator (trace and span ids; splitmix64, seeded at start).
+    ids: Cell<u64>,
     health_seen: Cell<u64>,
     ticks: Cell<u64>,
 }
@@ -318,6 +320,13 @@ impl Core {
             accept_cancel: RefCell::new(Canceller::new()),
             requests: Cell::new(0),
             seed: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1)),
+            ids: Cell::new(
+                crate::seal::random_bytes(8)
+                    .ok()
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map_or(0x2545_f491_4f6c_dd1d, u64::from_ne_bytes)
+                    ^ (id as u64).rotate_left(32),
+            ),
             health_seen: Cell::new(0),
             ticks: Cell::new(0),
         });
@@ -543,6 +552,28 @@ impl Core {
             forwarded_for: self.limits.forwarded_for,
             request_id_header: &self.limits.request_id_header,
         }
+    }
+
+    /// 64 unpredictable-enough bits for trace and span ids (splitmix64 over a random seed; not
+    /// for secrets).
+    fn next_id_bits(&self) -> u64 {
+        let x = self.ids.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.ids.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The trace context of a request: its `traceparent` continued, or a new trace.
+    pub fn trace_for(&self, traceparent: Option<&[u8]>) -> gateway_core::trace::TraceContext {
+        let (a, b, c) = (
+            self.next_id_bits(),
+            self.next_id_bits(),
+            self.next_id_bits(),
+        );
+        let trace = (u128::from(a) << 64 | u128::from(b)).to_ne_bytes();
+        gateway_core::trace::TraceContext::for_request(traceparent, trace, c.to_ne_bytes())
     }
 
     /// The next request id of this core.

@@ -52,6 +52,8 @@ struct Conn {
     parser: HeadParser,
     /// The current request's id (every response carries it, refusals included).
     rid: u64,
+    /// The current request's trace (its id goes into error bodies and the access log).
+    trace: Option<gateway_core::trace::TraceContext>,
     /// The current request's response status and byte counts (usage events).
     status: u16,
     bytes_in: u64,
@@ -70,6 +72,8 @@ struct Plan {
     expect_continue: bool,
     max_body: u64,
     request_id: u64,
+    /// The request's trace context (continued or started).
+    trace: gateway_core::trace::TraceContext,
     /// Quota state of a keyed request (its headers go on every response, 429 included).
     quota: Option<gateway_core::quota::QuotaState>,
     /// The snapshot the request was routed with.
@@ -172,6 +176,7 @@ async fn serve_with(
             max_headers: core.limits.max_headers,
         }),
         rid: 0,
+        trace: None,
         status: 0,
         bytes_in: 0,
         bytes_out: 0,
@@ -200,6 +205,7 @@ impl Conn {
         };
         let started = Instant::now();
         self.rid = plan.request_id;
+        self.trace = Some(plan.trace);
         self.status = 0;
         self.bytes_in = plan.head_len as u64;
         self.bytes_out = 0;
@@ -287,13 +293,14 @@ impl Conn {
             &forward::request_id(core, self.rid),
         );
         self.out.clear();
-        gateway_core::respond::write_error_raw(
+        gateway_core::respond::write_error_traced(
             &mut self.out,
             reply,
             &[],
             &self.hdrs,
             close || core.is_draining(),
             head_request,
+            self.trace.as_ref(),
         );
         self.send_out(reply.status, close).await
     }
@@ -362,6 +369,7 @@ impl Conn {
                     Err(e) => {
                         let reply = http_error_reply(&e);
                         self.rid = core.next_request_id();
+                        self.trace = Some(core.trace_for(None));
                         return Err(self.reply(core, &reply, true, false).await);
                     }
                 }
@@ -397,6 +405,7 @@ impl Conn {
                             self.buf = Vec::with_capacity(CLIENT_BUF);
                         }
                         self.rid = core.next_request_id();
+                        self.trace = Some(core.trace_for(None));
                         return Err(self
                             .reply(core, &ErrorReply::HEAD_TIMEOUT, true, false)
                             .await);

@@ -769,9 +769,19 @@ fn refusals_do_not_enumerate_ids(io: IoMode) {
         "apiKeys": [{"clientId": "known", "clientSecret": SECRET, "authorizedEntities": ["route_u"]}],
     });
     let bin = Binary::start(&binary_config(""), &entities, io);
+    // Status, code and description: everything but the trace id, which differs per request.
     let answer = |headers: &[&str]| {
         let r = get(&bin, "u.test", "/", headers);
-        (r.status, r.text())
+        let body = r.json();
+        assert!(
+            body["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+            "{body}"
+        );
+        (
+            r.status,
+            body["error"].clone(),
+            body["error_description"].clone(),
+        )
     };
     let unknown = answer(&["Otoroshi-Client-Id: nobody", "Otoroshi-Client-Secret: x"]);
     let wrong = answer(&["Otoroshi-Client-Id: known", "Otoroshi-Client-Secret: x"]);
@@ -804,4 +814,56 @@ fn refusals_do_not_enumerate_ids_on_both_drivers() {
     for io in drivers() {
         refusals_do_not_enumerate_ids(io);
     }
+}
+
+/// W3C Trace Context: a client's `traceparent` is continued (same trace id and flags, the
+/// gateway's span as the parent), one is started when absent or invalid, and the trace id is in
+/// error bodies.
+#[test]
+fn traceparent_is_continued_or_started() {
+    let up = Upstream::start(Reply::Echo);
+    let entities = json!({"routes": [
+        {"id": "t", "frontend": {"domains": ["t.test"]}, "backend": target(up.port())}]});
+    let bin = Binary::start(&binary_config(""), &entities, IoMode::Epoll);
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let r = get(
+        &bin,
+        "t.test",
+        "/",
+        &[&format!("traceparent: {client}"), "tracestate: k=v"],
+    );
+    let echo = r.json();
+    let sent = echo_header_values(&echo, "traceparent");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the gateway's own span");
+    assert_eq!(parts[3], "00", "flags kept");
+    assert_eq!(echo_header_values(&echo, "tracestate"), vec!["k=v"]);
+    // Absent, or invalid: a new sampled trace, different per request.
+    let started: Vec<String> = ["", "traceparent: nonsense"]
+        .iter()
+        .map(|h| {
+            let extra: Vec<&str> = if h.is_empty() { vec![] } else { vec![*h] };
+            let echo = get(&bin, "t.test", "/", &extra).json();
+            echo_header_values(&echo, "traceparent").remove(0)
+        })
+        .collect();
+    for t in &started {
+        assert!(
+            t.len() == 55 && t.starts_with("00-") && t.ends_with("-01"),
+            "{t}"
+        );
+    }
+    assert_ne!(started[0][3..35], started[1][3..35]);
+    // A refusal carries the trace id of the request that caused it.
+    let r = get(
+        &bin,
+        "nowhere.test",
+        "/",
+        &[&format!("traceparent: {client}")],
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }

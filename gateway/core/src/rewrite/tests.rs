@@ -35,6 +35,7 @@ fn upstream_head(raw: &str, added: Added<'_>, ff: ForwardedFor) -> String {
         added,
         cert_headers: None,
         client_cert: None,
+        trace: None,
     };
     let mut out = Vec::new();
     write_request_head(&mut out, &req, &head.headers(), &policy(ff));

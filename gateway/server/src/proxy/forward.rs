@@ -84,6 +84,7 @@ pub(super) fn plan(
         expect_continue: head.expect_continue(),
         max_body: core.limits.max_body_bytes,
         request_id: core.next_request_id(),
+        trace: core.trace_for(head.headers().get("traceparent")),
         quota: None,
         snap: None,
         route: None,
@@ -221,6 +222,7 @@ pub(super) fn plan(
         added: flow.headers_in().selected(plan.added_in),
         cert_headers: Some((flow.cert_headers(), flow.cert_headers().select(path))),
         client_cert,
+        trace: Some(&plan.trace),
     };
     rewrite::write_request_head(out, &upstream, &headers, &core.header_policy());
     plan.action = Action::Proxy {
