@@ -33,8 +33,9 @@
 #   NICE [0] (e.g. -10: run every benchmark process at that priority, on a shared machine; root)
 #   OUT_DIR [target/bench-proxy]  KEEP_TMP [0] (1: keep the temp dir with configs and logs)
 # Needs nginx, haproxy, wrk, curl, python3, taskset (and openssl for the TLS rows); installs the
-# missing ones with apt-get (without starting their services). The TLS key never leaves the temp dir. Never touches the system's nginx/haproxy configs or services: everything
-# runs from a temp dir, in the foreground of this script, on 127.0.0.1, and is stopped on exit.
+# missing ones with apt-get (without starting their services). Never touches the system's
+# nginx/haproxy configs or services: everything runs from a temp dir (the TLS key too, made there and
+# removed with it), in the foreground of this script, on 127.0.0.1, and is stopped on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -415,6 +416,26 @@ EOF
 fi
 
 GW_PID=""
+# launch_gateway LOG: starts the gateway on $W/gateway/tollgate.toml; sets GW_PID, or clears it and
+# sets gw_reason.
+launch_gateway() {
+  local log=$1 rc=0 grc=0
+  # shellcheck disable=SC2086
+  (cd "$W/gateway" && exec "${PFX[@]}" taskset -c "$PROXY_CPUS" "$GATEWAY_BIN" --config "$W/gateway/tollgate.toml" $GATEWAY_ARGS) \
+    >"$log" 2>&1 &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  wait_http "$GW_PID" "http://127.0.0.1:$GATEWAY_PORT/" "$PUBLIC_HOST" || rc=$?
+  if [ $rc -eq 2 ]; then
+    wait "$GW_PID" || grc=$?
+    gw_reason="exited at start with code $grc: $(head -c 200 "$log" | tr '\n' ' ')"
+    GW_PID=""
+  elif [ $rc -ne 0 ]; then
+    gw_reason="no 200 from 127.0.0.1:$GATEWAY_PORT (Host $PUBLIC_HOST) within ${START_TIMEOUT}s"
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    GW_PID=""
+  fi
+}
 if [ $WANTS_GW = 1 ]; then
   gw_reason=""
   mkdir -p "$W/gateway/data"
@@ -501,21 +522,7 @@ EOF
   elif ! "$GATEWAY_BIN" check --config "$W/gateway/tollgate.toml" >"$W/gateway/check.log" 2>&1; then
     gw_reason="config rejected by gateway check: $(head -c 300 "$W/gateway/check.log" | tr '\n' ' ')"
   else
-    # shellcheck disable=SC2086
-    (cd "$W/gateway" && exec "${PFX[@]}" taskset -c "$PROXY_CPUS" "$GATEWAY_BIN" --config "$W/gateway/tollgate.toml" $GATEWAY_ARGS) \
-      >"$W/gateway/stdout.log" 2>&1 &
-    GW_PID=$!
-    PIDS+=("$GW_PID")
-    rc=0; wait_http "$GW_PID" "http://127.0.0.1:$GATEWAY_PORT/" "$PUBLIC_HOST" || rc=$?
-    if [ $rc -eq 2 ]; then
-      grc=0; wait "$GW_PID" || grc=$?
-      gw_reason="exited at start with code $grc: $(head -c 200 "$W/gateway/stdout.log" | tr '\n' ' ')"
-      GW_PID=""
-    elif [ $rc -ne 0 ]; then
-      gw_reason="no 200 from 127.0.0.1:$GATEWAY_PORT (Host $PUBLIC_HOST) within ${START_TIMEOUT}s"
-      kill -TERM "$GW_PID" 2>/dev/null || true
-      GW_PID=""
-    fi
+    launch_gateway "$W/gateway/stdout.log"
   fi
   LABEL[gateway]="Tollgate gateway, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   LABEL[gateway-keyed]="Tollgate gateway, keyed route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
@@ -668,9 +675,30 @@ fi
 # --- idle keep-alive memory ------------------------------------------------------------------------
 IDLE_FILE=$W/idle.jsonl
 : >"$IDLE_FILE"
+MEASURED_PIDS=" "
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
     [ "$p" = gateway-keyed ] && continue # same process as the public route: measured once
+    if [[ $MEASURED_PIDS == *" ${PIDS_OF[$p]} "* ]] && [ "${PIDS_OF[$p]}" = "$GW_PID" ]; then
+      # The gateway serves both gateway and gateway-tls. Memory the first measurement's
+      # connections freed stays in the process (glibc keeps it) and would be reused by the second,
+      # which would then read low: measure it on a fresh process with the same config.
+      log "restarting the gateway (pid $GW_PID) for a fresh idle measurement of $p"
+      kill -TERM "$GW_PID" 2>/dev/null || true
+      wait "$GW_PID" 2>/dev/null || true
+      gw_reason=""
+      launch_gateway "$W/gateway/stdout-restart-$p.log"
+      if [ -n "$GW_PID" ] && is_tls "$p"; then
+        wait_http "$GW_PID" "https://127.0.0.1:${PORT[$p]}/" "$PUBLIC_HOST" ||
+          gw_reason="no 200 from https://127.0.0.1:${PORT[$p]}/ after the restart"
+      fi
+      if [ -z "$GW_PID" ] || [ -n "$gw_reason" ]; then
+        log "warning: idle measurement of $p skipped: the gateway did not restart: $gw_reason"
+        continue
+      fi
+      for g in gateway gateway-keyed gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
+    fi
+    MEASURED_PIDS+="${PIDS_OF[$p]} "
     tls_flag=()
     is_tls "$p" && tls_flag=(--tls)
     log "idle memory $p: $IDLE_CONNS keep-alive connections${tls_flag:+ over TLS}"

@@ -41,6 +41,26 @@ pub struct FileConfig {
     /// The process's own log lines.
     #[serde(default)]
     pub log: LogSection,
+    /// The access log (one JSON line per request).
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+}
+
+/// `[access_log]`: one JSON line per request, written off the cores by a sink thread.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// Write it (default false). Takes effect at the next start.
+    pub enabled: Option<bool>,
+    /// The file, relative to the config file (default `<data_dir>/access.log`).
+    pub path: Option<String>,
+    /// Share of requests logged, 0.0 to 1.0 (default 1.0). Re-read on SIGHUP.
+    pub sample: Option<f64>,
+    /// Size at which the file is rotated (`access.log` → `access.log.1` …), bytes (default
+    /// 104857600 = 100 MiB).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (default 5).
+    pub keep: Option<u32>,
 }
 
 /// `[log]`: the log lines the process writes to stderr (not the access log).

@@ -174,6 +174,8 @@ pub struct NodeConfig {
     pub log: gateway_telemetry::LogSettings,
     /// `[admin] metrics_public`: `/metrics` without the bearer token.
     pub metrics_public: bool,
+    /// `[access_log]`, when enabled.
+    pub access_log: Option<crate::access::AccessLogSettings>,
 }
 
 impl NodeConfig {
@@ -568,6 +570,7 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
     };
 
     let journal = journal_options(file.events.journal.as_ref(), &mut p);
+    let access_log = access_log(&file.access_log, base, &data_dir, &mut p);
     let sink = match (
         file.events.sink.as_deref().unwrap_or("embedded"),
         &file.events.kafka,
@@ -685,6 +688,7 @@ fn check(file: FileConfig, base: &Path) -> Result<NodeConfig, Problems> {
             journal,
             log,
             metrics_public: file.admin.metrics_public.unwrap_or(false),
+            access_log,
         }),
         _ => Err(p),
     }
@@ -803,6 +807,53 @@ fn check_http(h: &HttpSection, p: &mut Problems) -> HttpLimits {
             None => d.streaming_share_percent,
         },
     }
+}
+
+/// `[access_log]`, checked; `None` when it is off.
+fn access_log(
+    section: &gateway_model::config::AccessLogSection,
+    base: &Path,
+    data_dir: &Path,
+    p: &mut Problems,
+) -> Option<crate::access::AccessLogSettings> {
+    let sample = section.sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        p.push(
+            "access_log.sample",
+            format!("expected 0.0 to 1.0, got {sample}"),
+        );
+    }
+    let max_bytes = section.max_bytes.unwrap_or(100 << 20);
+    if max_bytes < 4096 {
+        p.push(
+            "access_log.max_bytes",
+            format!("expected at least 4096, got {max_bytes}"),
+        );
+    }
+    let keep = section.keep.unwrap_or(5);
+    if keep > 1000 {
+        p.push(
+            "access_log.keep",
+            format!("expected at most 1000, got {keep}"),
+        );
+    }
+    let path = match &section.path {
+        Some(path) if path.trim().is_empty() => {
+            p.push("access_log.path", "must not be empty");
+            PathBuf::new()
+        }
+        Some(path) => base.join(path),
+        None => data_dir.join("access.log"),
+    };
+    section
+        .enabled
+        .unwrap_or(false)
+        .then_some(crate::access::AccessLogSettings {
+            path,
+            sample,
+            max_bytes,
+            keep,
+        })
 }
 
 /// `[events.journal]` into journal options, naming each bad field.

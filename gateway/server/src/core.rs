@@ -228,6 +228,8 @@ pub struct Core {
     pub usage: RefCell<Option<CoreUsage>>,
     /// Request counters, plain; published into `metrics_cell` once per tick.
     pub stats: RefCell<crate::metrics::CoreStats>,
+    /// This core's access log lines (none when the access log is off).
+    pub access: RefCell<Option<crate::access::CoreAccess>>,
     /// This core's TLS config (its own session cache and ticketer), rebuilt between
     /// connections when the certificates or the ticket keys change.
     tls: RefCell<Option<CoreTls>>,
@@ -312,6 +314,7 @@ impl Core {
             usage: RefCell::new(None),
             stats: RefCell::new(crate::metrics::CoreStats::default()),
             tls: RefCell::new(None),
+            access: RefCell::new(None),
             metrics_cell,
             days: Cell::new(None),
             active: Cell::new(0),
@@ -565,6 +568,14 @@ impl Core {
         z ^ (z >> 31)
     }
 
+    /// Whether this request goes to the access log (sampled), with a draw of the id generator.
+    pub fn access_sampled(&self) -> bool {
+        match self.access.borrow().as_ref() {
+            Some(a) => a.sampled(self.next_id_bits()),
+            None => false,
+        }
+    }
+
     /// The trace context of a request: its `traceparent` continued, or a new trace.
     pub fn trace_for(&self, traceparent: Option<&[u8]>) -> gateway_core::trace::TraceContext {
         let (a, b, c) = (
@@ -608,6 +619,9 @@ impl Core {
                 .sweep(Instant::now(), Duration::from_secs(60));
         }
         self.flush_usage(false);
+        if let Some(access) = self.access.borrow_mut().as_mut() {
+            access.flush();
+        }
         self.metrics_cell.publish(&self.stats.borrow());
         // Leases a core has not used for a second go back to the node's pool.
         self.quota.borrow_mut().reclaim_idle(now_ms(), 1_000);
@@ -656,6 +670,9 @@ pub async fn run(core: Rc<Core>, plain: Option<TcpListener>, secure: Option<TcpL
     let deadline = Instant::now() + core.limits.drain_timeout;
     while core.active() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(access) = core.access.borrow_mut().as_mut() {
+        access.flush();
     }
     // Every counted call reaches the sink before the core stops (bounded: the sink drains).
     let flush_deadline = Instant::now() + Duration::from_secs(5);

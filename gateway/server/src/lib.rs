@@ -14,6 +14,7 @@
     )
 )]
 
+pub mod access;
 pub mod admin;
 pub mod certs;
 pub mod config;

@@ -418,6 +418,25 @@ fn serve(s: Serve, on_ready: impl FnOnce(&Bound)) -> ExitCode {
         }
     };
     node.apply_quota_resets(&log.state().quota_resets());
+    // `[access_log] sample` changes at once on SIGHUP (the cores take it within a tick).
+    if let Some(counters) = node.access_counters() {
+        reloader = reloader.map(|r| {
+            r.with(
+                "access_log.sample",
+                Box::new(move |file: &gateway_model::config::FileConfig| {
+                    let sample = file.access_log.sample.unwrap_or(1.0);
+                    if !(0.0..=1.0).contains(&sample) {
+                        return None;
+                    }
+                    let threshold = gateway::access::threshold(sample);
+                    let old = counters
+                        .sample_threshold
+                        .swap(threshold, std::sync::atomic::Ordering::Relaxed);
+                    (old != threshold).then(|| format!("access log sample {sample}"))
+                }),
+            )
+        });
+    }
     admin.driver = node.driver().to_string();
     if options.http.is_some_and(|a| a.port() == 0) {
         // Call examples name the port the node really listens on.
@@ -548,6 +567,7 @@ fn run(path: &Path, io: IoMode) -> ExitCode {
         pin: true,
         http: cfg.http,
         https,
+        access_log: cfg.access_log.clone(),
         limits: cfg.limits,
         io,
         resolve_every: Duration::from_secs(30),
@@ -604,6 +624,7 @@ fn run_quickstart(io: IoMode, args: &QuickstartArgs) -> ExitCode {
         pin: true,
         http: Some(http),
         https: None,
+        access_log: None,
         limits: HttpLimits::default(),
         io,
         resolve_every: Duration::from_secs(30),

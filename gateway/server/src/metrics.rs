@@ -149,7 +149,11 @@ impl CoreCell {
 pub struct NodeMetrics {
     cells: Mutex<Vec<(usize, Arc<CoreCell>)>>,
     events: Mutex<EventSources>,
+    access: Mutex<AccessCounters>,
 }
+
+/// The access log's counters (set once by the node at start, when it is on).
+pub type AccessCounters = Option<Arc<crate::access::AccessCounters>>;
 
 /// Where the usage pipeline's counters are read from (set once by the node at start).
 #[derive(Debug, Default)]
@@ -177,6 +181,19 @@ impl NodeMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .push((core, cell.clone()));
         cell
+    }
+
+    /// Sets the access log's counters.
+    pub fn set_access(&self, counters: AccessCounters) {
+        *self.access.lock().unwrap_or_else(PoisonError::into_inner) = counters;
+    }
+
+    /// The access log's counters (SIGHUP changes its sample share through them).
+    pub fn access(&self) -> AccessCounters {
+        self.access
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets where the usage pipeline's counters come from.
@@ -326,6 +343,40 @@ impl NodeMetrics {
     /// Appends the Prometheus text of the data-plane metrics to `out`.
     pub fn render(&self, out: &mut String) {
         self.render_events(out);
+        if let Some(a) = self.access() {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (name, help, value) in [
+                (
+                    "tollgate_access_log_lines_total",
+                    "Access log lines written.",
+                    a.lines.load(Relaxed),
+                ),
+                (
+                    "tollgate_access_log_bytes_total",
+                    "Access log bytes written.",
+                    a.bytes.load(Relaxed),
+                ),
+                (
+                    "tollgate_access_log_dropped_batches_total",
+                    "Access log batches dropped because the writer was behind.",
+                    a.dropped_batches.load(Relaxed),
+                ),
+                (
+                    "tollgate_access_log_rotations_total",
+                    "Access log rotations.",
+                    a.rotations.load(Relaxed),
+                ),
+                (
+                    "tollgate_access_log_errors_total",
+                    "Access log write or rotation errors.",
+                    a.errors.load(Relaxed),
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
         let mut cells: Vec<(usize, CoreStats)> = self
             .cells
             .lock()

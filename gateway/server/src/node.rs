@@ -30,6 +30,8 @@ pub struct NodeOptions {
     pub http: Option<SocketAddr>,
     /// HTTPS listener (port 0 picks one).
     pub https: Option<HttpsOptions>,
+    /// The access log, when enabled.
+    pub access_log: Option<crate::access::AccessLogSettings>,
     /// Limits and timeouts.
     pub limits: HttpLimits,
     /// IO driver.
@@ -76,6 +78,7 @@ pub struct Node {
     health: Option<JoinHandle<()>>,
     sink: Option<crate::journal::sink::Sink>,
     kafka: Option<gateway_events::kafka::KafkaSink>,
+    access: Option<crate::access::AccessSink>,
     totals: Option<JoinHandle<()>>,
     totals_counters: Arc<crate::totals::TotalsCounters>,
     /// The usage journal's directory and this node's id, for [`Node::apply_quota_resets`].
@@ -133,6 +136,18 @@ impl Node {
             None => None,
         };
         shared.set_tls(tls);
+        let access = match &options.access_log {
+            Some(settings) => Some(crate::access::AccessSink::start(settings).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("access_log.path {}: {e}", settings.path.display()),
+                )
+            })?),
+            None => None,
+        };
+        shared
+            .metrics
+            .set_access(access.as_ref().map(|a| a.counters.clone()));
         let mut plain = plain.into_iter();
         let mut secure = secure.into_iter();
         let listeners: Vec<_> = (0..cores).map(|_| (plain.next(), secure.next())).collect();
@@ -196,6 +211,7 @@ impl Node {
             let node_id = options.node_id.clone();
             let (io_mode, pin) = (options.io, options.pin);
             let sink_handle = sink.as_ref().map(crate::journal::sink::Sink::handle);
+            let access_handle = access.as_ref().and_then(crate::access::AccessSink::handle);
             let handle = std::thread::Builder::new()
                 .name(format!("tollgate-core-{i}"))
                 .spawn(move || {
@@ -234,6 +250,10 @@ impl Node {
                                 crate::core::now_ms(),
                             );
                             *core.usage.borrow_mut() = Some(crate::core::CoreUsage { acc, sink });
+                        }
+                        if let Some(handle) = access_handle {
+                            *core.access.borrow_mut() =
+                                Some(crate::access::CoreAccess::new(handle));
                         }
                         let _ = ready.send(Ok(driver));
                         crate::core::run(core, plain, secure).await;
@@ -313,6 +333,7 @@ impl Node {
             health,
             sink,
             kafka,
+            access,
             totals,
             totals_counters,
             usage_journal: options.data_dir.as_ref().map(|d| {
@@ -335,6 +356,11 @@ impl Node {
         self.addr
             .or(self.https_addr)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The access log's counters, when it is on (its sample share changes through them).
+    pub fn access_counters(&self) -> Option<Arc<crate::access::AccessCounters>> {
+        self.access.as_ref().map(|a| a.counters.clone())
     }
 
     /// The bound address of the HTTPS listener.
@@ -381,6 +407,9 @@ impl Node {
             let _ = t.join();
         }
         // The cores have handed every counted call to the sink; it drains and syncs.
+        if let Some(access) = self.access.take() {
+            access.shutdown();
+        }
         if let Some(sink) = self.sink.take() {
             match sink.shutdown() {
                 Ok((_, c)) => tracing::info!(

@@ -54,6 +54,11 @@ struct Conn {
     rid: u64,
     /// The current request's trace (its id goes into error bodies and the access log).
     trace: Option<gateway_core::trace::TraceContext>,
+    /// What the access log needs, kept only when the access log is on: the method and the
+    /// canonical host (copied out of the head), whether this request is sampled, when the
+    /// upstream exchange started, the target and the time to its response head, and the code of
+    /// the error the gateway answered.
+    access: AccessFacts,
     /// The current request's response status and byte counts (usage events).
     status: u16,
     bytes_in: u64,
@@ -177,6 +182,7 @@ async fn serve_with(
         }),
         rid: 0,
         trace: None,
+        access: AccessFacts::default(),
         status: 0,
         bytes_in: 0,
         bytes_out: 0,
@@ -206,6 +212,10 @@ impl Conn {
         let started = Instant::now();
         self.rid = plan.request_id;
         self.trace = Some(plan.trace);
+        self.access.sampled = core.access_sampled();
+        self.access.upstream = None;
+        self.access.exchange_start = None;
+        self.access.refusal = None;
         self.status = 0;
         self.bytes_in = plan.head_len as u64;
         self.bytes_out = 0;
@@ -224,13 +234,57 @@ impl Conn {
             },
         };
         self.record_usage(core, &plan);
+        let elapsed = started.elapsed();
         core.stats
             .borrow_mut()
-            .record(self.status, started.elapsed(), plan.rejection);
+            .record(self.status, elapsed, plan.rejection);
+        if self.access.sampled {
+            self.write_access(core, &plan, elapsed);
+        }
         if next == Next::KeepAlive && !plan.keep_alive {
             return Next::Close;
         }
         next
+    }
+
+    /// Writes the request's access log line.
+    fn write_access(&self, core: &Core, plan: &Plan, elapsed: Duration) {
+        let snap = plan.snap.as_deref();
+        let route = snap
+            .zip(plan.route)
+            .and_then(|(s, r)| s.shared.routes.get(r));
+        let apikey = snap
+            .zip(plan.key)
+            .and_then(|(s, k)| s.key_ids.get(k))
+            .map(|id| &**id);
+        let reason = plan
+            .rejection
+            .map(gateway_core::flow::Rejection::reason)
+            .or(self.access.refusal);
+        let line = crate::access::Line {
+            now_ms: now_ms(),
+            node: &core.node,
+            core: core.id,
+            request_n: plan.request_id,
+            trace: self.trace.as_ref(),
+            method: &self.access.method,
+            host: &self.access.host,
+            path: &self.path,
+            status: self.status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            upstream: self.access.upstream,
+            route: route.map(|r| &*r.id),
+            api: route.and_then(|r| r.api.as_deref()),
+            consumer: None,
+            subscription: None,
+            apikey,
+            reason,
+        };
+        if let Some(access) = core.access.borrow_mut().as_mut() {
+            access.write(&line);
+        }
     }
 
     /// Charges the request to its key's usage (keyed requests only): admitted, or refused with
@@ -283,6 +337,7 @@ impl Conn {
         quota: Option<&gateway_core::quota::QuotaState>,
     ) -> Next {
         // 429 storms are refusals too: the quota headers go through a reused buffer.
+        self.access.refusal = Some(reply.code);
         self.hdrs.clear();
         if let Some(q) = quota {
             q.write_headers(&mut self.hdrs);
@@ -347,6 +402,17 @@ impl Conn {
                 deadline.get_or_insert_with(|| Instant::now() + core.limits.header_timeout);
                 match self.parser.parse_request(&self.buf) {
                     Ok(Some(head)) => {
+                        if core.access.borrow().is_some() {
+                            self.access.method.clear();
+                            self.access.method.push_str(head.method_str());
+                            let mut host = [0u8; gateway_core::http::MAX_HOST];
+                            let raw = head.authority().unwrap_or_default();
+                            self.access.host.clear();
+                            self.access.host.push_str(
+                                gateway_core::http::canonical_host(raw, &mut host)
+                                    .unwrap_or_default(),
+                            );
+                        }
                         let facts = forward::ConnFacts {
                             peer: self.peer,
                             proto: if self.client.tls().is_some() {
@@ -628,6 +694,9 @@ impl Conn {
                 }
             };
             let reused = up.reused;
+            if self.access.sampled {
+                self.access.exchange_start = Some(Instant::now());
+            }
             match self
                 .exchange(
                     core,
@@ -651,6 +720,9 @@ impl Conn {
                         Outcome::Success
                     };
                     core.finish(&snap, backend, ticket, outcome);
+                    if self.access.sampled {
+                        self.access.upstream = Some((addr, self.access.upstream_us));
+                    }
                     if upstream_reusable {
                         core.pool
                             .borrow_mut()
@@ -917,6 +989,10 @@ impl Conn {
                         continue;
                     }
                     Ok(Some(head)) => {
+                        if let Some(start) = self.access.exchange_start {
+                            let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            self.access.upstream_us = us;
+                        }
                         self.out.clear();
                         let close = early || !plan.keep_alive || core.is_draining();
                         let info = forward::response_head(core, plan, &head, &mut self.out, close);
@@ -1088,6 +1164,18 @@ impl UpstreamFailure {
             Self::Timeout => FailureKind::Timeout,
         }
     }
+}
+
+/// What the access log line of the current request needs beyond the plan.
+#[derive(Debug, Default)]
+struct AccessFacts {
+    sampled: bool,
+    method: String,
+    host: String,
+    exchange_start: Option<Instant>,
+    upstream_us: u64,
+    upstream: Option<(SocketAddr, u64)>,
+    refusal: Option<&'static str>,
 }
 
 /// How an exchange ended.

@@ -45,6 +45,7 @@ impl Stack {
             pin: false,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             https: None,
+            access_log: None,
             limits: common::test_limits(),
             io: IoMode::Epoll,
             resolve_every: Duration::from_secs(3600),

@@ -490,6 +490,7 @@ fn kafka_node(
         pin: false,
         http: Some("127.0.0.1:0".parse().unwrap()),
         https: None,
+        access_log: None,
         limits: HttpLimits::default(),
         io: IoMode::Epoll,
         resolve_every: Duration::from_secs(3600),

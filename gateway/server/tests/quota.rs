@@ -34,6 +34,7 @@ fn start_in(cores: usize, io: IoMode, e: Entities, data_dir: Option<std::path::P
         pin: false,
         http: Some("127.0.0.1:0".parse().unwrap()),
         https: None,
+        access_log: None,
         limits: HttpLimits::default(),
         io,
         resolve_every: Duration::from_secs(3600),

@@ -68,6 +68,7 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             pin: false,
             http: Some("127.0.0.1:0".parse().unwrap()),
             https: None,
+            access_log: None,
             limits: HttpLimits::default(),
             io,
             resolve_every: Duration::from_secs(3600),

@@ -221,11 +221,23 @@ impl LogHandle {
 
 /// Re-reads the config file on SIGHUP: applies what can change without a restart (`[log]
 /// level`) and logs, by section, what changed but needs one.
-#[derive(Debug)]
 pub struct Reloader {
     path: std::path::PathBuf,
     running: Option<toml::Value>,
     handle: LogHandle,
+    /// Settings applied at once by the process (`section.key`), with what applies them.
+    hooks: Vec<(&'static str, Hook)>,
+}
+
+/// Applies one reloadable setting from the re-read file; returns what it did, for the log.
+pub type Hook = Box<dyn FnMut(&gateway_model::config::FileConfig) -> Option<String> + Send>;
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reloader {
@@ -239,7 +251,16 @@ impl Reloader {
             path: path.to_owned(),
             running,
             handle,
+            hooks: Vec::new(),
         }
+    }
+
+    /// Applies `key` (`section.field`) at each SIGHUP with `hook` instead of asking for a
+    /// restart when it changes.
+    #[must_use]
+    pub fn with(mut self, key: &'static str, hook: Hook) -> Self {
+        self.hooks.push((key, hook));
+        self
     }
 
     /// Re-reads the file and logs what happened: the new level, or why nothing changed, and
@@ -290,9 +311,26 @@ impl Reloader {
             }
             Err(e) => tracing::warn!(error = %e, "SIGHUP: log level not changed"),
         }
+        for (key, hook) in &mut self.hooks {
+            if let Some(done) = hook(&read.file) {
+                tracing::info!(setting = *key, applied = %done, "SIGHUP: applied");
+            }
+        }
+        let reloadable: Vec<&str> = self.hooks.iter().map(|(k, _)| *k).collect();
+        let strip = |v: &toml::Value| {
+            let mut v = v.clone();
+            for key in &reloadable {
+                if let Some((section, field)) = key.split_once('.') {
+                    if let Some(t) = v.get_mut(section).and_then(toml::Value::as_table_mut) {
+                        t.remove(field);
+                    }
+                }
+            }
+            v
+        };
         let restart = changed_sections(
-            self.running.as_ref(),
-            &value,
+            self.running.as_ref().map(strip).as_ref(),
+            &strip(&value),
             &self.handle.settings,
             &settings,
         );

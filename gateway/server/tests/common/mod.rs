@@ -738,6 +738,7 @@ impl Gateway {
             pin: false,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             https: None,
+            access_log: None,
             limits,
             io,
             resolve_every: Duration::from_secs(3600),
