@@ -18,6 +18,92 @@ const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 /// Refusal reasons counted (gateway-core's list, `other` last).
 const REASONS: usize = gateway_core::flow::REJECTION_REASONS.len();
 
+/// Counts of one route (per core).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    /// Responses by status class 1xx … 5xx.
+    pub statuses: [u64; 5],
+    /// Sum of latencies, µs.
+    pub latency_sum_us: u64,
+}
+
+impl RouteCounts {
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.statuses.iter_mut().zip(other.statuses) {
+            *a += b;
+        }
+        self.latency_sum_us += other.latency_sum_us;
+    }
+
+    fn requests(&self) -> u64 {
+        self.statuses.iter().sum()
+    }
+}
+
+/// One route's totals: its id, its API's id, its counts.
+pub type RouteTotal = (Box<str>, Option<Box<str>>, RouteCounts);
+
+/// Per-route counters of one core: by route slot of the current snapshot (one index per
+/// request, no hashing), and by route id for the routes of earlier snapshots (merged when a
+/// snapshot is swapped in, a slow path). Labels are bounded by the configured routes.
+#[derive(Debug, Clone, Default)]
+pub struct RouteStats {
+    generation: u64,
+    current: Vec<RouteTotal>,
+    retired: rustc_hash::FxHashMap<(Box<str>, Option<Box<str>>), RouteCounts>,
+}
+
+impl RouteStats {
+    /// Counts a request of route `slot` of `snapshot`.
+    pub fn record(
+        &mut self,
+        snapshot: &crate::snapshot::Snapshot,
+        slot: usize,
+        status: u16,
+        latency_us: u64,
+    ) {
+        if self.generation != snapshot.generation || self.current.is_empty() {
+            self.swap_in(snapshot);
+        }
+        if let Some((_, _, c)) = self.current.get_mut(slot) {
+            let class = usize::from(status / 100).clamp(1, 5) - 1;
+            if let Some(n) = c.statuses.get_mut(class) {
+                *n += 1;
+            }
+            c.latency_sum_us = c.latency_sum_us.saturating_add(latency_us);
+        }
+    }
+
+    fn swap_in(&mut self, snapshot: &crate::snapshot::Snapshot) {
+        for (id, api, counts) in self.current.drain(..) {
+            if counts.requests() > 0 {
+                self.retired.entry((id, api)).or_default().add(&counts);
+            }
+        }
+        self.current = snapshot
+            .routes
+            .iter()
+            .map(|r| (r.id.clone(), r.api.clone(), RouteCounts::default()))
+            .collect();
+        self.generation = snapshot.generation;
+    }
+
+    /// Every route's totals (current and retired slots merged).
+    pub fn totals(&self) -> Vec<RouteTotal> {
+        let mut all = self.retired.clone();
+        for (id, api, counts) in &self.current {
+            if counts.requests() > 0 {
+                all.entry((id.clone(), api.clone()))
+                    .or_default()
+                    .add(counts);
+            }
+        }
+        let mut out: Vec<_> = all.into_iter().map(|((id, api), c)| (id, api, c)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// One core's counters, plain data.
 #[derive(Debug, Clone)]
 pub struct CoreStats {
@@ -37,6 +123,8 @@ pub struct CoreStats {
     pub tls_handshake_failures: u64,
     /// Flow refusals by reason (indexed like `REJECTION_REASONS`).
     pub rejections: [u64; REASONS],
+    /// Per-route counters.
+    pub routes: RouteStats,
 }
 
 impl Default for CoreStats {
@@ -50,6 +138,7 @@ impl Default for CoreStats {
             upstream_tls_failures: 0,
             tls_handshake_failures: 0,
             rejections: [0; REASONS],
+            routes: RouteStats::default(),
         }
     }
 }
@@ -97,6 +186,9 @@ pub struct CoreCell {
     upstream_tls_failures: AtomicU64,
     tls_handshake_failures: AtomicU64,
     rejections: [AtomicU64; REASONS],
+    /// The per-route totals, copied once per tick (a lock taken by this core and by scrapes,
+    /// never per request).
+    routes: Mutex<Vec<RouteTotal>>,
 }
 
 impl CoreCell {
@@ -120,6 +212,7 @@ impl CoreCell {
         for (a, v) in self.rejections.iter().zip(stats.rejections) {
             a.store(v, Ordering::Relaxed);
         }
+        *self.routes.lock().unwrap_or_else(PoisonError::into_inner) = stats.routes.totals();
     }
 
     fn read(&self) -> CoreStats {
@@ -133,6 +226,18 @@ impl CoreCell {
         };
         for (v, a) in s.rejections.iter_mut().zip(&self.rejections) {
             *v = a.load(Ordering::Relaxed);
+        }
+        for (id, api, counts) in self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            s.routes
+                .retired
+                .entry((id.clone(), api.clone()))
+                .or_default()
+                .add(counts);
         }
         for (v, a) in s.statuses.iter_mut().zip(&self.statuses) {
             *v = a.load(Ordering::Relaxed);
@@ -420,6 +525,46 @@ impl NodeMetrics {
         let _ = writeln!(out, "# TYPE tollgate_quota_rejections_total counter");
         let rejected: u64 = cells.iter().map(|(_, s)| s.quota_rejections).sum();
         let _ = writeln!(out, "tollgate_quota_rejections_total {rejected}");
+        let mut routes: std::collections::BTreeMap<(Box<str>, Option<Box<str>>), RouteCounts> =
+            std::collections::BTreeMap::new();
+        for (_, s) in &cells {
+            for (id, api, counts) in s.routes.totals() {
+                routes.entry((id, api)).or_default().add(&counts);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_route_requests_total Requests by route, API and status class."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_route_requests_total counter");
+        for ((id, api), counts) in &routes {
+            for (class, n) in counts.statuses.iter().enumerate() {
+                if *n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_route_requests_total{{route=\"{id}\",api=\"{}\",class=\"{}xx\"}} {n}",
+                        api.as_deref().unwrap_or(""),
+                        class + 1
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_route_request_duration_seconds_total Time spent on each route's requests."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE tollgate_route_request_duration_seconds_total counter"
+        );
+        for ((id, api), counts) in &routes {
+            let _ = writeln!(
+                out,
+                "tollgate_route_request_duration_seconds_total{{route=\"{id}\",api=\"{}\"}} {}",
+                api.as_deref().unwrap_or(""),
+                counts.latency_sum_us as f64 / 1e6
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP tollgate_rejections_total Requests refused by the flow, by reason (an unknown \

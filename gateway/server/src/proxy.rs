@@ -235,9 +235,14 @@ impl Conn {
         };
         self.record_usage(core, &plan);
         let elapsed = started.elapsed();
-        core.stats
-            .borrow_mut()
-            .record(self.status, elapsed, plan.rejection);
+        {
+            let mut stats = core.stats.borrow_mut();
+            stats.record(self.status, elapsed, plan.rejection);
+            if let (Some(snap), Some(slot)) = (&plan.snap, plan.route) {
+                let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                stats.routes.record(&snap.shared, slot, self.status, us);
+            }
+        }
         if self.access.sampled {
             self.write_access(core, &plan, elapsed);
         }

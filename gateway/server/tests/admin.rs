@@ -781,6 +781,23 @@ fn quotas_call_examples_events_and_metrics() {
         let (_, _, m) = http(stack.admin_addr(), "GET", "/metrics", &[auth()], None);
         served(m.as_str().unwrap()) >= 16
     }));
+    // Per route, with bounded labels (the configured routes).
+    let (_, _, m) = http(stack.admin_addr(), "GET", "/metrics", &[auth()], None);
+    let m = m.as_str().unwrap();
+    let route_lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("tollgate_route_requests_total{"))
+        .collect();
+    assert!(
+        route_lines
+            .iter()
+            .any(|l| l.contains("route=\"r\"") && l.contains("class=\"2xx\"")),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_route_request_duration_seconds_total{route=\"r\""),
+        "{m}"
+    );
 }
 
 #[test]
