@@ -6,32 +6,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Binary, binary_config};
 use gateway::runtime::IoMode;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-admin-token";
-
-fn admin_addr(bin: &Binary) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = bin.log().lines().find_map(|l| {
-            let at = l.find("admin_addr=")?;
-            l[at + 11..].split_whitespace().next()?.parse().ok()
-        });
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no admin address logged:\n{}",
-            bin.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     common::admin_call(addr, TOKEN, method, path, body)
@@ -50,7 +31,7 @@ fn seed() -> Value {
 #[test]
 fn seed_once_restart_import_and_no_secret_in_logs() {
     let mut bin = Binary::start(&binary_config(""), &seed(), IoMode::Epoll);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     let (_, events) = call(admin, "GET", "/api/events", None);
     let events = events["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 3, "{events:?}");
@@ -126,7 +107,7 @@ fn seed_once_restart_import_and_no_secret_in_logs() {
 
     // Restart: the seed is not imported again, everything made before is there.
     let bin = Binary::start_in(dir, IoMode::Epoll);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     assert_eq!(call(admin, "GET", "/api/apikeys/made", None).0, 200);
     for k in &imported_keys {
         assert_eq!(
@@ -207,7 +188,7 @@ fn a_quota_reset_survives_a_restart() {
         "{statuses:?}"
     );
     assert_eq!(statuses.last(), Some(&429));
-    let admin = admin_addr(&gw);
+    let admin = gw.admin_addr();
     // The calls' usage batch closes within 100 ms; one still open at the reset would count as
     // after it (conservative: a restart never gives back more than was reset).
     std::thread::sleep(Duration::from_millis(300));
@@ -224,7 +205,7 @@ fn a_quota_reset_survives_a_restart() {
             .is_some_and(|s| s.success())
     );
     let gw = Binary::start_in(dir, IoMode::Epoll);
-    let admin = admin_addr(&gw);
+    let admin = gw.admin_addr();
     let (_, quotas) = call(admin, "GET", "/api/apikeys/seeded/quotas", None);
     assert_eq!(quotas["currentCallsPerDay"], 3, "{quotas}\n{}", gw.log());
     let statuses = calls(&gw, 8);
@@ -252,7 +233,7 @@ fn import_into_a_running_node_goes_through_its_admin_api() {
     );
     assert!(config.contains(&format!("127.0.0.1:{port}")), "{config}");
     let bin = Binary::start(&config, &seed(), IoMode::Epoll);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     assert_eq!(admin.port(), port);
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args([

@@ -526,29 +526,11 @@ fn early_answer_stops_the_body_and_closes_on_both_drivers() {
     }
 }
 
-fn admin_addr(bin: &Binary) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = bin.log().lines().find_map(|l| {
-            let at = l.find("admin_addr=")?;
-            l[at + 11..].split_whitespace().next()?.parse().ok()
-        }) {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no admin address:\n{}",
-            bin.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Finding 3: fields that reach the wire or the logs are validated at every entry.
 #[test]
 fn wire_and_log_fields_are_validated_at_every_entry() {
     let bin = Binary::start(&binary_config(""), &json!({}), IoMode::Epoll);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     let call = |method: &str, path: &str, body: &Value| {
         common::admin_call(admin, TOKEN, method, path, Some(body))
     };

@@ -26,21 +26,7 @@ fn drivers() -> Vec<IoMode> {
 }
 
 fn https_addr(bin: &Binary) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = bin.log().lines().find_map(|l| {
-            let at = l.find("https_addr=")?;
-            l[at + 11..].split_whitespace().next()?.parse().ok()
-        }) {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no https address:\n{}",
-            bin.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    bin.logged_addr("https_addr=")
 }
 
 fn https_section(server: &Issued, extra: &str) -> String {
@@ -375,7 +361,7 @@ fn bad_input_on_the_tls_port(io: IoMode) {
     // The core still serves.
     let ok = curl_https(addr, "gw.test", "/", ca.cert(), &[]);
     assert_eq!(status_of(&ok), 200, "{io:?}: {}", ok.stderr);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     let failures = || {
         common::admin_text(admin, "e2e-admin-token", "/metrics")
             .lines()
@@ -399,24 +385,6 @@ fn bad_input_on_the_tls_port(io: IoMode) {
 fn bad_input_on_the_tls_port_on_both_drivers() {
     for io in drivers() {
         bad_input_on_the_tls_port(io);
-    }
-}
-
-fn admin_addr(bin: &Binary) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = bin.log().lines().find_map(|l| {
-            let at = l.find("admin_addr=")?;
-            l[at + 11..].split_whitespace().next()?.parse().ok()
-        }) {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no admin address:\n{}",
-            bin.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -557,7 +525,7 @@ fn upstream_tls_never_falls_back(io: IoMode) {
         0,
         "{io:?}: a plaintext request reached the upstream"
     );
-    let metrics = common::admin_text(admin_addr(&bin), "e2e-admin-token", "/metrics");
+    let metrics = common::admin_text(bin.admin_addr(), "e2e-admin-token", "/metrics");
     assert!(
         metrics
             .lines()
@@ -646,7 +614,7 @@ fn certificate_entities_by_sni_and_for_upstreams() {
     let config = binary_config(&https_section(&default, "")).replace("cores = 1", "cores = 2");
     let bin = Binary::start(&config, &mock_entities(), IoMode::Epoll);
     let addr = https_addr(&bin);
-    let admin = admin_addr(&bin);
+    let admin = bin.admin_addr();
     let call = |method: &str, path: &str, body: Option<&Value>| {
         common::admin_call(admin, "e2e-admin-token", method, path, body)
     };

@@ -1435,6 +1435,31 @@ impl Binary {
         self.child.id()
     }
 
+    /// The admin API's address, read from the `admin API listening admin_addr=…` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.logged_addr("admin_addr=")
+    }
+
+    /// The address a log line names after `key` (`https_addr=`, `ledger_addr=`), waiting up to
+    /// 10 s for it.
+    pub fn logged_addr(&self, key: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = self.log().lines().find_map(|l| {
+                let at = l.find(key)?;
+                l[at + key.len()..].split_whitespace().next()?.parse().ok()
+            }) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {key} logged:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
