@@ -735,7 +735,14 @@ print(get(), flush=True)
         );
         assert_eq!(status, 201, "{id}: {answer}");
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Every core has the routes (the last one created answers something but 404).
+    assert!(common::wait_until(Duration::from_secs(5), || (0..4).all(
+        |_| {
+            let mut c = bin.client();
+            c.send(&common::get_request("loose.test", "/", &[]));
+            c.response().status != 404
+        }
+    )));
     for (id, host, _, _, error) in &cases {
         let mut c = bin.client();
         c.send(&common::get_request(host, "/", &[]));
