@@ -486,7 +486,12 @@ impl Admin {
     fn rotate(&self) {
         let mut log = self.log();
         let now = self.now();
-        let changes = rotation::due(log.state(), now, self.options.previous_secret_grace_ms);
+        let grace = self.options.previous_secret_grace_ms;
+        // In a cluster each key's rotation has one owner (rotation.rs); a node alone owns all.
+        let changes = match &self.options.kafka {
+            Some(kafka) => rotation::due_owned(log.state(), now, grace, &kafka.node_id),
+            None => rotation::due(log.state(), now, grace),
+        };
         if changes.is_empty() {
             return;
         }
