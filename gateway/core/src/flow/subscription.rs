@@ -500,3 +500,6 @@ impl ApiConsumers {
         Verdict::Continue
     }
 }
+
+#[cfg(test)]
+mod tests;
