@@ -591,3 +591,53 @@ fn consumers_and_subscriptions_refuse_unknown_fields_and_bad_values() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["problems"][0]["path"], "plugins[0].plugin", "{body}");
 }
+
+/// A consumer's quotas are counted per subscription (the issued key) and, for a keyless
+/// consumer, on its quota holder; both resume after a restart (from the usage journal).
+#[test]
+fn subscription_and_keyless_quotas_survive_a_restart() {
+    let dir = TempDir::new("apim-restart");
+    let stack = Stack::start(dir.path(), 2);
+    let data = stack.data();
+    published_shop(
+        &stack,
+        json!({"id": "bronze", "kind": "apikey", "dailyQuota": 2}),
+    );
+    stack.ok(
+        "POST",
+        "/api/apis/shop/consumers",
+        json!({"id": "free", "kind": "keyless", "dailyQuota": 2}),
+    );
+    let a = stack.ok(
+        "POST",
+        "/api/apis/shop/subscriptions",
+        json!({"id": "a", "consumer_ref": "bronze"}),
+    );
+    let b = stack.ok(
+        "POST",
+        "/api/apis/shop/subscriptions",
+        json!({"id": "b", "consumer_ref": "bronze"}),
+    );
+    let (a, b) = (
+        key_headers(&a["credentials"]),
+        key_headers(&b["credentials"]),
+    );
+    // Every core takes the snapshot within a tick.
+    std::thread::sleep(Duration::from_millis(300));
+    // Each subscription has its own 2 calls; anonymous callers share the keyless 2.
+    for headers in [&a, &b, &vec![]] {
+        let first = served(data, headers);
+        let mut admitted = usize::from(first.status == 200);
+        for _ in 0..3 {
+            admitted += usize::from(get(data, "/things", headers).status == 200);
+        }
+        assert_eq!(admitted, 2, "{headers:?}");
+    }
+    drop(stack);
+    let stack = Stack::start(dir.path(), 2);
+    let data = stack.data();
+    for headers in [&a, &b, &vec![]] {
+        let r = served(data, headers);
+        r.assert_error(429, "too_many_requests");
+    }
+}
