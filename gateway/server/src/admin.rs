@@ -1924,6 +1924,7 @@ mod tests {
             "/api/apis/{api}/consumers/{id}",
             "/api/apis/{api}/subscriptions",
             "/api/apis/{api}/subscriptions/{id}",
+            "/api/apis/{api}/subscriptions/{id}/rotate",
         ] {
             assert!(paths.contains_key(p), "{p} is not described");
         }
