@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison: nginx (proxy_pass, upstream keepalive), HAProxy (http-reuse always) and the
-# Tollgate gateway (public route, and keyed route with ApikeyCalls), each on one core, in front of
+# Tollgate gateway (public route, keyed route with ApikeyCalls, and the route of a published API
+# with an apikey consumer called with its subscription's issued key), each on one core, in front of
 # the same upstream (nginx `return 200`, 13-byte body) under the same wrk load.
 #
 # For each proxy: requests/s and p50/p99 from wrk --latency; user and system CPU µs per request from
@@ -13,7 +14,7 @@
 # Environment (defaults in brackets):
 #   RUNS [3]  DURATION [10] (s per run)  WARMUP [3] (s per proxy, unmeasured)
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
-#   PROXIES ["nginx haproxy gateway gateway-keyed"]
+#   PROXIES ["nginx haproxy gateway gateway-keyed"]; also gateway-consumer (an API's apikey consumer)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
 #   GATEWAY_LEDGER [embedded] ("remote": no in-process ledger; usage still journaled)
 #   PROXY_CPUS / UPSTREAM_CPUS / WRK_CPUS  taskset core lists [2 cores: 0 / 1 / 1; ≥3 cores: 0 / 1 / 2]
@@ -66,6 +67,9 @@ NICE=${NICE:-0}
 PUBLIC_HOST=public.tollgate.local
 KEYED_HOST=api.tollgate.local
 KEY_ID=bench-client
+CONSUMER_HOST=consumer.tollgate.local
+SUB_KEY_ID=bench-subscriber
+SUB_KEY_SECRET=bench-subscriber-secret-0123456789
 KEY_SECRET=bench-secret-0123456789abcdef
 
 NPROC=$(nproc)
@@ -283,8 +287,8 @@ start_nginx() {
 declare -A PORT HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
 for p in $PROXIES; do
   case $p in
-    nginx|haproxy|gateway|gateway-keyed) ;;
-    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed)" ;;
+    nginx|haproxy|gateway|gateway-keyed|gateway-consumer) ;;
+    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer)" ;;
   esac
 done
 wants() { [[ " $PROXIES " == *" $1 "* ]]; }
@@ -292,7 +296,7 @@ wants() { [[ " $PROXIES " == *" $1 "* ]]; }
 check_port_free "$UPSTREAM_PORT" upstream UPSTREAM_PORT
 wants nginx && check_port_free "$NGINX_PORT" "nginx proxy" NGINX_PORT
 wants haproxy && check_port_free "$HAPROXY_PORT" haproxy HAPROXY_PORT
-if wants gateway || wants gateway-keyed; then
+if wants gateway || wants gateway-keyed || wants gateway-consumer; then
   check_port_free "$GATEWAY_PORT" gateway GATEWAY_PORT
   check_port_free "$GATEWAY_ADMIN_PORT" "gateway admin" GATEWAY_ADMIN_PORT
   check_port_free "$GATEWAY_LEDGER_PORT" "gateway ledger" GATEWAY_LEDGER_PORT
@@ -356,7 +360,7 @@ EOF
 fi
 
 GW_PID=""
-if wants gateway || wants gateway-keyed; then
+if wants gateway || wants gateway-keyed || wants gateway-consumer; then
   gw_reason=""
   mkdir -p "$W/gateway/data"
   cat >"$W/gateway/tollgate.toml" <<EOF
@@ -431,6 +435,34 @@ EOF
       "monthlyQuota": 1000000000000,
       "tags": ["bench"],
       "metadata": {}
+    },
+    {
+      "clientId": "$SUB_KEY_ID",
+      "clientSecret": "$SUB_KEY_SECRET",
+      "clientName": "bench subscriber",
+      "description": "the key issued to the bench subscription (as POST /api/apis/bench/subscriptions issues it)",
+      "authorizedEntities": ["api_bench"],
+      "throttlingQuota": 1000000000000,
+      "dailyQuota": 1000000000000,
+      "monthlyQuota": 1000000000000,
+      "metadata": { "subscription": "bench-subscription", "consumer": "bench-consumer" }
+    }
+  ],
+  "apis": [
+    {
+      "id": "bench",
+      "name": "bench API",
+      "state": "published",
+      "routes": [
+        { "id": "route_consumer", "frontend": { "domains": ["$CONSUMER_HOST"], "strip_path": true }, "backend": "backend_bench" }
+      ],
+      "consumers": [
+        { "id": "bench-consumer", "kind": "apikey", "status": "published",
+          "throttlingQuota": 1000000000000, "dailyQuota": 1000000000000, "monthlyQuota": 1000000000000 }
+      ],
+      "subscriptions": [
+        { "id": "bench-subscription", "consumer_ref": "bench-consumer", "status": "enabled", "apikeys": ["$SUB_KEY_ID"] }
+      ]
     }
   ]
 }
@@ -458,7 +490,8 @@ EOF
   fi
   LABEL[gateway]="Tollgate gateway, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   LABEL[gateway-keyed]="Tollgate gateway, keyed route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
-  for g in gateway gateway-keyed; do
+  LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
+  for g in gateway gateway-keyed gateway-consumer; do
     wants $g || continue
     if [ -n "$GW_PID" ]; then
       PORT[$g]=$GATEWAY_PORT; PIDS_OF[$g]=$GW_PID; AVAIL[$g]=1
@@ -474,6 +507,15 @@ EOF
       REASON[gateway-keyed]="keyed route answered $code: $(head -c 200 "$W/gateway/keyed-probe.txt" | tr '\n' ' ')"
     fi
   fi
+  if [ -n "$GW_PID" ] && wants gateway-consumer; then
+    code=$(curl -s -o "$W/gateway/consumer-probe.txt" -w '%{http_code}' --max-time 2 -H "Host: $CONSUMER_HOST" \
+      -H "Otoroshi-Client-Id: $SUB_KEY_ID" -H "Otoroshi-Client-Secret: $SUB_KEY_SECRET" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    anon=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $CONSUMER_HOST" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    if [ "$code" != 200 ] || [ "$anon" != 401 ]; then
+      AVAIL[gateway-consumer]=0
+      REASON[gateway-consumer]="consumer route answered $code with the key, $anon without: $(head -c 200 "$W/gateway/consumer-probe.txt" | tr '\n' ' ')"
+    fi
+  fi
   if [ -n "$GW_PID" ]; then
     log "gateway up (pid $GW_PID)"
   else
@@ -484,6 +526,9 @@ HOSTH[nginx]=$PUBLIC_HOST; HOSTH[haproxy]=$PUBLIC_HOST; HOSTH[gateway]=$PUBLIC_H
 HOSTH[gateway-keyed]=$KEYED_HOST
 EXTRA[gateway-keyed]="Otoroshi-Client-Id: $KEY_ID|Otoroshi-Client-Secret: $KEY_SECRET"
 IDLEKEY[gateway-keyed]=gateway
+HOSTH[gateway-consumer]=$CONSUMER_HOST
+EXTRA[gateway-consumer]="Otoroshi-Client-Id: $SUB_KEY_ID|Otoroshi-Client-Secret: $SUB_KEY_SECRET"
+IDLEKEY[gateway-consumer]=gateway
 
 ACTIVE=()
 for p in $PROXIES; do [ "${AVAIL[$p]:-0}" = 1 ] && ACTIVE+=("$p"); done
@@ -539,7 +584,7 @@ IDLE_FILE=$W/idle.jsonl
 : >"$IDLE_FILE"
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
-    [ "$p" = gateway-keyed ] && continue # same process as the public route: measured once
+    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] && continue # same process as the public route: measured once
     log "idle memory $p: $IDLE_CONNS keep-alive connections"
     # shellcheck disable=SC2086
     "${PFX[@]}" taskset -c "$WRK_CPUS" python3 "$HERE/idle_conns.py" --proxy "$p" --port "${PORT[$p]}" \
