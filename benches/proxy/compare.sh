@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison: nginx (proxy_pass, upstream keepalive), HAProxy (http-reuse always) and the
-# Tollgate gateway (public route, and keyed route with ApikeyCalls), each on one core, in front of
+# Tollgate gateway (public route, keyed route with ApikeyCalls, and the route of a published API
+# with an apikey consumer called with its subscription's issued key), each on one core, in front of
 # the same upstream (nginx `return 200`, 13-byte body) under the same wrk load. The HTTPS rows
 # (nginx-tls: nginx `listen … ssl`; gateway-tls: the same gateway process's [listeners.https]) serve
 # TLS 1.3 with one ECDSA P-256 certificate made with openssl in the temp dir, and are measured
@@ -19,8 +20,8 @@
 # Environment (defaults in brackets):
 #   RUNS [3]  DURATION [10] (s per run)  WARMUP [3] (s per proxy, unmeasured)
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
-#   PROXIES ["nginx haproxy gateway gateway-keyed"]; also nginx-tls and gateway-tls (HTTPS), e.g.
-#     PROXIES="nginx nginx-tls gateway gateway-tls"
+#   PROXIES ["nginx haproxy gateway gateway-keyed"]; also gateway-consumer (an API's apikey
+#     consumer), nginx-tls and gateway-tls (HTTPS), e.g. PROXIES="nginx nginx-tls gateway gateway-tls"
 #   HANDSHAKES [0] (1: s_time runs, full and resumed, against the TLS proxies; RUNS rounds)
 #   HS_DURATION [10] (s per s_time run)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
@@ -81,6 +82,9 @@ NICE=${NICE:-0}
 PUBLIC_HOST=public.tollgate.local
 KEYED_HOST=api.tollgate.local
 KEY_ID=bench-client
+CONSUMER_HOST=consumer.tollgate.local
+SUB_KEY_ID=bench-subscriber
+SUB_KEY_SECRET=bench-subscriber-secret-0123456789
 KEY_SECRET=bench-secret-0123456789abcdef
 
 NPROC=$(nproc)
@@ -305,8 +309,8 @@ start_nginx() {
 declare -A PORT SCHEME HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
 for p in $PROXIES; do
   case $p in
-    nginx|haproxy|gateway|gateway-keyed|nginx-tls|gateway-tls) ;;
-    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed nginx-tls gateway-tls)" ;;
+    nginx|haproxy|gateway|gateway-keyed|gateway-consumer|nginx-tls|gateway-tls) ;;
+    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer nginx-tls gateway-tls)" ;;
   esac
   SCHEME[$p]=http
   [[ $p == *-tls ]] && SCHEME[$p]=https
@@ -322,7 +326,7 @@ wants nginx && check_port_free "$NGINX_PORT" "nginx proxy" NGINX_PORT
 wants nginx-tls && check_port_free "$NGINX_TLS_PORT" "nginx TLS proxy" NGINX_TLS_PORT
 wants haproxy && check_port_free "$HAPROXY_PORT" haproxy HAPROXY_PORT
 WANTS_GW=0
-wants gateway || wants gateway-keyed || wants gateway-tls && WANTS_GW=1
+wants gateway || wants gateway-keyed || wants gateway-consumer || wants gateway-tls && WANTS_GW=1
 if [ $WANTS_GW = 1 ]; then
   check_port_free "$GATEWAY_PORT" gateway GATEWAY_PORT
   check_port_free "$GATEWAY_ADMIN_PORT" "gateway admin" GATEWAY_ADMIN_PORT
@@ -513,6 +517,34 @@ EOF
       "monthlyQuota": 1000000000000,
       "tags": ["bench"],
       "metadata": {}
+    },
+    {
+      "clientId": "$SUB_KEY_ID",
+      "clientSecret": "$SUB_KEY_SECRET",
+      "clientName": "bench subscriber",
+      "description": "the key issued to the bench subscription (as POST /api/apis/bench/subscriptions issues it)",
+      "authorizedEntities": ["api_bench"],
+      "throttlingQuota": 1000000000000,
+      "dailyQuota": 1000000000000,
+      "monthlyQuota": 1000000000000,
+      "metadata": { "subscription": "bench-subscription", "consumer": "bench-consumer" }
+    }
+  ],
+  "apis": [
+    {
+      "id": "bench",
+      "name": "bench API",
+      "state": "published",
+      "routes": [
+        { "id": "route_consumer", "frontend": { "domains": ["$CONSUMER_HOST"], "strip_path": true }, "backend": "backend_bench" }
+      ],
+      "consumers": [
+        { "id": "bench-consumer", "kind": "apikey", "status": "published",
+          "throttlingQuota": 1000000000000, "dailyQuota": 1000000000000, "monthlyQuota": 1000000000000 }
+      ],
+      "subscriptions": [
+        { "id": "bench-subscription", "consumer_ref": "bench-consumer", "status": "enabled", "apikeys": ["$SUB_KEY_ID"] }
+      ]
     }
   ]
 }
@@ -527,8 +559,9 @@ EOF
   LABEL[gateway]="Tollgate gateway, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   LABEL[gateway-keyed]="Tollgate gateway, keyed route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
+  LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
   PORT[gateway-tls]=$GATEWAY_TLS_PORT
-  for g in gateway gateway-keyed gateway-tls; do
+  for g in gateway gateway-keyed gateway-consumer gateway-tls; do
     wants $g || continue
     if [ -n "$GW_PID" ]; then
       [ $g = gateway-tls ] || PORT[$g]=$GATEWAY_PORT
@@ -552,6 +585,15 @@ EOF
       REASON[gateway-tls]="no 200 from https://127.0.0.1:$GATEWAY_TLS_PORT/ (Host $PUBLIC_HOST) within ${START_TIMEOUT}s"
     fi
   fi
+  if [ -n "$GW_PID" ] && wants gateway-consumer; then
+    code=$(curl -s -o "$W/gateway/consumer-probe.txt" -w '%{http_code}' --max-time 2 -H "Host: $CONSUMER_HOST" \
+      -H "Otoroshi-Client-Id: $SUB_KEY_ID" -H "Otoroshi-Client-Secret: $SUB_KEY_SECRET" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    anon=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $CONSUMER_HOST" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    if [ "$code" != 200 ] || [ "$anon" != 401 ]; then
+      AVAIL[gateway-consumer]=0
+      REASON[gateway-consumer]="consumer route answered $code with the key, $anon without: $(head -c 200 "$W/gateway/consumer-probe.txt" | tr '\n' ' ')"
+    fi
+  fi
   if [ -n "$GW_PID" ]; then
     log "gateway up (pid $GW_PID)"
   else
@@ -563,6 +605,9 @@ HOSTH[nginx-tls]=$PUBLIC_HOST; HOSTH[gateway-tls]=$PUBLIC_HOST
 HOSTH[gateway-keyed]=$KEYED_HOST
 EXTRA[gateway-keyed]="Otoroshi-Client-Id: $KEY_ID|Otoroshi-Client-Secret: $KEY_SECRET"
 IDLEKEY[gateway-keyed]=gateway
+HOSTH[gateway-consumer]=$CONSUMER_HOST
+EXTRA[gateway-consumer]="Otoroshi-Client-Id: $SUB_KEY_ID|Otoroshi-Client-Secret: $SUB_KEY_SECRET"
+IDLEKEY[gateway-consumer]=gateway
 
 ACTIVE=()
 for p in $PROXIES; do [ "${AVAIL[$p]:-0}" = 1 ] && ACTIVE+=("$p"); done
@@ -678,7 +723,7 @@ IDLE_FILE=$W/idle.jsonl
 MEASURED_PIDS=" "
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
-    [ "$p" = gateway-keyed ] && continue # same process as the public route: measured once
+    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] && continue # same process as the public route: measured once
     if [[ $MEASURED_PIDS == *" ${PIDS_OF[$p]} "* ]] && [ "${PIDS_OF[$p]}" = "$GW_PID" ]; then
       # The gateway serves both gateway and gateway-tls. Memory the first measurement's
       # connections freed stays in the process (glibc keeps it) and would be reused by the second,
@@ -696,7 +741,7 @@ if [ "$SKIP_IDLE" != 1 ]; then
         log "warning: idle measurement of $p skipped: the gateway did not restart: $gw_reason"
         continue
       fi
-      for g in gateway gateway-keyed gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
+      for g in gateway gateway-keyed gateway-consumer gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
     fi
     MEASURED_PIDS+="${PIDS_OF[$p]} "
     tls_flag=()

@@ -360,7 +360,16 @@ fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
 }
 
 fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response, Response> {
-    check_params(params, &["period", "format"])?;
+    check_params(params, &["period", "format", "by"])?;
+    let by = match params.get("by").map(String::as_str) {
+        None | Some("apikey") => query::ExportBy::ApiKey,
+        Some("subscription") => query::ExportBy::Subscription,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "by: expected apikey or subscription, got {other:?}"
+            )));
+        }
+    };
     let Some(period) = params.get("period") else {
         return Err(bad_request(
             "period is required: YYYY-MM (a month) or YYYY-MM-DD (a day)",
@@ -385,28 +394,45 @@ fn export(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
         }
     };
     let cal = &shared.config.calendar;
-    let rows = query::export(&shared.store, cal, granularity, date).map_err(|e| internal(&e))?;
+    let rows =
+        query::export(&shared.store, cal, granularity, date, by).map_err(|e| internal(&e))?;
     // Every key is listed: client-id-only ones by pseudonym, in the order of what is shown.
-    let rows: BTreeMap<String, query::PeriodUsage> = {
-        let hidden = shared.client_id_only();
-        rows.into_iter()
-            .map(|(apikey, usage)| (hidden.show(&apikey).into_owned(), usage))
-            .collect()
+    let rows: BTreeMap<String, query::PeriodUsage> = match by {
+        query::ExportBy::ApiKey => {
+            let hidden = shared.client_id_only();
+            rows.into_iter()
+                .map(|(apikey, usage)| (hidden.show(&apikey).into_owned(), usage))
+                .collect()
+        }
+        query::ExportBy::Subscription => rows,
     };
     let label = query::label(granularity, date);
     let mut body = String::new();
     if csv {
-        body.push_str(query::CSV_HEADER);
+        body.push_str(match by {
+            query::ExportBy::ApiKey => query::CSV_HEADER,
+            query::ExportBy::Subscription => query::CSV_HEADER_BY_SUBSCRIPTION,
+        });
         body.push('\n');
-        for (apikey, usage) in &rows {
-            body.push_str(&query::csv_line(&label, cal.name(), apikey, usage));
+        for (who, usage) in &rows {
+            body.push_str(&query::csv_line(&label, cal.name(), who, by, usage));
             body.push('\n');
         }
     } else {
-        for (apikey, usage) in &rows {
+        for (who, usage) in &rows {
             let mut line = usage.to_json(&label);
             if let Some(obj) = line.as_object_mut() {
-                obj.insert("apikey".into(), apikey.clone().into());
+                match by {
+                    query::ExportBy::ApiKey => {
+                        obj.insert("apikey".into(), who.clone().into());
+                    }
+                    query::ExportBy::Subscription => {
+                        let (api, consumer, subscription) = query::split_line(who);
+                        obj.insert("api".into(), api.into());
+                        obj.insert("consumer".into(), consumer.into());
+                        obj.insert("subscription".into(), subscription.into());
+                    }
+                }
                 obj.insert("timezone".into(), cal.name().into());
             }
             body.push_str(&line.to_string());

@@ -137,7 +137,17 @@ pub fn usage(
     Ok(out)
 }
 
-/// Usage of every API key in one local period (`YYYY-MM` or `YYYY-MM-DD`), by key.
+/// What an export has one line per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportBy {
+    /// API key (the default).
+    ApiKey,
+    /// Subscription: the line id is `<api>/<consumer>/<subscription>`.
+    Subscription,
+}
+
+/// Usage of every API key (or subscription) in one local period (`YYYY-MM` or `YYYY-MM-DD`),
+/// by key (or subscription line).
 ///
 /// # Errors
 ///
@@ -147,10 +157,15 @@ pub fn export(
     cal: &Calendar,
     granularity: Granularity,
     date: Date,
+    by: ExportBy,
 ) -> Result<BTreeMap<String, PeriodUsage>, LedgerError> {
     let (start, end) = range(cal, granularity, Some(date), Some(date));
     let mut out: BTreeMap<String, PeriodUsage> = BTreeMap::new();
-    store.each_aggregate(Dimension::ApiKey, start, end, |row| {
+    let dim = match by {
+        ExportBy::ApiKey => Dimension::ApiKey,
+        ExportBy::Subscription => Dimension::SubscriptionLine,
+    };
+    store.each_aggregate(dim, start, end, |row| {
         let slot = match out.get_mut(&row.id) {
             Some(slot) => slot,
             None => out.entry(row.id.clone()).or_default(),
@@ -165,15 +180,50 @@ pub const CSV_HEADER: &str = "period,timezone,apikey,calls,rejected,bytes_in,byt
 status_1xx,status_2xx,status_3xx,status_4xx,status_5xx,\
 adjustment_calls,adjustment_rejected,adjustment_bytes_in,adjustment_bytes_out";
 
-/// One CSV line of an export (no newline).
+/// The CSV header of an export by subscription.
+pub const CSV_HEADER_BY_SUBSCRIPTION: &str = "period,timezone,api,consumer,subscription,calls,\
+rejected,bytes_in,bytes_out,status_1xx,status_2xx,status_3xx,status_4xx,status_5xx,\
+adjustment_calls,adjustment_rejected,adjustment_bytes_in,adjustment_bytes_out";
+
+/// The API, consumer and subscription of a subscription line id.
 #[must_use]
-pub fn csv_line(period: &str, timezone: &str, apikey: &str, usage: &PeriodUsage) -> String {
+pub fn split_line(line: &str) -> (&str, &str, &str) {
+    let mut parts = line.splitn(3, '/');
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}
+
+/// One CSV line of an export (no newline). `who` is the key, or the line's id by subscription
+/// (written as its three columns).
+#[must_use]
+pub fn csv_line(
+    period: &str,
+    timezone: &str,
+    who: &str,
+    by: ExportBy,
+    usage: &PeriodUsage,
+) -> String {
     let r = &usage.regular;
     let a = &usage.adjustments;
+    let who = match by {
+        ExportBy::ApiKey => csv_field(who),
+        ExportBy::Subscription => {
+            let (api, consumer, subscription) = split_line(who);
+            format!(
+                "{},{},{}",
+                csv_field(api),
+                csv_field(consumer),
+                csv_field(subscription)
+            )
+        }
+    };
     format!(
         "{period},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         csv_field(timezone),
-        csv_field(apikey),
+        who,
         r.admitted,
         r.rejected.total(),
         r.bytes_in,

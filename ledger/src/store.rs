@@ -47,6 +47,9 @@ pub enum Dimension {
     Api = 3,
     /// Route.
     Route = 4,
+    /// The billing line of a subscription: `<api>/<consumer>/<subscription>` (ids have no `/`),
+    /// so that the export names all three. Not a query parameter.
+    SubscriptionLine = 5,
 }
 
 impl Dimension {
@@ -68,11 +71,15 @@ impl Dimension {
             Self::Subscription => "subscription",
             Self::Api => "api",
             Self::Route => "route",
+            Self::SubscriptionLine => "subscription_line",
         }
     }
 
     fn from_byte(byte: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(byte)).copied()
+        match byte {
+            5 => Some(Self::SubscriptionLine),
+            b => Self::ALL.get(usize::from(b)).copied(),
+        }
     }
 }
 
@@ -295,7 +302,7 @@ impl Store {
             let admitted = words[0];
             for (dim, id) in dimensions(&key) {
                 let slot = aggs
-                    .entry(agg_key(dim, id, key.bucket_ms, key.level))
+                    .entry(agg_key(dim, &id, key.bucket_ms, key.level))
                     .or_insert([0; COUNTER_WORDS]);
                 add_words(slot, &words);
             }
@@ -807,16 +814,38 @@ fn corrupt(what: &str) -> LedgerError {
 }
 
 /// The dimensions a row counts in.
-fn dimensions<'a>(key: &RowRef<'a>) -> impl Iterator<Item = (Dimension, &'a str)> {
+fn dimensions<'a>(
+    key: &RowRef<'a>,
+) -> impl Iterator<Item = (Dimension, std::borrow::Cow<'a, str>)> {
+    use std::borrow::Cow;
+    let line = key.subscription.map(|s| {
+        (
+            Dimension::SubscriptionLine,
+            Cow::Owned(subscription_line(
+                key.api.unwrap_or_default(),
+                key.consumer.unwrap_or_default(),
+                s,
+            )),
+        )
+    });
     [
-        Some((Dimension::ApiKey, key.apikey)),
-        key.consumer.map(|c| (Dimension::Consumer, c)),
-        key.subscription.map(|s| (Dimension::Subscription, s)),
-        key.api.map(|a| (Dimension::Api, a)),
-        Some((Dimension::Route, key.route)),
+        Some((Dimension::ApiKey, Cow::Borrowed(key.apikey))),
+        key.consumer
+            .map(|c| (Dimension::Consumer, Cow::Borrowed(c))),
+        key.subscription
+            .map(|s| (Dimension::Subscription, Cow::Borrowed(s))),
+        key.api.map(|a| (Dimension::Api, Cow::Borrowed(a))),
+        Some((Dimension::Route, Cow::Borrowed(key.route))),
+        line,
     ]
     .into_iter()
     .flatten()
+}
+
+/// The id of a subscription's billing line.
+#[must_use]
+pub fn subscription_line(api: &str, consumer: &str, subscription: &str) -> String {
+    format!("{api}/{consumer}/{subscription}")
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {

@@ -42,8 +42,8 @@ pub use extract::{
     DEFAULT_CLIENT_ID_HEADER, DEFAULT_CLIENT_SECRET_HEADER, Source, extract,
 };
 pub use rejection::{JwtError, KeyRejection};
-pub use store::{KeyEntry, KeyStore, Quotas, StoreError, bearer_for};
-pub use verify::verify;
+pub use store::{KeyEntry, KeyStore, QuotaHolder, Quotas, StoreError, bearer_for};
+pub use verify::{check, prove, verify};
 
 use std::fmt;
 

@@ -32,9 +32,14 @@ use crate::restriction::{self, CompileError, RestrictionSet};
 use crate::rewrite::{Added, AddedHeader};
 
 mod client_cert;
+mod subscription;
 
 pub use client_cert::{
     CertHeaders, CertMatch, CertRejection, ChainEntry, ClientCert, normalise_serial,
+};
+pub use subscription::{
+    ApiConsumers, ConsumerEntry, Directory, Identity, SubscriptionEntry, SubscriptionRejection,
+    consumer_quotas, holder_id,
 };
 
 /// The phases of a flow, in order.
@@ -112,6 +117,8 @@ pub enum Rejection {
     ClientCert(CertRejection),
     /// The consumer refused the caller's credential.
     Key(KeyRejection),
+    /// The API's consumers did not identify an enabled subscription.
+    Subscription(SubscriptionRejection),
     /// A restriction refused the path (403 or 404).
     Restricted(restriction::Outcome),
     /// The route is read-only and the method is not GET, HEAD or OPTIONS.
@@ -125,7 +132,7 @@ impl Rejection {
     pub fn phase(self) -> Phase {
         match self {
             Self::ClientCert(_) => Phase::ClientCert,
-            Self::Key(_) => Phase::Consumer,
+            Self::Key(_) | Self::Subscription(_) => Phase::Consumer,
             Self::Restricted(_) => Phase::Restrictions,
             Self::ReadOnlyRoute => Phase::ReadOnly,
             Self::Quota(_) => Phase::Quota,
@@ -146,6 +153,7 @@ impl Rejection {
                 "the client certificate is not allowed here",
             ),
             Self::Key(k) => ErrorReply::new(k.status(), k.code(), k.description()),
+            Self::Subscription(s) => ErrorReply::new(401, s.code(), s.description()),
             Self::Restricted(restriction::Outcome::Forbidden) => ErrorReply::FORBIDDEN,
             Self::Restricted(_) => ErrorReply::NOT_FOUND,
             Self::ReadOnlyRoute => ErrorReply::READ_ONLY,
@@ -159,6 +167,7 @@ impl Rejection {
             Self::ClientCert(CertRejection::Missing) => "client_cert_missing",
             Self::ClientCert(CertRejection::NotMatching) => "client_cert_not_matching",
             Self::Key(k) => k.reason(),
+            Self::Subscription(s) => s.reason(),
             Self::Restricted(restriction::Outcome::Forbidden) => "restriction_forbidden",
             Self::Restricted(_) => "restriction_not_found",
             Self::ReadOnlyRoute => "read_only_route",
@@ -235,12 +244,16 @@ impl Admission for AdmitAll {
     }
 }
 
-/// How a route identifies its callers.
+/// A way of identifying callers: a route's own plugin (`ApikeyCalls`), or a consumer of the
+/// route's API ([`ApiConsumers`], where each serving kind of consumer compiles to one variant).
+/// The JWT, OAuth2 client-credentials and mTLS consumers become further variants, each able to
+/// name a key or a subscription; the phases after the consumer phase do not change.
 #[derive(Debug, Clone)]
 pub enum Consumer {
     /// Anyone may call.
     Keyless,
-    /// An API key is required (`ApikeyCalls`), with the route's extractors and constraints.
+    /// An API key is required (`ApikeyCalls`, or an API's `apikey` consumers: keys issued to its
+    /// subscriptions), with the extractors and the route's identity and constraints.
     ApiKey(Box<RouteContext>),
 }
 
@@ -483,6 +496,9 @@ pub struct FlowScratch {
     /// [`KeyEntry::index`] of the key the consumer phase verified for the last request, kept
     /// even when a later phase refused it (usage is charged to that key).
     pub key_index: Option<usize>,
+    /// The consumer and subscription of the route's API the last request was identified as,
+    /// kept even when it was refused (a disabled subscription's calls are counted as refused).
+    pub identity: Option<Identity>,
 }
 
 impl FlowScratch {
@@ -492,6 +508,7 @@ impl FlowScratch {
             apikey: apikey::Scratch::new(),
             restriction: String::with_capacity(256),
             key_index: None,
+            identity: None,
         }
     }
 }
@@ -499,8 +516,10 @@ impl FlowScratch {
 /// What the phases found out about an admitted request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Admitted<'s> {
-    /// The verified key, on API-key routes.
+    /// The verified key, on API-key routes; the quota holder of a keyless API consumer.
     pub key: Option<&'s KeyEntry>,
+    /// The API consumer and subscription, on routes of an API with consumers.
+    pub identity: Option<Identity>,
 }
 
 /// A route's compiled flow.
@@ -516,6 +535,8 @@ pub struct Flow {
     read_only: Option<Scope>,
     headers_in: AddedHeaders,
     headers_out: AddedHeaders,
+    /// The consumers of the route's API, when it declares some.
+    api: Option<ApiConsumers>,
 }
 
 impl Flow {
@@ -604,7 +625,30 @@ impl Flow {
                 PluginKind::AdditionalHeadersOut,
                 "AdditionalHeadersOut",
             )?,
+            api: None,
         })
+    }
+
+    /// The flow of an API route whose API declares consumers: they run in the consumer phase,
+    /// after the route's own `ApikeyCalls` (if any).
+    #[must_use]
+    pub fn with_api_consumers(mut self, consumers: Option<ApiConsumers>) -> Self {
+        self.api = consumers;
+        self
+    }
+
+    /// The consumers of the route's API, if it declares some.
+    pub fn api_consumers(&self) -> Option<&ApiConsumers> {
+        self.api.as_ref()
+    }
+
+    /// The extractors whose credential headers are removed before the request goes upstream:
+    /// the route's `ApikeyCalls`, else its API's `apikey` consumers.
+    pub fn credentials(&self) -> Option<&apikey::Extractors> {
+        match &self.consumer {
+            Consumer::ApiKey(ctx) => Some(ctx.extractors()),
+            Consumer::Keyless => self.api.as_ref().and_then(ApiConsumers::extractors),
+        }
     }
 
     /// The fields `AdditionalHeadersIn` sets on the upstream request.
@@ -640,6 +684,7 @@ impl Flow {
     {
         let mut admitted = Admitted::default();
         scratch.key_index = None;
+        scratch.identity = None;
         // Each phase runs only if the previous one continued: a refused call never reaches the
         // quota phase, so it consumes nothing.
         if let Verdict::Reject(r) = self.on_client_cert(req) {
@@ -688,8 +733,29 @@ impl Flow {
         &self.cert_headers
     }
 
-    /// Consumer phase: keyless lets everyone through; API key extracts and verifies.
+    /// Consumer phase: the route's own consumer (keyless lets everyone through; API key
+    /// extracts and verifies), then its API's consumers, which must identify a subscription.
     pub fn on_consumer<'s, H>(
+        &self,
+        req: &RequestView<'_, H>,
+        keys: &'s KeyStore,
+        now_ms: i64,
+        scratch: &mut FlowScratch,
+        admitted: &mut Admitted<'s>,
+    ) -> Verdict
+    where
+        H: HeaderLookup + ?Sized,
+    {
+        if let Verdict::Reject(r) = self.on_route_consumer(req, keys, now_ms, scratch, admitted) {
+            return Verdict::Reject(r);
+        }
+        match &self.api {
+            Some(api) => api.on_request(req, keys, now_ms, scratch, admitted),
+            None => Verdict::Continue,
+        }
+    }
+
+    fn on_route_consumer<'s, H>(
         &self,
         req: &RequestView<'_, H>,
         keys: &'s KeyStore,

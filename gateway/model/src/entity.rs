@@ -14,8 +14,8 @@ mod route;
 mod secret;
 
 pub use api::{
-    Api, ApiBackend, ApiRoute, ApiState, Consumer, ConsumerKind, ConsumerStatus, Flow,
-    Subscription, SubscriptionStatus,
+    Api, ApiBackend, ApiRoute, ApiState, ApikeyConsumerConfig, Consumer, ConsumerKind,
+    ConsumerStatus, Flow, KeyTemplate, Subscription, SubscriptionStatus,
 };
 pub use apikey::{
     ApiKey, DEFAULT_QUOTA, EntityRef, Restriction, Restrictions, Rotation, UNLIMITED_QUOTA,

@@ -18,10 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::entity::{
-    Api, ApiKey, Backend, Certificate, PluginKind, Route, StoredBackend, UNSUPPORTED_FLAGS,
-};
-use crate::validate::{Problems, Validate, from_value, index, join};
+use crate::entity::{Api, ApiKey, Backend, Certificate, Route, StoredBackend, UNSUPPORTED_FLAGS};
+use crate::validate::{Problems, Validate, from_value, index, join, unknown_plugins};
 use crate::x509::{CertInfo, Validity, format_ms};
 
 /// Which kind of document this is.
@@ -251,7 +249,82 @@ pub fn import_value_at(
     let certificates = read_certificates(obj, &mut out, now_ms);
     let mut backends = read_list::<StoredBackend>(obj, "backends", &mut out, |b| b.id.clone());
     let apikeys = read_list::<ApiKey>(obj, "apiKeys", &mut out, |k| k.client_id.clone());
-    let mut apis = read_list::<Api>(obj, "apis", &mut out, |a| a.id.clone());
+    // Otoroshi's plans become consumers the way its `applyPlan` compiles them (below).
+    let otoroshi_apis;
+    let api_source = match obj.get("apis") {
+        Some(Value::Array(items)) if !strict => {
+            let mut rewritten = serde_json::Map::new();
+            let items = items
+                .iter()
+                .enumerate()
+                .map(|(i, api)| otoroshi_plans(api, &index("apis", i), &mut out))
+                .collect();
+            rewritten.insert("apis".to_owned(), Value::Array(items));
+            otoroshi_apis = rewritten;
+            &otoroshi_apis
+        }
+        _ => obj,
+    };
+    let mut apis = read_list::<Api>(api_source, "apis", &mut out, |a| a.id.clone());
+    let mut consumer_ids = HashMap::new();
+    let mut subscription_ids = HashMap::new();
+    for (path, api) in &apis {
+        for (i, c) in api.consumers.iter().enumerate() {
+            if let Some(other) = consumer_ids.insert(c.id.as_str(), api.id.as_str()) {
+                out.problems.push(
+                    join(&index(&join(path, "consumers"), i), "id"),
+                    format!(
+                        "consumer id `{}` is also used by API `{other}` (consumer ids are unique \
+                         across APIs: usage is counted by them)",
+                        c.id
+                    ),
+                );
+            }
+        }
+        for (i, s) in api.subscriptions.iter().enumerate() {
+            if let Some(other) = subscription_ids.insert(s.id.as_str(), api.id.as_str()) {
+                out.problems.push(
+                    join(&index(&join(path, "subscriptions"), i), "id"),
+                    format!(
+                        "subscription id `{}` is also used by API `{other}` (subscription ids \
+                         are unique across APIs)",
+                        s.id
+                    ),
+                );
+            }
+        }
+    }
+    apis.retain_mut(|(path, api)| {
+        let mut ok = true;
+        for (i, flow) in api.flows.iter().enumerate() {
+            let at = index(&join(path, "flows"), i);
+            for (field, message) in unknown_plugins(&flow.plugins, &at) {
+                if strict {
+                    out.problems.push(field, message);
+                    ok = false;
+                    continue;
+                }
+                let mut disabled = Vec::new();
+                for route in api.routes.iter_mut() {
+                    if route.enabled && route.flow_ref.as_deref() == Some(flow.id.as_str()) {
+                        route.enabled = false;
+                        disabled.push(route.id.clone());
+                    }
+                }
+                let consequence = if disabled.is_empty() {
+                    "no route of the API uses the flow".to_owned()
+                } else {
+                    format!(
+                        "the API's routes using the flow are imported disabled: {}",
+                        disabled.join(", ")
+                    )
+                };
+                out.warnings
+                    .push(field, format!("{message}; {consequence}"));
+            }
+        }
+        ok
+    });
     let mut routes = read_list::<Route>(obj, "routes", &mut out, |r| r.id.clone());
 
     let cert_ids: HashMap<&str, &Certificate> =
@@ -291,18 +364,18 @@ pub fn import_value_at(
                 ok = false;
             }
         }
-        for (i, plugin) in route.plugins.iter().enumerate() {
-            if plugin.enabled && PluginKind::from_id(&plugin.plugin).is_none() {
-                let at = join(&index(&join(path, "plugins"), i), "plugin");
-                let message = format!("unknown plugin `{}`", plugin.plugin);
-                if strict {
-                    out.problems.push(at, message);
-                    ok = false;
-                } else if route.enabled {
-                    route.enabled = false;
-                    out.warnings
-                        .push(at, format!("{message}; the route is imported disabled"));
-                }
+        for (at, message) in unknown_plugins(&route.plugins, path) {
+            if strict {
+                out.problems.push(at, message);
+                ok = false;
+            } else {
+                let note = if route.enabled {
+                    "the route is imported disabled"
+                } else {
+                    "the route is disabled"
+                };
+                route.enabled = false;
+                out.warnings.push(at, format!("{message}; {note}"));
             }
         }
         ok
@@ -564,4 +637,181 @@ fn skip_all(key: &str, value: &Value, reason: &str, skipped: &mut Vec<Skipped>) 
             reason: reason.to_owned(),
         }),
     }
+}
+
+/// The fields of an Otoroshi apikey plan's key template that Tollgate's consumer template takes.
+const TEMPLATE_FIELDS: &[&str] = &[
+    "readOnly",
+    "allowClientIdOnly",
+    "restrictions",
+    "rotation",
+    "tags",
+    "metadata",
+    "validUntil",
+];
+
+/// Otoroshi's plan fields read into a consumer (the others are listed as ignored).
+const PLAN_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "status",
+    "access_mode_configuration_type",
+    "access_mode_configuration",
+    "tags",
+    "metadata",
+    "throttlingQuota",
+    "dailyQuota",
+    "monthlyQuota",
+];
+
+/// An Otoroshi API with its `plans` rewritten as Tollgate consumers, compiled the way Otoroshi's
+/// `applyPlan`/`applyPlansPolicies` would:
+///
+/// - only published plans apply in Otoroshi, and as soon as one of them is not keyless,
+///   `NgExpectedConsumer` refuses every anonymous call: keyless plans are then imported in
+///   `staging` (a published keyless consumer would admit anonymous calls in Tollgate);
+/// - plans of a kind Tollgate does not implement yet (jwt, mtls, oauth) are imported in
+///   `staging`: they identify nobody, so their API admits nobody through them;
+/// - an apikey plan's key template becomes `config.template` (the fields Tollgate's template has;
+///   the others are listed as ignored); quotas in the template become the consumer's.
+///
+/// Every change is a warning; nothing is more open after the import than it was in Otoroshi.
+fn otoroshi_plans(api: &Value, path: &str, out: &mut Import) -> Value {
+    let Some(obj) = api.as_object() else {
+        return api.clone();
+    };
+    // `plans` (Otoroshi's API JSON), `documentation.plans` (older versions) or `consumers`.
+    let documented = obj.get("documentation").and_then(|d| d.get("plans"));
+    let (plans, plans_path) = match (obj.get("plans"), documented, obj.get("consumers")) {
+        (Some(Value::Array(p)), _, _) => (p, join(path, "plans")),
+        (_, Some(Value::Array(p)), _) => (p, join(&join(path, "documentation"), "plans")),
+        (_, _, Some(Value::Array(p))) => (p, join(path, "consumers")),
+        _ => return api.clone(),
+    };
+    let str_of = |plan: &serde_json::Map<String, Value>, k: &str| {
+        plan.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+    };
+    let kind_of = |plan: &serde_json::Map<String, Value>| {
+        str_of(plan, "access_mode_configuration_type")
+            .or_else(|| str_of(plan, "kind"))
+            .unwrap_or_else(|| "keyless".to_owned())
+    };
+    let published_non_keyless = plans.iter().filter_map(Value::as_object).any(|p| {
+        str_of(p, "status").as_deref().unwrap_or("published") == "published"
+            && kind_of(p) != "keyless"
+    });
+    let mut consumers = Vec::with_capacity(plans.len());
+    for (j, plan) in plans.iter().enumerate() {
+        let at = index(&plans_path, j);
+        let Some(plan) = plan.as_object() else {
+            consumers.push(plan.clone());
+            continue;
+        };
+        let mut consumer = serde_json::Map::new();
+        for k in plan.keys() {
+            if PLAN_FIELDS.contains(&k.as_str()) || k == "kind" || k == "config" {
+                continue;
+            }
+            out.ignored_fields.push(join(&at, k));
+        }
+        for k in ["id", "name", "description", "tags", "metadata"] {
+            if let Some(v) = plan.get(k) {
+                consumer.insert(k.to_owned(), v.clone());
+            }
+        }
+        let kind = kind_of(plan);
+        let mut status = match str_of(plan, "status").as_deref() {
+            None => "published".to_owned(),
+            Some(s @ ("staging" | "published" | "deprecated" | "closed")) => s.to_owned(),
+            Some(other) => {
+                out.warnings.push(
+                    join(&at, "status"),
+                    format!(
+                        "unknown status `{other}` (Otoroshi reads it as closed); imported closed"
+                    ),
+                );
+                "closed".to_owned()
+            }
+        };
+        let serving = status == "published" || status == "deprecated";
+        if kind == "keyless" && published_non_keyless && status != "staging" && status != "closed" {
+            out.warnings.push(
+                join(&at, "status"),
+                "a keyless plan beside a published non-keyless plan admits nobody in Otoroshi \
+                 (NgExpectedConsumer refuses anonymous calls): imported in staging",
+            );
+            status = "staging".to_owned();
+        }
+        let implemented = matches!(kind.as_str(), "keyless" | "apikey");
+        if !implemented && serving {
+            out.warnings.push(
+                join(&at, "access_mode_configuration_type"),
+                format!(
+                    "`{kind}` plans are not implemented by Tollgate yet: imported in staging, so \
+                     this plan identifies nobody"
+                ),
+            );
+            status = "staging".to_owned();
+        }
+        consumer.insert("kind".to_owned(), Value::String(kind.clone()));
+        consumer.insert("status".to_owned(), Value::String(status));
+        let config = plan
+            .get("access_mode_configuration")
+            .or_else(|| plan.get("config"));
+        if kind == "apikey" {
+            let mut template = serde_json::Map::new();
+            if let Some(Value::Object(cfg)) = config {
+                let cfg = match cfg.get("template") {
+                    Some(Value::Object(t)) => t,
+                    _ => cfg,
+                };
+                for (k, v) in cfg {
+                    if TEMPLATE_FIELDS.contains(&k.as_str()) {
+                        template.insert(k.clone(), v.clone());
+                    } else if ["throttlingQuota", "dailyQuota", "monthlyQuota"]
+                        .contains(&k.as_str())
+                    {
+                        consumer.entry(k.clone()).or_insert_with(|| v.clone());
+                    } else {
+                        out.ignored_fields
+                            .push(join(&join(&at, "access_mode_configuration"), k));
+                    }
+                }
+            }
+            if let Some(Value::Object(rotation)) = template.get_mut("rotation") {
+                rotation.remove("nextSecret");
+            }
+            let mut cfg = serde_json::Map::new();
+            cfg.insert("template".to_owned(), Value::Object(template));
+            consumer.insert("config".to_owned(), Value::Object(cfg));
+        } else if let Some(cfg) = config.filter(|c| !c.is_null()) {
+            if cfg.as_object().is_none_or(|o| !o.is_empty()) {
+                out.ignored_fields
+                    .push(join(&at, "access_mode_configuration"));
+            }
+        }
+        for k in ["throttlingQuota", "dailyQuota", "monthlyQuota"] {
+            if let Some(v) = plan.get(k) {
+                consumer.insert(k.to_owned(), v.clone());
+            }
+        }
+        if plan
+            .get("rateLimiting")
+            .is_some_and(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            out.warnings.push(
+                join(&at, "rateLimiting"),
+                "Otoroshi's rate-limiting strategy is not imported: set the consumer's \
+                 throttlingQuota, dailyQuota and monthlyQuota",
+            );
+        }
+        consumers.push(Value::Object(consumer));
+    }
+    let mut api = obj.clone();
+    api.remove("plans");
+    api.insert("consumers".to_owned(), Value::Array(consumers));
+    Value::Object(api)
 }

@@ -10,7 +10,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use crate::entity::{
-    Api, ApiKey, Backend, Certificate, Frontend, LoadBalancing, Restriction, Route, StoredBackend,
+    Api, ApiKey, ApikeyConsumerConfig, Backend, Certificate, Consumer, ConsumerKind, Frontend,
+    LoadBalancing, PluginInstance, Restriction, Route, StoredBackend,
 };
 
 /// One problem: where (a JSON path) and what.
@@ -108,7 +109,7 @@ pub fn from_value<T: DeserializeOwned>(
     match result {
         Ok(t) => {
             for field in unknown {
-                let full = join(path, &field.replace(".[", "["));
+                let full = join(path, &bracket_indexes(&field));
                 if strict {
                     problems.push(full, "unknown field");
                 } else {
@@ -128,6 +129,27 @@ pub fn from_value<T: DeserializeOwned>(
             None
         }
     }
+}
+
+/// serde_ignored writes a sequence index as a path segment (`consumers.0.bogus`) and
+/// serde_path_to_error as `[0]` after a dot; both become `consumers[0].bogus`.
+fn bracket_indexes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for segment in path.split('.') {
+        if segment.starts_with('[') {
+            out.push_str(segment);
+        } else if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(segment);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
 }
 
 /// serde_json's messages end with " at line N column M", meaningless for a `Value`; drop it.
@@ -709,15 +731,116 @@ impl Validate for Api {
             b.backend.validate(&join(&at, "backend"), problems);
         }
         for (i, c) in self.consumers.iter().enumerate() {
-            entity_id(&c.id, join(&index(&consumers, i), "id"), problems);
+            validate_consumer(c, &index(&consumers, i), problems);
         }
         for (i, s) in self.subscriptions.iter().enumerate() {
             let at = index(&join(path, "subscriptions"), i);
             entity_id(&s.id, join(&at, "id"), problems);
-            if !self.consumers.iter().any(|c| c.id == s.consumer_ref) {
-                problems.push(
+            match self.consumers.iter().find(|c| c.id == s.consumer_ref) {
+                None => problems.push(
                     join(&at, "consumer_ref"),
                     format!("no consumer `{}` in this API", s.consumer_ref),
+                ),
+                Some(c) if c.kind == ConsumerKind::Keyless => problems.push(
+                    join(&at, "consumer_ref"),
+                    format!(
+                        "consumer `{}` is keyless: it identifies anonymous calls and has no \
+                         subscriptions",
+                        c.id
+                    ),
+                ),
+                Some(c) if c.kind != ConsumerKind::Apikey && !s.apikeys.is_empty() => {
+                    problems.push(
+                        join(&at, "apikeys"),
+                        format!("consumer `{}` is not an apikey consumer", c.id),
+                    );
+                }
+                Some(_) => {}
+            }
+            for (j, k) in s.apikeys.iter().enumerate() {
+                if !id_ok(k) {
+                    problems.push(index(&join(&at, "apikeys"), j), ID_RULE);
+                }
+            }
+        }
+    }
+}
+
+/// Checks one consumer of an API: its id, its config against its kind (strictly: an unknown
+/// field is a problem), and that a kind Tollgate does not implement yet cannot serve.
+pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
+    entity_id(&c.id, join(path, "id"), problems);
+    let config = join(path, "config");
+    match c.kind {
+        ConsumerKind::Keyless => {
+            let empty = match &c.config {
+                serde_json::Value::Null => true,
+                serde_json::Value::Object(map) => map.is_empty(),
+                _ => false,
+            };
+            if !empty {
+                problems.push(config, "a keyless consumer takes no config (expected {})");
+            }
+        }
+        ConsumerKind::Apikey => {
+            let value = if c.config.is_null() {
+                serde_json::Value::Object(serde_json::Map::new())
+            } else {
+                c.config.clone()
+            };
+            let mut ignored = Vec::new();
+            if let Some(cfg) =
+                from_value::<ApikeyConsumerConfig>(&value, &config, true, problems, &mut ignored)
+            {
+                let template = join(&config, "template");
+                let t = &cfg.template;
+                if t.rotation.next_secret.is_some() {
+                    problems.push(
+                        join(&join(&template, "rotation"), "nextSecret"),
+                        "a template cannot carry a secret",
+                    );
+                }
+                if t.rotation.enabled {
+                    if t.rotation.rotation_every == 0 {
+                        problems.push(
+                            join(&join(&template, "rotation"), "rotationEvery"),
+                            "expected an integer ≥ 1 (hours)",
+                        );
+                    }
+                    if t.rotation.grace_period > t.rotation.rotation_every {
+                        problems.push(
+                            join(&join(&template, "rotation"), "gracePeriod"),
+                            "must not exceed rotationEvery",
+                        );
+                    }
+                }
+                for reserved in ["subscription", "consumer"] {
+                    if t.metadata.contains_key(reserved) {
+                        problems.push(
+                            join(&join(&template, "metadata"), reserved),
+                            "set by the gateway on every issued key",
+                        );
+                    }
+                }
+                let restrictions = join(&template, "restrictions");
+                for (field, list) in [
+                    ("allowed", &t.restrictions.allowed),
+                    ("forbidden", &t.restrictions.forbidden),
+                    ("notFound", &t.restrictions.not_found),
+                ] {
+                    validate_restrictions(list, &join(&restrictions, field), problems);
+                }
+            }
+        }
+        kind => {
+            if c.status.serves() {
+                problems.push(
+                    join(path, "status"),
+                    format!(
+                        "`{}` consumers are not implemented yet: they can only be staging or \
+                         closed (keyless and apikey consumers can be published)",
+                        kind.as_str()
+                    ),
                 );
             }
         }
@@ -789,4 +912,46 @@ impl Validate for Certificate {
             problems.push(join(path, field), why);
         }
     }
+}
+
+/// The enabled plugins of a chain that Tollgate does not implement, each with the path of its
+/// `plugin` field and a message naming it (`plugins[2].plugin: unknown plugin `…``).
+pub fn unknown_plugins(plugins: &[PluginInstance], path: &str) -> Vec<(String, String)> {
+    plugins
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.enabled && crate::entity::PluginKind::from_id(&p.plugin).is_none())
+        .map(|(i, p)| {
+            (
+                join(&index(&join(path, "plugins"), i), "plugin"),
+                format!("unknown plugin `{}`", p.plugin),
+            )
+        })
+        .collect()
+}
+
+/// [`unknown_plugins`] of a route and of every flow of an API, as problems: what the admin API
+/// and strict documents refuse (an Otoroshi import disables the routes instead).
+pub fn refuse_unknown_plugins(entity: Plugged<'_>, path: &str, problems: &mut Problems) {
+    let found = match entity {
+        Plugged::Route(r) => unknown_plugins(&r.plugins, path),
+        Plugged::Api(a) => a
+            .flows
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| unknown_plugins(&f.plugins, &index(&join(path, "flows"), i)))
+            .collect(),
+    };
+    for (at, message) in found {
+        problems.push(at, message);
+    }
+}
+
+/// An entity with plugin chains.
+#[derive(Debug, Clone, Copy)]
+pub enum Plugged<'a> {
+    /// A route's plugins.
+    Route(&'a Route),
+    /// An API's flows.
+    Api(&'a Api),
 }

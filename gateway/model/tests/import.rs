@@ -436,3 +436,109 @@ fn mock_backends() {
         );
     }
 }
+
+/// An Otoroshi export with APIs and plans imports the way Otoroshi's `applyPlan` compiles them:
+/// no imported API is more open than it was in Otoroshi.
+#[test]
+fn otoroshi_plans_compile_like_apply_plan() {
+    let out = import_document(
+        &repo_file("fixtures/otoroshi/otoroshi-export-apis.json"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.dialect, Dialect::Otoroshi);
+    assert!(out.is_clean(), "{}", out.problems);
+    let api = |id: &str| out.entities.apis.iter().find(|a| a.id == id).unwrap();
+    let status = |api: &gateway_model::entity::Api, id: &str| {
+        let c = api.consumers.iter().find(|c| c.id == id).unwrap();
+        (c.kind.as_str(), c.status.as_str())
+    };
+    let payments = api("api_payments");
+    assert_eq!(
+        status(payments, "plan_payments_gold"),
+        ("apikey", "published")
+    );
+    assert_eq!(
+        status(payments, "plan_payments_legacy"),
+        ("apikey", "deprecated")
+    );
+    // Beside a published apikey plan, Otoroshi's NgExpectedConsumer refuses anonymous calls.
+    assert_eq!(
+        status(payments, "plan_payments_free"),
+        ("keyless", "staging")
+    );
+    let gold = payments.consumers[0].apikey_config().template;
+    assert_eq!(gold.tags, vec!["gold"]);
+    assert_eq!(gold.metadata.get("tier").map(String::as_str), Some("gold"));
+    // The flow with a plugin Tollgate lacks: its route is imported disabled.
+    let wasm = payments
+        .routes
+        .iter()
+        .find(|r| r.id == "route_payments_wasm")
+        .unwrap();
+    assert!(!wasm.enabled);
+    assert!(
+        payments
+            .routes
+            .iter()
+            .any(|r| r.id == "route_payments" && r.enabled)
+    );
+    let catalog = api("api_catalog");
+    assert_eq!(
+        status(catalog, "plan_catalog_public"),
+        ("keyless", "published")
+    );
+    // A JWT plan (not implemented yet) identifies nobody, and its keyless neighbour is staged.
+    let partners = api("api_partners");
+    assert_eq!(status(partners, "plan_partners_jwt"), ("jwt", "staging"));
+    assert_eq!(
+        status(partners, "plan_partners_open"),
+        ("keyless", "staging")
+    );
+    let warnings: Vec<String> = out.warnings.iter().map(ToString::to_string).collect();
+    for expected in [
+        "apis[0].plans[1].status: a keyless plan beside a published non-keyless plan",
+        "apis[0].flows[1].plugins[1].plugin: unknown plugin `cp:otoroshi.next.plugins.WasmBackend`; the API's routes using the flow are imported disabled: route_payments_wasm",
+        "apis[2].plans[0].access_mode_configuration_type: `jwt` plans are not implemented",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)),
+            "{expected}\n{warnings:#?}"
+        );
+    }
+    for ignored in [
+        "apis[0].plans[0].pricing",
+        "apis[0].plans[0].access_mode_configuration.clientNamePattern",
+        "apis[0].plans[0].access_mode_configuration.constrainedServicesOnly",
+    ] {
+        assert!(
+            out.ignored_fields.iter().any(|f| f == ignored),
+            "{ignored}: {:#?}",
+            out.ignored_fields
+        );
+    }
+}
+
+#[test]
+fn strict_apis_refuse_unknown_plugins_fields_and_shared_ids() {
+    let mut problems = problems_of(json!({"apis": [
+        {"id": "a", "consumers": [{"id": "c", "kind": "apikey", "bogus": 1,
+                        "config": {"template": {"readOnly": true, "extra": 2}}}],
+         "subscriptions": [{"id": "s", "consumer_ref": "c", "paused": true}]}]}));
+    problems.extend(problems_of(json!({"apis": [
+        {"id": "a", "flows": [{"id": "f", "plugins": [{"plugin": "cp:otoroshi.next.plugins.Wasm"}]}],
+         "consumers": [{"id": "c", "kind": "apikey"}]},
+        {"id": "b", "consumers": [{"id": "c", "kind": "keyless"}]}]})));
+    for expected in [
+        "apis[0].flows[0].plugins[0].plugin: unknown plugin `cp:otoroshi.next.plugins.Wasm`",
+        "apis[0].consumers[0].bogus: unknown field",
+        "apis[0].consumers[0].config.template.extra: unknown field",
+        "apis[0].subscriptions[0].paused: unknown field",
+        "apis[1].consumers[0].id: consumer id `c` is also used by API `a`",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected}\n{problems:#?}"
+        );
+    }
+}

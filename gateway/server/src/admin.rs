@@ -9,6 +9,7 @@
 //! and never answers a certificate's private key (`"***"`; a write that sends `"***"` back keeps
 //! the stored key).
 
+mod apim;
 mod json;
 pub mod rotation;
 
@@ -26,7 +27,7 @@ use gateway_model::entity::{
 };
 use gateway_model::event::{EntityAction, EntityKind};
 use gateway_model::import::{Entities, import_document_at};
-use gateway_model::validate::{Problems, Validate, from_value};
+use gateway_model::validate::{Plugged, Problems, Validate, from_value, refuse_unknown_plugins};
 use serde_json::{Value, json};
 
 pub use gateway_httpd::{Request, Response};
@@ -389,6 +390,12 @@ impl Admin {
                     id,
                 ],
             ) => self.sub_item(req, api, sub, id),
+            ("POST", ["api", "apis", api, "subscriptions", id, "rotate"]) => {
+                self.rotate_subscription(req, api, id)
+            }
+            (_, ["api", "apis", _, "subscriptions", _, "rotate"]) => {
+                Err(method_not_allowed("POST"))
+            }
             (_, ["api", coll]) => {
                 let c = Collection::parse(coll).ok_or_else(|| not_found("collection", coll))?;
                 match method {
@@ -486,7 +493,12 @@ impl Admin {
     fn rotate(&self) {
         let mut log = self.log();
         let now = self.now();
-        let changes = rotation::due(log.state(), now, self.options.previous_secret_grace_ms);
+        let grace = self.options.previous_secret_grace_ms;
+        // In a cluster each key's rotation has one owner (rotation.rs); a node alone owns all.
+        let changes = match &self.options.kafka {
+            Some(kafka) => rotation::due_owned(log.state(), now, grace, &kafka.node_id),
+            None => rotation::due(log.state(), now, grace),
+        };
         if changes.is_empty() {
             return;
         }
@@ -514,10 +526,11 @@ impl Admin {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let log = self.log();
+        let issued = apim::issued_keys(log.state());
         let matching: Vec<Value> = log
             .state()
             .list(c.kind())
-            .map(|(e, v)| with_version(e.to_view_json(), v))
+            .map(|(e, v)| with_version(shown(e, &issued), v))
             .filter(|j| filters.iter().all(|(k, v)| json::field_matches(j, k, v)))
             .collect();
         let total = matching.len();
@@ -538,7 +551,11 @@ impl Admin {
             .state()
             .get(c.kind(), id)
             .ok_or_else(|| not_found(c.kind().as_str(), id))?;
-        Ok(entity_response(200, e, v))
+        let issued = apim::issued_keys(log.state());
+        Ok(
+            Response::json_pretty(200, &with_version(shown(e, &issued), v))
+                .with_header("etag", format!("\"{v}\"")),
+        )
     }
 
     fn create(&self, req: &Request, c: Collection) -> Outcome {
@@ -572,11 +589,17 @@ impl Admin {
             ));
         }
         let entity = self.stamp_rotation(entity, None);
-        let written = self.commit(
-            &mut log,
-            vec![Change::put(EntityAction::Created, entity)],
-            "admin",
-        )?;
+        let mut changes = Vec::new();
+        let entity = match entity {
+            Entity::Api(api) => {
+                let done = apim::reconcile(log.state(), None, *api, self.now())?;
+                changes = done.keys;
+                Entity::Api(Box::new(done.api))
+            }
+            other => other,
+        };
+        changes.insert(0, Change::put(EntityAction::Created, entity));
+        let written = self.commit(&mut log, changes, "admin")?;
         let version = written.first().map_or(1, |(_, e)| e.version);
         let (e, _) = log
             .state()
@@ -598,6 +621,9 @@ impl Admin {
             .ok_or_else(|| not_found(c.kind().as_str(), id))?;
         check_version(req, body_version, version)?;
         let current = current.clone();
+        if c == Collection::ApiKeys {
+            managed_key(log.state(), id)?;
+        }
         let mut doc = if patch {
             let mut doc = current.to_json();
             json::merge_patch(&mut doc, &body);
@@ -612,14 +638,20 @@ impl Admin {
         }
         let entity = parse_entity(c, &doc, Some(id))?;
         let entity = self.stamp_rotation(entity, Some(&current));
-        if entity == current {
+        let mut changes = Vec::new();
+        let entity = match (entity, &current) {
+            (Entity::Api(api), Entity::Api(old)) => {
+                let done = apim::reconcile(log.state(), Some(old), *api, self.now())?;
+                changes = done.keys;
+                Entity::Api(Box::new(done.api))
+            }
+            (other, _) => other,
+        };
+        if entity == current && changes.is_empty() {
             return Ok(entity_response(200, &current, version));
         }
-        let written = self.commit(
-            &mut log,
-            vec![Change::put(EntityAction::Updated, entity)],
-            "admin",
-        )?;
+        changes.insert(0, Change::put(EntityAction::Updated, entity));
+        let written = self.commit(&mut log, changes, "admin")?;
         let version = written.first().map_or(version, |(_, e)| e.version);
         let (e, _) = log
             .state()
@@ -635,7 +667,15 @@ impl Admin {
             .get(c.kind(), id)
             .ok_or_else(|| not_found(c.kind().as_str(), id))?;
         check_version(req, None, version)?;
-        let body = with_version(current.to_view_json(), version);
+        let issued = apim::issued_keys(log.state());
+        let body = with_version(shown(current, &issued), version);
+        if c == Collection::ApiKeys {
+            managed_key(log.state(), id)?;
+        }
+        let mut changes = vec![Change::delete(c.kind(), id)];
+        if let Entity::Api(api) = current {
+            changes.extend(apim::delete_api(log.state(), api));
+        }
         let users = match c {
             Collection::Backends => backend_users(log.state(), id),
             Collection::Certificates => certificate_users(log.state(), id),
@@ -648,7 +688,7 @@ impl Admin {
                 format!("{} `{id}` is used by {}", c.kind(), users.join(", ")),
             ));
         }
-        self.commit(&mut log, vec![Change::delete(c.kind(), id)], "admin")?;
+        self.commit(&mut log, changes, "admin")?;
         Ok(Response::json_pretty(
             200,
             &json!({"deleted": true, "entity": body}),
@@ -702,12 +742,20 @@ impl Admin {
                         )),
                     );
                 }
+                let old = api.clone();
                 let mut api = api;
                 let id = put_sub(&mut api, sub, &body, None)?;
-                let written = self.commit_api(&mut log, api)?;
+                let (written, issued) = self.commit_api(&mut log, &old, api)?;
                 let api = get_api(log.state(), api_id)?.0;
-                Ok(Response::json_pretty(201, &sub_json(&api, sub, &id))
-                    .with_header("etag", format!("\"{written}\"")))
+                let mut answer = sub_json(&api, sub, &id);
+                if !issued.is_empty() {
+                    if let Some(obj) = answer.as_object_mut() {
+                        obj.insert("credentials".into(), apim::credentials_json(&issued));
+                    }
+                }
+                Ok(Response::json_pretty(201, &answer)
+                    .with_header("etag", format!("\"{written}\""))
+                    .with_header("cache-control", "no-store".to_owned()))
             }
             _ => Err(method_not_allowed("GET, POST")),
         }
@@ -739,8 +787,9 @@ impl Admin {
                 } else {
                     body
                 };
+                let old = api.clone();
                 put_sub(&mut api, sub, &doc, Some(id))?;
-                let written = self.commit_api(&mut log, api)?;
+                let (written, _) = self.commit_api(&mut log, &old, api)?;
                 let api = get_api(log.state(), api_id)?.0;
                 Ok(Response::json_pretty(200, &sub_json(&api, sub, id))
                     .with_header("etag", format!("\"{written}\"")))
@@ -761,11 +810,14 @@ impl Admin {
                             format!("consumer `{id}` has subscriptions: {}", users.join(", ")),
                         ));
                     }
+                    let old = api.clone();
                     api.consumers.retain(|c| c.id != id);
+                    self.commit_api(&mut log, &old, api)?;
                 } else {
+                    let old = api.clone();
                     api.subscriptions.retain(|s| s.id != id);
+                    self.commit_api(&mut log, &old, api)?;
                 }
-                self.commit_api(&mut log, api)?;
                 Ok(Response::json_pretty(
                     200,
                     &json!({"deleted": true, "entity": current}),
@@ -775,22 +827,61 @@ impl Admin {
         }
     }
 
-    /// Validates and commits a changed API (consumers and subscriptions live inside it).
-    fn commit_api(&self, log: &mut EntityLog, api: Api) -> Result<u64, Failure> {
+    /// Validates and commits a changed API (consumers and subscriptions live inside it) with
+    /// what it does to issued keys ([`apim::reconcile`]); returns the API's new version and the
+    /// credentials issued.
+    fn commit_api(
+        &self,
+        log: &mut EntityLog,
+        old: &Api,
+        api: Api,
+    ) -> Result<(u64, Vec<apim::Issued>), Failure> {
         let mut problems = Problems::default();
         api.validate("", &mut problems);
         if !problems.is_empty() {
             return Err(invalid(&problems));
         }
-        let written = self.commit(
-            log,
-            vec![Change::put(
-                EntityAction::Updated,
-                Entity::Api(Box::new(api)),
-            )],
-            "admin",
-        )?;
-        Ok(written.first().map_or(0, |(_, e)| e.version))
+        let done = apim::reconcile(log.state(), Some(old), api, self.now())?;
+        let mut changes = vec![Change::put(
+            EntityAction::Updated,
+            Entity::Api(Box::new(done.api)),
+        )];
+        changes.extend(done.keys);
+        let written = self.commit(log, changes, "admin")?;
+        Ok((written.first().map_or(0, |(_, e)| e.version), done.issued))
+    }
+
+    /// `POST /api/apis/{api}/subscriptions/{id}/rotate`: new credentials for the subscription's
+    /// keys, answered once; the old secret is refused at once.
+    fn rotate_subscription(&self, req: &Request, api_id: &str, id: &str) -> Outcome {
+        let mut log = self.log();
+        let (api, version) = get_api(log.state(), api_id)?;
+        check_version(req, None, version)?;
+        let Some(sub) = api.subscriptions.iter().find(|s| s.id == id) else {
+            return Err(not_found("subscription", id));
+        };
+        if sub.status == gateway_model::entity::SubscriptionStatus::Closed {
+            return Err(fail(
+                409,
+                "invalid_status_transition",
+                format!("subscription `{id}` is closed: its credentials are revoked for good"),
+            ));
+        }
+        if sub.apikeys.is_empty() {
+            return Err(fail(
+                409,
+                "conflict",
+                format!("subscription `{id}` has no issued credentials to rotate"),
+            ));
+        }
+        let (changes, issued) = apim::rotate(log.state(), sub, self.now());
+        self.commit(&mut log, changes, "admin")?;
+        let api = get_api(log.state(), api_id)?.0;
+        let mut answer = sub_json(&api, "subscriptions", id);
+        if let Some(obj) = answer.as_object_mut() {
+            obj.insert("credentials".into(), apim::credentials_json(&issued));
+        }
+        Ok(Response::json_pretty(200, &answer).with_header("cache-control", "no-store".to_owned()))
     }
 
     fn quotas(&self, method: &str, id: &str) -> Outcome {
@@ -841,6 +932,7 @@ impl Admin {
         let Some((Entity::ApiKey(key, _), _)) = log.state().get(EntityKind::ApiKey, id) else {
             return Err(not_found("apikey", id));
         };
+        managed_key(log.state(), id)?;
         let (url, host) = example_target(log.state(), key, &self.options.public_url);
         let secret = key.client_secret.expose();
         let basic =
@@ -1507,6 +1599,7 @@ fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<En
         Collection::Routes => {
             from_value::<Route>(body, "", true, &mut problems, &mut ignored).map(|r| {
                 r.validate("", &mut problems);
+                refuse_unknown_plugins(Plugged::Route(&r), "", &mut problems);
                 Entity::Route(Box::new(r))
             })
         }
@@ -1525,6 +1618,7 @@ fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<En
         Collection::Apis => {
             from_value::<Api>(body, "", true, &mut problems, &mut ignored).map(|a| {
                 a.validate("", &mut problems);
+                refuse_unknown_plugins(Plugged::Api(&a), "", &mut problems);
                 Entity::Api(Box::new(a))
             })
         }
@@ -1578,8 +1672,47 @@ fn check_references(state: &State) -> Problems {
             route_ids.insert(r.id.clone(), format!("route `{}`", r.id));
         }
     }
+    let mut consumer_ids = std::collections::HashMap::new();
+    let mut subscription_ids = std::collections::HashMap::new();
+    let mut key_owner = std::collections::HashMap::new();
     for (e, _) in state.list(EntityKind::Api) {
         if let Entity::Api(a) = e {
+            for (i, c) in a.consumers.iter().enumerate() {
+                if let Some(other) = consumer_ids.insert(c.id.as_str(), a.id.as_str()) {
+                    p.push(
+                        format!("apis[{}].consumers[{i}].id", a.id),
+                        format!(
+                            "consumer id `{}` is also used by API `{other}` (consumer ids are \
+                             unique across APIs: usage is counted by them)",
+                            c.id
+                        ),
+                    );
+                }
+            }
+            for (i, s) in a.subscriptions.iter().enumerate() {
+                if let Some(other) = subscription_ids.insert(s.id.as_str(), a.id.as_str()) {
+                    p.push(
+                        format!("apis[{}].subscriptions[{i}].id", a.id),
+                        format!(
+                            "subscription id `{}` is also used by API `{other}` (subscription \
+                             ids are unique across APIs)",
+                            s.id
+                        ),
+                    );
+                }
+                for (j, k) in s.apikeys.iter().enumerate() {
+                    let at = format!("apis[{}].subscriptions[{i}].apikeys[{j}]", a.id);
+                    if state.get(EntityKind::ApiKey, k).is_none() {
+                        p.push(at.clone(), format!("no API key `{k}`"));
+                    }
+                    if let Some(other) = key_owner.insert(k.as_str(), s.id.as_str()) {
+                        p.push(
+                            at,
+                            format!("API key `{k}` is also issued to subscription `{other}`"),
+                        );
+                    }
+                }
+            }
             for (i, r) in a.routes.iter().enumerate() {
                 if !a.backends.iter().any(|b| b.id == r.backend)
                     && !backends.contains(r.backend.as_str())
@@ -1791,14 +1924,30 @@ fn upsert<T>(
 fn put_sub(api: &mut Api, sub: &str, body: &Value, id: Option<&str>) -> Result<String, Failure> {
     let mut problems = Problems::default();
     let mut ignored = Vec::new();
+    // Strict, like every entity: unknown fields and bad values are refused with their paths.
     let new_id = if sub == "consumers" {
-        let Some(c) = from_value::<Consumer>(body, "", true, &mut problems, &mut ignored) else {
+        let c = from_value::<Consumer>(body, "", true, &mut problems, &mut ignored);
+        if let Some(c) = &c {
+            gateway_model::validate::validate_consumer(c, "", &mut problems);
+        }
+        let Some(c) = c.filter(|_| problems.is_empty()) else {
             return Err(invalid(&problems));
         };
         upsert(&mut api.consumers, c, id, |c| &c.id, "consumer")?
     } else {
-        let Some(s) = from_value::<Subscription>(body, "", true, &mut problems, &mut ignored)
-        else {
+        let s = from_value::<Subscription>(body, "", true, &mut problems, &mut ignored);
+        if let Some(s) = &s {
+            if !gateway_model::validate::id_ok(&s.id) {
+                problems.push("id", "expected 1 to 128 characters of A-Z a-z 0-9 . _ ~ @ + - (not starting with `.`)");
+            }
+            if !api.consumers.iter().any(|c| c.id == s.consumer_ref) {
+                problems.push(
+                    "consumer_ref",
+                    format!("no consumer `{}` in this API", s.consumer_ref),
+                );
+            }
+        }
+        let Some(s) = s.filter(|_| problems.is_empty()) else {
             return Err(invalid(&problems));
         };
         upsert(&mut api.subscriptions, s, id, |s| &s.id, "subscription")?
@@ -1825,6 +1974,47 @@ fn with_version(mut v: Value, version: u64) -> Value {
 fn entity_response(status: u16, e: &Entity, version: u64) -> Response {
     Response::json_pretty(status, &with_version(e.to_view_json(), version))
         .with_header("etag", format!("\"{version}\""))
+}
+
+/// An entity's JSON as the admin API shows it: the secrets of a key issued to a subscription
+/// are answered once, when they are issued, and shown as `***` afterwards.
+fn shown(e: &Entity, issued: &std::collections::BTreeMap<String, (String, String)>) -> Value {
+    let mut json = e.to_view_json();
+    if let Entity::ApiKey(k, _) = e {
+        if issued.contains_key(&k.client_id) {
+            if let Some(obj) = json.as_object_mut() {
+                obj.insert(
+                    "clientSecret".into(),
+                    Value::String(crate::seal::REDACTED.into()),
+                );
+                if let Some(r) = obj.get_mut("rotation").and_then(Value::as_object_mut) {
+                    if r.get("nextSecret").is_some_and(|v| !v.is_null()) {
+                        r.insert(
+                            "nextSecret".into(),
+                            Value::String(crate::seal::REDACTED.into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    json
+}
+
+/// A key issued to a subscription is changed through its subscription (and consumer) only.
+fn managed_key(state: &State, id: &str) -> Result<(), Failure> {
+    match apim::issued_keys(state).get(id) {
+        Some((api, sub)) => Err(fail(
+            409,
+            "managed_by_subscription",
+            format!(
+                "API key `{id}` was issued to subscription `{sub}` of API `{api}`: change the \
+                 subscription or its consumer (`POST /api/apis/{api}/subscriptions/{sub}/rotate` \
+                 for new credentials)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A URL a key can call: the first route (top-level or of an API) it is authorized on.
@@ -1916,6 +2106,7 @@ mod tests {
             "/api/apis/{api}/consumers/{id}",
             "/api/apis/{api}/subscriptions",
             "/api/apis/{api}/subscriptions/{id}",
+            "/api/apis/{api}/subscriptions/{id}/rotate",
         ] {
             assert!(paths.contains_key(p), "{p} is not described");
         }

@@ -348,6 +348,22 @@ impl State {
             .filter_map(|(_, e)| e.entity.as_ref().map(|x| (x, e.version)))
     }
 
+    /// `(at, node)` of `kind/id`'s last event: when and by which node it was written (the node
+    /// that owns the key's rotation in a cluster).
+    pub fn last_writer(&self, kind: EntityKind, id: &str) -> Option<(i64, &str)> {
+        let entry = self.entries.get(&(kind, id.to_owned()))?;
+        let (_, node) = entry.stamp.1.rsplit_once('@')?;
+        Some((entry.stamp.0, node))
+    }
+
+    /// Every node id that wrote an event of the fold (its cluster as the log knows it).
+    pub fn writers(&self) -> std::collections::BTreeSet<&str> {
+        self.entries
+            .values()
+            .filter_map(|e| e.stamp.1.rsplit_once('@').map(|(_, n)| n))
+            .collect()
+    }
+
     /// Every live entity.
     pub fn all(&self) -> impl Iterator<Item = &Entity> {
         self.entries.values().filter_map(|e| e.entity.as_ref())

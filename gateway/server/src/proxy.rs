@@ -90,6 +90,8 @@ struct Plan {
     added_out: u64,
     /// `KeyEntry::index` of the verified key (usage is charged to it).
     key: Option<usize>,
+    /// The API consumer and subscription the request was identified as.
+    identity: Option<gateway_core::flow::Identity>,
     /// Why the flow refused the request, if it did.
     rejection: Option<gateway_core::flow::Rejection>,
     action: Action,
@@ -266,6 +268,10 @@ impl Conn {
             .rejection
             .map(gateway_core::flow::Rejection::reason)
             .or(self.access.refusal);
+        let (consumer, subscription) = match (snap, plan.identity) {
+            (Some(s), Some(i)) => s.shared.directory.ids(i),
+            _ => (None, None),
+        };
         let line = crate::access::Line {
             now_ms: now_ms(),
             node: &core.node,
@@ -282,8 +288,8 @@ impl Conn {
             upstream: self.access.upstream,
             route: route.map(|r| &*r.id),
             api: route.and_then(|r| r.api.as_deref()),
-            consumer: None,
-            subscription: None,
+            consumer,
+            subscription,
             apikey,
             reason,
         };
@@ -292,8 +298,9 @@ impl Conn {
         }
     }
 
-    /// Charges the request to its key's usage (keyed requests only): admitted, or refused with
-    /// the reason, bytes in and out, status.
+    /// Charges the request to its key's usage (keyed requests, and calls of an API consumer:
+    /// its subscription's key or a keyless consumer's quota holder): admitted, or refused with
+    /// the reason, bytes in and out, status, with the API consumer and subscription.
     fn record_usage(&self, core: &Core, plan: &Plan) {
         let (Some(snap), Some(key), Some(route)) = (&plan.snap, plan.key, plan.route) else {
             return;
@@ -312,13 +319,16 @@ impl Conn {
         let Some((day, month)) = core.calendar_ids(snap, now_ms()) else {
             return;
         };
+        let (consumer, subscription) = plan
+            .identity
+            .map_or((None, None), |i| snap.shared.directory.ids(i));
         if let Some(u) = core.usage.borrow_mut().as_mut() {
             let identity = gateway_core::usage::UsageIdentity {
                 apikey: client_id,
                 api: rt.api.as_deref(),
                 route: &rt.id,
-                consumer: None,
-                subscription: None,
+                consumer,
+                subscription,
                 day,
                 month,
             };

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use gateway_core::apikey::{KeyStore, StoreError};
-use gateway_core::flow::{Flow, FlowError};
+use gateway_core::flow::{ApiConsumers, Directory, Flow, FlowError};
 use gateway_core::quota::NodePool;
 use gateway_core::route::{BuildError, RouteDef, RouteTable};
 use gateway_core::window::Calendar;
@@ -121,8 +121,10 @@ pub struct Snapshot {
     pub routes: Vec<RouteRuntime>,
     /// Backends (stored, API-local and inline).
     pub backends: Vec<BackendRuntime>,
-    /// API keys.
+    /// API keys (and the quota holders of keyless API consumers).
     pub keys: KeyStore,
+    /// The APIs' consumers and subscriptions (usage names them by index).
+    pub directory: std::sync::Arc<Directory>,
     /// The node's quota counters for these keys (carried over from the previous snapshot).
     pub pool: NodePool,
     /// The certificate entities the HTTPS listener serves, by name.
@@ -407,6 +409,8 @@ impl Snapshot {
             by_id.insert(b.id.as_str(), backends.len());
             backends.push(resolve_backend(&b.id, &b.backend, resolver, &certificates)?);
         }
+        let keys = KeyStore::build_with(&entities.apikeys, &Directory::holders(&entities.apis))?;
+        let directory = std::sync::Arc::new(Directory::build(&entities.apis, &keys));
         let mut routes = Vec::new();
         let mut defs = Vec::new();
         let all = entities
@@ -447,10 +451,21 @@ impl Snapshot {
                 .into();
             let slot = routes.len();
             defs.push(RouteDef::from_route(&route, slot));
+            let consumers = match api
+                .as_deref()
+                .and_then(|id| entities.apis.iter().find(|a| a.id == id))
+            {
+                Some(owner) => ApiConsumers::build(&directory, owner, &route.id, &route.groups)
+                    .map_err(|error| FlowError::ApikeyCalls {
+                        route: route.id.clone(),
+                        error,
+                    })?,
+                None => None,
+            };
             routes.push(RouteRuntime {
                 id: route.id.as_str().into(),
                 api: api.map(Into::into),
-                flow: Flow::build(&route)?,
+                flow: Flow::build(&route)?.with_api_consumers(consumers),
                 backend,
                 root,
                 keep_host: route.keep_host,
@@ -458,7 +473,6 @@ impl Snapshot {
                 allow_encoded_slashes: route.frontend.allow_encoded_slashes,
             });
         }
-        let keys = KeyStore::build(&entities.apikeys)?;
         let pool = match quotas.previous {
             Some(previous) => previous.rebuild(&keys),
             None => NodePool::new(quotas.calendar.clone(), quotas.cores, &keys),
@@ -469,6 +483,7 @@ impl Snapshot {
             routes,
             backends,
             keys,
+            directory,
             pool,
             certs: std::sync::Arc::new(cert_store(&certificates)),
             certificates,

@@ -316,10 +316,16 @@ fn a_restart_keeps_everything() {
     stack.call("PATCH", "/api/apikeys/k", Some(&json!({"dailyQuota": 77})));
     stack.call("POST", "/api/apikeys", Some(&key("gone", "x-secret", "r")));
     stack.call("DELETE", "/api/apikeys/gone", None);
-    let api = json!({"id": "shop", "name": "shop", "state": "published",
+    let api = json!({"id": "shop", "name": "shop",
         "backends": [{"id": "b", "backend": {"mock": {"body": "shop"}}}],
         "routes": [{"id": "shop-r", "frontend": {"domains": ["*/shop"]}, "backend": "b"}]});
     assert_eq!(stack.call("POST", "/api/apis", Some(&api)).0, 201);
+    let (s, c) = stack.call(
+        "PATCH",
+        "/api/apis/shop",
+        Some(&json!({"state": "published"})),
+    );
+    assert_eq!(s, 200, "{c}");
     let (s, c) = stack.call(
         "POST",
         "/api/apis/shop/consumers",
@@ -329,9 +335,14 @@ fn a_restart_keeps_everything() {
     let (s, sub) = stack.call(
         "POST",
         "/api/apis/shop/subscriptions",
-        Some(&json!({"id": "s1", "consumer_ref": "gold", "apikeys": ["k"]})),
+        Some(&json!({"id": "s1", "consumer_ref": "gold"})),
     );
     assert_eq!(s, 201, "{sub}");
+    let issued_id = sub["credentials"]["clientId"].as_str().unwrap().to_owned();
+    let issued_secret = sub["credentials"]["clientSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let before: Vec<Value> = ["apis", "routes", "backends", "apikeys"]
         .iter()
         .map(|c| stack.call("GET", &format!("/api/{c}"), None).1)
@@ -344,9 +355,22 @@ fn a_restart_keeps_everything() {
         .map(|c| stack.call("GET", &format!("/api/{c}"), None).1)
         .collect();
     assert_eq!(before, after);
-    assert_eq!(after[3][0]["dailyQuota"], 77);
+    let k = after[3]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["clientId"] == "k")
+        .unwrap();
+    assert_eq!(k["dailyQuota"], 77);
     until_all(stack.data(), "x", "/r", Some(("k", "restart-secret")), 200);
-    until_all(stack.data(), "x", "/shop", None, 200);
+    until_all(
+        stack.data(),
+        "x",
+        "/shop",
+        Some((&issued_id, &issued_secret)),
+        200,
+    );
+    until_all(stack.data(), "x", "/shop", None, 401);
     // Versions go on from where they were.
     let (_, k) = stack.call("PATCH", "/api/apikeys/k", Some(&json!({"dailyQuota": 78})));
     assert_eq!(k["_version"], 3);

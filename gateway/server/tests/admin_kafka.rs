@@ -31,6 +31,24 @@ struct Member {
 
 impl Member {
     fn start(id: &str, dir: &Path, key_file: &Path, brokers: &str, topics: &Topics) -> Self {
+        Self::start_with(
+            id,
+            dir,
+            key_file,
+            brokers,
+            topics,
+            gateway::admin::system_clock(),
+        )
+    }
+
+    fn start_with(
+        id: &str,
+        dir: &Path,
+        key_file: &Path,
+        brokers: &str,
+        topics: &Topics,
+        clock: gateway::admin::Clock,
+    ) -> Self {
         let log = gateway::admin::open_log(dir, id, Some(key_file), 1000).unwrap();
         let entities = log.state().entities(gateway::entitylog::now_ms());
         let options = NodeOptions {
@@ -58,7 +76,7 @@ impl Member {
                 token: Secret::new(TOKEN),
                 previous_secret_grace_ms: 0,
                 rotation_every: Duration::from_secs(3600),
-                clock: gateway::admin::system_clock(),
+                clock,
                 public_url: format!("http://{}", node.addr()),
                 driver: node.driver().to_string(),
                 metrics_public: false,
@@ -251,4 +269,127 @@ fn two_nodes_converge_through_the_entity_topic() {
             .collect::<Vec<_>>()
     };
     assert!(common::wait_until(Duration::from_secs(5), || lists(&a) == lists(&b)));
+}
+
+/// Key rotation has one owner per key in a cluster: both nodes check rotations at the same
+/// (injected) instants, and the topic holds one next secret and one rotation, both written by
+/// the node that owns the key (the one that created it); when the owner stops, the other node
+/// takes the next step over once it is a takeover delay overdue.
+#[test]
+fn a_rotation_has_one_owner_in_the_cluster() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let Some(brokers) = broker() else { return };
+    let _serial = serial();
+    let topics = Topics::with_suffix(&unique("rotation"));
+    let key_dir = TempDir::new("kafka-rotation-key");
+    let key_file = key_dir.path().join("cluster.key");
+    std::fs::write(&key_file, "24".repeat(32)).unwrap();
+    let (dir_a, dir_b) = (TempDir::new("kafka-rot-a"), TempDir::new("kafka-rot-b"));
+    let t0 = gateway::entitylog::now_ms();
+    let clock = Arc::new(AtomicI64::new(t0));
+    let shared = |c: &Arc<AtomicI64>| -> gateway::admin::Clock {
+        let c = c.clone();
+        Arc::new(move || c.load(Ordering::SeqCst))
+    };
+    let mut a = Member::start_with(
+        "node-a",
+        dir_a.path(),
+        &key_file,
+        &brokers,
+        &topics,
+        shared(&clock),
+    );
+    let b = Member::start_with(
+        "node-b",
+        dir_b.path(),
+        &key_file,
+        &brokers,
+        &topics,
+        shared(&clock),
+    );
+    let key = json!({"clientId": "rk", "clientSecret": "Rotating-Secret-0-aa11",
+        "rotation": {"enabled": true, "rotationEvery": 10, "gracePeriod": 2}});
+    assert_eq!(a.call("POST", "/api/apikeys", Some(&key)).0, 201);
+    assert!(common::wait_until(Duration::from_secs(10), || b
+        .call("GET", "/api/apikeys/rk", None)
+        .0
+        == 200));
+    let field =
+        |m: &Member, f: &dyn Fn(&Value) -> Value| f(&m.call("GET", "/api/apikeys/rk", None).1);
+    let next = |v: &Value| v["rotation"]["nextSecret"].clone();
+    let secret = |v: &Value| v["clientSecret"].clone();
+    let check_both = |a: &Member, b: &Member| {
+        // The non-owner first: it must leave the step to the owner.
+        b.admin.as_ref().unwrap().check_rotations();
+        a.admin.as_ref().unwrap().check_rotations();
+    };
+
+    // The grace period starts: both nodes check, one next secret is published.
+    clock.store(t0 + 8 * 3_600_000 + 1_000, Ordering::SeqCst);
+    check_both(&a, &b);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        let (na, nb) = (field(&a, &next), field(&b, &next));
+        !na.is_null() && na == nb
+    }));
+    let published = field(&a, &next);
+    // Checked again at the same instant: nothing more.
+    check_both(&a, &b);
+    // The switch: the next secret becomes the secret, once.
+    clock.store(t0 + 10 * 3_600_000 + 1_000, Ordering::SeqCst);
+    check_both(&a, &b);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        field(&a, &secret) == published && field(&b, &secret) == published
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let rotation_events = |from: usize| -> Vec<Value> {
+        read_topic(
+            &brokers,
+            &topics.entities,
+            2,
+            Duration::from_secs(3),
+            Duration::from_secs(15),
+        )
+        .iter()
+        .filter_map(|(_, p)| serde_json::from_slice::<Value>(p).ok())
+        .filter(|e| e["entity_id"] == "rk" && e["actor"] == "rotation")
+        .skip(from)
+        .collect()
+    };
+    let events = rotation_events(0);
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let id = e["id"].as_str().unwrap();
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                id.rsplit_once('@').unwrap().1.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("updated".to_owned(), "node-a".to_owned()),
+            ("rotated".to_owned(), "node-a".to_owned()),
+        ],
+        "one next secret and one rotation, by the owner"
+    );
+
+    // The owner stops: the next grace period is taken over by B once it is a minute overdue.
+    a.stop();
+    let next_grace = t0 + 18 * 3_600_000 + 1_000;
+    clock.store(next_grace, Ordering::SeqCst);
+    b.admin.as_ref().unwrap().check_rotations();
+    assert!(field(&b, &next).is_null(), "B waits for the owner first");
+    clock.store(
+        next_grace + gateway::admin::rotation::TAKEOVER_MS,
+        Ordering::SeqCst,
+    );
+    b.admin.as_ref().unwrap().check_rotations();
+    assert!(!field(&b, &next).is_null(), "B took the step over");
+    let later = rotation_events(2);
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert!(later[0]["id"].as_str().unwrap().ends_with("@node-b"));
 }

@@ -257,3 +257,71 @@ fn days_follow_the_configured_time_zone() {
     .unwrap();
     assert_eq!(by_consumer["2026-11-22"].regular.bytes_in, 100);
 }
+
+#[test]
+fn usage_per_subscription_and_the_billing_export_by_subscription() {
+    let store = Store::in_memory().unwrap();
+    let cal = Calendar::utc();
+    let mut fold = Fold::new(cal.clone(), HOUR);
+    let sub = |apikey: &str, consumer: &str, subscription: Option<&str>, admitted: u64| {
+        let mut e = entry(apikey, 20261121, admitted);
+        e.consumer = Some(consumer.into());
+        e.subscription = subscription.map(Into::into);
+        e
+    };
+    let t = ms("2026-11-21", 10);
+    fold.apply_usage(
+        "s",
+        0,
+        &batch(
+            0,
+            t,
+            t + 100,
+            vec![
+                sub("key-a", "gold", Some("acme"), 3),
+                sub("key-b", "gold", Some("globex"), 5),
+                sub("keyless:api-1:free", "free", None, 7),
+            ],
+        ),
+    );
+    commit(&mut fold, &store);
+    let usage = |dim, id: &str| {
+        query::usage(&store, &cal, dim, id, Granularity::Month, None, None).unwrap()["2026-11"]
+            .regular
+            .admitted
+    };
+    assert_eq!(usage(Dimension::Subscription, "acme"), 3);
+    assert_eq!(usage(Dimension::Subscription, "globex"), 5);
+    assert_eq!(usage(Dimension::Consumer, "gold"), 8);
+    assert_eq!(usage(Dimension::Consumer, "free"), 7);
+    let lines = query::export(
+        &store,
+        &cal,
+        Granularity::Month,
+        crate::calendar::parse_month("2026-11").unwrap(),
+        query::ExportBy::Subscription,
+    )
+    .unwrap();
+    let got: Vec<(String, u64)> = lines
+        .iter()
+        .map(|(line, u)| (line.clone(), u.regular.admitted))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("api-1/gold/acme".to_owned(), 3),
+            ("api-1/gold/globex".to_owned(), 5)
+        ]
+    );
+    let csv = query::csv_line(
+        "2026-11",
+        "UTC",
+        "api-1/gold/acme",
+        query::ExportBy::Subscription,
+        &lines["api-1/gold/acme"],
+    );
+    assert!(
+        csv.starts_with("2026-11,UTC,api-1,gold,acme,3,0,30,"),
+        "{csv}"
+    );
+}

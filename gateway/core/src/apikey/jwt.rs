@@ -148,7 +148,10 @@ pub(crate) fn verify<'s>(
     .into_iter()
     .find_map(|claim| claim.as_ref().map(|text| &*text.0))
     .ok_or(JwtError::NoClientId)?;
-    let entry = store.get(client_id).ok_or(KeyRejection::UnknownKey)?;
+    let entry = store
+        .get(client_id)
+        .filter(|e| !e.is_holder())
+        .ok_or(KeyRejection::UnknownKey)?;
 
     // The largest tag (HS512) is 64 bytes; base64 needs a little slack to decode into a slice.
     let mut sig = [0u8; 72];

@@ -61,8 +61,18 @@ impl KeyStore {
     /// # Errors
     /// An empty or duplicate client id, or a restriction regex that does not compile.
     pub fn build(keys: &[ApiKey]) -> Result<Self, StoreError> {
+        Self::build_with(keys, &[])
+    }
+
+    /// [`KeyStore::build`], plus quota holders that no credential can name: a keyless API
+    /// consumer's calls are counted against one (its quotas, leases, usage and totals are those
+    /// of a key with that id). Holders come after the keys (their indexes follow the keys').
+    ///
+    /// # Errors
+    /// As [`KeyStore::build`]; a holder whose id is a key's is a duplicate.
+    pub fn build_with(keys: &[ApiKey], holders: &[QuotaHolder]) -> Result<Self, StoreError> {
         let mut map: FxHashMap<Box<str>, KeyEntry> = FxHashMap::default();
-        map.reserve(keys.len());
+        map.reserve(keys.len() + holders.len());
         for (index, key) in keys.iter().enumerate() {
             if key.client_id.is_empty() {
                 return Err(StoreError::EmptyClientId { index });
@@ -77,6 +87,17 @@ impl KeyStore {
             let entry = KeyEntry::new(index, key)?;
             map.insert(key.client_id.as_str().into(), entry);
         }
+        for (i, holder) in holders.iter().enumerate() {
+            let index = keys.len() + i;
+            if let Some(first) = map.get(holder.id.as_str()) {
+                return Err(StoreError::DuplicateClientId {
+                    index,
+                    first: first.index,
+                    client_id: holder.id.clone(),
+                });
+            }
+            map.insert(holder.id.as_str().into(), KeyEntry::holder(index, holder));
+        }
         Ok(Self { keys: map })
     }
 
@@ -86,9 +107,12 @@ impl KeyStore {
         self.keys.get(client_id)
     }
 
-    /// The key with this client id, as sent (not UTF-8: no key).
+    /// The key with this client id, as sent (not UTF-8: no key). Quota holders are no keys: no
+    /// credential finds them.
     pub(crate) fn lookup(&self, client_id: &[u8]) -> Option<&KeyEntry> {
-        self.keys.get(std::str::from_utf8(client_id).ok()?)
+        self.keys
+            .get(std::str::from_utf8(client_id).ok()?)
+            .filter(|e| !e.holder)
     }
 
     /// The work of a secret comparison, for an unknown client id: an unknown id and a wrong
@@ -124,6 +148,16 @@ impl KeyStore {
     pub fn iter(&self) -> impl Iterator<Item = &KeyEntry> {
         self.keys.values()
     }
+}
+
+/// A quota holder that is not a key (see [`KeyStore::build_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaHolder {
+    /// Its id, in the key namespace (usage, totals, pool); never a valid client id
+    /// (`keyless:<api>:<consumer>` has a `:`).
+    pub id: String,
+    /// Its quotas.
+    pub quotas: Quotas,
 }
 
 /// The quotas of a key (DESIGN §3).
@@ -162,9 +196,42 @@ pub struct KeyEntry {
     tags: Box<[Box<str>]>,
     /// Sorted by key.
     metadata: Box<[(Box<str>, Box<str>)]>,
+    /// A quota holder, not a key: no credential names it.
+    holder: bool,
 }
 
 impl KeyEntry {
+    fn holder(index: usize, holder: &QuotaHolder) -> Self {
+        Self {
+            index,
+            client_id: holder.id.as_str().into(),
+            client_name: Box::default(),
+            secret: Box::default(),
+            next_secret: None,
+            bearer_mac: [0; 32],
+            next_bearer_mac: None,
+            enabled: true,
+            read_only: false,
+            allow_client_id_only: false,
+            constrained_services_only: false,
+            valid_until: None,
+            routes: IdSet::new(&[]),
+            apis: IdSet::new(&[]),
+            groups: IdSet::new(&[]),
+            quotas: holder.quotas,
+            restrictions: RestrictionSet::disabled(),
+            tags: Box::default(),
+            metadata: Box::default(),
+            holder: true,
+        }
+    }
+
+    /// Whether this is a quota holder (a keyless consumer's), not a key.
+    #[must_use]
+    pub fn is_holder(&self) -> bool {
+        self.holder
+    }
+
     fn new(index: usize, key: &ApiKey) -> Result<Self, StoreError> {
         let restrictions = RestrictionSet::compile(&key.restrictions).map_err(|error| {
             StoreError::Restriction {
@@ -218,6 +285,7 @@ impl KeyEntry {
                 .iter()
                 .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect(),
+            holder: false,
         })
     }
 
@@ -378,6 +446,7 @@ impl fmt::Debug for KeyEntry {
             .field("restrictions_enabled", &self.restrictions.is_enabled())
             .field("tags", &self.tags)
             .field("metadata", &self.metadata)
+            .field("holder", &self.holder)
             .finish()
     }
 }

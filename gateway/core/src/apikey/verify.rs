@@ -34,6 +34,25 @@ pub fn verify<'s>(
     now_ms: i64,
     scratch: &mut ScratchBuf,
 ) -> Result<&'s KeyEntry, KeyRejection> {
+    let entry = prove(cred, store, route, now_ms, scratch)?;
+    check(entry, route, method, now_ms)?;
+    Ok(entry)
+}
+
+/// Step 1 of [`verify`]: finds the key and checks that the credential proves it (the secret,
+/// the next secret, an `otoapk_` signature, a JWT, or the client id alone where allowed), and
+/// nothing else. An API's consumers use it to learn whose subscription a call belongs to before
+/// they say why that subscription cannot call.
+///
+/// # Errors
+/// An unknown key, or a credential that does not prove it.
+pub fn prove<'s>(
+    cred: &Credential<'_>,
+    store: &'s KeyStore,
+    route: &RouteContext,
+    now_ms: i64,
+    scratch: &mut ScratchBuf,
+) -> Result<&'s KeyEntry, KeyRejection> {
     let entry = match *cred {
         Credential::IdSecret {
             client_id, secret, ..
@@ -82,6 +101,20 @@ pub fn verify<'s>(
         }
         Credential::Malformed { .. } => return Err(KeyRejection::Malformed),
     };
+    Ok(entry)
+}
+
+/// Steps 2 to 5 of [`verify`], for a key whose credential was proven ([`prove`]): enabled, not
+/// expired, authorized on the route, routing constraints, read-only.
+///
+/// # Errors
+/// The first check that fails.
+pub fn check(
+    entry: &KeyEntry,
+    route: &RouteContext,
+    method: &str,
+    now_ms: i64,
+) -> Result<(), KeyRejection> {
     if !entry.enabled() {
         return Err(KeyRejection::Disabled);
     }
@@ -101,5 +134,5 @@ pub fn verify<'s>(
     if entry.read_only() && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
         return Err(KeyRejection::ReadOnly);
     }
-    Ok(entry)
+    Ok(())
 }

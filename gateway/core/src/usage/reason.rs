@@ -7,7 +7,7 @@
 use gateway_model::event::RejectReason;
 
 use crate::apikey::KeyRejection;
-use crate::flow::{QuotaExceeded, Rejection};
+use crate::flow::{QuotaExceeded, Rejection, SubscriptionRejection};
 
 /// The usage bucket of a flow refusal; `None` when no key was identified (no credential, or an
 /// unknown client id): such calls have no key to charge and appear only in metrics.
@@ -17,6 +17,12 @@ pub fn reject_reason(rejection: Rejection) -> Option<RejectReason> {
         // Refused before any key was identified: nothing to charge.
         Rejection::ClientCert(_) => None,
         Rejection::Key(key) => key_reject_reason(key),
+        // A key that names no subscription of the API is refused as not authorized there; a
+        // subscription that cannot call, as disabled.
+        Rejection::Subscription(SubscriptionRejection::NotIdentified) => {
+            Some(RejectReason::NotAuthorized)
+        }
+        Rejection::Subscription(_) => Some(RejectReason::Disabled),
         Rejection::Restricted(_) => Some(RejectReason::Restriction),
         Rejection::ReadOnlyRoute => Some(RejectReason::ReadOnly),
         Rejection::Quota(QuotaExceeded::Throttled { .. }) => Some(RejectReason::Throttled),

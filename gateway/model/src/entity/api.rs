@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Frontend, PluginInstance, yes};
+use super::{Backend, Frontend, PluginInstance, Restrictions, Rotation, yes};
 
 /// An API (Otoroshi's `Api` entity): routes, backends and plugin flows managed as a whole, with
 /// consumers (how callers are identified) and subscriptions (who may call), and a lifecycle.
@@ -69,6 +69,30 @@ impl ApiState {
     pub fn serves_traffic(self) -> bool {
         matches!(self, Self::Published | Self::Deprecated)
     }
+
+    /// Otoroshi's `isValidStateTransition`: staging → published, published ↔ deprecated,
+    /// published | deprecated → closed (Otoroshi: removed), closed → staging. Staying in the same
+    /// state is not a transition and is always allowed.
+    pub fn can_become(self, next: Self) -> bool {
+        self == next
+            || matches!(
+                (self, next),
+                (Self::Staging, Self::Published)
+                    | (Self::Published, Self::Deprecated | Self::Closed)
+                    | (Self::Deprecated, Self::Published | Self::Closed)
+                    | (Self::Closed, Self::Staging)
+            )
+    }
+
+    /// The state's JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staging => "staging",
+            Self::Published => "published",
+            Self::Deprecated => "deprecated",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 /// A route of an API: a frontend, a backend reference and a flow reference.
@@ -133,28 +157,34 @@ pub struct Consumer {
     /// The security pattern.
     #[serde(default, alias = "access_mode_configuration_type")]
     pub kind: ConsumerKind,
-    /// Kind-specific settings (key template, JWT verifier, accepted certificates, …).
+    /// Kind-specific settings: `{template: {…}}` for `apikey` ([`ApikeyConsumerConfig`]),
+    /// nothing for `keyless`. Checked by [`crate::validate`] against the kind.
     #[serde(default, alias = "access_mode_configuration")]
     pub config: serde_json::Value,
-    /// Calls per second granted to each subscription's key.
+    /// Calls per second granted to each subscription (to the consumer as a whole for a keyless
+    /// consumer). Absent: an API key's default (10,000,000) for `apikey` consumers, no limit for
+    /// `keyless` ones.
     #[serde(
         default,
         rename = "throttlingQuota",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::apikey::quota_opt"
     )]
     pub throttling_quota: Option<u64>,
-    /// Calls per day granted to each subscription's key.
+    /// Calls per calendar day granted to each subscription (see `throttlingQuota`).
     #[serde(
         default,
         rename = "dailyQuota",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::apikey::quota_opt"
     )]
     pub daily_quota: Option<u64>,
-    /// Calls per month granted to each subscription's key.
+    /// Calls per calendar month granted to each subscription (see `throttlingQuota`).
     #[serde(
         default,
         rename = "monthlyQuota",
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::apikey::quota_opt"
     )]
     pub monthly_quota: Option<u64>,
     /// Tags.
@@ -163,6 +193,59 @@ pub struct Consumer {
     /// String metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+impl Consumer {
+    /// Whether the consumer identifies callers: published, or deprecated (no new subscriptions,
+    /// existing ones keep calling). Staging and closed consumers identify nobody.
+    pub fn serves(&self) -> bool {
+        self.status.serves()
+    }
+
+    /// The `apikey` consumer's config (`{template}`), read leniently: the default for a missing
+    /// or malformed config (validation reports a malformed one before it is stored).
+    pub fn apikey_config(&self) -> ApikeyConsumerConfig {
+        if self.config.is_null() {
+            return ApikeyConsumerConfig::default();
+        }
+        serde_json::from_value(self.config.clone()).unwrap_or_default()
+    }
+}
+
+/// The config of an `apikey` consumer: the template of the API key each subscription is issued.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApikeyConsumerConfig {
+    /// The fields of every issued key (its id, secret, authorizations and quotas are the
+    /// gateway's).
+    #[serde(default)]
+    pub template: KeyTemplate,
+}
+
+/// The API-key fields a consumer's template sets on the keys it issues (Otoroshi's names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyTemplate {
+    /// Issued keys only make GET, HEAD and OPTIONS calls.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Issued keys may call with their client id alone (`x-api-key`).
+    #[serde(default)]
+    pub allow_client_id_only: bool,
+    /// Path restrictions of the issued keys.
+    #[serde(default)]
+    pub restrictions: Restrictions,
+    /// Automatic secret rotation of the issued keys (`nextSecret` cannot be set here).
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// Tags of the issued keys.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Metadata of the issued keys (`subscription` and `consumer` are the gateway's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Issued keys are valid until this instant (ms since the Unix epoch).
+    #[serde(default)]
+    pub valid_until: Option<i64>,
 }
 
 /// The kinds of consumer of the APIs entity.
@@ -183,6 +266,25 @@ pub enum ConsumerKind {
     Jwt,
 }
 
+impl ConsumerKind {
+    /// The kind's JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyless => "keyless",
+            Self::Apikey => "apikey",
+            Self::Oauth => "oauth",
+            Self::Mtls => "mtls",
+            Self::Jwt => "jwt",
+        }
+    }
+
+    /// Whether Tollgate identifies callers with consumers of this kind yet (`keyless` and
+    /// `apikey`; `jwt`, `oauth` and `mtls` can be stored, in staging or closed only).
+    pub fn is_implemented(self) -> bool {
+        matches!(self, Self::Keyless | Self::Apikey)
+    }
+}
+
 /// Lifecycle of a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,6 +298,33 @@ pub enum ConsumerStatus {
     Deprecated,
     /// Closed: its subscriptions end.
     Closed,
+}
+
+impl ConsumerStatus {
+    /// Published or deprecated: the consumer identifies callers.
+    pub fn serves(self) -> bool {
+        matches!(self, Self::Published | Self::Deprecated)
+    }
+
+    /// Staging or published: new subscriptions are accepted (Otoroshi's write validation).
+    pub fn accepts_subscriptions(self) -> bool {
+        matches!(self, Self::Staging | Self::Published)
+    }
+
+    /// Any change but leaving `closed` (closing ended its subscriptions for good).
+    pub fn can_become(self, next: Self) -> bool {
+        self == next || self != Self::Closed
+    }
+
+    /// The status's JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staging => "staging",
+            Self::Published => "published",
+            Self::Deprecated => "deprecated",
+            Self::Closed => "closed",
+        }
+    }
 }
 
 /// A subscription of a caller to one consumer of an API.
@@ -215,7 +344,8 @@ pub struct Subscription {
     /// The consumer subscribed to (Otoroshi: `plan_ref`).
     #[serde(alias = "plan_ref")]
     pub consumer_ref: String,
-    /// The API keys issued for this subscription (Otoroshi keeps them in `token_refs`).
+    /// The API keys issued for this subscription (Otoroshi keeps them in `token_refs`). Set by
+    /// the gateway when it issues them; each key carries `metadata.subscription` back.
     #[serde(default)]
     pub apikeys: Vec<String>,
     /// Tags.
@@ -226,19 +356,34 @@ pub struct Subscription {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Lifecycle of a subscription.
+/// Lifecycle of a subscription: only enabled subscriptions call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionStatus {
-    /// Waiting for validation.
+    /// Waiting for validation: calls are refused (401 `subscription_pending`).
     Pending,
     /// Active.
     #[default]
     Enabled,
-    /// Paused.
+    /// Paused: calls are refused (401 `subscription_disabled`).
     Disabled,
-    /// Ending.
-    Deprecated,
-    /// Ended.
+    /// Ended for good: its credentials are revoked (401 `subscription_closed`).
     Closed,
+}
+
+impl SubscriptionStatus {
+    /// Any change but leaving `closed`.
+    pub fn can_become(self, next: Self) -> bool {
+        self == next || self != Self::Closed
+    }
+
+    /// The status's JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Closed => "closed",
+        }
+    }
 }

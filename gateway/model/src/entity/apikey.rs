@@ -194,11 +194,23 @@ fn default_grace_period() -> u64 {
     168
 }
 
+/// An optional quota (a consumer's): `null` or absent is `None`, else as [`quota`].
+pub(crate) fn quota_opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    let value = serde_json::Value::deserialize(de)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    quota_of::<D::Error>(&value).map(Some)
+}
+
 /// Quotas are integers ≥ 0; say so in the error instead of serde's "expected u64".
 fn quota<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
-    use serde::de::Error;
     let value = serde_json::Value::deserialize(de)?;
-    match &value {
+    quota_of::<D::Error>(&value)
+}
+
+fn quota_of<E: serde::de::Error>(value: &serde_json::Value) -> Result<u64, E> {
+    match value {
         serde_json::Value::Number(n) => {
             if let Some(v) = n.as_u64() {
                 return Ok(v);
@@ -209,11 +221,9 @@ fn quota<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
                     return Ok(f as u64);
                 }
             }
-            Err(D::Error::custom(format!(
-                "expected an integer ≥ 0, got {n}"
-            )))
+            Err(E::custom(format!("expected an integer ≥ 0, got {n}")))
         }
-        other => Err(D::Error::custom(format!(
+        other => Err(E::custom(format!(
             "expected an integer ≥ 0, got {}",
             json_kind(other)
         ))),

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use gateway_core::balance::Ticket;
-use gateway_core::flow::{Consumer, RequestView};
+use gateway_core::flow::RequestView;
 use gateway_core::http::{
     BodyFraming, MAX_HOST, PathError, PathPolicy, RequestHead, ResponseHead, Version,
     canonical_host, canonical_path,
@@ -91,6 +91,7 @@ pub(super) fn plan(
         added_in: 0,
         added_out: 0,
         key: None,
+        identity: None,
         rejection: None,
         action: Action::Refuse(ErrorReply::NO_ROUTE),
     };
@@ -172,6 +173,7 @@ pub(super) fn plan(
         let admitted = flow.on_request(&view, &snap.keys, &mut admission, now_ms, &mut scratch);
         plan.quota = admission.state().copied();
         plan.key = scratch.key_index;
+        plan.identity = scratch.identity;
         admitted
     };
     if let Err(rejection) = admitted {
@@ -201,10 +203,7 @@ pub(super) fn plan(
         .targets
         .get(ticket.target().index())
         .map_or(host_str.as_bytes(), |t| t.host_header.as_bytes());
-    let credentials = match flow.consumer() {
-        Consumer::ApiKey(ctx) => Some(ctx.extractors()),
-        Consumer::Keyless => None,
-    };
+    let credentials = flow.credentials();
     plan.added_in = flow.headers_in().select(path);
     plan.added_out = flow.headers_out().select(path);
     let upstream = UpstreamRequest {
