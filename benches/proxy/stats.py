@@ -370,8 +370,13 @@ def cmd_report(a):
     other = summarize([r.get("proxy_core_other_pct") for r in runs if "error" not in r])
     if other and other["max"] >= 5:
         notes.append(f"other processes used {other['median']:.0f} % (median; {other['min']:.0f}–"
-                     f"{other['max']:.0f} %) of the proxy's core during the runs: a noisy machine, "
+                     f"{other['max']:.0f} %) of the proxy's core during the wrk runs: a noisy machine, "
                      f"compare the ratios of this run rather than absolute figures")
+    hs_other = summarize([r.get("proxy_core_other_pct") for r in hs if "error" not in r])
+    if hs_other and hs_other["max"] >= 5:
+        notes.append(f"other processes used {hs_other['median']:.0f} % (median; "
+                     f"{hs_other['min']:.0f}–{hs_other['max']:.0f} %) of the proxy's core during "
+                     f"the s_time runs")
     m = meta
     if m.get("gateway_driver") and any(e["available"] and e["name"].startswith("gateway")
                                        for e in result["proxies"]):
