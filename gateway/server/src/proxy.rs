@@ -20,7 +20,7 @@ use gateway_core::respond::ErrorReply;
 use gateway_core::rewrite;
 
 use crate::core::{Core, now_ms};
-use crate::upstream::{ConnectError, UpConn};
+use crate::upstream::{ConnectError, PoolKey, UpConn};
 
 mod forward;
 
@@ -640,14 +640,16 @@ impl Conn {
                     .reply(core, &last_failure, true, plan.head_request)
                     .await;
             };
+            let tls = spec
+                .targets
+                .get(ticket.target().index())
+                .and_then(|t| t.tls.as_deref());
+            let key = PoolKey::new(addr, tls);
             // A streaming body holds its upstream connection as long as its client takes:
             // such requests get at most a share of the target's connections on this core.
             let _streaming = match mode {
                 BodyMode::Streaming => {
-                    let place = core
-                        .pool
-                        .borrow_mut()
-                        .reserve_streaming(addr, streaming_max);
+                    let place = core.pool.borrow_mut().reserve_streaming(key, streaming_max);
                     if place.is_none() {
                         core.finish(&snap, backend, ticket, Outcome::Cancelled);
                         return self
@@ -662,17 +664,13 @@ impl Conn {
             let pooled = core
                 .pool
                 .borrow_mut()
-                .take(addr, Instant::now(), idle_timeout);
+                .take(key, Instant::now(), idle_timeout);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {
-                    let reserved = core.pool.borrow_mut().reserve(addr, max_open);
+                    let reserved = core.pool.borrow_mut().reserve(key, max_open);
                     let connected = match reserved {
                         Ok(place) => {
-                            let tls = spec
-                                .targets
-                                .get(ticket.target().index())
-                                .and_then(|t| t.tls.as_deref());
                             crate::upstream::connect(addr, connect_timeout, place, tls).await
                         }
                         Err(e) => Err(e),
@@ -741,7 +739,7 @@ impl Conn {
                     if upstream_reusable {
                         core.pool
                             .borrow_mut()
-                            .put(addr, up, Instant::now(), max_open);
+                            .put(key, up, Instant::now(), max_open);
                     }
                     return client_next;
                 }

@@ -1,5 +1,6 @@
-//! Upstream connections of one core: a pool per target address with LIFO reuse (the most
-//! recently used connection is the least likely to have been closed by the upstream), a cap on
+//! Upstream connections of one core: a pool per [`PoolKey`] (target address and TLS identity)
+//! with LIFO reuse (the most recently used connection is the least likely to have been closed by
+//! the upstream), a cap on
 //! open connections, a smaller cap on connections held by requests still streaming a body,
 //! idle eviction, and a sweep that drops connections the upstream closed.
 //!
@@ -8,6 +9,14 @@
 //! [`Pool::put`]), and a non-blocking peek just before the reuse finds no byte and no end of
 //! stream ([`Pool::take`]). An unsolicited or late response therefore never reaches a client:
 //! the connection that carries it is dropped.
+//!
+//! A connection is only ever reused for the TLS identity it was made with: the key holds the
+//! address *and* a digest of the SNI name, the trust roots, the verification mode and the client
+//! certificate ([`crate::tls::client::UpstreamTls::identity`]); a plain connection has identity
+//! 0. Two targets at one address that differ in any of these (a `tls: true` and a plain one, two
+//! SNI names, mTLS with one client certificate and without) never share a connection: a
+//! connection verified under one route's trust, or authenticated with one route's client
+//! certificate, never carries another route's request.
 //!
 //! Per core and `!Sync`: no locks, no atomics. Connections are counted with a local counter
 //! shared by the connections of one address, decremented when a connection is dropped.
@@ -77,23 +86,38 @@ pub enum ConnectError {
     Tls(crate::tls::TlsError),
 }
 
+/// What a pooled connection is kept under: where it leads and the TLS it speaks there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The target's address.
+    pub addr: SocketAddr,
+    /// 0 for plain TCP; otherwise the target's TLS identity
+    /// ([`crate::tls::client::UpstreamTls::identity`]).
+    pub tls: u64,
+}
+
+impl PoolKey {
+    /// The key of a connection to `addr`, plain or with `tls`.
+    pub fn new(addr: SocketAddr, tls: Option<&crate::tls::client::UpstreamTls>) -> Self {
+        Self {
+            addr,
+            tls: tls.map_or(0, |t| t.identity),
+        }
+    }
+}
+
 /// The pool of one core.
 #[derive(Debug, Default)]
 pub struct Pool {
-    slots: FxHashMap<SocketAddr, Slot>,
+    slots: FxHashMap<PoolKey, Slot>,
 }
 
 impl Pool {
-    /// A reusable connection to `addr`, most recently used first; expired ones, and ones with
+    /// A reusable connection under `key`, most recently used first; expired ones, and ones with
     /// unread bytes or closed by the upstream (checked with a non-blocking peek, one syscall),
     /// are dropped.
-    pub fn take(
-        &mut self,
-        addr: SocketAddr,
-        now: Instant,
-        idle_timeout: Duration,
-    ) -> Option<UpConn> {
-        let slot = self.slots.get_mut(&addr)?;
+    pub fn take(&mut self, key: PoolKey, now: Instant, idle_timeout: Duration) -> Option<UpConn> {
+        let slot = self.slots.get_mut(&key)?;
         while let Some(mut conn) = slot.idle.pop() {
             if now.duration_since(conn.idle_since) < idle_timeout && conn.stream.is_idle() {
                 conn.reused = true;
@@ -103,9 +127,9 @@ impl Pool {
         None
     }
 
-    /// Counts a request that streams its body to `addr`, unless `max` already do on this core.
-    pub fn reserve_streaming(&mut self, addr: SocketAddr, max: usize) -> Option<StreamingPlace> {
-        let streaming = self.slots.entry(addr).or_default().streaming.clone();
+    /// Counts a request that streams its body under `key`, unless `max` already do on this core.
+    pub fn reserve_streaming(&mut self, key: PoolKey, max: usize) -> Option<StreamingPlace> {
+        let streaming = self.slots.entry(key).or_default().streaming.clone();
         if streaming.get() >= max {
             return None;
         }
@@ -115,22 +139,22 @@ impl Pool {
         })
     }
 
-    /// Open connections (idle and in use) to `addr` on this core.
-    pub fn open(&self, addr: SocketAddr) -> usize {
-        self.slots.get(&addr).map_or(0, |s| s.open.get())
+    /// Open connections (idle and in use) under `key` on this core.
+    pub fn open(&self, key: PoolKey) -> usize {
+        self.slots.get(&key).map_or(0, |s| s.open.get())
     }
 
-    /// Idle connections to `addr`.
-    pub fn idle(&self, addr: SocketAddr) -> usize {
-        self.slots.get(&addr).map_or(0, |s| s.idle.len())
+    /// Idle connections under `key`.
+    pub fn idle(&self, key: PoolKey) -> usize {
+        self.slots.get(&key).map_or(0, |s| s.idle.len())
     }
 
     /// Gives a connection back after a complete exchange; kept unless `max_idle` are idle.
-    pub fn put(&mut self, addr: SocketAddr, mut conn: UpConn, now: Instant, max_idle: usize) {
+    pub fn put(&mut self, key: PoolKey, mut conn: UpConn, now: Instant, max_idle: usize) {
         if !conn.buf.is_empty() {
             return; // bytes beyond the response: never reuse
         }
-        let slot = self.slots.entry(addr).or_default();
+        let slot = self.slots.entry(key).or_default();
         if slot.idle.len() < max_idle {
             conn.idle_since = now;
             slot.idle.push(conn);
@@ -148,17 +172,13 @@ impl Pool {
             .retain(|_, s| s.open.get() > 0 || s.streaming.get() > 0 || !s.idle.is_empty());
     }
 
-    /// Reserves a place for a new connection to `addr`, unless `max_open` are already open.
+    /// Reserves a place for a new connection under `key`, unless `max_open` are already open.
     /// The place is counted at once, so concurrent connects on this core respect the cap.
     ///
     /// # Errors
     /// [`ConnectError::AtCapacity`].
-    pub fn reserve(
-        &mut self,
-        addr: SocketAddr,
-        max_open: usize,
-    ) -> Result<Reservation, ConnectError> {
-        let open = self.slots.entry(addr).or_default().open.clone();
+    pub fn reserve(&mut self, key: PoolKey, max_open: usize) -> Result<Reservation, ConnectError> {
+        let open = self.slots.entry(key).or_default().open.clone();
         if open.get() >= max_open {
             return Err(ConnectError::AtCapacity);
         }

@@ -726,6 +726,13 @@ print(get(), flush=True)
             json!({"enabled": true, "trusted_certs": ["up-ca"], "loose": true}),
             "",
         ),
+        (
+            "no-client",
+            "noclient.test",
+            "upstream.test",
+            json!({"enabled": true, "trusted_certs": ["up-ca"]}),
+            "",
+        ),
     ];
     for (id, host, hostname, tls_config, _) in &cases {
         let (status, answer) = call(
@@ -735,12 +742,12 @@ print(get(), flush=True)
         );
         assert_eq!(status, 201, "{id}: {answer}");
     }
-    // Every core has the routes (the last one created answers something but 404).
+    // Every core has the routes: the last one created no longer falls to the catch-all mock.
     assert!(common::wait_until(Duration::from_secs(5), || (0..4).all(
         |_| {
             let mut c = bin.client();
-            c.send(&common::get_request("loose.test", "/", &[]));
-            c.response().status != 404
+            c.send(&common::get_request("noclient.test", "/", &[]));
+            c.response().text() != "hello over tls"
         }
     )));
     for (id, host, _, _, error) in &cases {
@@ -758,6 +765,28 @@ print(get(), flush=True)
                 "verify=SUCCESS dn=CN=gateway,O=Tollgate\n",
                 "{id}"
             );
+        }
+    }
+    // The same upstream address under three TLS identities (mTLS as the gateway, the same trust
+    // without a client certificate, the system roots): a pooled connection is reused only under
+    // the identity it was made with, never lending the client certificate or the verified trust
+    // to another route. Alternating on both cores, every request shows its own identity.
+    for round in 0..8 {
+        for (host, expect) in [
+            (
+                "trusted.test",
+                Some("verify=SUCCESS dn=CN=gateway,O=Tollgate\n"),
+            ),
+            ("noclient.test", Some("verify=NONE dn=\n")),
+            ("sys.test", None),
+        ] {
+            let mut c = bin.client();
+            c.send(&common::get_request(host, "/", &[]));
+            let r = c.response();
+            match expect {
+                Some(body) => assert_eq!(r.text(), body, "round {round}, {host}: {r:?}"),
+                None => r.assert_error(502, "upstream_certificate_invalid"),
+            }
         }
     }
 }

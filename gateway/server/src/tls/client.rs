@@ -4,7 +4,9 @@
 //!
 //! A config is built per target when the snapshot is built and shared read-only by the cores.
 //! Resumption is off (rustls' client session cache takes a lock): upstream connections are
-//! pooled, so handshakes are rare.
+//! pooled, so handshakes are rare. Pooled connections are kept under the target's
+//! [`UpstreamTls::identity`], so that one is only reused for the same name, trust and client
+//! certificate it was made with.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,6 +34,10 @@ pub struct UpstreamTls {
     pub config: Arc<ClientConfig>,
     /// The name sent as SNI and verified.
     pub server_name: ServerName<'static>,
+    /// A digest of everything the connection's security depends on: the name, the trust roots,
+    /// the verification mode and the client certificate; never 0 (0 is plain TCP in
+    /// [`crate::upstream::PoolKey`]). Two targets with equal identities may share connections.
+    pub identity: u64,
 }
 
 /// The system's trust roots (Debian's `/etc/ssl/certs` via rustls-native-certs), loaded once.
@@ -73,6 +79,7 @@ pub struct TargetTls<'a> {
 /// # Errors
 /// An invalid host name, or a client certificate rustls refuses.
 pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, String> {
+    let identity = identity(&t);
     let provider = super::provider();
     let server_name = ServerName::try_from(t.hostname.to_owned())
         .map_err(|e| format!("host name `{}`: {e}", t.hostname))?;
@@ -105,7 +112,44 @@ pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, String> {
     Ok(UpstreamTls {
         config: Arc::new(config),
         server_name,
+        identity,
     })
+}
+
+/// SHA-256 over the name, the verification mode, every trust anchor and the client
+/// certificate's chain (its key is bound to the leaf), each length-prefixed; the first 8 bytes,
+/// never 0.
+fn identity(t: &TargetTls<'_>) -> u64 {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(t.hostname.as_bytes());
+    part(match t.verify {
+        Verify::Full => b"full",
+        Verify::Chain => b"chain",
+        Verify::Nothing => b"nothing",
+    });
+    part(b"roots");
+    for anchor in &t.roots.roots {
+        part(anchor.subject.as_ref());
+        part(anchor.subject_public_key_info.as_ref());
+        part(anchor.name_constraints.as_deref().unwrap_or(b"-"));
+    }
+    part(b"client");
+    if let Some((chain, _)) = &t.client_cert {
+        for der in chain {
+            part(der.as_ref());
+        }
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    for (to, from) in first.iter_mut().zip(digest.iter()) {
+        *to = *from;
+    }
+    u64::from_be_bytes(first).max(1)
 }
 
 /// `loose` (chain only) and `trust_all` (nothing) verification; the handshake signatures are
