@@ -26,6 +26,8 @@
 #   HS_DURATION [10] (s per s_time run)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
 #   GATEWAY_LEDGER [embedded] ("remote": no in-process ledger; usage still journaled)
+#   GATEWAY_ACCESS_LOG [0] (1: the gateway writes its access log, every request, to its data dir;
+#     a number in 0..1: that sample)
 #   PROXY_CPUS / UPSTREAM_CPUS / WRK_CPUS  taskset core lists [2 cores: 0 / 1 / 1; ≥3 cores: 0 / 1 / 2]
 #   IDLE_CONNS [10000]  SKIP_IDLE [0] (1: skip the idle-connection memory part)
 #   UPSTREAM_PORT [18081]  NGINX_PORT [18082]  HAPROXY_PORT [18083]
@@ -47,7 +49,7 @@ case ${1:-} in
 esac
 REPO=$(cd "$HERE/../.." && pwd)
 SETTINGS="RUNS DURATION WARMUP THREADS CONNS UPSTREAM_WORKERS PROXIES GATEWAY_BIN GATEWAY_ARGS IDLE_CONNS
-  SKIP_IDLE PROXY_CPUS UPSTREAM_CPUS WRK_CPUS NICE GATEWAY_LEDGER HANDSHAKES HS_DURATION"
+  SKIP_IDLE PROXY_CPUS UPSTREAM_CPUS WRK_CPUS NICE GATEWAY_LEDGER GATEWAY_ACCESS_LOG HANDSHAKES HS_DURATION"
 CMD_ENV=""
 for v in $SETTINGS; do [ -n "${!v+x}" ] && CMD_ENV+="$v=${!v@Q} "; done
 export PATH=$PATH:/usr/sbin:/sbin
@@ -60,6 +62,7 @@ CONNS=${CONNS:-50}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 PROXIES=${PROXIES:-nginx haproxy gateway gateway-keyed}
 GATEWAY_LEDGER=${GATEWAY_LEDGER:-embedded}
+GATEWAY_ACCESS_LOG=${GATEWAY_ACCESS_LOG:-0}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO/target/release/gateway}
 GATEWAY_ARGS=${GATEWAY_ARGS:-}
 IDLE_CONNS=${IDLE_CONNS:-10000}
@@ -110,6 +113,7 @@ die() { printf 'compare.sh: error: %s\n' "$*" >&2; exit 1; }
 [[ $IDLE_CONNS =~ ^[1-9][0-9]*$ ]] || die "IDLE_CONNS must be a positive integer"
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be an integer"
 [[ $HANDSHAKES =~ ^[01]$ ]] || die "HANDSHAKES must be 0 or 1"
+[[ $GATEWAY_ACCESS_LOG =~ ^(0|1|0?\.[0-9]+)$ ]] || die "GATEWAY_ACCESS_LOG must be 0, 1 or a sample in 0..1"
 [[ $HS_DURATION =~ ^[1-9][0-9]*$ ]] || die "HS_DURATION must be a positive integer (seconds)"
 PFX=() # prefix of every benchmark process (upstream, proxies, wrk, idle client)
 [ "$NICE" != 0 ] && PFX=(nice -n "$NICE")
@@ -468,6 +472,7 @@ addr = "127.0.0.1:$GATEWAY_LEDGER_PORT"
 
 [quotas]
 timezone = "UTC"
+$([ "$GATEWAY_ACCESS_LOG" != 0 ] && printf '\n[access_log]\nenabled = true\nsample = %s\nmax_bytes = 1073741824\nkeep = 1\n' "$(python3 -c "print(float('$GATEWAY_ACCESS_LOG'))")")
 
 [seed]
 entities = "entities.json"
@@ -556,10 +561,12 @@ EOF
   else
     launch_gateway "$W/gateway/stdout.log"
   fi
-  LABEL[gateway]="Tollgate gateway, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
-  LABEL[gateway-keyed]="Tollgate gateway, keyed route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
-  LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
-  LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${GATEWAY_ARGS:+ ($GATEWAY_ARGS)}"
+  gw_note="${GATEWAY_ARGS}"
+  [ "$GATEWAY_ACCESS_LOG" != 0 ] && gw_note+="${gw_note:+, }access log sample $GATEWAY_ACCESS_LOG"
+  LABEL[gateway]="Tollgate gateway, public route${gw_note:+ ($gw_note)}"
+  LABEL[gateway-keyed]="Tollgate gateway, keyed route${gw_note:+ ($gw_note)}"
+  LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${gw_note:+ ($gw_note)}"
+  LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${gw_note:+ ($gw_note)}"
   PORT[gateway-tls]=$GATEWAY_TLS_PORT
   for g in gateway gateway-keyed gateway-consumer gateway-tls; do
     wants $g || continue
