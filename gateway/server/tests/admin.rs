@@ -10,103 +10,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::stack::{Stack, StackOptions};
 use common::{TempDir, wait_until};
-use gateway::admin::{AdminOptions, AdminServer};
-use gateway::node::{Node, NodeOptions};
-use gateway::runtime::IoMode;
-use gateway_model::entity::Secret;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "admin-token-for-tests";
 const APIKEY_PLUGIN: &str = "cp:otoroshi.next.plugins.ApikeyCalls";
 
-/// A node with its admin API on a data dir, and a clock the test moves.
-struct Stack {
-    node: Option<Node>,
-    admin: Option<AdminServer>,
-    clock: Arc<AtomicI64>,
+/// A node with its admin API on a data dir, its clock stopped at the start.
+fn start(dir: &std::path::Path, cores: usize) -> Stack {
+    start_at(
+        dir,
+        cores,
+        &Arc::new(AtomicI64::new(gateway::entitylog::now_ms())),
+    )
 }
 
-impl Stack {
-    fn start(dir: &std::path::Path, cores: usize) -> Self {
-        Self::start_at(
-            dir,
-            cores,
-            Arc::new(AtomicI64::new(gateway::entitylog::now_ms())),
-        )
-    }
-
-    fn start_at(dir: &std::path::Path, cores: usize, clock: Arc<AtomicI64>) -> Self {
-        let log = gateway::admin::open_log(dir, "admin-e2e", None, 1000).unwrap();
-        let entities = log.state().entities(clock.load(Ordering::SeqCst));
-        let options = NodeOptions {
-            node_id: "admin-e2e".to_owned(),
-            cores,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
-            limits: common::test_limits(),
-            io: IoMode::Epoll,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: Some(dir.to_owned()),
-            kafka: None,
-            journal: Default::default(),
-        };
-        let node = Node::start(&options, entities).unwrap();
-        let c = clock.clone();
-        let admin = gateway::admin::start(
-            AdminOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                token: Secret::new(TOKEN),
-                previous_secret_grace_ms: 60_000,
-                rotation_every: Duration::from_secs(3600),
-                clock: Arc::new(move || c.load(Ordering::SeqCst)),
-                public_url: format!("http://{}", node.addr()),
-                driver: node.driver().to_string(),
-                metrics_public: false,
-                kafka: None,
-                http: Default::default(),
-            },
-            log,
-            node.publisher(),
-        )
-        .unwrap();
-        Self {
-            node: Some(node),
-            admin: Some(admin),
-            clock,
-        }
-    }
-
-    fn data(&self) -> SocketAddr {
-        self.node.as_ref().unwrap().addr()
-    }
-
-    fn admin_addr(&self) -> SocketAddr {
-        self.admin.as_ref().unwrap().addr()
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let (status, _, body) = http(self.admin_addr(), method, path, &[auth()], body);
-        (status, body)
-    }
-
-    fn stop(&mut self) {
-        if let Some(a) = self.admin.take() {
-            a.shutdown();
-        }
-        if let Some(n) = self.node.take() {
-            n.shutdown();
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A node with its admin API on a data dir, on a clock the test moves.
+fn start_at(dir: &std::path::Path, cores: usize, clock: &Arc<AtomicI64>) -> Stack {
+    let c = clock.clone();
+    Stack::start(
+        dir,
+        StackOptions {
+            clock: Arc::new(move || c.load(Ordering::SeqCst)),
+            previous_secret_grace_ms: 60_000,
+            ..StackOptions::new("admin-e2e", cores, TOKEN)
+        },
+    )
 }
 
 fn auth() -> String {
@@ -218,7 +148,7 @@ fn key(id: &str, secret: &str, route: &str) -> Value {
 #[test]
 fn crud_through_the_api_reaches_every_core_within_a_second() {
     let dir = TempDir::new("admin-crud");
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     let data = stack.data();
     assert_eq!(
         stack.call("POST", "/api/backends", Some(&mock_backend())).0,
@@ -305,7 +235,7 @@ fn crud_through_the_api_reaches_every_core_within_a_second() {
 #[test]
 fn a_restart_keeps_everything() {
     let dir = TempDir::new("admin-restart");
-    let mut stack = Stack::start(dir.path(), 1);
+    let mut stack = start(dir.path(), 1);
     stack.call("POST", "/api/backends", Some(&mock_backend()));
     stack.call("POST", "/api/routes", Some(&keyed_route("r", "/r")));
     stack.call(
@@ -349,7 +279,7 @@ fn a_restart_keeps_everything() {
         .collect();
     stack.stop();
 
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     let after: Vec<Value> = ["apis", "routes", "backends", "apikeys"]
         .iter()
         .map(|c| stack.call("GET", &format!("/api/{c}"), None).1)
@@ -379,7 +309,7 @@ fn a_restart_keeps_everything() {
 #[test]
 fn secrets_are_sealed_in_the_log_and_redacted_in_events() {
     let dir = TempDir::new("admin-seal");
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     stack.call("POST", "/api/backends", Some(&mock_backend()));
     stack.call("POST", "/api/routes", Some(&keyed_route("r", "/r")));
     let secret = "Very-Secret-Value-7f3a9c";
@@ -436,7 +366,7 @@ fn collect(dir: &std::path::Path, out: &mut Vec<u8>) {
 #[test]
 fn bad_input_is_refused_with_every_path_and_nothing_applied() {
     let dir = TempDir::new("admin-bad");
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     let addr = stack.admin_addr();
     // 401: no token, wrong token, wrong scheme.
     assert_eq!(http(addr, "GET", "/api/apikeys", &[], None).0, 401);
@@ -563,7 +493,7 @@ fn bad_input_is_refused_with_every_path_and_nothing_applied() {
 #[test]
 fn otoroshi_exports_import_through_the_api() {
     let dir = TempDir::new("admin-import");
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     for name in ["otoroshi-export-mtls.json", "otoroshi-export-tunnel.json"] {
         let bytes = std::fs::read(format!(
             "{}/../../fixtures/otoroshi/{name}",
@@ -624,22 +554,22 @@ fn rotation_with_injected_time() {
     let dir = TempDir::new("admin-rotation");
     let t0 = gateway::entitylog::now_ms();
     let clock = Arc::new(AtomicI64::new(t0));
-    let stack = Stack::start_at(dir.path(), 2, clock.clone());
+    let stack = start_at(dir.path(), 2, &clock);
     stack.call("POST", "/api/backends", Some(&mock_backend()));
     stack.call("POST", "/api/routes", Some(&keyed_route("r", "/r")));
     let mut k = key("k", "first-secret", "r");
     k["rotation"] = json!({"enabled": true, "rotationEvery": 10, "gracePeriod": 2});
     assert_eq!(stack.call("POST", "/api/apikeys", Some(&k)).0, 201);
     let data = stack.data();
-    let admin = stack.admin.as_ref().unwrap();
+    let admin = stack.admin();
     let hour = 3_600_000;
     // Before the grace period: nothing happens.
-    stack.clock.store(t0 + 7 * hour, Ordering::SeqCst);
+    clock.store(t0 + 7 * hour, Ordering::SeqCst);
     admin.check_rotations();
     let (_, got) = stack.call("GET", "/api/apikeys/k", None);
     assert!(got["rotation"]["nextSecret"].is_null());
     // The grace period starts: a next secret is published; both work.
-    stack.clock.store(t0 + 8 * hour, Ordering::SeqCst);
+    clock.store(t0 + 8 * hour, Ordering::SeqCst);
     admin.check_rotations();
     let (_, got) = stack.call("GET", "/api/apikeys/k", None);
     let next = got["rotation"]["nextSecret"].as_str().unwrap().to_owned();
@@ -648,14 +578,14 @@ fn rotation_with_injected_time() {
     until_all(data, "x", "/r", Some(("k", "first-secret")), 200);
     // The switch: the next secret is the secret; the old one still works for the post-rotation
     // grace (60 s here), then not.
-    stack.clock.store(t0 + 10 * hour, Ordering::SeqCst);
+    clock.store(t0 + 10 * hour, Ordering::SeqCst);
     admin.check_rotations();
     let (_, got) = stack.call("GET", "/api/apikeys/k", None);
     assert_eq!(got["clientSecret"], next.as_str());
     assert!(got["rotation"]["nextSecret"].is_null());
     until_all(data, "x", "/r", Some(("k", &next)), 200);
     until_all(data, "x", "/r", Some(("k", "first-secret")), 200);
-    stack.clock.store(t0 + 10 * hour + 60_000, Ordering::SeqCst);
+    clock.store(t0 + 10 * hour + 60_000, Ordering::SeqCst);
     admin.check_rotations();
     until_all(data, "x", "/r", Some(("k", "first-secret")), 401);
     until_all(data, "x", "/r", Some(("k", &next)), 200);
@@ -689,7 +619,7 @@ fn rotation_with_injected_time() {
 #[test]
 fn quotas_call_examples_events_and_metrics() {
     let dir = TempDir::new("admin-quotas");
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     stack.call("POST", "/api/backends", Some(&mock_backend()));
     stack.call("POST", "/api/routes", Some(&keyed_route("r", "/r")));
     let mut k = key("k", "quota-secret", "r");

@@ -16,10 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use gateway::admin::{AdminOptions, AdminServer};
-use gateway::node::{Node, NodeOptions};
-use gateway::runtime::IoMode;
-use gateway_model::entity::Secret;
+use common::stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "admin-token-for-hostile-tests";
@@ -28,70 +25,27 @@ const MIB: usize = 1 << 20;
 /// One test at a time: memory figures and connection counts must be this test's own.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Stack {
-    node: Option<Node>,
-    admin: Option<AdminServer>,
+/// The admin API under attack, with its node, on a data dir that lives as long as they do.
+struct Target {
+    stack: Stack,
     _dir: TempDir,
 }
 
-impl Stack {
+impl Target {
     fn start(http: gateway_httpd::Limits) -> Self {
         let dir = TempDir::new("admin-hostile");
-        let log = gateway::admin::open_log(dir.path(), "admin-hostile", None, 1000).unwrap();
-        let entities = log.state().entities(gateway::entitylog::now_ms());
-        let options = NodeOptions {
-            node_id: "admin-hostile".to_owned(),
-            cores: 1,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
-            limits: common::test_limits(),
-            io: IoMode::Epoll,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: Some(dir.path().to_owned()),
-            kafka: None,
-            journal: Default::default(),
-        };
-        let node = Node::start(&options, entities).unwrap();
-        let admin = gateway::admin::start(
-            AdminOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                token: Secret::new(TOKEN),
-                previous_secret_grace_ms: 0,
-                rotation_every: Duration::from_secs(3600),
-                clock: gateway::admin::system_clock(),
-                public_url: format!("http://{}", node.addr()),
-                driver: node.driver().to_string(),
-                kafka: None,
+        let stack = Stack::start(
+            dir.path(),
+            StackOptions {
                 http,
-                metrics_public: false,
+                ..StackOptions::new("admin-hostile", 1, TOKEN)
             },
-            log,
-            node.publisher(),
-        )
-        .unwrap();
-        Self {
-            node: Some(node),
-            admin: Some(admin),
-            _dir: dir,
-        }
+        );
+        Self { stack, _dir: dir }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.admin.as_ref().unwrap().addr()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some(a) = self.admin.take() {
-            a.shutdown();
-        }
-        if let Some(n) = self.node.take() {
-            n.shutdown();
-        }
+        self.stack.admin_addr()
     }
 }
 
@@ -156,7 +110,7 @@ fn authorized_get(addr: SocketAddr, path: &str) -> (u16, Duration) {
 #[test]
 fn unauthenticated_32_mib_bodies_are_refused_before_any_allocation() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let stack = Stack::start(gateway_httpd::Limits::default());
+    let stack = Target::start(gateway_httpd::Limits::default());
     let addr = stack.addr();
     // Warm up: the first requests allocate the server's steady-state buffers.
     assert_eq!(authorized_get(addr, "/api/apikeys").0, 200);
@@ -235,7 +189,7 @@ fn unauthenticated_32_mib_bodies_are_refused_before_any_allocation() {
 #[test]
 fn authorized_bodies_grow_with_the_bytes_received_not_the_declared_length() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let stack = Stack::start(gateway_httpd::Limits {
+    let stack = Target::start(gateway_httpd::Limits {
         request_timeout: Duration::from_secs(2),
         ..gateway_httpd::Limits::default()
     });
@@ -276,7 +230,7 @@ fn authorized_bodies_grow_with_the_bytes_received_not_the_declared_length() {
 fn trickling_connections_from_one_address_do_not_lock_out_another() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     // The default limits: a 10 s request deadline, 8 connections per address.
-    let stack = Stack::start(gateway_httpd::Limits::default());
+    let stack = Target::start(gateway_httpd::Limits::default());
     let addr = stack.addr();
     let started = Instant::now();
     let mut attackers: Vec<TcpStream> = (0..70)
@@ -343,7 +297,7 @@ fn trickling_connections_from_one_address_do_not_lock_out_another() {
 #[test]
 fn bodies_over_a_routes_limit_are_413_and_chunked_bodies_are_decoded() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let stack = Stack::start(gateway_httpd::Limits {
+    let stack = Target::start(gateway_httpd::Limits {
         request_timeout: Duration::from_secs(1),
         ..gateway_httpd::Limits::default()
     });

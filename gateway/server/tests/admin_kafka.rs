@@ -14,112 +14,42 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::kafka::{broker, read_topic, serial, unique};
-use gateway::admin::{AdminOptions, AdminServer};
-use gateway::entitylog::kafka::KafkaLogConfig;
-use gateway::kafka::{KafkaConfig, Topics};
-use gateway::node::{Node, NodeOptions};
-use gateway::runtime::IoMode;
-use gateway_model::entity::Secret;
+use common::stack::{Stack, StackOptions, kafka_entity_log};
+use gateway::kafka::Topics;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "admin-token-for-kafka";
 
-struct Member {
-    node: Option<Node>,
-    admin: Option<AdminServer>,
+/// Node `id` of the cluster: its admin API shares the entity log on the broker (2 partitions).
+fn member(id: &str, dir: &Path, key_file: &Path, brokers: &str, topics: &Topics) -> Stack {
+    member_with(
+        id,
+        dir,
+        key_file,
+        brokers,
+        topics,
+        gateway::admin::system_clock(),
+    )
 }
 
-impl Member {
-    fn start(id: &str, dir: &Path, key_file: &Path, brokers: &str, topics: &Topics) -> Self {
-        Self::start_with(
-            id,
-            dir,
-            key_file,
-            brokers,
-            topics,
-            gateway::admin::system_clock(),
-        )
-    }
-
-    fn start_with(
-        id: &str,
-        dir: &Path,
-        key_file: &Path,
-        brokers: &str,
-        topics: &Topics,
-        clock: gateway::admin::Clock,
-    ) -> Self {
-        let log = gateway::admin::open_log(dir, id, Some(key_file), 1000).unwrap();
-        let entities = log.state().entities(gateway::entitylog::now_ms());
-        let options = NodeOptions {
-            node_id: id.to_owned(),
-            cores: 2,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
-            limits: common::test_limits(),
-            io: IoMode::Epoll,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: Some(dir.to_owned()),
-            kafka: None,
-            journal: Default::default(),
-        };
-        let node = Node::start(&options, entities).unwrap();
-        let mut kafka = KafkaConfig::new(brokers, dir);
-        kafka.topics = topics.clone();
-        kafka.partitions = 2;
-        let admin = gateway::admin::start(
-            AdminOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                token: Secret::new(TOKEN),
-                previous_secret_grace_ms: 0,
-                rotation_every: Duration::from_secs(3600),
-                clock,
-                public_url: format!("http://{}", node.addr()),
-                driver: node.driver().to_string(),
-                metrics_public: false,
-                kafka: Some(KafkaLogConfig {
-                    kafka,
-                    data_dir: dir.to_owned(),
-                    node_id: id.to_owned(),
-                }),
-                http: Default::default(),
-            },
-            log,
-            node.publisher(),
-        )
-        .unwrap();
-        Self {
-            node: Some(node),
-            admin: Some(admin),
-        }
-    }
-
-    fn data(&self) -> SocketAddr {
-        self.node.as_ref().unwrap().addr()
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let addr = self.admin.as_ref().unwrap().addr();
-        common::admin_call(addr, TOKEN, method, path, body)
-    }
-
-    fn stop(&mut self) {
-        if let Some(a) = self.admin.take() {
-            a.shutdown();
-        }
-        if let Some(n) = self.node.take() {
-            n.shutdown();
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// [`member`] on an injected clock.
+fn member_with(
+    id: &str,
+    dir: &Path,
+    key_file: &Path,
+    brokers: &str,
+    topics: &Topics,
+    clock: gateway::admin::Clock,
+) -> Stack {
+    Stack::start(
+        dir,
+        StackOptions {
+            key_file: Some(key_file),
+            clock,
+            kafka: Some(kafka_entity_log(brokers, topics, 2, dir, id)),
+            ..StackOptions::new(id, 2, TOKEN)
+        },
+    )
 }
 
 fn status(addr: SocketAddr, path: &str, key: (&str, &str)) -> u16 {
@@ -152,8 +82,8 @@ fn two_nodes_converge_through_the_entity_topic() {
     let key_file = key_dir.path().join("cluster.key");
     std::fs::write(&key_file, "42".repeat(32)).unwrap();
     let (dir_a, dir_b) = (TempDir::new("kafka-a"), TempDir::new("kafka-b"));
-    let a = Member::start("node-a", dir_a.path(), &key_file, &brokers, &topics);
-    let mut b = Member::start("node-b", dir_b.path(), &key_file, &brokers, &topics);
+    let a = member("node-a", dir_a.path(), &key_file, &brokers, &topics);
+    let mut b = member("node-b", dir_b.path(), &key_file, &brokers, &topics);
 
     assert_eq!(
         a.call(
@@ -226,7 +156,7 @@ fn two_nodes_converge_through_the_entity_topic() {
     );
 
     // The forwarder's count shows on /metrics.
-    let addr = a.admin.as_ref().unwrap().addr();
+    let addr = a.admin_addr();
     let mut conn = TcpStream::connect(addr).unwrap();
     write!(
         conn,
@@ -247,7 +177,7 @@ fn two_nodes_converge_through_the_entity_topic() {
     b.stop();
     let key = json!({"clientId": "late", "clientSecret": "Late-Secret-1", "authorizedEntities": ["route_r"]});
     assert_eq!(a.call("POST", "/api/apikeys", Some(&key)).0, 201);
-    let b = Member::start("node-b", dir_b.path(), &key_file, &brokers, &topics);
+    let b = member("node-b", dir_b.path(), &key_file, &brokers, &topics);
     until(
         b.data(),
         "/r",
@@ -262,7 +192,7 @@ fn two_nodes_converge_through_the_entity_topic() {
         401,
         Duration::from_secs(2),
     );
-    let lists = |m: &Member| {
+    let lists = |m: &Stack| {
         ["routes", "backends", "apikeys"]
             .iter()
             .map(|c| m.call("GET", &format!("/api/{c}"), None).1)
@@ -292,7 +222,7 @@ fn a_rotation_has_one_owner_in_the_cluster() {
         let c = c.clone();
         Arc::new(move || c.load(Ordering::SeqCst))
     };
-    let mut a = Member::start_with(
+    let mut a = member_with(
         "node-a",
         dir_a.path(),
         &key_file,
@@ -300,7 +230,7 @@ fn a_rotation_has_one_owner_in_the_cluster() {
         &topics,
         shared(&clock),
     );
-    let b = Member::start_with(
+    let b = member_with(
         "node-b",
         dir_b.path(),
         &key_file,
@@ -316,13 +246,13 @@ fn a_rotation_has_one_owner_in_the_cluster() {
         .0
         == 200));
     let field =
-        |m: &Member, f: &dyn Fn(&Value) -> Value| f(&m.call("GET", "/api/apikeys/rk", None).1);
+        |m: &Stack, f: &dyn Fn(&Value) -> Value| f(&m.call("GET", "/api/apikeys/rk", None).1);
     let next = |v: &Value| v["rotation"]["nextSecret"].clone();
     let secret = |v: &Value| v["clientSecret"].clone();
-    let check_both = |a: &Member, b: &Member| {
+    let check_both = |a: &Stack, b: &Stack| {
         // The non-owner first: it must leave the step to the owner.
-        b.admin.as_ref().unwrap().check_rotations();
-        a.admin.as_ref().unwrap().check_rotations();
+        b.admin().check_rotations();
+        a.admin().check_rotations();
     };
 
     // The grace period starts: both nodes check, one next secret is published.
@@ -381,13 +311,13 @@ fn a_rotation_has_one_owner_in_the_cluster() {
     a.stop();
     let next_grace = t0 + 18 * 3_600_000 + 1_000;
     clock.store(next_grace, Ordering::SeqCst);
-    b.admin.as_ref().unwrap().check_rotations();
+    b.admin().check_rotations();
     assert!(field(&b, &next).is_null(), "B waits for the owner first");
     clock.store(
         next_grace + gateway::admin::rotation::TAKEOVER_MS,
         Ordering::SeqCst,
     );
-    b.admin.as_ref().unwrap().check_rotations();
+    b.admin().check_rotations();
     assert!(!field(&b, &next).is_null(), "B took the step over");
     let later = rotation_events(2);
     assert_eq!(later.len(), 1, "{later:?}");

@@ -7,96 +7,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::stack::{Stack, StackOptions};
 use common::{TempDir, wait_until};
-use gateway::admin::{AdminOptions, AdminServer};
-use gateway::node::{Node, NodeOptions};
-use gateway::runtime::IoMode;
-use gateway_model::entity::Secret;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "apim-admin-token";
 
-struct Stack {
-    node: Option<Node>,
-    admin: Option<AdminServer>,
-}
-
-impl Stack {
-    fn start(dir: &std::path::Path, cores: usize) -> Self {
-        let log = gateway::admin::open_log(dir, "apim", None, 1000).unwrap();
-        let entities = log.state().entities(gateway::entitylog::now_ms());
-        let options = NodeOptions {
-            node_id: "apim".to_owned(),
-            cores,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
-            limits: common::test_limits(),
-            io: IoMode::Epoll,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: Some(dir.to_owned()),
-            kafka: None,
-            journal: Default::default(),
-        };
-        let node = Node::start(&options, entities).unwrap();
-        let admin = gateway::admin::start(
-            AdminOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                token: Secret::new(TOKEN),
-                previous_secret_grace_ms: 0,
-                rotation_every: Duration::from_secs(3600),
-                clock: gateway::admin::system_clock(),
-                public_url: format!("http://{}", node.addr()),
-                driver: node.driver().to_string(),
-                metrics_public: false,
-                kafka: None,
-                http: Default::default(),
-            },
-            log,
-            node.publisher(),
-        )
-        .unwrap();
-        Self {
-            node: Some(node),
-            admin: Some(admin),
-        }
-    }
-
-    fn data(&self) -> SocketAddr {
-        self.node.as_ref().unwrap().addr()
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        common::admin_call(
-            self.admin.as_ref().unwrap().addr(),
-            TOKEN,
-            method,
-            path,
-            body,
-        )
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Value) -> Value {
-        let (status, answer) = self.call(method, path, Some(&body));
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path} {body}: {status} {answer}"
-        );
-        answer
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some(a) = self.admin.take() {
-            a.shutdown();
-        }
-        if let Some(n) = self.node.take() {
-            n.shutdown();
-        }
-    }
+/// A node with its admin API on a data dir.
+fn start(dir: &std::path::Path, cores: usize) -> Stack {
+    Stack::start(dir, StackOptions::new("apim", cores, TOKEN))
 }
 
 /// A data-plane GET on a fresh connection: status and JSON body (error code) or text.
@@ -167,7 +86,7 @@ fn published_shop(stack: &Stack, consumer: Value) {
 #[test]
 fn an_apikey_consumer_enforces_and_its_subscriptions_issue_keys() {
     let dir = TempDir::new("apim-apikey");
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     let data = stack.data();
     published_shop(
         &stack,
@@ -341,7 +260,7 @@ fn base64_basic(id: &str, secret: &str) -> String {
 #[test]
 fn a_keyless_consumer_admits_anonymous_calls_and_counts_them() {
     let dir = TempDir::new("apim-keyless");
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     let data = stack.data();
     published_shop(
         &stack,
@@ -396,7 +315,7 @@ fn a_keyless_consumer_admits_anonymous_calls_and_counts_them() {
 #[test]
 fn lifecycles_of_apis_consumers_and_subscriptions() {
     let dir = TempDir::new("apim-lifecycle");
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     let data = stack.data();
     let mut api = shop_api();
     api["state"] = json!("published");
@@ -505,7 +424,7 @@ fn lifecycles_of_apis_consumers_and_subscriptions() {
 #[test]
 fn consumers_and_subscriptions_refuse_unknown_fields_and_bad_values() {
     let dir = TempDir::new("apim-strict");
-    let stack = Stack::start(dir.path(), 1);
+    let stack = start(dir.path(), 1);
     assert_eq!(stack.call("POST", "/api/apis", Some(&shop_api())).0, 201);
     let problems = |body: Value, path: &str| -> Vec<String> {
         let (status, answer) = stack.call("POST", path, Some(&body));
@@ -598,7 +517,7 @@ fn consumers_and_subscriptions_refuse_unknown_fields_and_bad_values() {
 #[test]
 fn subscription_and_keyless_quotas_survive_a_restart() {
     let dir = TempDir::new("apim-restart");
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     let data = stack.data();
     published_shop(
         &stack,
@@ -635,7 +554,7 @@ fn subscription_and_keyless_quotas_survive_a_restart() {
         assert_eq!(admitted, 2, "{headers:?}");
     }
     drop(stack);
-    let stack = Stack::start(dir.path(), 2);
+    let stack = start(dir.path(), 2);
     let data = stack.data();
     for headers in [&a, &b, &vec![]] {
         let r = served(data, headers);

@@ -15,107 +15,26 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TempDir;
-use gateway::admin::{AdminOptions, AdminServer};
-use gateway::node::{Node, NodeOptions};
-use gateway::runtime::IoMode;
-use gateway_model::entity::Secret;
+use common::stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "admin-token-for-certificates";
 
-/// A node with its admin API on a data dir (and, with `kafka`, the entity log on a broker).
-struct Stack {
-    node: Option<Node>,
-    admin: Option<AdminServer>,
+/// A node with its admin API on a data dir.
+fn start(dir: &Path) -> Stack {
+    Stack::start(dir, StackOptions::new("certs-e2e", 1, TOKEN))
 }
 
-impl Stack {
-    fn start(dir: &Path) -> Self {
-        Self::start_with(dir, "certs-e2e", None, None)
-    }
-
-    fn start_with(
-        dir: &Path,
-        id: &str,
-        key_file: Option<&Path>,
-        kafka: Option<gateway::entitylog::kafka::KafkaLogConfig>,
-    ) -> Self {
-        let log = gateway::admin::open_log(dir, id, key_file, 1000).unwrap();
-        let entities = log.state().entities(gateway::entitylog::now_ms());
-        let options = NodeOptions {
-            node_id: id.to_owned(),
-            cores: 1,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
-            limits: common::test_limits(),
-            io: IoMode::Epoll,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: Some(dir.to_owned()),
-            kafka: None,
-            journal: Default::default(),
-        };
-        let node = Node::start(&options, entities).unwrap();
-        let admin = gateway::admin::start(
-            AdminOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                token: Secret::new(TOKEN),
-                previous_secret_grace_ms: 0,
-                rotation_every: Duration::from_secs(3600),
-                clock: gateway::admin::system_clock(),
-                public_url: format!("http://{}", node.addr()),
-                driver: node.driver().to_string(),
-                kafka,
-                http: Default::default(),
-                metrics_public: false,
-            },
-            log,
-            node.publisher(),
-        )
-        .unwrap();
-        Self {
-            node: Some(node),
-            admin: Some(admin),
-        }
-    }
-
-    fn admin_addr(&self) -> SocketAddr {
-        self.admin.as_ref().unwrap().addr()
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        common::admin_call(self.admin_addr(), TOKEN, method, path, body)
-    }
-
-    /// The data plane's current runtime certificates: `(id, has a key, dns names)`.
-    fn runtime(&self) -> Vec<(String, bool, Vec<String>)> {
-        self.node
-            .as_ref()
-            .unwrap()
-            .publisher()
-            .current()
-            .certificates
-            .iter()
-            .map(|c| (c.id.to_string(), c.key.is_some(), c.dns_names.clone()))
-            .collect()
-    }
-
-    fn stop(&mut self) {
-        if let Some(a) = self.admin.take() {
-            a.shutdown();
-        }
-        if let Some(n) = self.node.take() {
-            n.shutdown();
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// The data plane's current runtime certificates: `(id, has a key, dns names)`.
+fn runtime(stack: &Stack) -> Vec<(String, bool, Vec<String>)> {
+    stack
+        .node()
+        .publisher()
+        .current()
+        .certificates
+        .iter()
+        .map(|c| (c.id.to_string(), c.key.is_some(), c.dns_names.clone()))
+        .collect()
 }
 
 /// One request with headers: (status, head, JSON body, or the text as a string).
@@ -303,7 +222,7 @@ fn certificates_crud_through_the_api() {
     let pki = Pki::new();
     let (chain, key) = pki.ec("api", "api.example.com");
     let (other_chain, other_key) = pki.ec("other", "other.example.com");
-    let stack = Stack::start(dir.path());
+    let stack = start(dir.path());
     let addr = stack.admin_addr();
 
     // Create: 201, the key answered as ***, the read-only fields computed from the leaf.
@@ -341,11 +260,9 @@ fn certificates_crud_through_the_api() {
 
     // The data plane has them, keys and names, within its next snapshot.
     assert!(common::wait_until(Duration::from_secs(2), || {
-        stack
-            .runtime()
-            .contains(&("api".to_owned(), true, vec!["api.example.com".to_owned()]))
+        runtime(&stack).contains(&("api".to_owned(), true, vec!["api.example.com".to_owned()]))
     }));
-    assert!(stack.runtime().iter().any(|(id, k, _)| id == "ca" && !k));
+    assert!(runtime(&stack).iter().any(|(id, k, _)| id == "ca" && !k));
 
     // List with pagination; the key is *** in the list too, and filters see only that view.
     let (s, head, page) = http(
@@ -422,7 +339,7 @@ fn certificates_crud_through_the_api() {
     assert_eq!(deleted["entity"]["privateKey"], "***");
     assert_eq!(stack.call("GET", "/api/certificates/api", None).0, 404);
     assert!(common::wait_until(Duration::from_secs(2), || {
-        !stack.runtime().iter().any(|(id, _, _)| id == "api")
+        !runtime(&stack).iter().any(|(id, _, _)| id == "api")
     }));
     // Metrics count them.
     let (_, _, metrics) = http(addr, "GET", "/metrics", &[], None);
@@ -441,7 +358,7 @@ fn bad_pem_and_mismatched_keys_are_400_naming_the_field() {
     let pki = Pki::new();
     let (chain, key) = pki.ec("a", "a.example.com");
     let (_, other_key) = pki.ec("b", "b.example.com");
-    let stack = Stack::start(dir.path());
+    let stack = start(dir.path());
     let cases = [
         (
             json!({"id": "c", "chain": "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", "privateKey": key}),
@@ -533,7 +450,7 @@ fn private_keys_are_sealed_redacted_and_survive_a_restart() {
     let pki = Pki::new();
     let (chain, key) = pki.ec("s", "sealed.example.com");
     let body = key_body(&key);
-    let mut stack = Stack::start(dir.path());
+    let mut stack = start(dir.path());
     let cert = json!({"id": "s", "chain": chain, "privateKey": key});
     assert_eq!(stack.call("POST", "/api/certificates", Some(&cert)).0, 201);
     assert_eq!(
@@ -572,13 +489,13 @@ fn private_keys_are_sealed_redacted_and_survive_a_restart() {
         assert_eq!(certs[0].name, "renamed");
     }
     // Restart: the certificate is there, at its version, and in the data plane.
-    let stack = Stack::start(dir.path());
+    let stack = start(dir.path());
     let (s, got) = stack.call("GET", "/api/certificates/s", None);
     assert_eq!(s, 200);
     assert_eq!(got["_version"], 2);
     assert_eq!(got["privateKey"], "***");
     assert_eq!(
-        stack.runtime(),
+        runtime(&stack),
         vec![("s".to_owned(), true, vec!["sealed.example.com".to_owned()])]
     );
 }
@@ -586,7 +503,7 @@ fn private_keys_are_sealed_redacted_and_survive_a_restart() {
 #[test]
 fn otoroshi_exports_import_their_certificates() {
     let dir = TempDir::new("certs-import");
-    let stack = Stack::start(dir.path());
+    let stack = start(dir.path());
     for (name, count) in [
         ("otoroshi-export-mtls.json", 3),
         ("otoroshi-export-tunnel.json", 5),
@@ -649,9 +566,9 @@ fn otoroshi_exports_import_their_certificates() {
         assert!(!text.contains(&key_body(c["privateKey"].as_str().unwrap())));
     }
     assert!(common::wait_until(Duration::from_secs(2), || {
-        stack.runtime().len() == 8
+        runtime(&stack).len() == 8
     }));
-    let runtime = stack.runtime();
+    let runtime = runtime(&stack);
     assert!(
         runtime
             .iter()
@@ -664,7 +581,7 @@ fn a_certificate_in_use_cannot_be_deleted() {
     let dir = TempDir::new("certs-refs");
     let pki = Pki::new();
     let (ca_chain, client_chain, client_key) = pki.ca_and_client();
-    let stack = Stack::start(dir.path());
+    let stack = start(dir.path());
     let ca = json!({"id": "ca", "chain": ca_chain, "ca": true});
     let client = json!({"id": "client", "chain": client_chain, "privateKey": client_key,
                         "client": true, "caRef": "ca"});
@@ -791,8 +708,8 @@ fn gateway_check_names_a_bad_certificate_of_the_seed() {
 #[test]
 fn on_kafka_the_topic_carries_the_key_sealed_and_the_other_node_gets_it() {
     use common::kafka::{broker, read_topic, serial, unique};
-    use gateway::entitylog::kafka::KafkaLogConfig;
-    use gateway::kafka::{KafkaConfig, Topics};
+    use common::stack::kafka_entity_log;
+    use gateway::kafka::Topics;
     let Some(brokers) = broker() else { return };
     let _serial = serial();
     let topics = Topics::with_suffix(&unique("certs"));
@@ -800,18 +717,13 @@ fn on_kafka_the_topic_carries_the_key_sealed_and_the_other_node_gets_it() {
     let key_file = key_dir.path().join("cluster.key");
     std::fs::write(&key_file, "17".repeat(32)).unwrap();
     let member = |id: &str, dir: &Path| {
-        let mut kafka = KafkaConfig::new(&brokers, dir);
-        kafka.topics = topics.clone();
-        kafka.partitions = 1;
-        Stack::start_with(
+        Stack::start(
             dir,
-            id,
-            Some(&key_file),
-            Some(KafkaLogConfig {
-                kafka,
-                data_dir: dir.to_owned(),
-                node_id: id.to_owned(),
-            }),
+            StackOptions {
+                key_file: Some(&key_file),
+                kafka: Some(kafka_entity_log(&brokers, &topics, 1, dir, id)),
+                ..StackOptions::new(id, 1, TOKEN)
+            },
         )
     };
     let (dir_a, dir_b) = (TempDir::new("certs-kafka-a"), TempDir::new("certs-kafka-b"));
@@ -826,7 +738,7 @@ fn on_kafka_the_topic_carries_the_key_sealed_and_the_other_node_gets_it() {
         b.call("GET", "/api/certificates/k", None).0 == 200
     }));
     assert!(common::wait_until(Duration::from_secs(2), || {
-        b.runtime() == vec![("k".to_owned(), true, vec!["kafka.example.com".to_owned()])]
+        runtime(&b) == vec![("k".to_owned(), true, vec!["kafka.example.com".to_owned()])]
     }));
     assert_eq!(
         b.call("GET", "/api/certificates/k", None).1["privateKey"],

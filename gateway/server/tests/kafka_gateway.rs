@@ -485,19 +485,9 @@ fn kafka_node(
     let out = import_value(doc, Some(Dialect::Tollgate)).unwrap();
     assert!(out.is_clean(), "{}", out.problems);
     let options = NodeOptions {
-        node_id: node_id.into(),
-        cores,
-        pin: false,
-        http: Some("127.0.0.1:0".parse().unwrap()),
-        https: None,
-        access_log: None,
         limits: HttpLimits::default(),
-        io: IoMode::Epoll,
-        resolve_every: Duration::from_secs(3600),
-        calendar: gateway_core::window::Calendar::utc(),
-        data_dir: Some(dir.to_path_buf()),
         kafka: Some(kafka),
-        journal: Default::default(),
+        ..common::node_options(node_id, cores, IoMode::Epoll, Some(dir))
     };
     Node::start(&options, out.entities).unwrap()
 }

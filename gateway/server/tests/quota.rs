@@ -1,5 +1,7 @@
 //! Quotas end to end: per-core shards leasing from the node pool, over real sockets.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -29,19 +31,9 @@ fn start(cores: usize, io: IoMode, e: Entities) -> Node {
 
 fn start_in(cores: usize, io: IoMode, e: Entities, data_dir: Option<std::path::PathBuf>) -> Node {
     let options = NodeOptions {
-        node_id: "quota".into(),
-        cores,
-        pin: false,
-        http: Some("127.0.0.1:0".parse().unwrap()),
-        https: None,
-        access_log: None,
         limits: HttpLimits::default(),
-        io,
-        resolve_every: Duration::from_secs(3600),
         calendar: gateway_core::window::Calendar::new("Europe/Paris").unwrap(),
-        data_dir,
-        kafka: None,
-        journal: Default::default(),
+        ..common::node_options("quota", cores, io, data_dir.as_deref())
     };
     Node::start(&options, e).unwrap()
 }

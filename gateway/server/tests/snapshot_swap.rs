@@ -1,6 +1,8 @@
 //! A new snapshot reaches every core between requests, within a tick, without restarting and
 //! without dropping the connections that are open.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -63,19 +65,8 @@ fn published_snapshot_reaches_every_core_without_dropping_connections() {
             continue;
         }
         let options = NodeOptions {
-            node_id: "swap".into(),
-            cores: 2,
-            pin: false,
-            http: Some("127.0.0.1:0".parse().unwrap()),
-            https: None,
-            access_log: None,
             limits: HttpLimits::default(),
-            io,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: None,
-            kafka: None,
-            journal: Default::default(),
+            ..common::node_options("swap", 2, io, None)
         };
         let node = Node::start(&options, entities("/old", "old")).unwrap();
         // Several connections, so that both cores (SO_REUSEPORT) hold some.

@@ -8,6 +8,7 @@
 pub mod kafka;
 pub mod nginx;
 pub mod pki;
+pub mod stack;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -720,6 +721,27 @@ pub fn test_limits() -> HttpLimits {
     }
 }
 
+/// The options of an in-process node `id`: HTTP on 127.0.0.1:0, no HTTPS, no access log,
+/// [`test_limits`], UTC calendar, names resolved hourly, no Kafka, the default journal. Callers
+/// change what they test with struct update: `NodeOptions { kafka: .., ..node_options(..) }`.
+pub fn node_options(id: &str, cores: usize, io: IoMode, data_dir: Option<&Path>) -> NodeOptions {
+    NodeOptions {
+        node_id: id.to_owned(),
+        cores,
+        pin: false,
+        http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        https: None,
+        access_log: None,
+        limits: test_limits(),
+        io,
+        resolve_every: Duration::from_secs(3600),
+        calendar: gateway_core::window::Calendar::utc(),
+        data_dir: data_dir.map(Path::to_owned),
+        kafka: None,
+        journal: Default::default(),
+    }
+}
+
 /// A node started in-process on 127.0.0.1:0, shut down when dropped.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -733,19 +755,8 @@ impl Gateway {
 
     pub fn start_with(io: IoMode, doc: &Value, limits: HttpLimits, cores: usize) -> Self {
         let options = NodeOptions {
-            node_id: "e2e".to_owned(),
-            cores,
-            pin: false,
-            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            https: None,
-            access_log: None,
             limits,
-            io,
-            resolve_every: Duration::from_secs(3600),
-            calendar: gateway_core::window::Calendar::utc(),
-            data_dir: None,
-            kafka: None,
-            journal: Default::default(),
+            ..node_options("e2e", cores, io, None)
         };
         let node = Node::start(&options, entities(doc)).unwrap();
         Self {
