@@ -280,23 +280,21 @@ impl CertStore {
                 not_before_ms: item.not_before_ms,
                 not_after_ms: item.not_after_ms,
             };
-            for name in item.names {
-                let name = name.to_ascii_lowercase();
-                match name.strip_prefix('*') {
-                    Some(suffix) if suffix.starts_with('.') => store
-                        .wildcard
-                        .entry(suffix.into())
-                        .or_default()
-                        .push(served.clone()),
-                    _ => store
-                        .exact
-                        .entry(name.into())
-                        .or_default()
-                        .push(served.clone()),
-                }
+            for name in &item.names {
+                store.insert(name, &served);
             }
         }
         (store, problems)
+    }
+
+    /// Indexes `served` under `name`: `*.suffix` as a wildcard, anything else exactly.
+    fn insert(&mut self, name: &str, served: &Served) {
+        let name = name.to_ascii_lowercase();
+        let list = match name.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => self.wildcard.entry(suffix.into()),
+            _ => self.exact.entry(name.into()),
+        };
+        list.or_default().push(served.clone());
     }
 
     /// The certificate for `name` at `now_ms`: an exact name before a wildcard (one label),
@@ -325,19 +323,7 @@ impl CertStore {
             not_after_ms: i64::MAX,
         };
         for name in names {
-            let name = name.to_ascii_lowercase();
-            match name.strip_prefix('*') {
-                Some(suffix) if suffix.starts_with('.') => store
-                    .wildcard
-                    .entry(suffix.into())
-                    .or_default()
-                    .push(served.clone()),
-                _ => store
-                    .exact
-                    .entry(name.into())
-                    .or_default()
-                    .push(served.clone()),
-            }
+            store.insert(name, &served);
         }
         store
     }
