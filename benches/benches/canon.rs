@@ -6,6 +6,7 @@
 use std::hint::black_box;
 use std::net::IpAddr;
 
+use benches::REQUEST_400B;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway_core::http::{
     HeadLimits, HeadParser, MAX_HOST, PathPolicy, canonical_host, canonical_path,
@@ -13,18 +14,6 @@ use gateway_core::http::{
 use gateway_core::rewrite::{
     Added, AddedHeader, ForwardedFor, HeaderPolicy, RequestId, UpstreamRequest, write_request_head,
 };
-
-/// The same typical API GET as `http/parse_request_head_400b`.
-const REQUEST_400B: &[u8] = b"GET /api/v1/users/42/orders?limit=20&cursor=abc HTTP/1.1\r\n\
-Host: api.example.com\r\n\
-User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
-Accept: application/json, text/plain, */*\r\n\
-Accept-Encoding: gzip, deflate, br\r\n\
-Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl\r\n\
-Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark\r\n\
-X-Request-Id: 3f2a9c1e-7b4d-4e8a-9f00-1234567890ab\r\n\
-X-Forwarded-For: 203.0.113.7\r\n\
-\r\n";
 
 fn canon(c: &mut Criterion) {
     let mut group = c.benchmark_group("canon");

@@ -3,19 +3,9 @@
 
 use std::hint::black_box;
 
+use benches::REQUEST_400B;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gateway_core::http::{BodyDecoder, BodyFraming, BodyLimits, HeadParser, Method};
-
-/// A typical API GET with browser-like headers and a bearer token.
-const REQUEST_400B: &[u8] = b"GET /api/v1/users/42/orders?limit=20&cursor=abc HTTP/1.1\r\n\
-Host: api.example.com\r\n\
-User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
-Accept: application/json, text/plain, */*\r\n\
-Accept-Encoding: gzip, deflate, br\r\n\
-Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl\r\n\
-Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark\r\n\
-X-Request-Id: 3f2a9c1e-7b4d-4e8a-9f00-1234567890ab\r\n\
-\r\n";
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
 Date: Sun, 22 Nov 2026 11:00:00 GMT\r\n\

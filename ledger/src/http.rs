@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use gateway_httpd::{BearerToken, Head, Request, Response};
+use gateway_httpd::{BearerToken, Head, Request, Response, decode_component};
 use gateway_model::event::{EntityEvent, EntityKind};
 use serde_json::json;
 
@@ -87,32 +87,6 @@ pub fn serve(
         LedgerHttp { shared, token },
     )
     .map_err(|e| LedgerError::with(LedgerErrorKind::Io, "start the query API", e))
-}
-
-/// Percent-decodes a query component (`+` is a space).
-fn decode_component(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let text = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(text, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn parse_query(query: &str) -> Result<BTreeMap<String, String>, Response> {

@@ -53,6 +53,6 @@ mod slots;
 pub use auth::{BearerToken, unauthorized};
 pub use handler::Handler;
 pub use limits::Limits;
-pub use request::{Head, Request};
+pub use request::{Head, Request, decode_component};
 pub use response::{Response, error_body};
 pub use server::{Server, Stats};
