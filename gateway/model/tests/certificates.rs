@@ -387,23 +387,18 @@ fn read_only_fields_are_computed_from_the_leaf() {
     }
 }
 
-fn shared(rel: &str) -> Vec<u8> {
-    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        PathBuf::from,
-    );
-    std::fs::read(base.join(rel)).unwrap()
+/// An Otoroshi export of the repository's `fixtures/otoroshi/`.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/otoroshi")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn otoroshi_exports_import_their_certificates_with_warnings() {
     let now = 1_750_000_000_000; // June 2025: every leaf of both exports has expired.
-    let mtls = import_document_at(
-        &shared("fixtures/otoroshi-export-mtls.json"),
-        None,
-        Some(now),
-    )
-    .unwrap();
+    let mtls = import_document_at(&fixture("otoroshi-export-mtls.json"), None, Some(now)).unwrap();
     assert!(mtls.is_clean(), "{}", mtls.problems);
     assert_eq!(mtls.entities.certificates.len(), 3);
     assert!(!mtls.skipped.iter().any(|s| s.kind == "certificates"));
@@ -425,12 +420,8 @@ fn otoroshi_exports_import_their_certificates_with_warnings() {
             .starts_with("-----BEGIN RSA PRIVATE KEY-----")
     );
     assert_eq!(frontend.domain, "*.frontend.lol");
-    let tunnel = import_document_at(
-        &shared("fixtures/otoroshi-export-tunnel.json"),
-        None,
-        Some(now),
-    )
-    .unwrap();
+    let tunnel =
+        import_document_at(&fixture("otoroshi-export-tunnel.json"), None, Some(now)).unwrap();
     assert!(tunnel.is_clean(), "{}", tunnel.problems);
     assert_eq!(tunnel.entities.certificates.len(), 5);
     let ids: Vec<&str> = tunnel
@@ -469,7 +460,7 @@ fn otoroshi_exports_import_their_certificates_with_warnings() {
     assert!(!tunnel.warnings.iter().any(|w| w.path == "certificates[1]"));
     assert!(tunnel.warnings.iter().any(|w| w.path == "certificates[0]"));
     // Without a clock, no expiry warning.
-    let plain = import_document(&shared("fixtures/otoroshi-export-mtls.json"), None).unwrap();
+    let plain = import_document(&fixture("otoroshi-export-mtls.json"), None).unwrap();
     assert!(plain.warnings.is_empty(), "{}", plain.warnings);
 }
 

@@ -5,11 +5,9 @@ use crate::snapshot::{QuotaSetup, Snapshot, SystemResolver};
 
 /// The mtls Otoroshi export's certificates (expired in 2019; PKCS#8 and PKCS#1 RSA keys).
 fn fixture() -> Vec<Certificate> {
-    let base = std::env::var_os("TOLLGATE_SHARED").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-        std::path::PathBuf::from,
-    );
-    let bytes = std::fs::read(base.join("fixtures/otoroshi-export-mtls.json")).unwrap();
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/otoroshi/otoroshi-export-mtls.json");
+    let bytes = std::fs::read(path).unwrap();
     let out = import_document(&bytes, None).unwrap();
     assert!(out.is_clean(), "{}", out.problems);
     out.entities.certificates
