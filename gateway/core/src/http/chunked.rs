@@ -28,8 +28,6 @@ impl Default for ChunkedLimits {
 enum State {
     /// Hex digits of the chunk size.
     Size,
-    /// Whitespace after the size, which must lead to an extension.
-    SizeWs,
     /// Chunk extensions, skipped up to CR.
     Ext,
     /// CR of the size line seen.
@@ -166,7 +164,7 @@ impl ChunkedDecoder {
     /// Advances the framing state machine by one byte.
     fn step(&mut self, b: u8) -> Result<(), ErrorKind> {
         match self.state {
-            State::Size | State::SizeWs | State::Ext => {
+            State::Size | State::Ext => {
                 if b != b'\r' {
                     self.line_len += 1;
                     if self.line_len > self.limits.max_size_line_bytes {
@@ -243,6 +241,10 @@ impl ChunkedDecoder {
     }
 
     /// chunk-size [ chunk-ext ] CRLF, where chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS val ] ).
+    ///
+    /// Stricter than that grammar: no whitespace between the size and the first `;` (nor
+    /// before the CRLF), which h11 and other readers refuse; a chunk size line is read one way
+    /// or refused. What follows the `;` is skipped.
     fn step_size_line(&mut self, b: u8) -> Result<(), ErrorKind> {
         match self.state {
             State::Size => {
@@ -260,15 +262,9 @@ impl ChunkedDecoder {
                 self.state = match b {
                     b'\r' => State::SizeLf,
                     b';' => State::Ext,
-                    b' ' | b'\t' => State::SizeWs,
                     _ => return Err(ErrorKind::InvalidChunkSize),
                 };
             }
-            State::SizeWs => match b {
-                b' ' | b'\t' => {}
-                b';' => self.state = State::Ext,
-                _ => return Err(ErrorKind::InvalidChunkSize),
-            },
             State::Ext => match b {
                 b'\r' => self.state = State::SizeLf,
                 // Extensions are ignored, but only printable bytes may hide in them.

@@ -155,6 +155,12 @@ impl<'a> Facts<'a> {
 impl TransferEncoding {
     fn observe(&mut self, value: &[u8]) {
         self.present = true;
+        // Stricter than RFC 9110 §5.6.1.2 (which has recipients skip empty list elements):
+        // `chunked,` or `, chunked` is refused, as h11 and other implementations an upstream
+        // may run do, so that no two readers disagree on whether the body is chunked.
+        if value.split(|&b| b == b',').any(|e| trim_ows(e).is_empty()) {
+            self.malformed = true;
+        }
         for coding in list_elements(value) {
             self.codings += 1;
             if !coding.iter().all(|&b| is_tchar(b)) {

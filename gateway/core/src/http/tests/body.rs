@@ -64,12 +64,30 @@ fn close_delimited_body_ends_at_eof() {
 
 #[test]
 fn chunked_body_with_extensions_and_no_trailers() {
-    let input = b"4;name=value;flag\r\nWiki\r\n5 ; q=\"a;b\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\nNEXT";
+    let input = b"4;name=value;flag\r\nWiki\r\n5; q=\"a;b\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\nNEXT";
     let out = chunked(input).unwrap();
     assert_eq!(out.payload, b"Wikipedia in\r\n\r\nchunks.");
     assert_eq!(out.consumed, input.len() - 4);
     assert!(out.done);
     assert_eq!(out.trailers, b"\r\n");
+}
+
+#[test]
+fn whitespace_after_a_chunk_size_is_refused() {
+    // RFC 9112 allows BWS before `;`; h11 (and so perhaps an upstream or a front proxy) does
+    // not. Refusing it keeps every reader of these bytes in agreement.
+    for input in [
+        &b"5 ;a\r\nhello\r\n0\r\n\r\n"[..],
+        b"5\t;a\r\nhello\r\n0\r\n\r\n",
+        b"5 \r\nhello\r\n0\r\n\r\n",
+    ] {
+        assert_eq!(
+            chunked(input).unwrap_err().kind(),
+            ErrorKind::InvalidChunkSize,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
 }
 
 #[test]
@@ -116,8 +134,10 @@ fn invalid_chunk_size_lines() {
             show(input)
         );
     }
-    // BWS before an extension is allowed.
-    assert!(chunked(b"1 \t;x\r\na\r\n0\r\n\r\n").unwrap().done);
+    // BWS before an extension is refused (see whitespace_after_a_chunk_size_is_refused); the
+    // extension itself may hold it.
+    assert!(chunked(b"1 \t;x\r\na\r\n0\r\n\r\n").is_err());
+    assert!(chunked(b"1; x = \"y z\"\r\na\r\n0\r\n\r\n").unwrap().done);
 }
 
 #[test]

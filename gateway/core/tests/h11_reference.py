@@ -1,0 +1,58 @@
+"""The reference reading of request byte streams for tests/h11_differential.rs: h11, an
+independent HTTP/1.1 implementation, as a server.
+
+Reads a JSON list of hex-encoded byte streams on stdin and writes a JSON list of outcomes,
+one per stream, in order:
+  {"kind": "accept", "method", "target", "http10", "headers": [[name, value]...] (hex values,
+   lowercased names), "body": hex, "trailers": [[name, value]...], "consumed": n}
+  {"kind": "reject", "why": text}
+  {"kind": "incomplete"}
+Only the first request of a stream is read.
+"""
+
+import json
+import sys
+
+import h11
+
+
+def read(stream: bytes) -> dict:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
+    conn.receive_data(stream)
+    out = None
+    body = b""
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return {"kind": "incomplete"}
+            if isinstance(event, h11.Request):
+                out = {
+                    "kind": "accept",
+                    "method": event.method.decode("latin-1"),
+                    "target": event.target.decode("latin-1"),
+                    "http10": event.http_version == b"1.0",
+                    "headers": [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()],
+                }
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                assert out is not None
+                out["body"] = body.hex()
+                out["trailers"] = [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()]
+                rest, _closed = conn.trailing_data
+                out["consumed"] = len(stream) - len(rest)
+                return out
+            else:
+                return {"kind": "reject", "why": "unexpected event %r" % (event,)}
+    except h11.RemoteProtocolError as e:
+        return {"kind": "reject", "why": str(e)}
+
+
+def main() -> None:
+    streams = json.load(sys.stdin)
+    json.dump([read(bytes.fromhex(s)) for s in streams], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
