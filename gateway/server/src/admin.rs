@@ -43,6 +43,10 @@ pub const MAX_IMPORT_BODY: u64 = 32 << 20;
 /// Largest body of every other write.
 pub const MAX_WRITE_BODY: u64 = 1 << 20;
 
+/// How long a write waits for every core to serve it before the API answers anyway (a core
+/// takes a new snapshot on its next tick, 50 ms; longer only when a core is stalled).
+const APPLY_WAIT: Duration = Duration::from_secs(2);
+
 /// A clock: ms since the Unix epoch (injected by tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -448,8 +452,17 @@ impl Admin {
         let written = log.commit(changes, actor, now).map_err(|e| internal(&e))?;
         self.events_written
             .fetch_add(written.len() as u64, Ordering::Relaxed);
-        if let Err(e) = self.publisher.apply(log.state().entities(now)) {
-            tracing::error!(error = %e, "admin API: committed change did not publish");
+        match self.publisher.apply(log.state().entities(now)) {
+            // Read-your-writes: the answer leaves once every core serves the change.
+            Ok(generation) => {
+                if !self.publisher.wait_applied(generation, APPLY_WAIT) {
+                    tracing::warn!(
+                        generation,
+                        "admin API: a core did not take the change within {APPLY_WAIT:?}; answering anyway"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "admin API: committed change did not publish"),
         }
         for (offset, event) in &written {
             tracing::info!(

@@ -301,6 +301,7 @@ impl Core {
     ) -> Rc<Self> {
         let snapshot = node_shared.current();
         let metrics_cell = node_shared.metrics.register(id);
+        metrics_cell.set_applied(snapshot.generation);
         let core = Rc::new(Self {
             id,
             node: node.into(),
@@ -602,6 +603,8 @@ impl Core {
             self.rebuild_balancers(&snapshot);
             *self.current.borrow_mut() = Rc::new(CoreSnapshot::new(snapshot));
         }
+        self.metrics_cell
+            .set_applied(self.current.borrow().shared.generation);
         self.refresh_tls();
         let health = self.node_shared.health_generation.load(Ordering::Acquire);
         if health != self.health_seen.get() {

@@ -189,9 +189,17 @@ pub struct CoreCell {
     /// The per-route totals, copied once per tick (a lock taken by this core and by scrapes,
     /// never per request).
     routes: Mutex<Vec<RouteTotal>>,
+    /// The generation of the snapshot this core serves (set at start and on each tick): what
+    /// the admin API waits on before it answers a write (read-your-writes).
+    applied: AtomicU64,
 }
 
 impl CoreCell {
+    /// Records that the core now serves snapshot `generation`.
+    pub fn set_applied(&self, generation: u64) {
+        self.applied.store(generation, Ordering::Release);
+    }
+
     /// Copies `stats` (cumulative) into the cell.
     pub fn publish(&self, stats: &CoreStats) {
         self.requests.store(stats.requests, Ordering::Relaxed);
@@ -286,6 +294,15 @@ impl NodeMetrics {
             .unwrap_or_else(PoisonError::into_inner)
             .push((core, cell.clone()));
         cell
+    }
+
+    /// Whether every registered core serves snapshot `generation` or a later one.
+    pub fn all_applied(&self, generation: u64) -> bool {
+        self.cells
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .all(|(_, cell)| cell.applied.load(Ordering::Acquire) >= generation)
     }
 
     /// Sets the access log's counters.

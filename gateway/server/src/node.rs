@@ -648,6 +648,23 @@ impl Publisher {
         Ok(generation)
     }
 
+    /// Waits until every core serves snapshot `generation` (each takes it on its next tick,
+    /// so within [`crate::core::TICK`] unless a core is stalled); `false` after `within`.
+    /// The admin API calls it before answering a write: what it answered is what every core
+    /// serves (read-your-writes).
+    pub fn wait_applied(&self, generation: u64, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.shared.metrics.all_applied(generation) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// The current snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
         self.shared.current()

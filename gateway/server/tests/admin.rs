@@ -145,6 +145,58 @@ fn key(id: &str, secret: &str, route: &str) -> Value {
            "authorizedEntities": [format!("route_{route}")]})
 }
 
+/// Read-your-writes: when the API answers a write, every core already serves it. Asked on
+/// fresh connections (spread over the cores by SO_REUSEPORT) the instant the answer arrives;
+/// before the admin API waited for the cores, the first requests were 404 (a core takes a new
+/// snapshot on its next tick, up to 50 ms later).
+#[test]
+fn every_core_serves_a_write_once_the_api_has_answered_it() {
+    let dir = TempDir::new("admin-ryw");
+    let stack = start(dir.path(), 2);
+    let data = stack.data();
+    assert_eq!(
+        stack.call("POST", "/api/backends", Some(&mock_backend())).0,
+        201
+    );
+    for i in 0..8 {
+        let path = format!("/ryw{i}");
+        let id = format!("ryw{i}");
+        let (status, created) = stack.call("POST", "/api/routes", Some(&keyed_route(&id, &path)));
+        assert_eq!(status, 201, "{created}");
+        for _ in 0..8 {
+            assert_eq!(
+                data_get(data, "x", &path, None),
+                400,
+                "route {id} not served yet"
+            );
+        }
+        let (status, _) = stack.call(
+            "POST",
+            "/api/apikeys",
+            Some(&key(&id, "secret-value-1", &id)),
+        );
+        assert_eq!(status, 201);
+        for _ in 0..8 {
+            assert_eq!(
+                data_get(data, "x", &path, Some((&id, "secret-value-1"))),
+                200,
+                "key {id}"
+            );
+        }
+        assert_eq!(
+            stack.call("DELETE", &format!("/api/apikeys/{id}"), None).0,
+            200
+        );
+        for _ in 0..8 {
+            assert_eq!(
+                data_get(data, "x", &path, Some((&id, "secret-value-1"))),
+                401,
+                "deleted key {id}"
+            );
+        }
+    }
+}
+
 #[test]
 fn crud_through_the_api_reaches_every_core_within_a_second() {
     let dir = TempDir::new("admin-crud");
