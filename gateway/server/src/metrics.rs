@@ -17,6 +17,7 @@ const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
 /// Refusal reasons counted (gateway-core's list, `other` last).
 const REASONS: usize = gateway_core::flow::REJECTION_REASONS.len();
+const HTTP_ERRORS: usize = gateway_core::http::ErrorKind::ALL.len();
 
 /// Counts of one route (per core).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,6 +124,9 @@ pub struct CoreStats {
     pub tls_handshake_failures: u64,
     /// Flow refusals by reason (indexed like `REJECTION_REASONS`).
     pub rejections: [u64; REASONS],
+    /// Malformed requests (answered 400/413/431/501/505 and closed), by
+    /// `ErrorKind::index`.
+    pub malformed: [u64; HTTP_ERRORS],
     /// Per-route counters.
     pub routes: RouteStats,
 }
@@ -138,6 +142,7 @@ impl Default for CoreStats {
             upstream_tls_failures: 0,
             tls_handshake_failures: 0,
             rejections: [0; REASONS],
+            malformed: [0; HTTP_ERRORS],
             routes: RouteStats::default(),
         }
     }
@@ -186,6 +191,7 @@ pub struct CoreCell {
     upstream_tls_failures: AtomicU64,
     tls_handshake_failures: AtomicU64,
     rejections: [AtomicU64; REASONS],
+    malformed: [AtomicU64; HTTP_ERRORS],
     /// The per-route totals, copied once per tick (a lock taken by this core and by scrapes,
     /// never per request).
     routes: Mutex<Vec<RouteTotal>>,
@@ -220,6 +226,9 @@ impl CoreCell {
         for (a, v) in self.rejections.iter().zip(stats.rejections) {
             a.store(v, Ordering::Relaxed);
         }
+        for (a, v) in self.malformed.iter().zip(stats.malformed) {
+            a.store(v, Ordering::Relaxed);
+        }
         *self.routes.lock().unwrap_or_else(PoisonError::into_inner) = stats.routes.totals();
     }
 
@@ -233,6 +242,9 @@ impl CoreCell {
             ..CoreStats::default()
         };
         for (v, a) in s.rejections.iter_mut().zip(&self.rejections) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        for (v, a) in s.malformed.iter_mut().zip(&self.malformed) {
             *v = a.load(Ordering::Relaxed);
         }
         for (id, api, counts) in self
@@ -591,6 +603,20 @@ impl NodeMetrics {
         for (i, reason) in gateway_core::flow::REJECTION_REASONS.iter().enumerate() {
             let n: u64 = cells.iter().filter_map(|(_, s)| s.rejections.get(i)).sum();
             let _ = writeln!(out, "tollgate_rejections_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_malformed_requests_total Requests refused by the HTTP/1.1 parser \
+             (answered 400, 413, 431, 501 or 505, connection closed), by error code."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_malformed_requests_total counter");
+        for (i, kind) in gateway_core::http::ErrorKind::ALL.iter().enumerate() {
+            let n: u64 = cells.iter().filter_map(|(_, s)| s.malformed.get(i)).sum();
+            let _ = writeln!(
+                out,
+                "tollgate_malformed_requests_total{{code=\"{}\"}} {n}",
+                kind.code()
+            );
         }
         for (name, help, value) in [
             (

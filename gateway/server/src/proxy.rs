@@ -448,7 +448,7 @@ impl Conn {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        let reply = http_error_reply(&e);
+                        let reply = http_error_reply(core, &e);
                         self.rid = core.next_request_id();
                         self.trace = Some(core.trace_for(None));
                         return Err(self.reply(core, &reply, true, false).await);
@@ -502,11 +502,11 @@ impl Conn {
 
     /// Reads and discards the request body (mock backends), within the body limit.
     async fn discard_body(&mut self, core: &Core, plan: &Plan) -> Result<(), ErrorReply> {
-        let mut decoder = body_decoder(plan)?;
+        let mut decoder = body_decoder(core, plan)?;
         loop {
             let d = decoder
                 .decode(&self.buf)
-                .map_err(|e| http_error_reply(&e))?;
+                .map_err(|e| http_error_reply(core, &e))?;
             consume(&mut self.buf, d.consumed);
             if d.done {
                 return Ok(());
@@ -872,7 +872,7 @@ impl Conn {
             BodyFraming::Chunked if limit > 0 => {}
             _ => return Ok(BodyMode::Streaming),
         }
-        let mut decoder = body_decoder(plan).map_err(Some)?;
+        let mut decoder = body_decoder(core, plan).map_err(Some)?;
         let mut scanned = 0usize;
         let mut trailer_start = None;
         loop {
@@ -885,7 +885,7 @@ impl Conn {
             }
             let d = decoder
                 .decode(self.buf.get(scanned..).unwrap_or_default())
-                .map_err(|e| Some(http_error_reply(&e)))?;
+                .map_err(|e| Some(http_error_reply(core, &e)))?;
             if !d.trailers.is_empty() && trailer_start.is_none() {
                 trailer_start = Some(scanned + d.trailers.start);
             }
@@ -938,7 +938,7 @@ impl Conn {
         // 2. A streaming body, as it arrives; its trailers never go upstream (docs/security.md).
         let mut early = false;
         if mode == BodyMode::Streaming {
-            let mut decoder = match body_decoder(plan) {
+            let mut decoder = match body_decoder(core, plan) {
                 Ok(d) => d,
                 Err(reply) => return Exchange::ClientError(reply),
             };
@@ -954,7 +954,7 @@ impl Conn {
             loop {
                 let d = match decoder.decode(&self.buf) {
                     Ok(d) => d,
-                    Err(e) => return Exchange::ClientError(http_error_reply(&e)),
+                    Err(e) => return Exchange::ClientError(http_error_reply(core, &e)),
                 };
                 // An upstream that answers before it has the whole body (a 413, a 401) has
                 // stopped reading it: the rest would be read as another request. Stop sending,
@@ -1215,7 +1215,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Bodies up to this size travel in the same write as their head.
 const COALESCE_MAX: usize = 16 * 1024;
 
-fn body_decoder(plan: &Plan) -> Result<BodyDecoder, ErrorReply> {
+fn body_decoder(core: &Core, plan: &Plan) -> Result<BodyDecoder, ErrorReply> {
     BodyDecoder::request(
         plan.framing,
         BodyLimits {
@@ -1223,13 +1223,17 @@ fn body_decoder(plan: &Plan) -> Result<BodyDecoder, ErrorReply> {
             ..BodyLimits::default()
         },
     )
-    .map_err(|e| http_error_reply(&e))
+    .map_err(|e| http_error_reply(core, &e))
 }
 
-/// The response for a framing or limit error.
-fn http_error_reply(e: &HttpError) -> ErrorReply {
+/// The response for a framing or limit error; a client's is counted by kind
+/// (`tollgate_malformed_requests_total{code}`).
+fn http_error_reply(core: &Core, e: &HttpError) -> ErrorReply {
     if e.side() == Side::Upstream {
         return ErrorReply::BAD_GATEWAY;
+    }
+    if let Some(n) = core.stats.borrow_mut().malformed.get_mut(e.kind().index()) {
+        *n += 1;
     }
     match e.status() {
         413 => ErrorReply::BODY_TOO_LARGE,

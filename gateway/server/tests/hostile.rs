@@ -24,6 +24,7 @@ both_drivers!(
     non_numeric_content_length_is_400,
     missing_host_is_400,
     garbage_request_line_is_400,
+    malformed_requests_are_counted_by_code,
     headers_up_to_the_limits_are_served,
     too_many_headers_is_431,
     too_large_head_is_431,
@@ -70,6 +71,36 @@ fn assert_refused_with(io: IoMode, raw: &[u8], status: u16, code: &str) {
     c.assert_closed();
     assert_eq!(up.requests(), 0, "the upstream saw a refused request");
     gw.assert_serving();
+}
+
+/// Each refusal is counted on `/metrics` by its error code.
+fn malformed_requests_are_counted_by_code(io: IoMode) {
+    let (_up, gw) = echo_setup(io, test_limits());
+    for raw in [
+        &b"GET / HTTP/1.1\nHost: echo.test\n\n"[..],
+        b"GET / HTTP/1.1\r\nHost: echo.test\r\nX-A: 1\r\n  folded\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let mut c = gw.client();
+        let _ = c.try_send(raw);
+        assert!(c.try_response().is_ok_and(|r| r.status == 400));
+    }
+    let count = |code: &str| {
+        let line = format!("tollgate_malformed_requests_total{{code=\"{code}\"}} ");
+        gw.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.trim().parse::<u64>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(2), || count("duplicate_content_length")
+            == Some(2)),
+        "{io:?}: {}",
+        gw.metrics()
+    );
+    assert_eq!(count("bare_lf"), Some(1));
+    assert_eq!(count("obs_fold"), Some(1));
+    assert_eq!(count("missing_host"), Some(0));
 }
 
 fn bare_lf_is_400(io: IoMode) {

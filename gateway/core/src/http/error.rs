@@ -114,6 +114,44 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order: `ALL[k.index()] == k`.
+    pub const ALL: [ErrorKind; 28] = [
+        ErrorKind::HeadTooLarge,
+        ErrorKind::TooManyHeaders,
+        ErrorKind::BareLf,
+        ErrorKind::BareCr,
+        ErrorKind::ObsFold,
+        ErrorKind::InvalidMethod,
+        ErrorKind::InvalidTarget,
+        ErrorKind::InvalidVersion,
+        ErrorKind::InvalidStatus,
+        ErrorKind::InvalidHeaderName,
+        ErrorKind::InvalidHeaderValue,
+        ErrorKind::MissingHost,
+        ErrorKind::DuplicateHost,
+        ErrorKind::InvalidHost,
+        ErrorKind::ConflictingFraming,
+        ErrorKind::DuplicateContentLength,
+        ErrorKind::InvalidContentLength,
+        ErrorKind::InvalidTransferEncoding,
+        ErrorKind::UnsupportedTransferCoding,
+        ErrorKind::ConnectUnsupported,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::InvalidChunkSize,
+        ErrorKind::ChunkSizeOverflow,
+        ErrorKind::ChunkLineTooLong,
+        ErrorKind::InvalidChunkTerminator,
+        ErrorKind::InvalidTrailer,
+        ErrorKind::TrailersTooLarge,
+        ErrorKind::IncompleteBody,
+    ];
+
+    /// This kind's position in [`ErrorKind::ALL`] (a dense index for per-kind counters).
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// A stable, short, snake_case identifier for events, metrics and logs.
     #[must_use]
     pub const fn code(self) -> &'static str {

@@ -776,6 +776,15 @@ impl Gateway {
         c.response()
     }
 
+    /// The node's `/metrics` text (the cores' part: published once per tick).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        if let Some(node) = &self.node {
+            node.publisher().render_metrics(&mut out);
+        }
+        out
+    }
+
     /// Asserts the gateway still serves a new connection (after a connection it closed).
     pub fn assert_serving(&self) {
         let r = self.get("ok.test", "/");
