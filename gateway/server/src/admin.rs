@@ -443,7 +443,7 @@ impl Admin {
         actor: &str,
     ) -> Result<Vec<(u64, gateway_model::event::EntityEvent)>, Failure> {
         let now = self.now();
-        let entities = candidate(log, &changes)?.entities(now);
+        let entities = publishable(&candidate(log, &changes)?, now);
         if let Err(e) = self.publisher.build(&entities) {
             let mut p = Problems::default();
             p.push("", e.to_string());
@@ -452,7 +452,7 @@ impl Admin {
         let written = log.commit(changes, actor, now).map_err(|e| internal(&e))?;
         self.events_written
             .fetch_add(written.len() as u64, Ordering::Relaxed);
-        match self.publisher.apply(log.state().entities(now)) {
+        match self.publisher.apply(publishable(log.state(), now)) {
             // Read-your-writes: the answer leaves once every core serves the change.
             Ok(generation) => {
                 if !self.publisher.wait_applied(generation, APPLY_WAIT) {
@@ -482,9 +482,9 @@ impl Admin {
     /// strings are logged escaped: they did not pass this node's validation.
     fn apply_remote(&self, event: &gateway_model::event::EntityEvent) {
         let mut log = self.log();
-        match log.apply_remote(event) {
+        match log.apply_remote(event, remote_check) {
             Ok(true) => {
-                if let Err(e) = self.publisher.apply(log.state().entities(self.now())) {
+                if let Err(e) = self.publisher.apply(publishable(log.state(), self.now())) {
                     tracing::error!(error = %e, id = %event.entity_id.escape_debug(), "received change did not publish");
                 }
                 tracing::info!(
@@ -1267,11 +1267,92 @@ fn candidate(log: &EntityLog, changes: &[Change]) -> Result<State, Failure> {
         let v = candidate.version(c.kind, &c.id) + 1;
         candidate.set(c.kind, &c.id, v, c.entity.clone());
     }
-    let problems = check_references(&candidate);
+    // A write is refused for the problems it brings, not for those already there (concurrent
+    // changes on two nodes can leave a reference dangling; `publishable` leaves its entity out).
+    let before = check_references(log.state());
+    let mut problems = Problems::default();
+    for p in check_references(&candidate).iter() {
+        if !before.iter().any(|b| b == p) {
+            problems.push(p.path.clone(), p.message.clone());
+        }
+    }
     if problems.is_empty() {
         Ok(candidate)
     } else {
         Err(invalid(&problems))
+    }
+}
+
+/// The entities of `state` to publish to the data plane: all of them, except those whose
+/// references do not hold (a route whose backend another node deleted at the same time, an API
+/// whose route id another node took...). The admin API never commits such a state itself; it
+/// arises only from concurrent changes on two nodes. Which entity is left out is decided by
+/// the problem's path (`routes[r].backend_ref` leaves route `r` out), from the state alone, so
+/// every node that folded the same events publishes the same entities, and none is left unable
+/// to build a snapshot. Each one left out is logged.
+pub fn publishable(state: &State, now_ms: i64) -> gateway_model::import::Entities {
+    let mut state = std::borrow::Cow::Borrowed(state);
+    // Leaving an entity out can only remove references, so this ends; bounded all the same.
+    for _ in 0..16 {
+        let problems = check_references(&state);
+        if problems.is_empty() {
+            break;
+        }
+        let owned = state.to_mut();
+        for p in problems.iter() {
+            let Some((collection, rest)) = p.path.split_once('[') else {
+                continue;
+            };
+            let Some((id, _)) = rest.split_once(']') else {
+                continue;
+            };
+            let kind = match collection {
+                "routes" => EntityKind::Route,
+                "apis" => EntityKind::Api,
+                "backends" => EntityKind::Backend,
+                "certificates" => EntityKind::Certificate,
+                "apikeys" => EntityKind::ApiKey,
+                _ => continue,
+            };
+            tracing::warn!(
+                kind = %kind,
+                id = %id.escape_debug(),
+                problem = %p,
+                "entity left out of the data plane: its references do not hold (concurrent changes on two nodes)"
+            );
+            let version = owned.version(kind, id);
+            owned.set(kind, id, version, None);
+        }
+    }
+    state.entities(now_ms)
+}
+
+/// Other nodes' entity events pass the checks of a local write (ids, fields, plugins) before
+/// they are folded.
+fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
+    let mut problems = Problems::default();
+    if !gateway_model::validate::id_ok(id) {
+        problems.push("id", format!("not a valid id: `{}`", id.escape_debug()));
+    }
+    match entity {
+        None => {}
+        Some(e) if e.id() != id => problems.push("id", "differs from the event's entity id"),
+        Some(Entity::Route(r)) => {
+            r.validate("", &mut problems);
+            refuse_unknown_plugins(Plugged::Route(r), "", &mut problems);
+        }
+        Some(Entity::Backend(b)) => b.validate("", &mut problems),
+        Some(Entity::ApiKey(k, _)) => k.validate("", &mut problems),
+        Some(Entity::Api(a)) => {
+            a.validate("", &mut problems);
+            refuse_unknown_plugins(Plugged::Api(a), "", &mut problems);
+        }
+        Some(Entity::Certificate(c)) => c.validate("", &mut problems),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.to_string())
     }
 }
 
@@ -2099,6 +2180,144 @@ fn escape_label(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entitylog::LogOptions;
+    use gateway_model::event::EntityAction;
+
+    fn node_log(label: &str, node: &str) -> EntityLog {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-admin-{label}-{node}-{}-{}",
+            std::process::id(),
+            crate::entitylog::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = LogOptions {
+            data_dir: dir,
+            node_id: node.to_owned(),
+            snapshot_every: 1000,
+        };
+        let key = crate::seal::ClusterKey::from_bytes(&[7; 32]).unwrap();
+        EntityLog::open(&options, key).unwrap().0
+    }
+
+    fn entity(kind: EntityKind, doc: Value) -> Entity {
+        match kind {
+            EntityKind::Route => Entity::Route(Box::new(serde_json::from_value(doc).unwrap())),
+            EntityKind::Backend => Entity::Backend(Box::new(serde_json::from_value(doc).unwrap())),
+            _ => unreachable!(),
+        }
+    }
+
+    fn backend(id: &str) -> Entity {
+        entity(
+            EntityKind::Backend,
+            json!({"id": id, "backend": {"targets": [{"hostname": "127.0.0.1", "port": 9}]}}),
+        )
+    }
+
+    fn route(id: &str, backend: &str) -> Entity {
+        entity(
+            EntityKind::Route,
+            json!({"id": id, "frontend": {"domains": [format!("{id}.test")]}, "backend_ref": backend}),
+        )
+    }
+
+    fn ids(e: &gateway_model::import::Entities) -> (Vec<String>, Vec<String>) {
+        (
+            e.routes.iter().map(|r| r.id.clone()).collect(),
+            e.backends.iter().map(|b| b.id.clone()).collect(),
+        )
+    }
+
+    /// Node A adds a route on backend `b` while node B deletes `b` (each valid where it was
+    /// made). After both fold both events, in either order, they publish the same entities (the
+    /// route is left out), both build a snapshot, and both still accept unrelated writes.
+    #[test]
+    fn concurrent_conflicting_changes_converge_and_leave_every_node_serving() {
+        let mut a = node_log("conv", "a");
+        let mut b = node_log("conv", "b");
+        let base = a
+            .commit(
+                vec![Change::put(EntityAction::Created, backend("b"))],
+                "t",
+                1,
+            )
+            .unwrap();
+        for (_, e) in &base {
+            assert!(b.apply_remote(e, remote_check).unwrap());
+        }
+        let on_a = a
+            .commit(
+                vec![Change::put(EntityAction::Created, route("r", "b"))],
+                "t",
+                2,
+            )
+            .unwrap();
+        let on_b = b
+            .commit(vec![Change::delete(EntityKind::Backend, "b")], "t", 3)
+            .unwrap();
+        for (_, e) in &on_b {
+            assert!(a.apply_remote(e, remote_check).unwrap());
+        }
+        for (_, e) in &on_a {
+            assert!(b.apply_remote(e, remote_check).unwrap());
+        }
+        let (pa, pb) = (publishable(a.state(), 10), publishable(b.state(), 10));
+        assert_eq!(ids(&pa), ids(&pb));
+        assert_eq!(ids(&pa), (vec![], vec![]), "the dangling route is left out");
+        for p in [&pa, &pb] {
+            let mut resolver = crate::snapshot::SystemResolver;
+            let calendar = gateway_core::window::Calendar::utc();
+            let setup = crate::snapshot::QuotaSetup {
+                calendar: &calendar,
+                cores: 1,
+                previous: None,
+            };
+            crate::snapshot::Snapshot::build(1, p, &mut resolver, setup).unwrap();
+        }
+        // An unrelated write is not blamed for the dangling route; a write that brings its own
+        // dangling reference still is.
+        let unrelated = [Change::put(EntityAction::Created, backend("c"))];
+        assert!(candidate(&a, &unrelated).is_ok());
+        let own = [Change::put(EntityAction::Created, route("s", "missing"))];
+        assert!(candidate(&a, &own).is_err());
+        // Re-creating the backend brings the route back, on both nodes alike.
+        let again = b
+            .commit(
+                vec![Change::put(EntityAction::Created, backend("b"))],
+                "t",
+                4,
+            )
+            .unwrap();
+        for (_, e) in &again {
+            assert!(a.apply_remote(e, remote_check).unwrap());
+        }
+        assert_eq!(ids(&publishable(a.state(), 10)).0, vec!["r".to_owned()]);
+        assert_eq!(ids(&publishable(b.state(), 10)).0, vec!["r".to_owned()]);
+    }
+
+    /// Another node's event is validated like a local write before it is folded.
+    #[test]
+    fn invalid_remote_events_are_refused_before_they_are_folded() {
+        let mut a = node_log("refuse", "a");
+        let mut b = node_log("refuse", "b");
+        // Written on b as if b did not validate (an older version, a forged record).
+        let bad_root = entity(
+            EntityKind::Backend,
+            json!({"id": "evil", "backend": {"root": "/x\r\nX-Injected: 1", "targets": [{"hostname": "h", "port": 1}]}}),
+        );
+        let written = b
+            .commit(vec![Change::put(EntityAction::Created, bad_root)], "t", 1)
+            .unwrap();
+        for (_, e) in &written {
+            let refused = a.apply_remote(e, remote_check);
+            assert!(
+                matches!(refused, Err(LogError::Refused { .. })),
+                "{refused:?}"
+            );
+        }
+        assert!(a.state().entities(10).backends.is_empty());
+        assert!(a.is_empty(), "nothing appended");
+    }
 
     #[test]
     fn openapi_describes_every_endpoint() {

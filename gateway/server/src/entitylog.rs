@@ -60,6 +60,12 @@ pub enum LogError {
         /// Why.
         reason: String,
     },
+    /// Another node's event that this node's validation refuses (never folded).
+    #[error("entity event refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
     /// The snapshot file could not be written.
     #[error("entity snapshot {path}: {reason}")]
     Snapshot {
@@ -735,11 +741,17 @@ impl EntityLog {
     /// Applies an event written by another node (received through Kafka) when it supersedes
     /// what the fold holds (a higher version, or the same version with a larger `(at, id)`):
     /// appends it as it is (secrets stay sealed: the cluster shares the key), syncs and folds.
-    /// Returns whether it was applied.
+    /// Returns whether it was applied. `check` first validates the entity id and the entity
+    /// (`None` for a delete) as a local write would be.
     ///
     /// # Errors
-    /// When its secrets do not open with this node's cluster key, or the journal fails.
-    pub fn apply_remote(&mut self, event: &EntityEvent) -> Result<bool, LogError> {
+    /// [`LogError::Refused`] when `check` refuses it (nothing is appended); when its secrets do
+    /// not open with this node's cluster key, or the journal fails.
+    pub fn apply_remote(
+        &mut self,
+        event: &EntityEvent,
+        check: impl FnOnce(&str, Option<&Entity>) -> Result<(), String>,
+    ) -> Result<bool, LogError> {
         let stamp = (event.at, event.id.clone());
         if written_by(&event.id, &self.node_id)
             || !self
@@ -749,6 +761,20 @@ impl EntityLog {
             return Ok(false);
         }
         let next = self.journal.next_offset();
+        // Validated as a local write would be, before anything is appended: every node runs
+        // the same checks on the same events, so they all fold the same ones.
+        let entity = match event.action {
+            EntityAction::Deleted => None,
+            _ => Some(
+                Entity::from_log_json(event.kind, event.entity.clone(), &self.key).map_err(
+                    |reason| LogError::Record {
+                        offset: next,
+                        reason,
+                    },
+                )?,
+            ),
+        };
+        check(&event.entity_id, entity.as_ref()).map_err(|reason| LogError::Refused { reason })?;
         // Opened first, so that an event this node cannot read is never appended.
         let mut probe = State::default();
         fold(&mut probe, event, &self.key, next)?;

@@ -391,7 +391,7 @@ fn serve(s: Serve, on_ready: impl FnOnce(&Bound)) -> ExitCode {
         mut reloader,
     } = s;
     raise_fd_limit();
-    let entities = log.state().entities(gateway::entitylog::now_ms());
+    let entities = gateway::admin::publishable(log.state(), gateway::entitylog::now_ms());
     let node = match Node::start(&options, entities) {
         Ok(node) => node,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
