@@ -344,12 +344,6 @@ impl KeyEntry {
         self.valid_until.is_some_and(|until| now_ms >= until)
     }
 
-    /// Whether a next secret (rotation grace period) is set.
-    #[must_use]
-    pub fn has_next_secret(&self) -> bool {
-        self.next_secret.is_some()
-    }
-
     /// The key's quotas.
     #[must_use]
     pub fn quotas(&self) -> Quotas {

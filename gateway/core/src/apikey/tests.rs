@@ -1048,6 +1048,30 @@ fn authorizations_and_legacy_group_are_merged() {
 }
 
 #[test]
+fn every_authorizations_kind_authorizes_its_own_kind_only() {
+    let h = [
+        ("Otoroshi-Client-Id", "k1"),
+        ("Otoroshi-Client-Secret", "s3cret"),
+    ];
+    // The route context is route r1 of API api1 in groups default and g1.
+    for (kind, id, ok) in [
+        ("route", "r1", true),
+        ("service", "r1", true),
+        ("api", "api1", true),
+        ("group", "g1", true),
+        ("route", "api1", false),
+        ("service", "g1", false),
+        ("api", "r1", false),
+        ("group", "r1", false),
+        ("routes", "r1", false),
+    ] {
+        let s =
+            one(json!({"authorizedEntities": [], "authorizations": [{"kind": kind, "id": id}]}));
+        assert_eq!(auth(&s, &h).is_ok(), ok, "{kind} {id}");
+    }
+}
+
+#[test]
 fn route_without_api_and_large_sets() {
     let h = [
         ("Otoroshi-Client-Id", "k1"),

@@ -175,7 +175,8 @@ impl TransferEncoding {
     }
 
     fn verdict(&self) -> TeVerdict {
-        if self.malformed || self.codings == 0 || self.chunked != 1 || !self.last_is_chunked {
+        // No coding at all means no `chunked` either: `chunked != 1` covers the empty list.
+        if self.malformed || self.chunked != 1 || !self.last_is_chunked {
             TeVerdict::Invalid
         } else if self.codings > 1 {
             TeVerdict::ChunkedOverOthers

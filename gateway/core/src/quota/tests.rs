@@ -155,6 +155,50 @@ fn one_core_admits_exactly_the_daily_quota_then_says_when_the_day_ends() {
 }
 
 #[test]
+fn one_core_admits_exactly_the_monthly_quota_through_the_fast_path() {
+    // A monthly lease of 78 units (10,000 / 128): most calls take the fast path.
+    let keys = one(BIG, BIG, 10_000);
+    let mut node = Node::new(1, &keys);
+    let k = key(&keys, "k");
+    assert_eq!(node.admit_n(0, k, now(), 12_000), 10_000);
+    assert!(matches!(
+        node.admit(0, k, now()),
+        Err(QuotaExceeded::Monthly { .. })
+    ));
+    node.release_all();
+    assert_eq!(node.usage(now()).current_calls_per_month, 10_000);
+}
+
+#[test]
+fn every_admitted_call_takes_exactly_one_unit_of_each_quota() {
+    // Large quotas: leases of many units, so the fast path serves most calls. On one core the
+    // remaining counts are exact, so each call lowers each of them by exactly one.
+    let keys = one(1_000_000, 2_000_000, 3_000_000);
+    let mut node = Node::new(1, &keys);
+    let k = key(&keys, "k");
+    let mut last = node.admit(0, k, now()).unwrap();
+    for i in 1..5_000u64 {
+        let s = node.admit(0, k, now()).unwrap();
+        assert_eq!(
+            (
+                s.throttling.remaining,
+                s.daily.remaining,
+                s.monthly.remaining
+            ),
+            (
+                last.throttling.remaining - 1,
+                last.daily.remaining - 1,
+                last.monthly.remaining - 1
+            ),
+            "call {i}"
+        );
+        last = s;
+    }
+    assert_eq!(last.daily.remaining, 2_000_000 - 5_000);
+    assert_eq!(last.monthly.remaining, 3_000_000 - 5_000);
+}
+
+#[test]
 fn e2e_shape_800_calls_over_64_connections_on_2_cores_with_daily_quota_500() {
     let keys = one(10_000_000, 500, 10_000_000);
     let mut node = Node::new(2, &keys);
