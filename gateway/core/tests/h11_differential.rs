@@ -8,6 +8,9 @@
 //!   trailer fields and where the message ends;
 //! - Tollgate never waits for more bytes on a message h11 reads as complete, nor the reverse.
 //!
+//! Responses are read the same way (an upstream's answer to a GET, HEAD or POST, up to its close:
+//! h11 as a client, Tollgate's response parser and decoder), with the same rules.
+//!
 //! Needs `python3` with `h11` (installed by .ci/run): a missing one fails the test.
 //! `TOLLGATE_DIFF_CASES` (default 20 000) and `TOLLGATE_DIFF_SEED` vary the run.
 
@@ -15,8 +18,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use gateway_core::http::{
-    BodyDecoder, BodyLimits, ChunkedLimits, Decoded, HeadLimits, HeadParser, PathPolicy, Version,
-    canonical_path,
+    BodyDecoder, BodyLimits, ChunkedLimits, Decoded, HeadLimits, HeadParser, Method, PathPolicy,
+    Version, canonical_path,
 };
 use serde_json::{Value, json};
 
@@ -360,15 +363,20 @@ fn trailer_fields(section: &[u8]) -> Vec<Value> {
 }
 
 fn reference(streams: &[Vec<u8>]) -> Vec<Value> {
+    let items: Vec<Value> = streams.iter().map(|s| json!(hex(s))).collect();
+    reference_of(&items, &[])
+}
+
+fn reference_of(items: &[Value], args: &[&str]) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h11_reference.py");
     let mut child = Command::new("python3")
         .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 runs (the differential test needs python3 with h11; .ci/run installs it)");
-    let input =
-        serde_json::to_vec(&streams.iter().map(|s| hex(s)).collect::<Vec<_>>()).expect("json");
+    let input = serde_json::to_vec(items).expect("json");
     child
         .stdin
         .take()
@@ -381,6 +389,280 @@ fn reference(streams: &[Vec<u8>]) -> Vec<Value> {
         "the reference failed (is h11 installed? `python3 -c 'import h11'`)"
     );
     serde_json::from_slice(&output.stdout).expect("the reference answers JSON")
+}
+
+const STATUS_LINES: &[&str] = &[
+    "HTTP/1.1 200 OK",
+    "HTTP/1.1 201 Created",
+    "HTTP/1.1 404 Not Found",
+    "HTTP/1.0 200 OK",
+    "HTTP/1.1 204 No Content",
+    "HTTP/1.1 304 Not Modified",
+    "HTTP/1.1 500 Internal Server Error",
+    "HTTP/1.1 200 ",
+    "HTTP/1.1 200",
+    "HTTP/1.1 099 Low",
+    "HTTP/1.1 600 High",
+    "HTTP/1.1 20 Short",
+    "HTTP/1.1 2000 Long",
+    "http/1.1 200 OK",
+    "HTTP/2 200 OK",
+    "HTTP/1.1  200 OK",
+    "HTTP/1.1 200 O\x01K",
+    "HTTP/1.1 200 caf\u{e9}",
+];
+
+/// An upstream's answer: maybe an interim 100, a status line, fields, a body that may or may
+/// not match its framing, then maybe random byte edits. The request method comes with it.
+fn generate_response(rng: &mut Rng) -> (Method, Vec<u8>) {
+    let hostile = rng.chance(50);
+    let method = [Method::Get, Method::Get, Method::Head, Method::Post][rng.below(4)];
+    let mut head = String::new();
+    if rng.chance(10) {
+        head.push_str("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    head.push_str(if hostile {
+        rng.pick(STATUS_LINES)
+    } else {
+        rng.pick(&STATUS_LINES[..7])
+    });
+    head.push_str(if !hostile || rng.chance(95) {
+        "\r\n"
+    } else {
+        "\n"
+    });
+    for _ in 0..rng.below(4) {
+        head.push_str(if hostile {
+            rng.pick(EXTRA_FIELDS)
+        } else {
+            rng.pick(&EXTRA_FIELDS[..5])
+        });
+    }
+    let cl_count = if rng.chance(50) {
+        1 + usize::from(rng.chance(15))
+    } else {
+        0
+    };
+    for _ in 0..cl_count {
+        let value = if hostile {
+            rng.pick(CONTENT_LENGTHS)
+        } else {
+            rng.pick(&CONTENT_LENGTHS[..3])
+        };
+        head.push_str(&format!("Content-Length: {value}\r\n"));
+    }
+    let mut chunked = false;
+    if rng.chance(if cl_count > 0 { 15 } else { 45 }) {
+        let te = if hostile {
+            rng.pick(TRANSFER_ENCODINGS)
+        } else {
+            rng.pick(&TRANSFER_ENCODINGS[..4])
+        };
+        chunked = te
+            .to_ascii_lowercase()
+            .trim_end_matches([',', ' '])
+            .ends_with("chunked");
+        head.push_str(&format!("Transfer-Encoding: {te}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    if chunked {
+        for _ in 0..rng.below(3) {
+            let data = &b"hello world, chunk data"[..rng.below(20)];
+            bytes.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            bytes.extend_from_slice(data);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        if rng.chance(90) {
+            bytes.extend_from_slice(b"0\r\n");
+            if rng.chance(30) {
+                bytes.extend_from_slice(b"X-Trailer: 1\r\n");
+            }
+            bytes.extend_from_slice(b"\r\n");
+        }
+    } else {
+        let body = b"hello world and more bytes";
+        bytes.extend_from_slice(&body[..rng.below(body.len())]);
+    }
+    for _ in 0..(if hostile && rng.chance(40) {
+        1 + rng.below(3)
+    } else {
+        0
+    }) {
+        let at = rng.below(bytes.len() + 1);
+        const BYTES: &[u8] = b" \t\r\n:,;0aZ\x00\x7f\x80\xff-+";
+        match rng.below(3) {
+            0 => bytes.insert(at, BYTES[rng.below(BYTES.len())]),
+            1 if at < bytes.len() => {
+                bytes.remove(at);
+            }
+            _ if at < bytes.len() => bytes[at] = BYTES[rng.below(BYTES.len())],
+            _ => {}
+        }
+    }
+    (method, bytes)
+}
+
+/// Tollgate's reading of an upstream's answer that ends with the upstream's close.
+fn tollgate_response(method: Method, stream: &[u8]) -> Value {
+    let reject = |why: String| json!({"kind": "reject", "why": why});
+    let mut at = 0;
+    let mut parser = HeadParser::new(HeadLimits {
+        max_head_bytes: 16384,
+        max_headers: 100,
+    });
+    // Interim answers are skipped, as the proxy does.
+    let head = loop {
+        match parser.parse_response(&stream[at..], method) {
+            Err(e) => return reject(format!("{:?}", e.kind())),
+            // The upstream closed before the head ended.
+            Ok(None) => return reject("IncompleteHead".into()),
+            Ok(Some(head)) if head.is_interim() => at += head.head_len(),
+            Ok(Some(head)) => break head,
+        }
+        parser = HeadParser::new(HeadLimits {
+            max_head_bytes: 16384,
+            max_headers: 100,
+        });
+    };
+    let mut out = json!({
+        "kind": "accept",
+        "method": head.status().to_string(),
+        "target": head.reason(),
+        "http10": head.version() == Version::Http10,
+        "headers": head.headers().iter()
+            .map(|h| {
+                let name = h.name.to_ascii_lowercase();
+                let value = if name == "transfer-encoding" { h.value.to_ascii_lowercase() } else { h.value.to_vec() };
+                json!([name, hex(&value)])
+            })
+            .collect::<Vec<_>>(),
+    });
+    let limits = BodyLimits {
+        max_body_bytes: u64::MAX,
+        chunked: ChunkedLimits {
+            max_size_line_bytes: 4096,
+            max_trailer_bytes: 16384,
+        },
+    };
+    let mut decoder = match BodyDecoder::response(head.framing(), limits) {
+        Ok(d) => d,
+        Err(e) => return reject(format!("{:?}", e.kind())),
+    };
+    at += head.head_len();
+    let (mut body, mut trailers) = (Vec::new(), Vec::new());
+    while !decoder.is_done() {
+        match decoder.decode(&stream[at..]) {
+            Err(e) => return reject(format!("{:?}", e.kind())),
+            Ok(Decoded {
+                consumed,
+                data,
+                trailers: t,
+                done,
+            }) => {
+                body.extend_from_slice(&stream[at..][data]);
+                trailers.extend_from_slice(&stream[at..][t]);
+                at += consumed;
+                if done {
+                    break;
+                }
+                if consumed == 0 {
+                    // The upstream closed here.
+                    if let Err(e) = decoder.on_eof() {
+                        return reject(format!("{:?}", e.kind()));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out["body"] = json!(hex(&body));
+    out["trailers"] = json!(trailer_fields(&trailers));
+    out["consumed"] = json!(at);
+    out
+}
+
+#[test]
+fn tollgate_reads_upstream_answers_never_looser_than_h11() {
+    let cases: usize = std::env::var("TOLLGATE_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("TOLLGATE_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x7011_6a7e);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
+    let answers: Vec<(Method, Vec<u8>)> = (0..cases).map(|_| generate_response(&mut rng)).collect();
+    let name = |m: Method| match m {
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        _ => "GET",
+    };
+    let items: Vec<Value> = answers
+        .iter()
+        .map(|(m, s)| json!([name(*m), hex(s)]))
+        .collect();
+    let theirs = reference_of(&items, &["responses"]);
+    assert_eq!(theirs.len(), answers.len());
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    let mut stricter = std::collections::BTreeMap::<String, usize>::new();
+    let mut failures = Vec::new();
+    for ((method, stream), h11) in answers.iter().zip(&theirs) {
+        let ours = tollgate_response(*method, stream);
+        // A reason phrase that is not plain ASCII is read as absent (the gateway then sends the
+        // status's standard phrase); h11 keeps its bytes. Not a framing matter: compared as such.
+        let mut h11 = h11.clone();
+        if h11["target"]
+            .as_str()
+            .is_some_and(|r| !r.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)))
+        {
+            h11["target"] = json!("");
+        }
+        let h11 = &h11;
+        let (o, t) = (
+            ours["kind"].as_str().unwrap_or("?"),
+            h11["kind"].as_str().unwrap_or("?"),
+        );
+        *tally.entry(format!("tollgate {o} / h11 {t}")).or_default() += 1;
+        if (o, t) == ("reject", "accept") {
+            *stricter
+                .entry(ours["why"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+        let bad = match (o, t) {
+            ("accept", "accept") => ours != *h11,
+            ("accept", _) => true,
+            _ => false,
+        };
+        if bad && failures.len() < 10 {
+            failures.push(format!(
+                "{} answered {:?}\n  tollgate: {ours}\n  h11:      {h11}",
+                name(*method),
+                String::from_utf8_lossy(stream)
+            ));
+        }
+    }
+    eprintln!("{cases} answers, seed {seed}: {tally:#?}\nrefused by Tollgate only: {stricter:#?}");
+    assert!(
+        failures.is_empty(),
+        "disagreements:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        tally
+            .get("tollgate accept / h11 accept")
+            .copied()
+            .unwrap_or(0)
+            > cases / 5
+    );
+    assert!(
+        tally
+            .get("tollgate reject / h11 reject")
+            .copied()
+            .unwrap_or(0)
+            > cases / 20
+    );
 }
 
 #[test]

@@ -2,7 +2,11 @@
 independent HTTP/1.1 implementation, as a server.
 
 Reads a JSON list of hex-encoded byte streams on stdin and writes a JSON list of outcomes,
-one per stream, in order:
+one per stream, in order. With the argument `responses`, each item is [method, hex stream]: the
+stream is an upstream's answer to that request, read as a client would, up to the upstream's
+close (so an until-close body ends there, and a short one is an error); interim (1xx) answers
+are skipped and the final one reported, its `target` being its reason phrase and `method` its
+status. Outcomes:
   {"kind": "accept", "method", "target", "http10", "headers": [[name, value]...] (hex values,
    lowercased names), "body": hex, "trailers": [[name, value]...], "consumed": n}
   {"kind": "reject", "why": text}
@@ -49,9 +53,50 @@ def read(stream: bytes) -> dict:
         return {"kind": "reject", "why": str(e)}
 
 
+def read_response(method: str, stream: bytes) -> dict:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "a")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(stream)
+    conn.receive_data(b"")
+    out = None
+    body = b""
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return {"kind": "incomplete"}
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                out = {
+                    "kind": "accept",
+                    "method": str(event.status_code),
+                    "target": event.reason.decode("latin-1"),
+                    "http10": event.http_version == b"1.0",
+                    "headers": [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()],
+                }
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                assert out is not None
+                out["body"] = body.hex()
+                out["trailers"] = [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()]
+                rest, _closed = conn.trailing_data
+                out["consumed"] = len(stream) - len(rest)
+                return out
+            else:
+                return {"kind": "reject", "why": "unexpected event %r" % (event,)}
+    except h11.RemoteProtocolError as e:
+        return {"kind": "reject", "why": str(e)}
+
+
 def main() -> None:
-    streams = json.load(sys.stdin)
-    json.dump([read(bytes.fromhex(s)) for s in streams], sys.stdout)
+    items = json.load(sys.stdin)
+    if sys.argv[1:] == ["responses"]:
+        json.dump([read_response(m, bytes.fromhex(s)) for m, s in items], sys.stdout)
+    else:
+        json.dump([read(bytes.fromhex(s)) for s in items], sys.stdout)
 
 
 if __name__ == "__main__":

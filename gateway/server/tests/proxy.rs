@@ -152,7 +152,7 @@ fn content_length_bodies_both_ways(io: IoMode) {
 }
 
 /// Request trailers never go upstream (docs/security.md): a trailer could carry any field past
-/// the header policy, `Content-Length` included.
+/// the header policy. Framing fields in a trailer section are refused outright (400).
 fn chunked_request_body_is_forwarded_without_trailers(io: IoMode) {
     let up = Upstream::start(Reply::Echo);
     let gw = echo_gateway(io, &up);
@@ -162,7 +162,7 @@ fn chunked_request_body_is_forwarded_without_trailers(io: IoMode) {
           Trailer: X-Digest\r\n\r\n5\r\nhello\r\n",
     );
     std::thread::sleep(Duration::from_millis(30));
-    c.send(b"7;ext=1\r\n, world\r\n0\r\nX-Digest: abc123\r\nContent-Length: 5\r\n\r\n");
+    c.send(b"7;ext=1\r\n, world\r\n0\r\nX-Digest: abc123\r\nX-Other: 5\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 200, "{r:?}");
     let echo = r.json();
@@ -174,6 +174,15 @@ fn chunked_request_body_is_forwarded_without_trailers(io: IoMode) {
     // The connection is usable after a chunked body.
     c.send(&get_request("echo.test", "/after", &[]));
     assert_eq!(c.response().json()["path"], "/after");
+    // A Content-Length in the trailer section: 400, and the connection is closed.
+    let mut c = gw.client();
+    c.send(
+        b"POST /chunks HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n",
+    );
+    let r = c.response();
+    assert_eq!(r.status, 400, "{r:?}");
+    c.assert_closed();
 }
 
 fn chunked_upload_with_curl(io: IoMode) {

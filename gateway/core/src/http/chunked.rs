@@ -69,7 +69,14 @@ pub struct ChunkedDecoder {
     remaining: u64,
     total: u64,
     trailer_len: usize,
+    /// The current trailer field's name, lowercased, while it could still be a framing field.
+    trailer_name: [u8; FRAMING_NAME_MAX],
+    /// Its length so far; past [`FRAMING_NAME_MAX`] it is no framing field.
+    trailer_name_len: usize,
 }
+
+/// The longest framing field name (`transfer-encoding`).
+const FRAMING_NAME_MAX: usize = 17;
 
 impl ChunkedDecoder {
     /// A decoder for a body sent by `side`, allowing at most `max_body` payload bytes.
@@ -86,6 +93,8 @@ impl ChunkedDecoder {
             remaining: 0,
             total: 0,
             trailer_len: 0,
+            trailer_name: [0; FRAMING_NAME_MAX],
+            trailer_name_len: 0,
         }
     }
 
@@ -207,14 +216,26 @@ impl ChunkedDecoder {
             State::TrailerStart => {
                 self.state = match b {
                     b'\r' => State::FinalLf,
-                    _ if is_tchar(b) => State::TrailerName,
+                    _ if is_tchar(b) => {
+                        self.trailer_name_len = 0;
+                        self.push_trailer_name(b);
+                        State::TrailerName
+                    }
                     // Leading whitespace would be obs-fold; anything else is garbage.
                     _ => return Err(ErrorKind::InvalidTrailer),
                 };
             }
             State::TrailerName => match b {
-                b':' => self.state = State::TrailerValue,
-                _ if is_tchar(b) => {}
+                b':' => {
+                    // Framing fields are not allowed in a trailer section (RFC 9110 §6.5.1);
+                    // readers that honour or validate them (h11) would read it differently.
+                    let name = self.trailer_name.get(..self.trailer_name_len);
+                    if matches!(name, Some(b"content-length" | b"transfer-encoding")) {
+                        return Err(ErrorKind::InvalidTrailer);
+                    }
+                    self.state = State::TrailerValue;
+                }
+                _ if is_tchar(b) => self.push_trailer_name(b),
                 _ => return Err(ErrorKind::InvalidTrailer),
             },
             State::TrailerValue => match b {
@@ -274,6 +295,16 @@ impl ChunkedDecoder {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl ChunkedDecoder {
+    /// Records one more byte of the current trailer field's name (lowercased).
+    fn push_trailer_name(&mut self, b: u8) {
+        if let Some(slot) = self.trailer_name.get_mut(self.trailer_name_len) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.trailer_name_len = self.trailer_name_len.saturating_add(1);
     }
 }
 

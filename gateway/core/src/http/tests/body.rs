@@ -91,6 +91,26 @@ fn whitespace_after_a_chunk_size_is_refused() {
 }
 
 #[test]
+fn framing_fields_in_a_trailer_section_are_refused() {
+    for input in [
+        &b"3\r\nabc\r\n0\r\nContent-Length: 9\r\n\r\n"[..],
+        b"3\r\nabc\r\n0\r\nX-A: 1\r\ncontent-length:9\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert_eq!(
+            chunked(input).unwrap_err().kind(),
+            ErrorKind::InvalidTrailer,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Longer or shorter names that only start like them are fine.
+    let ok = chunked(b"0\r\nContent-Length-X: 1\r\nContent: 2\r\nTransfer-Encodings: 3\r\n\r\n")
+        .unwrap();
+    assert!(ok.done);
+}
+
+#[test]
 fn chunked_trailers_are_surfaced_raw() {
     let input = b"3\r\nabc\r\n0\r\nX-Checksum: 123\r\nX-Other:\tv\r\n\r\n";
     let out = chunked(input).unwrap();
