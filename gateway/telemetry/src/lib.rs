@@ -102,6 +102,15 @@ impl LogSettings {
 }
 
 fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
+    // tracing-subscriber 0.3 slices directives by byte offsets and panics inside a multi-byte
+    // character (found by fuzz/config_toml): targets, levels and span names are ASCII, so
+    // anything else is refused before it gets there.
+    if !directives.is_ascii() {
+        return Err(format!(
+            "expected filter directives in ASCII such as \"info\" or \"info,gateway::admin=debug\", \
+             got {directives:?}"
+        ));
+    }
     EnvFilter::builder().parse(directives).map_err(|e| {
         format!(
             "expected filter directives such as \"info\" or \"info,gateway::admin=debug\", \
@@ -391,6 +400,25 @@ mod tests {
         .unwrap_err();
         let paths: Vec<&str> = bad.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["log.level", "log.format"]);
+    }
+
+    /// Found by fuzz/config_toml: a directive with a multi-byte character made
+    /// tracing-subscriber panic (slicing inside the character) instead of refusing it.
+    #[test]
+    fn non_ascii_directives_are_refused_not_a_panic() {
+        for level in [
+            "wrr*mek \u{60f}etitiesed ={n*mek",
+            "info,caf\u{e9}=debug",
+            "\u{e9}",
+            "[{x=\u{60f}}]",
+        ] {
+            let bad = LogSettings::from_section(&LogSection {
+                level: Some(level.into()),
+                format: None,
+            })
+            .unwrap_err();
+            assert_eq!(bad[0].0, "log.level", "{level}");
+        }
     }
 
     #[test]
