@@ -626,8 +626,12 @@ impl Core {
             access.flush();
         }
         self.metrics_cell.publish(&self.stats.borrow());
-        // Leases a core has not used for a second go back to the node's pool.
-        self.quota.borrow_mut().reclaim_idle(now_ms(), 1_000);
+        // This core's admitted calls go to the pool (the quota headers of every core count
+        // them within a tick); leases a core has not used for a second go back.
+        let mut quota = self.quota.borrow_mut();
+        quota.report_admitted();
+        quota.reclaim_idle(now_ms(), 1_000);
+        drop(quota);
         if self.node_shared.is_shutting_down() && !self.draining.get() {
             self.draining.set(true);
             let idle = self.idle_cancel.replace(Canceller::new());

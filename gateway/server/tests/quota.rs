@@ -157,6 +157,7 @@ fn throttling_quota_is_calls_per_second() {
     let mut conns: Vec<TcpStream> = (0..4).map(|_| connect(node.addr())).collect();
     let mut statuses = Vec::new();
     let mut retry_after = None;
+    let t0 = std::time::Instant::now();
     for i in 0..12 {
         let (status, head) = call(&mut conns[i % 4], "s");
         if status == 429 {
@@ -164,9 +165,12 @@ fn throttling_quota_is_calls_per_second() {
         }
         statuses.push(status);
     }
+    let elapsed = t0.elapsed();
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    // 5 per second; the burst takes well under a second, so 5 (6 if it straddles a refill).
-    assert!((5..=6).contains(&ok), "{statuses:?}");
+    // 5 per second: the burst of 5, plus one token per 200 ms the burst took (on a loaded
+    // machine it can take several hundred ms), plus one if it straddles a refill.
+    let refills = usize::try_from(elapsed.as_millis() / 200).unwrap_or(usize::MAX);
+    assert!(ok >= 5 && ok <= 6 + refills, "{statuses:?} in {elapsed:?}");
     assert_eq!(retry_after.as_deref(), Some("1"));
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(

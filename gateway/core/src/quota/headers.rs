@@ -75,10 +75,12 @@ pub struct Tightest {
 
 /// A key's quotas as one core sees them right after admitting (or refusing) a call.
 ///
-/// On one core the remaining counts are exact. With several cores they are this core's view:
-/// what the pool had after this core's last lease plus what is left of that lease; calls other
-/// cores admitted since are not seen until the next lease (a lease is at most a quarter of what
-/// remained, divided by the cores). Refused quotas read 0.
+/// Daily and monthly remaining counts are the quota minus the calls admitted, as this node knows
+/// them: on one core exact; with several cores, the other cores' calls are seen as of their last
+/// report (each core reports and reads back every tick, 50 ms, and at each lease: at most two
+/// ticks late), other nodes' as of the ledger's last count.
+/// Units leased but not used are not calls and are not subtracted. The throttling count is this
+/// core's view of the bucket. Refused quotas read 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaState {
     /// Calls per second.

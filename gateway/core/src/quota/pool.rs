@@ -92,6 +92,13 @@ struct Counters {
     daily: AtomicU64,
     monthly: AtomicU64,
     throttling: AtomicU64,
+    /// `(day id, calls this node's cores admitted that day, as reported)`: unlike `day`, not
+    /// counting the units cores hold unused in their leases. Cores add theirs each tick, at each
+    /// lease and when they give leases back, never per call. What the quota headers and
+    /// `consumption` report.
+    admitted_day: AtomicU64,
+    /// `(month id, calls admitted that month, as reported)`.
+    admitted_month: AtomicU64,
 }
 
 /// One key's place in the pool.
@@ -186,8 +193,44 @@ impl Slot {
         Bucket::new(self.counters.throttling.load(Ordering::Relaxed))
     }
 
+    fn admitted_word(&self, period: Period) -> &AtomicU64 {
+        match period {
+            Period::Day => &self.counters.admitted_day,
+            Period::Month => &self.counters.admitted_month,
+        }
+    }
+
+    /// Adds `calls` admitted by a core in window `id` and returns the node's admitted calls of
+    /// that window, as reported so far (a count of an older window is replaced; 0 and nothing
+    /// recorded when the pool already counts a newer one). With `calls == 0` it only reads.
+    pub(crate) fn add_admitted(&self, period: Period, id: u32, calls: u64) -> u64 {
+        let word = self.admitted_word(period);
+        if calls == 0 {
+            let (wid, n) = period.unpack(word.load(Ordering::Relaxed));
+            return if wid == id { n } else { 0 };
+        }
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let (wid, n) = period.unpack(current);
+            let next = match wid.cmp(&id) {
+                std::cmp::Ordering::Less => calls,
+                std::cmp::Ordering::Equal => n.saturating_add(calls),
+                std::cmp::Ordering::Greater => return 0,
+            };
+            match word.compare_exchange_weak(
+                current,
+                period.pack(id, next),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next.min(period.capacity()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Other nodes' calls in window `id` (0 when the ledger's count is for another window).
-    fn remote(&self, period: Period, id: u32) -> u64 {
+    pub(crate) fn remote(&self, period: Period, id: u32) -> u64 {
         let (rid, n) = period.unpack(self.remote_word(period).load(Ordering::Relaxed));
         if rid == id { n } else { 0 }
     }
@@ -293,9 +336,8 @@ impl Slot {
     /// Raises the count of window `id` to at least `consumed` (a newer window than the pool's
     /// replaces it; an older one is ignored).
     fn restore(&self, period: Period, id: u32, consumed: u64) {
-        let _ = self
-            .word(period)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+        for word in [self.word(period), self.admitted_word(period)] {
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
                 let (pool_id, taken) = period.unpack(current);
                 match pool_id.cmp(&id) {
                     std::cmp::Ordering::Less => Some(period.pack(id, consumed)),
@@ -303,6 +345,7 @@ impl Slot {
                     std::cmp::Ordering::Greater => None,
                 }
             });
+        }
     }
 
     /// Records other nodes' calls in window `id`, unless a newer window is already recorded.
@@ -317,12 +360,13 @@ impl Slot {
         );
     }
 
-    /// `(authorized, current, remaining)` of window `id`.
+    /// `(authorized, current, remaining)` of window `id`: the calls admitted on this node as
+    /// reported (within a tick), plus other nodes' calls last reported by the ledger.
     fn usage(&self, period: Period, id: u32) -> (u64, u64, u64) {
         let limit = self.limit(period);
-        let (pool_id, taken) = period.unpack(self.word(period).load(Ordering::Relaxed));
-        let local = if pool_id == id { taken } else { 0 };
-        let current = local.saturating_add(self.remote(period, id));
+        let current = self
+            .add_admitted(period, id, 0)
+            .saturating_add(self.remote(period, id));
         (limit, current, limit.saturating_sub(current))
     }
 
@@ -334,6 +378,9 @@ impl Slot {
         c.remote_day.fetch_and(!DAILY_CAPACITY, Ordering::Relaxed);
         c.remote_month
             .fetch_and(!MONTHLY_CAPACITY, Ordering::Relaxed);
+        c.admitted_day.fetch_and(!DAILY_CAPACITY, Ordering::Relaxed);
+        c.admitted_month
+            .fetch_and(!MONTHLY_CAPACITY, Ordering::Relaxed);
         c.tat.store(0, Ordering::Relaxed);
     }
 }
@@ -341,9 +388,9 @@ impl Slot {
 /// A key's consumption as the pool sees it, in Otoroshi's `RemainingQuotas` shape
 /// (`GET /api/apikeys/{id}/quotas`).
 ///
-/// `current` counts the calls admitted on this node plus the units cores hold in leases (under
-/// 1 % of the quota; 0 once they are released), plus the other nodes' calls last reported by
-/// the ledger. The window is the throttling second: `throttlingCallsPerWindow` is the tokens
+/// `current` counts the calls admitted on this node as the cores reported them (each core
+/// reports every tick, 50 ms, and whenever it leases or gives back: units held unused in leases
+/// are not calls), plus the other nodes' calls last reported by the ledger. The window is the throttling second: `throttlingCallsPerWindow` is the tokens
 /// the bucket lacks (used or leased, not yet refilled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -556,6 +603,20 @@ impl NodePool {
             current_calls_per_month: current_month,
             remaining_calls_per_month: remaining_month,
         })
+    }
+
+    /// Units of the current day and month taken from the pool: calls admitted plus units held
+    /// in cores' leases (the leasing tests observe it).
+    #[cfg(test)]
+    pub(crate) fn taken(&self, client_id: &str, now_ms: i64) -> Option<(u64, u64)> {
+        let slot = self.by_client.get(client_id)?;
+        let day = self.calendar.day(now_ms).ok()?;
+        let month = self.calendar.month(now_ms).ok()?;
+        let taken = |period: Period, id: u32| {
+            let (wid, n) = period.unpack(slot.word(period).load(Ordering::Relaxed));
+            if wid == id { n } else { 0 }
+        };
+        Some((taken(Period::Day, day.id), taken(Period::Month, month.id)))
     }
 
     /// Gives the key its full quotas back (Otoroshi's `DELETE /api/apikeys/{id}/quotas`): today's

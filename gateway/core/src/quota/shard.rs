@@ -46,13 +46,19 @@ struct Entry {
     day: u64,
     month: u64,
     tokens: u64,
-    /// What the pool had left after this core's last lease (for the headers).
-    day_left: u64,
-    month_left: u64,
+    /// What the bucket had left after this core's last lease (for the headers).
     tokens_left: u64,
     /// Limits seen at the last lease.
     day_limit: u64,
     month_limit: u64,
+    /// Calls this core admitted in `day_id` / `month_id` and has not reported to the pool yet.
+    unreported_day: u64,
+    unreported_month: u64,
+    /// The node's calls in `day_id` / `month_id` as of this core's last report: every core's
+    /// reported admissions plus other nodes' (the ledger's count). With the unreported ones,
+    /// what the quota headers subtract from the limit.
+    seen_day: u64,
+    seen_month: u64,
     /// Last admitted call, for idle reclaim.
     last_used_ms: i64,
     /// A refusal this core repeats without asking the pool, until `refused_until_ms`.
@@ -74,11 +80,13 @@ impl Entry {
             day: 0,
             month: 0,
             tokens: 0,
-            day_left: day_limit,
-            month_left: month_limit,
             tokens_left: bucket.rate(),
             day_limit,
             month_limit,
+            unreported_day: 0,
+            unreported_month: 0,
+            seen_day: 0,
+            seen_month: 0,
             last_used_ms: now_ms,
             refused: None,
             refused_until_ms: i64::MIN,
@@ -98,11 +106,15 @@ impl Entry {
             },
             daily: Allowance {
                 limit: self.day_limit,
-                remaining: self.day_left.saturating_add(self.day),
+                remaining: self
+                    .day_limit
+                    .saturating_sub(self.seen_day.saturating_add(self.unreported_day)),
             },
             monthly: Allowance {
                 limit: self.month_limit,
-                remaining: self.month_left.saturating_add(self.month),
+                remaining: self
+                    .month_limit
+                    .saturating_sub(self.seen_month.saturating_add(self.unreported_month)),
             },
             now_ms,
             day_end_ms: day.end_ms,
@@ -133,14 +145,33 @@ impl Entry {
     /// the new window at the full quota).
     fn void_past_windows(&mut self, day: &Window, month: &Window) {
         if self.day_id < day.id {
+            self.report();
             self.day = 0;
             self.day_id = day.id;
+            self.seen_day = 0;
         }
         if self.month_id < month.id {
+            self.report();
             self.month = 0;
             self.month_id = month.id;
+            self.seen_month = 0;
         }
         self.windows = windows(self.day_id, self.month_id);
+    }
+
+    /// Reports this core's admitted calls to the pool and reads back the node's count (every
+    /// core's reports and other nodes' calls): at each tick, each lease and each give-back.
+    fn report(&mut self) {
+        let day = self
+            .slot
+            .add_admitted(Period::Day, self.day_id, self.unreported_day);
+        let month = self
+            .slot
+            .add_admitted(Period::Month, self.month_id, self.unreported_month);
+        self.unreported_day = 0;
+        self.unreported_month = 0;
+        self.seen_day = day.saturating_add(self.slot.remote(Period::Day, self.day_id));
+        self.seen_month = month.saturating_add(self.slot.remote(Period::Month, self.month_id));
     }
 
     /// The refusal this core repeats until `refused_until_ms`.
@@ -225,20 +256,27 @@ impl Entry {
                 }
             }
         }
+        // Calls counted so far belong to the windows they were admitted in.
+        self.report();
         if let Some(l) = month_lease {
             self.month = l.units;
+            if l.id != self.month_id {
+                self.seen_month = 0;
+            }
             self.month_id = l.id;
-            self.month_left = l.left;
             self.month_limit = l.limit;
         }
         if let Some(l) = day_lease {
             self.day = l.units;
+            if l.id != self.day_id {
+                self.seen_day = 0;
+            }
             self.day_id = l.id;
-            self.day_left = l.left;
             self.day_limit = l.limit;
         }
         self.windows = windows(self.day_id, self.month_id);
         self.refused = None;
+        self.report();
         Ok(())
     }
 
@@ -249,6 +287,7 @@ impl Entry {
 
     /// Gives every unused unit back to the pool (units of a window the pool has left are void).
     fn release(&mut self) {
+        self.report();
         self.slot.give_back(Period::Day, self.day_id, self.day);
         self.slot
             .give_back(Period::Month, self.month_id, self.month);
@@ -360,6 +399,8 @@ impl QuotaShard {
                     e.day -= 1;
                     e.month -= 1;
                     e.tokens -= 1;
+                    e.unreported_day += 1;
+                    e.unreported_month += 1;
                     e.last_used_ms = now_ms;
                     return Ok(e.state(now_ms, &self.day, &self.month));
                 }
@@ -400,6 +441,8 @@ impl QuotaShard {
         e.day -= 1;
         e.month -= 1;
         e.tokens -= 1;
+        e.unreported_day += 1;
+        e.unreported_month += 1;
         e.last_used_ms = now_ms;
         Ok(e.state(now_ms, &day, &month))
     }
@@ -471,6 +514,17 @@ impl QuotaShard {
             }
         });
         before - self.active.len()
+    }
+
+    /// Reports every active key's admitted calls to the pool and reads back the node's counts
+    /// (one atomic operation per active key and period): the core's ticker calls it, so that
+    /// quota headers and `consumption` see the other cores' calls within a tick.
+    pub fn report_admitted(&mut self) {
+        for &index in &self.active {
+            if let Some(Some(e)) = self.entries.get_mut(index) {
+                e.report();
+            }
+        }
     }
 
     /// Gives every lease back to the pool and forgets every key (shutdown, tests, a snapshot

@@ -109,7 +109,16 @@ impl Node {
         }
     }
 
-    fn usage(&self, now: i64) -> Consumption {
+    /// Units of today and this month taken from the pool: admitted calls plus held leases.
+    fn taken(&self, now: i64) -> (u64, u64) {
+        self.pool.taken("k", now).unwrap()
+    }
+
+    /// The key's consumption after a tick (every shard reports its admitted calls).
+    fn usage(&mut self, now: i64) -> Consumption {
+        for s in &mut self.shards {
+            s.report_admitted();
+        }
         self.pool.consumption("k", now).unwrap()
     }
 }
@@ -321,9 +330,13 @@ proptest! {
             }
             prop_assert!(admitted <= quota, "admitted {admitted} > quota {quota}");
             let held = node.held();
+            let (day, month) = node.taken(t);
+            prop_assert_eq!(day, admitted + held.day);
+            prop_assert_eq!(month, admitted + held.month);
+            // After a tick, consumption counts the calls, not the leases.
             let usage = node.usage(t);
-            prop_assert_eq!(usage.current_calls_per_day, admitted + held.day);
-            prop_assert_eq!(usage.current_calls_per_month, admitted + held.month);
+            prop_assert_eq!(usage.current_calls_per_day, admitted);
+            prop_assert_eq!(usage.current_calls_per_month, admitted);
             // Stranded capacity: below max(1 % of the quota, 1 call).
             prop_assert!(held.day * 100 < daily.max(100), "held {} of {daily}", held.day);
             prop_assert!(held.month * 100 < monthly.max(100), "held {} of {monthly}", held.month);
@@ -486,9 +499,12 @@ fn the_day_rolls_over_exactly_at_local_midnight_in_a_non_utc_zone() {
     // 00:00:00.000 local: a new day at the full quota.
     assert!(node.admit(1, k, end).is_ok());
     assert!(node.admit(0, k, end).is_ok());
+    let (day, month) = node.taken(end);
+    assert_eq!(day, 2 + node.held().day);
+    assert_eq!(month, 10_002 + node.held().month);
     let usage = node.usage(end);
-    assert_eq!(usage.current_calls_per_day, 2 + node.held().day);
-    assert_eq!(usage.current_calls_per_month, 10_002 + node.held().month);
+    assert_eq!(usage.current_calls_per_day, 2);
+    assert_eq!(usage.current_calls_per_month, 10_002);
 }
 
 #[test]
@@ -501,8 +517,9 @@ fn leases_of_a_finished_day_are_void() {
     assert_eq!(node.held().day, 389, "a lease of 390 units");
     node.admit(0, k, end).unwrap();
     // The new day counts only the new lease, not what was left of yesterday's.
-    assert_eq!(node.usage(end).current_calls_per_day, 390);
-    assert_eq!(node.usage(end).remaining_calls_per_day, 100_000 - 390);
+    assert_eq!(node.taken(end).0, 390);
+    assert_eq!(node.usage(end).current_calls_per_day, 1);
+    assert_eq!(node.usage(end).remaining_calls_per_day, 100_000 - 1);
 }
 
 #[test]
@@ -514,7 +531,8 @@ fn yesterdays_lease_given_back_today_changes_nothing() {
     node.admit(0, k, end - 1).unwrap(); // core 0 keeps 389 units of the 22nd
     node.admit(1, k, end).unwrap(); // core 1 starts the 23rd
     node.shards[0].release_all();
-    assert_eq!(node.usage(end).current_calls_per_day, 390);
+    assert_eq!(node.taken(end).0, 390);
+    assert_eq!(node.usage(end).current_calls_per_day, 1);
 }
 
 #[test]
@@ -647,6 +665,8 @@ fn reset_gives_the_full_quota_back() {
     assert_eq!(node.admit_n(0, k, now(), 10), 3);
     assert_eq!(node.admit_n(0, k, now() + 1_000, 10), 2);
     assert!(node.admit(0, k, now() + 2_000).is_err());
+    // A tick passes (the cores report their calls), then the reset.
+    node.usage(now() + 2_000);
     assert!(node.pool.reset("k"));
     let u = node.usage(now() + 2_000);
     assert_eq!(
@@ -692,12 +712,13 @@ fn a_snapshot_swap_gives_the_old_leases_back() {
     let keys = one(BIG, 100_000, BIG);
     let mut node = Node::new(2, &keys);
     node.admit(0, key(&keys, "k"), now()).unwrap();
-    assert_eq!(node.usage(now()).current_calls_per_day, 390);
+    assert_eq!(node.taken(now()).0, 390);
     let next = one(BIG, 100_000, BIG);
     node.pool = node.pool.rebuild(&next);
     node.admit(0, key(&next, "k"), now()).unwrap();
     // 1 + 1 admitted, and one new lease of 390 of which 389 are held.
-    assert_eq!(node.usage(now()).current_calls_per_day, 1 + 390);
+    assert_eq!(node.taken(now()).0, 1 + 390);
+    assert_eq!(node.usage(now()).current_calls_per_day, 2);
 }
 
 // ---- reclaim ----
@@ -708,9 +729,10 @@ fn idle_cores_give_their_leases_back() {
     let k = key(&keys, "k");
     let mut node = Node::new(2, &keys);
     node.admit(0, k, now()).unwrap();
-    assert_eq!(node.usage(now()).current_calls_per_day, 390);
+    assert_eq!(node.taken(now()).0, 390);
     assert_eq!(node.shards[0].reclaim_idle(now() + 999, 1_000), 0);
     assert_eq!(node.shards[0].reclaim_idle(now() + 1_000, 1_000), 1);
+    assert_eq!(node.taken(now()).0, 1);
     assert_eq!(node.usage(now()).current_calls_per_day, 1);
     assert_eq!(node.held(), Held::default());
 }
@@ -824,6 +846,43 @@ fn headers_from_a_real_shard_count_down() {
          RateLimit-Remaining: 2\r\n\
          RateLimit-Reset: 43200\r\n"
     );
+}
+
+/// Tried as a new user would: 8 calls on a 10,000,000 daily quota used to answer
+/// `Otoroshi-Daily-Calls-Remaining: 9960934` (the other core's lease counted as calls). The
+/// headers subtract the calls admitted, as the node knows them: other cores' within a tick.
+#[test]
+fn quota_headers_report_the_calls_admitted_not_the_leases() {
+    let keys = one(BIG, 10_000_000, 300_000_000);
+    let k = key(&keys, "k");
+    let mut node = Node::new(2, &keys);
+    for i in 0..8 {
+        node.admit(i % 2, k, now()).unwrap();
+    }
+    // Before a tick, core 0 knows its own 4 calls (and what the pool had when it leased).
+    let s = node.admit(0, k, now()).unwrap();
+    assert_eq!(s.daily_remaining(), 10_000_000 - 5);
+    // Two ticks: both cores report, then each reads the other's report.
+    for _ in 0..2 {
+        for shard in &mut node.shards {
+            shard.report_admitted();
+        }
+    }
+    let s = node.admit(0, k, now()).unwrap();
+    assert_eq!(s.daily_remaining(), 10_000_000 - 10);
+    assert_eq!(s.monthly_remaining(), 300_000_000 - 10);
+    // Core 1 has not seen core 0's last call yet (not reported): 9 reported + its own.
+    let s = node.admit(1, k, now()).unwrap();
+    assert_eq!(s.daily_remaining(), 10_000_000 - 10);
+    assert_eq!(node.usage(now()).current_calls_per_day, 11);
+    assert_eq!(node.usage(now()).remaining_calls_per_day, 10_000_000 - 11);
+    // Other nodes' calls (the ledger's totals) count as well.
+    let day = node.pool.calendar().day(now()).unwrap();
+    let month = node.pool.calendar().month(now()).unwrap();
+    node.pool.set_remote("k", day.id, 1_000, month.id, 1_000);
+    node.shards[0].report_admitted();
+    let s = node.admit(0, k, now()).unwrap();
+    assert_eq!(s.daily_remaining(), 10_000_000 - 12 - 1_000);
 }
 
 #[test]
