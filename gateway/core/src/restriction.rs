@@ -60,16 +60,6 @@ impl Outcome {
             Self::NotFound => "not_found",
         }
     }
-
-    /// A human-readable description of the outcome.
-    #[must_use]
-    pub fn description(self) -> &'static str {
-        match self {
-            Self::Allow => "allowed",
-            Self::Forbidden => "forbidden path",
-            Self::NotFound => "not found",
-        }
-    }
 }
 
 /// A restriction pattern that does not compile.

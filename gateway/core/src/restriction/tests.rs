@@ -232,6 +232,38 @@ fn invalid_regex_names_the_entry() {
     assert_eq!(err.field, "notFound[0].path");
 }
 
+/// A domain pattern in only one of the three lists still makes the set match on
+/// `domain + path` (and an enabled set says so).
+#[test]
+fn a_domain_pattern_in_any_one_list_is_matched_with_the_domain() {
+    let only_forbidden = set(
+        true,
+        vec![],
+        vec![r("*", r"api\.example\.com/admin.*")],
+        vec![],
+    );
+    assert!(only_forbidden.is_enabled());
+    assert_eq!(
+        check(&only_forbidden, "GET", "/admin/x"),
+        Outcome::Forbidden
+    );
+    let only_not_found = set(
+        true,
+        vec![],
+        vec![],
+        vec![r("*", r"api\.example\.com/hidden")],
+    );
+    assert_eq!(check(&only_not_found, "GET", "/hidden"), Outcome::NotFound);
+    let only_allowed = set(
+        false,
+        vec![r("*", r"api\.example\.com/open")],
+        vec![],
+        vec![],
+    );
+    assert_eq!(check(&only_allowed, "GET", "/open"), Outcome::Allow);
+    assert_eq!(check(&only_allowed, "GET", "/closed"), Outcome::NotFound);
+}
+
 #[test]
 fn outcome_statuses_and_codes() {
     assert_eq!(Outcome::Forbidden.status(), 403);
