@@ -516,13 +516,17 @@ impl QuotaShard {
         before - self.active.len()
     }
 
-    /// Reports every active key's admitted calls to the pool and reads back the node's counts
-    /// (one atomic operation per active key and period): the core's ticker calls it, so that
-    /// quota headers and `consumption` see the other cores' calls within a tick.
+    /// Reports the admitted calls of every key this core admitted since the last report, and
+    /// reads back the node's counts for them (one atomic operation per such key and period; keys
+    /// without calls on this core cost nothing): the core's ticker calls it, so that quota
+    /// headers and `consumption` see the other cores' calls within two ticks. A key idle on
+    /// this core keeps its last view until its entry is reclaimed (1 s) or it leases again.
     pub fn report_admitted(&mut self) {
         for &index in &self.active {
             if let Some(Some(e)) = self.entries.get_mut(index) {
-                e.report();
+                if e.unreported_day > 0 || e.unreported_month > 0 {
+                    e.report();
+                }
             }
         }
     }
