@@ -101,6 +101,9 @@ impl LogSettings {
     }
 }
 
+/// The longest `[log] level` (or `RUST_LOG`) accepted.
+const MAX_DIRECTIVES_LEN: usize = 1024;
+
 fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
     // tracing-subscriber 0.3 slices directives by byte offsets and panics inside a multi-byte
     // character (found by fuzz/config_toml): targets, levels and span names are ASCII, so
@@ -109,6 +112,15 @@ fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
         return Err(format!(
             "expected filter directives in ASCII such as \"info\" or \"info,gateway::admin=debug\", \
              got {directives:?}"
+        ));
+    }
+    // Field filters (`span{field=value}`) compile their values into regular expressions whose
+    // automata can take gigabytes and minutes to build (found by fuzz/config_toml: 2 GB, 697 s
+    // for one 300-byte level): refused, with an overall length bound.
+    if directives.contains(['{', '}']) || directives.len() > MAX_DIRECTIVES_LEN {
+        return Err(format!(
+            "expected filter directives without field filters (`{{…}}`), at most \
+             {MAX_DIRECTIVES_LEN} bytes, such as \"info,gateway::admin=debug\""
         ));
     }
     EnvFilter::builder().parse(directives).map_err(|e| {
@@ -400,6 +412,33 @@ mod tests {
         .unwrap_err();
         let paths: Vec<&str> = bad.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["log.level", "log.format"]);
+    }
+
+    /// Found by fuzz/config_toml: a field filter whose value compiles into a huge automaton
+    /// (2 GB and 697 s for this one); field filters are refused at once.
+    #[test]
+    fn field_filters_are_refused_before_they_compile() {
+        let level = ",[[6{[=^^^^^^^^^.........................................................*.......z.................^^^^^Z^^^^^^^^^^^^^^^^^^ledger.mode}}[}lot";
+        let started = std::time::Instant::now();
+        for level in [
+            level,
+            "info,gateway[conn{peer=1}]=debug",
+            &"info,".repeat(300),
+        ] {
+            let bad = LogSettings::from_section(&LogSection {
+                level: Some(level.into()),
+                format: None,
+            })
+            .unwrap_err();
+            assert_eq!(bad[0].0, "log.level");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Span names without fields still work.
+        LogSettings::from_section(&LogSection {
+            level: Some("info,gateway[admin]=debug".into()),
+            format: None,
+        })
+        .unwrap();
     }
 
     /// Found by fuzz/config_toml: a directive with a multi-byte character made
