@@ -266,11 +266,12 @@ struct CoreTls {
     handshake_timeout: Duration,
 }
 
-/// A core's usage pipeline: its accumulator and the sink it hands batches to.
+/// A core's usage pipeline: its accumulator (mirrored in the core's tally file) and the sink it
+/// hands batches to.
 #[derive(Debug)]
 pub struct CoreUsage {
     /// Per-identity counters.
-    pub acc: gateway_core::usage::UsageAccumulator,
+    pub acc: gateway_core::usage::UsageAccumulator<crate::tally::Tally>,
     /// The sink thread's intake (never blocks).
     pub sink: crate::journal::sink::SinkHandle,
 }
@@ -524,7 +525,9 @@ impl Core {
             return 0;
         };
         let sink = &u.sink;
-        u.acc.flush(now_ms(), force, |b| sink.try_send(b));
+        let now = now_ms();
+        u.acc.mirror().touch(now);
+        u.acc.flush(now, force, |b| sink.try_send(b));
         u.acc.pending_entries()
     }
 
