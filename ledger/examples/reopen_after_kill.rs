@@ -56,11 +56,20 @@ fn main() -> anyhow::Result<()> {
             .args(legacy.then_some("--legacy"))
             .stdout(Stdio::piped())
             .spawn()?;
-        let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?).lines();
+        let mut lines = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+        )
+        .lines();
         // Wait for its first commit.
         let first = lines.next().transpose()?;
         anyhow::ensure!(first.as_deref() == Some("writing"), "writer said {first:?}");
-        let wait = 300 + (Instant::now().elapsed().subsec_nanos() as u64 ^ round as u64 * 7919) % 1000;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let wait = 300 + (u64::from(nanos) ^ (round as u64 * 7919)) % 1000;
         std::thread::sleep(Duration::from_millis(wait));
         child.kill()?; // SIGKILL
         child.wait()?;
@@ -84,10 +93,16 @@ fn main() -> anyhow::Result<()> {
         "store of {} MiB (file), {} kills, writer {}, page cache {}: reopen min {:.1} ms, median {:.1} ms, max {:.1} ms",
         std::fs::metadata(&store)?.len() >> 20,
         times.len(),
-        if legacy { "plain redb commits (before)" } else { "ledger Store::commit (quick repair)" },
+        if legacy {
+            "plain redb commits (before)"
+        } else {
+            "ledger Store::commit (quick repair)"
+        },
         if cold { "cold" } else { "warm" },
         times.first().map_or(0.0, |t| t.as_secs_f64() * 1000.0),
-        times.get(times.len() / 2).map_or(0.0, |t| t.as_secs_f64() * 1000.0),
+        times
+            .get(times.len() / 2)
+            .map_or(0.0, |t| t.as_secs_f64() * 1000.0),
         times.last().map_or(0.0, |t| t.as_secs_f64() * 1000.0),
     );
     Ok(())
@@ -140,21 +155,22 @@ fn writer(store: &Path, legacy: bool) -> anyhow::Result<()> {
     let mut commits = 0u64;
     let mut spent = Duration::ZERO;
     let mut last_report = Instant::now();
-    let mut report = |commits: u64, spent: Duration, out: &mut std::io::Stdout| -> anyhow::Result<()> {
-        if commits == 1 {
-            writeln!(out, "writing")?;
-        }
-        if commits == 1 || last_report.elapsed() > Duration::from_millis(200) {
-            writeln!(
-                out,
-                "{commits} commits, {:.2} ms each",
-                spent.as_secs_f64() * 1000.0 / commits as f64
-            )?;
-            out.flush()?;
-            last_report = Instant::now();
-        }
-        Ok(())
-    };
+    let mut report =
+        |commits: u64, spent: Duration, out: &mut std::io::Stdout| -> anyhow::Result<()> {
+            if commits == 1 {
+                writeln!(out, "writing")?;
+            }
+            if commits == 1 || last_report.elapsed() > Duration::from_millis(200) {
+                writeln!(
+                    out,
+                    "{commits} commits, {:.2} ms each",
+                    spent.as_secs_f64() * 1000.0 / commits as f64
+                )?;
+                out.flush()?;
+                last_report = Instant::now();
+            }
+            Ok(())
+        };
     if legacy {
         let db = Database::create(store)?;
         let mut n = u64::MAX / 2;
