@@ -165,7 +165,8 @@ fn every_call_answered_2xx_is_billed_exactly_once_across_kill_9s() {
         *addr.lock().unwrap() = gw.addr;
         if round == 0 {
             assert!(
-                gw.log().contains("usage tallies of previous runs recovered"),
+                gw.log()
+                    .contains("usage tallies of previous runs recovered"),
                 "no recovery logged:\n{}",
                 gw.log()
             );
@@ -182,8 +183,9 @@ fn every_call_answered_2xx_is_billed_exactly_once_across_kill_9s() {
     let mut totals = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let now: BTreeMap<usize, Option<u64>> =
-            (0..KEYS).map(|k| (k, daily_calls(ledger, &key(k)))).collect();
+        let now: BTreeMap<usize, Option<u64>> = (0..KEYS)
+            .map(|k| (k, daily_calls(ledger, &key(k))))
+            .collect();
         let settled = (0..KEYS).all(|k| {
             let s = seen.get(&k).copied().unwrap_or_default();
             now.get(&k)
