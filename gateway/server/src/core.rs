@@ -274,6 +274,8 @@ pub struct CoreUsage {
     pub acc: gateway_core::usage::UsageAccumulator<crate::tally::Tally>,
     /// The sink thread's intake (never blocks).
     pub sink: crate::journal::sink::SinkHandle,
+    /// Identities counted in memory only, as last logged (logged again when it doubles).
+    pub unmirrored_logged: u64,
 }
 
 /// Decrements the active-connection count when a connection ends.
@@ -528,6 +530,16 @@ impl Core {
         let now = now_ms();
         u.acc.mirror().touch(now);
         u.acc.flush(now, force, |b| sink.try_send(b));
+        let unmirrored = u.acc.stats().unmirrored;
+        if unmirrored >= u.unmirrored_logged.saturating_mul(2).max(1) {
+            u.unmirrored_logged = unmirrored;
+            tracing::warn!(
+                core = self.id,
+                identities = unmirrored,
+                "usage: identities counted in memory only (tally file full, or ids over its \
+                 record): a kill -9 can lose their calls of the last flush interval"
+            );
+        }
         u.acc.pending_entries()
     }
 

@@ -296,7 +296,11 @@ impl Node {
                             let acc = gateway_core::usage::UsageAccumulator::with_mirror(
                                 config, now, tally,
                             );
-                            *core.usage.borrow_mut() = Some(crate::core::CoreUsage { acc, sink });
+                            *core.usage.borrow_mut() = Some(crate::core::CoreUsage {
+                                acc,
+                                sink,
+                                unmirrored_logged: 0,
+                            });
                         }
                         if let Some(handle) = access_handle {
                             *core.access.borrow_mut() =
