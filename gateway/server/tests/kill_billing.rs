@@ -17,8 +17,8 @@ use gateway::runtime::IoMode;
 use serde_json::{Value, json};
 
 const KEYS: usize = 4;
-/// Key 0's daily quota: it runs out during the test, across restarts.
-const SMALL_QUOTA: u64 = 2_000;
+/// Key 0's daily quota: it runs out a few seconds in, several kills after the start.
+const SMALL_QUOTA: u64 = 30_000;
 const KILLS: usize = 22;
 const CLIENTS: usize = 16;
 
