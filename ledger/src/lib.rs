@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod fold;
 pub mod http;
+pub mod local;
 pub mod metrics;
 pub mod pseudonym;
 pub mod query;

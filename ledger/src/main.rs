@@ -47,9 +47,9 @@ enum Command {
     Run,
     /// Print the store (or, with --raw, the source log) as JSON lines.
     ///
-    /// Without --raw: the store's aggregates, totals, producers, positions and quarantine; the
-    /// store must not be open in a running ledger or gateway (use `GET /api/state` on its
-    /// ledger API then). With --raw: the source log itself, decoded usage batches and entity
+    /// Without --raw: the store's aggregates, totals, producers, positions and quarantine; while
+    /// a ledger or gateway runs on the store, that process writes the dump through its socket
+    /// `<store>.sock`. With --raw: the source log itself, decoded usage batches and entity
     /// events; it reads the journal (or Kafka) without a lock, so it also works while a node
     /// runs.
     Dump {
@@ -60,8 +60,8 @@ enum Command {
     /// Replay the whole log into a fresh store and compare state hashes.
     ///
     /// Writes a fresh store (default `<store>.rebuild`, replaced) from the retained log and
-    /// prints its state hash next to the live store's. The ledger (or the gateway embedding it)
-    /// must be stopped: the live store is locked while it runs.
+    /// prints its state hash next to the live store's (read through the running ledger's socket
+    /// `<store>.sock` while one runs; equal hashes need equal positions: compare them).
     Rebuild {
         /// Where the fresh store goes (default: `<store>.rebuild`, replaced).
         #[arg(long, value_name = "FILE")]
@@ -106,10 +106,16 @@ fn main() -> anyhow::Result<()> {
             run(config, reloader)
         }
         Command::Dump { raw: false } => {
-            let store =
-                ledger::Store::open(&config.store_path).map_err(|e| locked_hint(e, &config))?;
             let stdout = std::io::stdout();
-            store.dump(&mut stdout.lock())?;
+            match ledger::Store::open(&config.store_path) {
+                Ok(store) => store.dump(&mut stdout.lock())?,
+                // A running ledger (or gateway) holds it: it dumps it through its socket.
+                Err(e) if e.kind == ledger::LedgerErrorKind::Locked => {
+                    ledger::local::ask(&config.store_path, "dump", &mut stdout.lock())
+                        .map_err(|_| locked_hint(e, &config))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
             Ok(())
         }
         Command::Dump { raw: true } => {
@@ -136,9 +142,11 @@ fn locked_hint(e: ledger::LedgerError, config: &LedgerConfig) -> anyhow::Error {
         .addr
         .map_or_else(|| "its ledger API".to_owned(), |a| format!("http://{a}"));
     anyhow::anyhow!(
-        "{e}\nA running node or ledger holds the store. While it runs: `curl {api}/api/state` \
-         (state hash, positions, counters) or `ledger dump --raw` (the log, read without a lock); \
-         stop it to use `ledger dump` or `ledger rebuild`."
+        "{e}\nA running node or ledger holds the store and does not answer on {} (a build \
+         before that socket, or a socket removed). While it runs: `curl {api}/api/state` (state \
+         hash, positions, counters) or `ledger dump --raw` (the log, read without a lock); stop \
+         it to use `ledger dump` or `ledger rebuild` on the file.",
+        ledger::local::socket_path(&config.store_path).display()
     )
 }
 

@@ -247,10 +247,12 @@ pub fn rebuild(config: &LedgerConfig, out: &Path) -> Result<serde_json::Value, L
         "store": out.display().to_string(),
         "positions": positions(&store)?,
     });
-    let live = Store::open(&config.store_path).and_then(|live| {
-        let live_hash = live.state_hash()?;
-        Ok((live_hash, positions(&live)?))
-    });
+    let live = match Store::open(&config.store_path) {
+        Ok(live) => live.state_hash().and_then(|h| Ok((h, positions(&live)?))),
+        // Held by a running ledger: it answers on its local socket.
+        Err(e) if e.kind == LedgerErrorKind::Locked => live_state(config).map_err(|_| e),
+        Err(e) => Err(e),
+    };
     if let Some(obj) = report.as_object_mut() {
         match live {
             Ok((live_hash, live_positions)) => {
@@ -264,6 +266,22 @@ pub fn rebuild(config: &LedgerConfig, out: &Path) -> Result<serde_json::Value, L
         }
     }
     Ok(report)
+}
+
+/// The live store's state hash and positions, from the ledger that holds it.
+fn live_state(config: &LedgerConfig) -> Result<(String, serde_json::Value), LedgerError> {
+    let mut answer = Vec::new();
+    crate::local::ask(&config.store_path, "state", &mut answer)?;
+    let v: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| {
+        LedgerError::with(LedgerErrorKind::Io, "read the running ledger's state", e)
+    })?;
+    let hash = v
+        .get("state_hash")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let positions = v.get("positions").cloned().unwrap_or_default();
+    Ok((hash, positions))
 }
 
 /// Replays the whole log into `store` (which should be empty) and returns its state hash.

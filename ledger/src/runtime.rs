@@ -254,6 +254,8 @@ pub struct Ledger {
     fold: Option<JoinHandle<()>>,
     http: Option<gateway_httpd::Server>,
     addr: Option<SocketAddr>,
+    /// `<store>.sock`: `ledger dump` and `ledger rebuild` while this process holds the store.
+    local: Option<crate::local::LocalDoor>,
 }
 
 /// A cheap, cloneable handle on a running ledger, for the embedding gateway.
@@ -291,6 +293,13 @@ impl Ledger {
             }
             None => (None, None),
         };
+        let local = match crate::local::serve(Arc::clone(&shared)) {
+            Ok(door) => Some(door),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger dump and rebuild will not work while this runs");
+                None
+            }
+        };
         shared.metrics.running.store(true, Ordering::Relaxed);
         let worker = Arc::clone(&shared);
         let fold = std::thread::Builder::new()
@@ -311,6 +320,7 @@ impl Ledger {
             fold: Some(fold),
             http,
             addr,
+            local,
         })
     }
 
@@ -349,6 +359,7 @@ impl Ledger {
         if let Some(http) = self.http.take() {
             http.shutdown();
         }
+        self.local.take();
     }
 }
 

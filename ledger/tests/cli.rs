@@ -1,5 +1,8 @@
-//! The `ledger` binary as an operator meets it: `--version`, each subcommand's `--help`, and a
-//! store held by a running ledger named with its process and what to use instead.
+//! The `ledger` binary as an operator meets it: `--version`, each subcommand's `--help`, `dump`
+//! and `rebuild` while a ledger runs on the store, and a holder that cannot answer named with its
+//! process and what to use instead.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -27,8 +30,24 @@ fn version_and_help_describe_the_binary_and_each_subcommand() {
     }
 }
 
+/// Runs `ledger --config cfg args…`; its stdout, or a failure with its stderr.
+fn run_ok(cfg: &std::path::Path, args: &[&str]) -> String {
+    let out = ledger()
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ledger {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
-fn a_store_held_by_a_running_ledger_names_it_and_what_to_use_instead() {
+fn dump_and_rebuild_work_while_a_ledger_runs_on_the_store() {
     let dir = std::env::temp_dir().join(format!("ledger-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -38,6 +57,21 @@ fn a_store_held_by_a_running_ledger_names_it_and_what_to_use_instead() {
         "[node]\ndata_dir = \"data\"\n[ledger]\naddr = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
     )
     .unwrap();
+    // Usage in the journal the ledger tails: 3 batches of 2 keys.
+    let mut journal = gateway_events::journal::Journal::open(
+        dir.join("data/journal/usage"),
+        gateway_events::journal::JournalOptions::default(),
+    )
+    .unwrap()
+    .0;
+    for sequence in 0..3 {
+        let entries = vec![common::entry("key-a", 5, 1), common::entry("key-b", 7, 0)];
+        let batch = common::batch("gw-cli", 0, 0, 1, sequence, entries);
+        journal
+            .append(&gateway_model::event::encode(&batch).unwrap())
+            .unwrap();
+    }
+    journal.sync().unwrap();
     let mut running = ledger()
         .arg("--config")
         .arg(&cfg)
@@ -56,6 +90,30 @@ fn a_store_held_by_a_running_ledger_names_it_and_what_to_use_instead() {
     }
     let pid = running.id();
 
+    // `dump` reads the held store through the running ledger, once it has folded the journal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dump = loop {
+        let dump = run_ok(&cfg, &["dump"]);
+        if dump.contains("\"daily_calls\"") && dump.contains("\"journal:usage\"") {
+            break dump;
+        }
+        assert!(Instant::now() < deadline, "never folded: {dump}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(dump.contains("\"type\":\"aggregate\""), "{dump}");
+    assert!(dump.contains("state_hash"), "{dump}");
+    for l in dump.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+
+    // `rebuild` replays the log into a fresh store and compares with the live one.
+    let report: serde_json::Value = serde_json::from_str(&run_ok(&cfg, &["rebuild"])).unwrap();
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["positions"], report["live_positions"], "{report}");
+    assert!(report.get("live_error").is_none(), "{report}");
+
+    // A holder that does not answer (a build without the socket): named, with what to use.
+    std::fs::remove_file(dir.join("data/ledger/ledger.redb.sock")).unwrap();
     let out = ledger()
         .arg("--config")
         .arg(&cfg)

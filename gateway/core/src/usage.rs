@@ -21,6 +21,15 @@
 //! An identity seen before costs no allocation: slots keep their owned strings and are found by
 //! hash with borrowed `&str`s. Slots idle for `idle_evict_ms` (yesterday's days, retired keys)
 //! are swept away during flushes.
+//!
+//! **Surviving a crash.** Counters in a `Vec` die with the process. An accumulator can be given a
+//! [`UsageMirror`] (the server's is a `MAP_SHARED` file per core): every identity gets a stable
+//! record number in it, and every call is added to that record's *cumulative* counters as it
+//! is counted here. The mirror never needs to know what was flushed: at the next start, a
+//! record's cumulative counters minus what the journal holds of that identity's batches from
+//! `first_sequence` on is exactly what never reached the journal. An admitted call is counted
+//! by [`UsageAccumulator::admit`] before its response is written, and its bytes and status by
+//! [`UsageAccumulator::complete`] after: a call a client saw answered is always counted.
 
 mod ident;
 mod index;
@@ -47,6 +56,55 @@ pub const DEFAULT_MAX_PENDING: usize = 4096;
 pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 4096;
 /// Forget an identity after this long without a call (ms).
 pub const DEFAULT_IDLE_EVICT_MS: i64 = 10 * 60 * 1000;
+
+/// Where an accumulator's counts also go, so that a crash of the process does not lose them
+/// (module docs). Called on the request path: implementations must not allocate, lock or make
+/// a syscall in [`count`](Self::count).
+pub trait UsageMirror {
+    /// Identity `entry` (its counters are ignored) is now held in record `record`, in partition
+    /// `partition`; its batches have sequences `first_sequence` and later. Returns false when
+    /// the record cannot be kept (no room): the identity is then counted in memory only.
+    fn open(
+        &mut self,
+        record: u32,
+        entry: &UsageEntry,
+        partition: u32,
+        first_sequence: u64,
+    ) -> bool;
+    /// Adds to record `record`'s cumulative counters: one call with `outcome` (`None`: only
+    /// bytes and status), `bytes_in`, `bytes_out` and `status` (0: none yet).
+    fn count(
+        &mut self,
+        record: u32,
+        outcome: Option<Outcome>,
+        bytes_in: u64,
+        bytes_out: u64,
+        status: u16,
+    );
+    /// Record `record`'s identity was forgotten (idle, fully flushed): the record is free.
+    fn close(&mut self, record: u32);
+}
+
+/// No mirror: counts live in memory only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMirror;
+
+impl UsageMirror for NoMirror {
+    fn open(&mut self, _: u32, _: &UsageEntry, _: u32, _: u64) -> bool {
+        false
+    }
+    fn count(&mut self, _: u32, _: Option<Outcome>, _: u64, _: u64, _: u16) {}
+    fn close(&mut self, _: u32) {}
+}
+
+/// An admitted call counted by [`UsageAccumulator::admit`], to be completed with its bytes and
+/// status by [`UsageAccumulator::complete`]. Plain data; valid until the next sweep of idle
+/// identities (the accumulator then finds the identity again by its strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    slot: u32,
+    sweeps: u32,
+}
 
 /// What happened to a call made with an identified API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,6 +190,8 @@ pub struct UsageStats {
     pub refused: u64,
     /// Identities forgotten after being idle.
     pub evicted: u64,
+    /// Identities the mirror had no room for (counted in memory only).
+    pub unmirrored: u64,
 }
 
 /// One identity: its owned strings and its pending delta.
@@ -143,6 +203,8 @@ struct Slot {
     pending: bool,
     /// `now_ms` of the last flush that sent it (or of its creation).
     last_active_ms: i64,
+    /// Its record in the mirror, if it has one.
+    record: Option<u32>,
     entry: UsageEntry,
 }
 
@@ -159,8 +221,15 @@ struct Partition {
 
 /// A core's usage counters, flushed as batches (see the module docs). `!Sync` plain data.
 #[derive(Debug)]
-pub struct UsageAccumulator {
+pub struct UsageAccumulator<M: UsageMirror = NoMirror> {
     config: UsageConfig,
+    mirror: M,
+    /// Mirror records freed by sweeps, reused first.
+    free_records: Vec<u32>,
+    /// The next never-used mirror record.
+    next_record: u32,
+    /// Sweeps so far (a [`Counted`] from before a sweep is looked up again).
+    sweeps: u32,
     slots: Vec<Slot>,
     index: IdentityIndex,
     partitions: Vec<Partition>,
@@ -177,9 +246,17 @@ pub struct UsageAccumulator {
 }
 
 impl UsageAccumulator {
-    /// An empty accumulator whose first windows start at `now_ms`.
+    /// An empty accumulator whose first windows start at `now_ms`, without a mirror.
     #[must_use]
-    pub fn new(mut config: UsageConfig, now_ms: i64) -> Self {
+    pub fn new(config: UsageConfig, now_ms: i64) -> Self {
+        Self::with_mirror(config, now_ms, NoMirror)
+    }
+}
+
+impl<M: UsageMirror> UsageAccumulator<M> {
+    /// An empty accumulator whose first windows start at `now_ms`, counting into `mirror` too.
+    #[must_use]
+    pub fn with_mirror(mut config: UsageConfig, now_ms: i64, mirror: M) -> Self {
         config.partitions = config.partitions.max(1);
         config.max_batch_entries = config.max_batch_entries.max(1);
         config.max_pending = config.max_pending.max(1);
@@ -192,6 +269,10 @@ impl UsageAccumulator {
             .collect();
         Self {
             config,
+            mirror,
+            free_records: Vec::new(),
+            next_record: 0,
+            sweeps: 0,
             slots: Vec::new(),
             index: IdentityIndex::new(),
             partitions,
@@ -223,6 +304,50 @@ impl UsageAccumulator {
         bytes_out: u64,
         status: u16,
     ) -> bool {
+        let Some(slot) = self.slot_of(identity) else {
+            return false;
+        };
+        self.add(slot, Some(outcome), bytes_in, bytes_out, status);
+        self.stats.calls += 1;
+        true
+    }
+
+    /// Counts an admitted call now, before its response is written (its bytes and status come
+    /// with [`complete`](Self::complete)); `None` when the identity is invalid, as in
+    /// [`record`](Self::record).
+    pub fn admit(&mut self, identity: UsageIdentity<'_>) -> Option<Counted> {
+        let slot = self.slot_of(identity)?;
+        self.add(slot, Some(Outcome::Admitted), 0, 0, 0);
+        self.stats.calls += 1;
+        Some(Counted {
+            slot,
+            sweeps: self.sweeps,
+        })
+    }
+
+    /// Adds the bytes and status of a call [`admit`](Self::admit) counted. `identity` must be
+    /// the one it was admitted with: it finds the slot again after a sweep.
+    pub fn complete(
+        &mut self,
+        counted: Counted,
+        identity: UsageIdentity<'_>,
+        bytes_in: u64,
+        bytes_out: u64,
+        status: u16,
+    ) {
+        let slot = if counted.sweeps == self.sweeps {
+            Some(counted.slot)
+        } else {
+            self.slot_of(identity)
+        };
+        if let Some(slot) = slot {
+            self.add(slot, None, bytes_in, bytes_out, status);
+        }
+    }
+
+    /// The slot of `identity`, created when new; `None` (counted as invalid) for an invalid one.
+    #[inline]
+    fn slot_of(&mut self, identity: UsageIdentity<'_>) -> Option<u32> {
         let hash = hash_identity(&identity);
         let slots = &self.slots;
         let found = self.index.find(hash, |slot| {
@@ -230,27 +355,46 @@ impl UsageAccumulator {
                 .get(slot as usize)
                 .is_some_and(|s| is_identity(&s.entry, &identity))
         });
-        let slot = match found {
-            Some(slot) => slot,
-            None => match self.insert(hash, identity) {
-                Some(slot) => slot,
-                None => {
+        match found {
+            Some(slot) => Some(slot),
+            None => {
+                let inserted = self.insert(hash, identity);
+                if inserted.is_none() {
                     self.stats.invalid += 1;
-                    return false;
                 }
-            },
-        };
+                inserted
+            }
+        }
+    }
+
+    /// Adds one call (`outcome`; `None`: bytes and status only) to `slot` and its mirror record.
+    #[inline]
+    fn add(
+        &mut self,
+        slot: u32,
+        outcome: Option<Outcome>,
+        bytes_in: u64,
+        bytes_out: u64,
+        status: u16,
+    ) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
-            return false;
+            return;
         };
+        if let Some(record) = s.record {
+            self.mirror
+                .count(record, outcome, bytes_in, bytes_out, status);
+        }
         let counters = &mut s.entry.counters;
         match outcome {
-            Outcome::Admitted => counters.admitted = counters.admitted.saturating_add(1),
-            Outcome::Rejected(reason) => counters.rejected.add(reason, 1),
+            Some(Outcome::Admitted) => counters.admitted = counters.admitted.saturating_add(1),
+            Some(Outcome::Rejected(reason)) => counters.rejected.add(reason, 1),
+            None => {}
         }
         counters.bytes_in = counters.bytes_in.saturating_add(bytes_in);
         counters.bytes_out = counters.bytes_out.saturating_add(bytes_out);
-        counters.status.record(status);
+        if status != 0 {
+            counters.status.record(status);
+        }
         if !s.pending {
             s.pending = true;
             if let Some(p) = self.partitions.get_mut(s.partition as usize) {
@@ -258,8 +402,6 @@ impl UsageAccumulator {
                 self.pending += 1;
             }
         }
-        self.stats.calls += 1;
-        true
     }
 
     fn insert(&mut self, hash: u64, identity: UsageIdentity<'_>) -> Option<u32> {
@@ -267,24 +409,56 @@ impl UsageAccumulator {
             return None;
         }
         let slot = u32::try_from(self.slots.len()).ok()?;
+        let partition = partition_for(identity.apikey, self.config.partitions);
+        let entry = UsageEntry {
+            apikey: identity.apikey.to_owned(),
+            api: identity.api.map(str::to_owned),
+            route: identity.route.to_owned(),
+            consumer: identity.consumer.map(str::to_owned),
+            subscription: identity.subscription.map(str::to_owned),
+            day: identity.day,
+            month: identity.month,
+            counters: UsageCounters::default(),
+        };
+        let first_sequence = self
+            .partitions
+            .get(partition as usize)
+            .map_or(0, |p| p.next_sequence);
+        let record = self.free_records.pop().unwrap_or(self.next_record);
+        let record = if self.mirror.open(record, &entry, partition, first_sequence) {
+            if record == self.next_record {
+                self.next_record += 1;
+            }
+            Some(record)
+        } else {
+            if record != self.next_record {
+                self.free_records.push(record);
+            }
+            self.stats.unmirrored += 1;
+            None
+        };
         self.slots.push(Slot {
             hash,
-            partition: partition_for(identity.apikey, self.config.partitions),
+            partition,
             pending: false,
             last_active_ms: self.last_flush_ms,
-            entry: UsageEntry {
-                apikey: identity.apikey.to_owned(),
-                api: identity.api.map(str::to_owned),
-                route: identity.route.to_owned(),
-                consumer: identity.consumer.map(str::to_owned),
-                subscription: identity.subscription.map(str::to_owned),
-                day: identity.day,
-                month: identity.month,
-                counters: UsageCounters::default(),
-            },
+            record,
+            entry,
         });
         self.index.insert(hash, slot);
         Some(slot)
+    }
+
+    /// The mirror.
+    #[must_use]
+    pub fn mirror(&self) -> &M {
+        &self.mirror
+    }
+
+    /// The mirror, to update what it keeps beside the counters (the server's file stamps the
+    /// time of its last tick).
+    pub fn mirror_mut(&mut self) -> &mut M {
+        &mut self.mirror
     }
 
     /// Identities with a delta waiting for a flush.
@@ -449,6 +623,13 @@ impl UsageAccumulator {
             }
         }
         let before = self.slots.len();
+        for slot in self.slots.iter().filter(|s| !keep(s)) {
+            if let Some(record) = slot.record {
+                self.mirror.close(record);
+                self.free_records.push(record);
+            }
+        }
+        self.sweeps = self.sweeps.wrapping_add(1);
         self.slots.retain(keep);
         self.stats.evicted += (before - self.slots.len()) as u64;
         for part in &mut self.partitions {

@@ -266,13 +266,16 @@ struct CoreTls {
     handshake_timeout: Duration,
 }
 
-/// A core's usage pipeline: its accumulator and the sink it hands batches to.
+/// A core's usage pipeline: its accumulator (mirrored in the core's tally file) and the sink it
+/// hands batches to.
 #[derive(Debug)]
 pub struct CoreUsage {
     /// Per-identity counters.
-    pub acc: gateway_core::usage::UsageAccumulator,
+    pub acc: gateway_core::usage::UsageAccumulator<crate::tally::Tally>,
     /// The sink thread's intake (never blocks).
     pub sink: crate::journal::sink::SinkHandle,
+    /// Identities counted in memory only, as last logged (logged again when it doubles).
+    pub unmirrored_logged: u64,
 }
 
 /// Decrements the active-connection count when a connection ends.
@@ -525,7 +528,19 @@ impl Core {
             return 0;
         };
         let sink = &u.sink;
-        u.acc.flush(now_ms(), force, |b| sink.try_send(b));
+        let now = now_ms();
+        u.acc.mirror().touch(now);
+        u.acc.flush(now, force, |b| sink.try_send(b));
+        let unmirrored = u.acc.stats().unmirrored;
+        if unmirrored >= u.unmirrored_logged.saturating_mul(2).max(1) {
+            u.unmirrored_logged = unmirrored;
+            tracing::warn!(
+                core = self.id,
+                identities = unmirrored,
+                "usage: identities counted in memory only (tally file full, or ids over its \
+                 record): a kill -9 can lose their calls of the last flush interval"
+            );
+        }
         u.acc.pending_entries()
     }
 

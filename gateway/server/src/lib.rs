@@ -30,6 +30,7 @@ pub mod seal;
 pub mod snapshot;
 pub mod stream;
 pub mod tail;
+pub mod tally;
 pub mod tls;
 pub mod totals;
 pub mod upstream;

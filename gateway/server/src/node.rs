@@ -151,6 +151,7 @@ impl Node {
         let mut plain = plain.into_iter();
         let mut secure = secure.into_iter();
         let listeners: Vec<_> = (0..cores).map(|_| (plain.next(), secure.next())).collect();
+        let mut tally_start: Option<(std::path::PathBuf, u64)> = None;
         let sink = match &options.data_dir {
             Some(dir) => {
                 let journal_dir = crate::journal::Stream::Usage.dir(&dir.join("journal"));
@@ -165,6 +166,28 @@ impl Node {
                         "usage journal: torn tail truncated at start"
                     );
                 }
+                // What killed runs counted but never journaled goes into the journal first, so
+                // that the restore below, the ledger and Kafka all see it (tally.rs).
+                let mut journal = journal;
+                let tally_dir = crate::tally::dir(dir);
+                match crate::tally::recover(&tally_dir, &mut journal) {
+                    Ok(r) if r.files > 0 || r.bad > 0 => tracing::info!(
+                        files = r.files,
+                        batches = r.batches,
+                        entries = r.entries,
+                        admitted = r.admitted,
+                        bad = r.bad,
+                        "usage tallies of previous runs recovered into the journal"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("usage tallies in {}: {e}", tally_dir.display()),
+                        ));
+                    }
+                }
+                tally_start = Some((tally_dir, journal.next_offset()));
                 restore_consumption(
                     &journal_dir,
                     recovery.first_offset,
@@ -211,6 +234,7 @@ impl Node {
             let node_id = options.node_id.clone();
             let (io_mode, pin) = (options.io, options.pin);
             let sink_handle = sink.as_ref().map(crate::journal::sink::Sink::handle);
+            let tally_start = tally_start.clone();
             let access_handle = access.as_ref().and_then(crate::access::AccessSink::handle);
             let handle = std::thread::Builder::new()
                 .name(format!("tollgate-core-{i}"))
@@ -245,11 +269,38 @@ impl Node {
                                 u16::try_from(i).unwrap_or(u16::MAX),
                                 partitions,
                             );
-                            let acc = gateway_core::usage::UsageAccumulator::new(
-                                config,
-                                crate::core::now_ms(),
+                            let now = crate::core::now_ms();
+                            let tally = tally_start.as_ref().map_or(
+                                Ok(crate::tally::Tally::none()),
+                                |(dir, from)| {
+                                    crate::tally::Tally::create(
+                                        dir,
+                                        &crate::tally::TallyOwner {
+                                            node: &node_id,
+                                            epoch,
+                                            core: u16::try_from(i).unwrap_or(u16::MAX),
+                                            partitions,
+                                            journal_from: *from,
+                                            now_ms: now,
+                                        },
+                                    )
+                                },
                             );
-                            *core.usage.borrow_mut() = Some(crate::core::CoreUsage { acc, sink });
+                            let tally = match tally {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    let _ = ready.send(Err(format!("core {i}: usage tally: {e}")));
+                                    return;
+                                }
+                            };
+                            let acc = gateway_core::usage::UsageAccumulator::with_mirror(
+                                config, now, tally,
+                            );
+                            *core.usage.borrow_mut() = Some(crate::core::CoreUsage {
+                                acc,
+                                sink,
+                                unmirrored_logged: 0,
+                            });
                         }
                         if let Some(handle) = access_handle {
                             *core.access.borrow_mut() =

@@ -94,6 +94,8 @@ struct Plan {
     identity: Option<gateway_core::flow::Identity>,
     /// Why the flow refused the request, if it did.
     rejection: Option<gateway_core::flow::Rejection>,
+    /// An admitted keyed call, counted (with its day and month) before anything is answered.
+    counted: Option<(gateway_core::usage::Counted, u32, u32)>,
     action: Action,
 }
 
@@ -195,6 +197,48 @@ async fn serve_with(
         }
     }
     conn.client.shutdown().await;
+}
+
+/// The usage identity of a keyed call: its key, API, route, consumer, subscription, day and
+/// month (`days`: the local calendar day and month).
+fn usage_identity(
+    snap: &crate::core::CoreSnapshot,
+    key: usize,
+    route: usize,
+    identity: Option<gateway_core::flow::Identity>,
+    days: Option<(u32, u32)>,
+) -> Option<gateway_core::usage::UsageIdentity<'_>> {
+    let (day, month) = days?;
+    let client_id = snap.key_ids.get(key)?;
+    let rt = snap.shared.routes.get(route)?;
+    let (consumer, subscription) = identity.map_or((None, None), |i| snap.shared.directory.ids(i));
+    Some(gateway_core::usage::UsageIdentity {
+        apikey: client_id,
+        api: rt.api.as_deref(),
+        route: &rt.id,
+        consumer,
+        subscription,
+        day,
+        month,
+    })
+}
+
+/// Counts an admitted keyed call in its core's usage (and tally file) before any byte of its
+/// answer is written: a call a client saw answered is never missing from the usage, even when
+/// the process is killed right after answering (tally.rs). Its bytes and status are added when
+/// it ends ([`Conn::record_usage`]).
+fn count_admission(
+    core: &Core,
+    snap: &crate::core::CoreSnapshot,
+    key: Option<usize>,
+    route: usize,
+    identity: Option<gateway_core::flow::Identity>,
+    now_ms: i64,
+) -> Option<(gateway_core::usage::Counted, u32, u32)> {
+    let days = core.calendar_ids(snap, now_ms)?;
+    let identity = usage_identity(snap, key?, route, identity, Some(days))?;
+    let counted = core.usage.borrow_mut().as_mut()?.acc.admit(identity)?;
+    Some((counted, days.0, days.1))
 }
 
 /// Drops the first `n` bytes of `buf` (the consumed part), keeping the rest at the front.
@@ -299,8 +343,9 @@ impl Conn {
     }
 
     /// Charges the request to its key's usage (keyed requests, and calls of an API consumer:
-    /// its subscription's key or a keyless consumer's quota holder): admitted, or refused with
-    /// the reason, bytes in and out, status, with the API consumer and subscription.
+    /// its subscription's key or a keyless consumer's quota holder): refused with the reason,
+    /// or, for an admitted call [`count_admission`] counted already, its bytes in and out and
+    /// status.
     fn record_usage(&self, core: &Core, plan: &Plan) {
         let (Some(snap), Some(key), Some(route)) = (&plan.snap, plan.key, plan.route) else {
             return;
@@ -312,33 +357,34 @@ impl Conn {
                 None => return,
             },
         };
-        let (Some(client_id), Some(rt)) = (snap.key_ids.get(key), snap.shared.routes.get(route))
-        else {
+        let days = match plan.counted {
+            Some((_, day, month)) => Some((day, month)),
+            None => core.calendar_ids(snap, now_ms()),
+        };
+        let Some(identity) = usage_identity(snap, key, route, plan.identity, days) else {
             return;
         };
-        let Some((day, month)) = core.calendar_ids(snap, now_ms()) else {
-            return;
-        };
-        let (consumer, subscription) = plan
-            .identity
-            .map_or((None, None), |i| snap.shared.directory.ids(i));
         if let Some(u) = core.usage.borrow_mut().as_mut() {
-            let identity = gateway_core::usage::UsageIdentity {
-                apikey: client_id,
-                api: rt.api.as_deref(),
-                route: &rt.id,
-                consumer,
-                subscription,
-                day,
-                month,
-            };
-            u.acc.record(
-                identity,
-                outcome,
-                self.bytes_in,
-                self.bytes_out,
-                self.status,
-            );
+            match plan.counted {
+                Some((counted, _, _)) => {
+                    u.acc.complete(
+                        counted,
+                        identity,
+                        self.bytes_in,
+                        self.bytes_out,
+                        self.status,
+                    );
+                }
+                None => {
+                    u.acc.record(
+                        identity,
+                        outcome,
+                        self.bytes_in,
+                        self.bytes_out,
+                        self.status,
+                    );
+                }
+            }
         }
     }
 

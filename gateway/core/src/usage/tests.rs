@@ -565,3 +565,106 @@ fn inline_comparison_sees_a_difference_at_any_byte_of_any_length() {
         ));
     }
 }
+
+/// A mirror that keeps what it was told, as the server's tally file does.
+#[derive(Debug, Default)]
+struct Recorder {
+    open: BTreeMap<u32, (String, u32, u64, UsageCounters)>,
+    closed: Vec<u32>,
+    room: u32,
+}
+
+impl UsageMirror for Recorder {
+    fn open(&mut self, record: u32, entry: &UsageEntry, partition: u32, first: u64) -> bool {
+        if record >= self.room {
+            return false;
+        }
+        self.open.insert(
+            record,
+            (
+                entry.apikey.clone(),
+                partition,
+                first,
+                UsageCounters::default(),
+            ),
+        );
+        true
+    }
+    fn count(&mut self, record: u32, outcome: Option<Outcome>, i: u64, o: u64, status: u16) {
+        let c = &mut self.open.get_mut(&record).unwrap().3;
+        match outcome {
+            Some(Outcome::Admitted) => c.admitted += 1,
+            Some(Outcome::Rejected(r)) => c.rejected.add(r, 1),
+            None => {}
+        }
+        c.bytes_in += i;
+        c.bytes_out += o;
+        if status != 0 {
+            c.status.record(status);
+        }
+    }
+    fn close(&mut self, record: u32) {
+        self.open.remove(&record);
+        self.closed.push(record);
+    }
+}
+
+#[test]
+fn admit_then_complete_counts_as_record_does_and_the_mirror_sees_every_call() {
+    let mirror = Recorder {
+        room: 2,
+        ..Recorder::default()
+    };
+    let mut config = UsageConfig::new("gw-a", 7, 3, 4);
+    config.idle_evict_ms = 1_000;
+    let mut a = UsageAccumulator::with_mirror(config, T0, mirror);
+    let mut b = acc(4);
+    for i in 0..5u64 {
+        let c = a.admit(ident("k1", "r1", 20261122)).unwrap();
+        a.complete(c, ident("k1", "r1", 20261122), i, 10 * i, 200);
+        b.record(
+            ident("k1", "r1", 20261122),
+            Outcome::Admitted,
+            i,
+            10 * i,
+            200,
+        );
+    }
+    a.record(ident("k2", "r1", 20261122), Outcome::Admitted, 1, 1, 500);
+    // No room for a third identity: counted in memory only.
+    a.record(ident("k3", "r1", 20261122), Outcome::Admitted, 1, 1, 200);
+    assert_eq!(a.stats().unmirrored, 1);
+    let mut got = Vec::new();
+    a.flush_into(T0 + 100, true, &mut got);
+    let k1 = |bs: &[UsageBatch]| {
+        bs.iter()
+            .flat_map(|b| &b.entries)
+            .find(|e| e.apikey == "k1")
+            .unwrap()
+            .counters
+    };
+    assert_eq!(k1(&got), k1(&drain(&mut b, T0 + 100)));
+    let mirrored = a.mirror().open.get(&0).unwrap();
+    assert_eq!(mirrored.0, "k1");
+    assert_eq!(mirrored.3, k1(&got));
+    // Cumulative: a flush does not clear the mirror.
+    let c = a.admit(ident("k1", "r1", 20261122)).unwrap();
+    assert_eq!(a.mirror().open.get(&0).unwrap().3.admitted, 6);
+    // Idle identities are forgotten, their records freed and reused; a call admitted before
+    // the sweep completes on its identity.
+    a.flush_into(T0 + 200, true, &mut Vec::new());
+    a.flush_into(T0 + 5_000, true, &mut Vec::new());
+    assert_eq!(a.mirror().closed.len(), 2);
+    a.complete(c, ident("k1", "r1", 20261122), 7, 7, 200);
+    let record = a.mirror().open.keys().copied().collect::<Vec<_>>();
+    assert_eq!(record.len(), 1);
+    let (key, _, first, counters) = a.mirror().open.get(&record[0]).unwrap();
+    assert_eq!(
+        (key.as_str(), counters.admitted, counters.bytes_in),
+        ("k1", 0, 7)
+    );
+    assert!(
+        *first >= 1,
+        "a new record's batches start after the old ones"
+    );
+}

@@ -93,6 +93,7 @@ pub(super) fn plan(
         key: None,
         identity: None,
         rejection: None,
+        counted: None,
         action: Action::Refuse(ErrorReply::NO_ROUTE),
     };
     let snap = core.snapshot();
@@ -181,6 +182,7 @@ pub(super) fn plan(
         plan.action = Action::Refuse(rejection.reply());
         return (plan, None);
     }
+    plan.counted = super::count_admission(core, &snap, plan.key, found.slot, plan.identity, now_ms);
     let Some(backend) = shared.backends.get(route.backend) else {
         plan.action = Action::Refuse(ErrorReply::BAD_GATEWAY);
         return (plan, None);
