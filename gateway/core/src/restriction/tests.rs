@@ -254,6 +254,15 @@ fn a_domain_pattern_in_any_one_list_is_matched_with_the_domain() {
         vec![r("*", r"api\.example\.com/hidden")],
     );
     assert_eq!(check(&only_not_found, "GET", "/hidden"), Outcome::NotFound);
+    // Under a method of its own, too.
+    let by_method = set(
+        true,
+        vec![],
+        vec![r("GET", r"api\.example\.com/admin.*")],
+        vec![],
+    );
+    assert_eq!(check(&by_method, "GET", "/admin/x"), Outcome::Forbidden);
+    assert_eq!(check(&by_method, "POST", "/admin/x"), Outcome::Allow);
     let only_allowed = set(
         false,
         vec![r("*", r"api\.example\.com/open")],

@@ -292,3 +292,24 @@ fn upstream_errors_map_to_502_and_codes_are_unique() {
             .all(|k| [400, 413, 431, 501, 505].contains(&k.status()))
     );
 }
+
+/// Fields of the same length as the ones the parser interprets are not mistaken for them (the
+/// parser dispatches on the name's length first; cargo-mutants left these alive).
+#[test]
+fn look_alike_fields_are_not_interpreted() {
+    let r = req_ok(&with_headers(
+        "Accept: 100-continue\r\nReferer: websocket\r\nUser-Agent: close\r\n\
+         Keep-Alive: close\r\nContent-Type: 5\r\n",
+    ));
+    assert!(!r.expect_continue, "Accept read as Expect");
+    assert_eq!(r.upgrade, None, "Referer read as Upgrade");
+    assert!(r.keep_alive, "User-Agent or Keep-Alive read as Connection");
+    assert_eq!(r.framing, BodyFraming::None);
+    // The real ones are.
+    let r = req_ok(&with_headers(
+        "Expect: 100-continue\r\nUpgrade: websocket\r\nConnection: close, upgrade\r\n",
+    ));
+    assert!(r.expect_continue);
+    assert_eq!(r.upgrade.as_deref(), Some(&b"websocket"[..]));
+    assert!(!r.keep_alive);
+}
