@@ -522,6 +522,22 @@ fn leases_of_a_finished_day_are_void() {
     assert_eq!(node.usage(end).remaining_calls_per_day, 100_000 - 1);
 }
 
+/// Another key's call rolls the core over to the new day: a key whose entry still holds
+/// yesterday's lease must not spend it today (the hot path compares the entry's windows with
+/// the core's).
+#[test]
+fn a_lease_of_yesterday_is_not_spent_today_after_another_key_rolled_the_core() {
+    let keys = store(&[("k", BIG, 100_000, BIG), ("other", BIG, 100_000, BIG)]);
+    let mut node = Node::new(1, &keys);
+    let (k, other) = (key(&keys, "k"), key(&keys, "other"));
+    let end = utc(2026, 11, 23, 0, 0, 0, 0);
+    node.admit(0, k, end - 1).unwrap(); // k leases units of the 22nd
+    node.admit(0, other, end).unwrap(); // the core rolls over to the 23rd
+    node.admit(0, k, end + 1).unwrap(); // k's call belongs to the 23rd
+    assert!(node.taken(end).0 > 0, "k took nothing from the 23rd");
+    assert_eq!(node.usage(end).current_calls_per_day, 1);
+}
+
 #[test]
 fn yesterdays_lease_given_back_today_changes_nothing() {
     let keys = one(BIG, 100_000, BIG);
