@@ -293,57 +293,97 @@ fn tollgate(stream: &[u8]) -> Value {
     if head.query().is_some_and(|q| q.contains('#')) {
         return json!({"kind": "reject", "why": "fragment"});
     }
-    let mut out = json!({
+    let out = json!({
         "kind": "accept",
         "method": head.method_str(),
         "target": head.target().raw(),
         "http10": head.version() == Version::Http10,
-        "headers": head.headers().iter()
-            .map(|h| {
-            let name = h.name.to_ascii_lowercase();
-            // h11 lowercases the one value it interprets as a token list.
-            let value = if name == "transfer-encoding" { h.value.to_ascii_lowercase() } else { h.value.to_vec() };
+        "headers": fields_json(head.headers().iter().map(|h| (h.name, h.value))),
+    });
+    let decoder = BodyDecoder::request(head.framing(), body_limits());
+    with_body(
+        out,
+        decoder,
+        &stream[head.head_len()..],
+        head.head_len(),
+        false,
+    )
+}
+
+/// Header fields in the reference's shape: lowercased names, hex values (h11 lowercases the
+/// one value it interprets as a token list, Transfer-Encoding's).
+fn fields_json<'h>(fields: impl Iterator<Item = (&'h str, &'h [u8])>) -> Vec<Value> {
+    fields
+        .map(|(name, value)| {
+            let name = name.to_ascii_lowercase();
+            let value = if name == "transfer-encoding" {
+                value.to_ascii_lowercase()
+            } else {
+                value.to_vec()
+            };
             json!([name, hex(&value)])
         })
-            .collect::<Vec<_>>(),
-    });
-    let limits = BodyLimits {
+        .collect()
+}
+
+fn body_limits() -> BodyLimits {
+    BodyLimits {
         max_body_bytes: u64::MAX,
         chunked: ChunkedLimits {
             max_size_line_bytes: 4096,
             max_trailer_bytes: 16384,
         },
-    };
-    let mut decoder = match BodyDecoder::request(head.framing(), limits) {
+    }
+}
+
+/// Decodes the body in `rest` (which starts `offset` bytes into the stream) into `out`'s body,
+/// trailers and consumed bytes. With `eof`, the stream ends after `rest` (the peer closed):
+/// an until-close body ends there and a short one is an error; without, a short body is
+/// incomplete.
+fn with_body(
+    mut out: Value,
+    decoder: Result<BodyDecoder, gateway_core::http::HttpError>,
+    rest: &[u8],
+    offset: usize,
+    eof: bool,
+) -> Value {
+    let reject = |e: gateway_core::http::HttpError| json!({"kind": "reject", "why": format!("{:?}", e.kind())});
+    let mut decoder = match decoder {
         Ok(d) => d,
-        Err(e) => return json!({"kind": "reject", "why": format!("{:?}", e.kind())}),
+        Err(e) => return reject(e),
     };
-    let mut at = head.head_len();
+    let mut at = 0;
     let (mut body, mut trailers) = (Vec::new(), Vec::new());
     while !decoder.is_done() {
-        match decoder.decode(&stream[at..]) {
-            Err(e) => return json!({"kind": "reject", "why": format!("{:?}", e.kind())}),
+        match decoder.decode(&rest[at..]) {
+            Err(e) => return reject(e),
             Ok(Decoded {
                 consumed,
                 data,
                 trailers: t,
                 done,
             }) => {
-                body.extend_from_slice(&stream[at..][data]);
-                trailers.extend_from_slice(&stream[at..][t]);
+                body.extend_from_slice(&rest[at..][data]);
+                trailers.extend_from_slice(&rest[at..][t]);
                 at += consumed;
                 if done {
                     break;
                 }
                 if consumed == 0 {
-                    return json!({"kind": "incomplete"});
+                    if !eof {
+                        return json!({"kind": "incomplete"});
+                    }
+                    if let Err(e) = decoder.on_eof() {
+                        return reject(e);
+                    }
+                    break;
                 }
             }
         }
     }
     out["body"] = json!(hex(&body));
     out["trailers"] = json!(trailer_fields(&trailers));
-    out["consumed"] = json!(at);
+    out["consumed"] = json!(offset + at);
     out
 }
 
@@ -525,61 +565,16 @@ fn tollgate_response(method: Method, stream: &[u8]) -> Value {
             max_headers: 100,
         });
     };
-    let mut out = json!({
+    let out = json!({
         "kind": "accept",
         "method": head.status().to_string(),
         "target": head.reason(),
         "http10": head.version() == Version::Http10,
-        "headers": head.headers().iter()
-            .map(|h| {
-                let name = h.name.to_ascii_lowercase();
-                let value = if name == "transfer-encoding" { h.value.to_ascii_lowercase() } else { h.value.to_vec() };
-                json!([name, hex(&value)])
-            })
-            .collect::<Vec<_>>(),
+        "headers": fields_json(head.headers().iter().map(|h| (h.name, h.value))),
     });
-    let limits = BodyLimits {
-        max_body_bytes: u64::MAX,
-        chunked: ChunkedLimits {
-            max_size_line_bytes: 4096,
-            max_trailer_bytes: 16384,
-        },
-    };
-    let mut decoder = match BodyDecoder::response(head.framing(), limits) {
-        Ok(d) => d,
-        Err(e) => return reject(format!("{:?}", e.kind())),
-    };
-    at += head.head_len();
-    let (mut body, mut trailers) = (Vec::new(), Vec::new());
-    while !decoder.is_done() {
-        match decoder.decode(&stream[at..]) {
-            Err(e) => return reject(format!("{:?}", e.kind())),
-            Ok(Decoded {
-                consumed,
-                data,
-                trailers: t,
-                done,
-            }) => {
-                body.extend_from_slice(&stream[at..][data]);
-                trailers.extend_from_slice(&stream[at..][t]);
-                at += consumed;
-                if done {
-                    break;
-                }
-                if consumed == 0 {
-                    // The upstream closed here.
-                    if let Err(e) = decoder.on_eof() {
-                        return reject(format!("{:?}", e.kind()));
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    out["body"] = json!(hex(&body));
-    out["trailers"] = json!(trailer_fields(&trailers));
-    out["consumed"] = json!(at);
-    out
+    let decoder = BodyDecoder::response(head.framing(), body_limits());
+    let offset = at + head.head_len();
+    with_body(out, decoder, &stream[offset..], offset, true)
 }
 
 #[test]

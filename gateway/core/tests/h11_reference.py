@@ -20,45 +20,13 @@ import sys
 import h11
 
 
-def read(stream: bytes) -> dict:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
-    conn.receive_data(stream)
-    out = None
-    body = b""
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                return {"kind": "incomplete"}
-            if isinstance(event, h11.Request):
-                out = {
-                    "kind": "accept",
-                    "method": event.method.decode("latin-1"),
-                    "target": event.target.decode("latin-1"),
-                    "http10": event.http_version == b"1.0",
-                    "headers": [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()],
-                }
-            elif isinstance(event, h11.Data):
-                body += bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                assert out is not None
-                out["body"] = body.hex()
-                out["trailers"] = [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()]
-                rest, _closed = conn.trailing_data
-                out["consumed"] = len(stream) - len(rest)
-                return out
-            else:
-                return {"kind": "reject", "why": "unexpected event %r" % (event,)}
-    except h11.RemoteProtocolError as e:
-        return {"kind": "reject", "why": str(e)}
+def fields(headers) -> list:
+    return [[n.decode("latin-1").lower(), v.hex()] for n, v in headers.raw_items()]
 
 
-def read_response(method: str, stream: bytes) -> dict:
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
-    conn.send(h11.Request(method=method, target="/", headers=[("Host", "a")]))
-    conn.send(h11.EndOfMessage())
-    conn.receive_data(stream)
-    conn.receive_data(b"")
+def collect(conn: "h11.Connection", stream: bytes, head_kind, describe) -> dict:
+    """The first message of `stream` as h11 reads it: `head_kind` is the head event's type,
+    `describe(event)` its fields; interim responses are skipped."""
     out = None
     body = b""
     try:
@@ -68,20 +36,14 @@ def read_response(method: str, stream: bytes) -> dict:
                 return {"kind": "incomplete"}
             if isinstance(event, h11.InformationalResponse):
                 continue
-            if isinstance(event, h11.Response):
-                out = {
-                    "kind": "accept",
-                    "method": str(event.status_code),
-                    "target": event.reason.decode("latin-1"),
-                    "http10": event.http_version == b"1.0",
-                    "headers": [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()],
-                }
+            if isinstance(event, head_kind):
+                out = {"kind": "accept", **describe(event), "headers": fields(event.headers)}
             elif isinstance(event, h11.Data):
                 body += bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 assert out is not None
                 out["body"] = body.hex()
-                out["trailers"] = [[n.decode("latin-1").lower(), v.hex()] for n, v in event.headers.raw_items()]
+                out["trailers"] = fields(event.headers)
                 rest, _closed = conn.trailing_data
                 out["consumed"] = len(stream) - len(rest)
                 return out
@@ -89,6 +51,29 @@ def read_response(method: str, stream: bytes) -> dict:
                 return {"kind": "reject", "why": "unexpected event %r" % (event,)}
     except h11.RemoteProtocolError as e:
         return {"kind": "reject", "why": str(e)}
+
+
+def read(stream: bytes) -> dict:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
+    conn.receive_data(stream)
+    return collect(conn, stream, h11.Request, lambda e: {
+        "method": e.method.decode("latin-1"),
+        "target": e.target.decode("latin-1"),
+        "http10": e.http_version == b"1.0",
+    })
+
+
+def read_response(method: str, stream: bytes) -> dict:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16384)
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "a")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(stream)
+    conn.receive_data(b"")
+    return collect(conn, stream, h11.Response, lambda e: {
+        "method": str(e.status_code),
+        "target": e.reason.decode("latin-1"),
+        "http10": e.http_version == b"1.0",
+    })
 
 
 def main() -> None:
