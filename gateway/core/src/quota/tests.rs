@@ -538,6 +538,23 @@ fn a_lease_of_yesterday_is_not_spent_today_after_another_key_rolled_the_core() {
     assert_eq!(node.usage(end).current_calls_per_day, 1);
 }
 
+/// The first call after midnight on a core that has not rolled over yet takes the slow path
+/// (the hot path is valid only before the core's day ends).
+#[test]
+fn the_first_call_after_midnight_counts_in_the_new_day() {
+    let keys = one(BIG, 100_000, BIG);
+    let mut node = Node::new(1, &keys);
+    let k = key(&keys, "k");
+    let end = utc(2026, 11, 23, 0, 0, 0, 0);
+    node.admit(0, k, end - 1).unwrap();
+    node.admit(0, k, end + 1).unwrap();
+    assert!(
+        node.taken(end + 1).0 > 0,
+        "the call spent yesterday's lease"
+    );
+    assert_eq!(node.usage(end + 1).current_calls_per_day, 1);
+}
+
 #[test]
 fn yesterdays_lease_given_back_today_changes_nothing() {
     let keys = one(BIG, 100_000, BIG);
