@@ -23,6 +23,7 @@ pub mod apikey;
 pub mod balance;
 pub mod flow;
 pub mod http;
+pub mod jose;
 pub mod quota;
 pub mod respond;
 pub mod restriction;

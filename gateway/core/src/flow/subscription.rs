@@ -28,6 +28,9 @@
 //! directory is immutable, and lookups are by index.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustc_hash::FxHashMap;
 
 use gateway_model::entity::{
     Api, ConsumerKind, ConsumerStatus, DEFAULT_QUOTA, SubscriptionStatus, UNLIMITED_QUOTA,
@@ -37,6 +40,7 @@ use super::{Admitted, Consumer, FlowScratch, Rejection, RequestView, Verdict};
 use crate::apikey::{
     self, ApikeyCallsConfig, HeaderLookup, KeyStore, QuotaHolder, Quotas, RouteContext,
 };
+use crate::jose::{CachedToken, TokenCache, TokenRejection, Verifier};
 
 /// No subscription (in [`Directory`]'s key table).
 const NONE: u32 = u32::MAX;
@@ -111,6 +115,8 @@ pub struct ConsumerEntry {
     status: ConsumerStatus,
     /// The quota holder of a serving keyless consumer (in the key store).
     holder: Option<Box<str>>,
+    /// `jwt` consumers: subject → subscription index.
+    subjects: FxHashMap<Box<str>, u32>,
 }
 
 impl ConsumerEntry {
@@ -139,6 +145,9 @@ pub struct SubscriptionEntry {
     id: Box<str>,
     consumer: u32,
     status: SubscriptionStatus,
+    /// The quota holder of a subscription that is issued no key (`jwt`): its calls are counted
+    /// on it.
+    holder: Option<Box<str>>,
 }
 
 impl SubscriptionEntry {
@@ -164,6 +173,19 @@ pub struct Directory {
     subscriptions: Box<[SubscriptionEntry]>,
     /// Key index → subscription index (`NONE`).
     by_key: Box<[u32]>,
+    /// Distinct for every directory built in this process: the per-core token caches remember
+    /// tokens for one generation only (a changed consumer or subscription drops them).
+    generation: u64,
+}
+
+/// The source of [`Directory::generation`] (touched when a snapshot is built, never per request).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The quota holder id of a subscription issued no key: `sub:<api>:<subscription>` (a `:` is in
+/// no id, so no key can have it).
+#[must_use]
+pub fn subscription_holder_id(api: &str, subscription: &str) -> String {
+    format!("sub:{api}:{subscription}")
 }
 
 /// The quota holder id of a keyless consumer: `keyless:<api>:<consumer>` (a `:` is in no id, so
@@ -192,10 +214,11 @@ pub fn consumer_quotas(consumer: &gateway_model::entity::Consumer) -> Quotas {
 
 impl Directory {
     /// The quota holders the key store needs for `apis`: one per serving keyless consumer of a
-    /// serving API.
+    /// serving API, and one per subscription of a `jwt` consumer (issued no key).
     #[must_use]
     pub fn holders(apis: &[Api]) -> Vec<QuotaHolder> {
-        apis.iter()
+        let mut out: Vec<QuotaHolder> = apis
+            .iter()
             .filter(|a| a.enabled && a.state.serves_traffic())
             .flat_map(|a| {
                 a.consumers
@@ -206,7 +229,22 @@ impl Directory {
                         quotas: consumer_quotas(c),
                     })
             })
-            .collect()
+            .collect();
+        for a in apis
+            .iter()
+            .filter(|a| a.enabled && a.state.serves_traffic())
+        {
+            for s in &a.subscriptions {
+                let consumer = a.consumers.iter().find(|c| c.id == s.consumer_ref);
+                if let Some(c) = consumer.filter(|c| c.kind == ConsumerKind::Jwt) {
+                    out.push(QuotaHolder {
+                        id: subscription_holder_id(&a.id, &s.id),
+                        quotas: consumer_quotas(c),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Indexes `apis` against `keys` (built with [`Directory::holders`]): a subscription's
@@ -233,6 +271,7 @@ impl Directory {
                     kind: c.kind,
                     status: c.status,
                     holder,
+                    subjects: FxHashMap::default(),
                 });
             }
             for s in &api.subscriptions {
@@ -240,10 +279,21 @@ impl Directory {
                     continue;
                 };
                 let sub_index = u32::try_from(subscriptions.len()).unwrap_or(NONE);
+                let mut holder = None;
+                if let Some(entry) = consumers.get_mut(first + offset) {
+                    if entry.kind == ConsumerKind::Jwt {
+                        let subject = s.subject.as_deref().unwrap_or(&s.id);
+                        entry.subjects.entry(subject.into()).or_insert(sub_index);
+                        holder = Some(subscription_holder_id(&api.id, &s.id))
+                            .filter(|id| keys.get(id).is_some_and(apikey::KeyEntry::is_holder))
+                            .map(Into::into);
+                    }
+                }
                 subscriptions.push(SubscriptionEntry {
                     id: s.id.as_str().into(),
                     consumer: u32::try_from(first + offset).unwrap_or(NONE),
                     status: s.status,
+                    holder,
                 });
                 for key in &s.apikeys {
                     let slot = keys
@@ -263,7 +313,14 @@ impl Directory {
             consumers: consumers.into_boxed_slice(),
             subscriptions: subscriptions.into_boxed_slice(),
             by_key: by_key.into_boxed_slice(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// This directory's generation (see the field).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The index of the API with this id.
@@ -307,6 +364,26 @@ impl Directory {
     }
 }
 
+/// A `jwt` consumer, compiled.
+#[derive(Debug, Clone)]
+struct JwtConsumer {
+    /// Its directory index.
+    consumer: u32,
+    verifier: Arc<Verifier>,
+}
+
+/// The bearer token of `Authorization: Bearer <token>` when it has the shape of a JWS (three
+/// dot-separated parts); other bearer credentials are left to the API-key consumers.
+fn bearer_jwt<H: HeaderLookup + ?Sized>(headers: &H) -> Option<&[u8]> {
+    let value = headers.get("authorization")?;
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value.get(7..)?.trim_ascii();
+    (token.iter().filter(|b| **b == b'.').count() == 2).then_some(token)
+}
+
 /// One API route's view of its API's consumers (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ApiConsumers {
@@ -316,6 +393,9 @@ pub struct ApiConsumers {
     /// `Consumer::ApiKey` for the API's `apikey` consumers (issued keys, every extraction, the
     /// route's identity for `api_<id>` authorization).
     identify: Box<[Consumer]>,
+    /// The API's `jwt` consumers (serving or not: a token of a staging consumer's subscription
+    /// is refused with its own code).
+    jwt: Box<[JwtConsumer]>,
     /// The first serving keyless consumer.
     keyless: Option<u32>,
     /// Whether one of `identify` serves: when none does (an `apikey` consumer in staging or
@@ -344,6 +424,7 @@ impl ApiConsumers {
             return Ok(None);
         };
         let mut identify = Vec::new();
+        let mut jwt = Vec::new();
         let mut keyless = None;
         let mut identifying = false;
         for (i, entry) in directory.consumers.iter().enumerate() {
@@ -371,18 +452,122 @@ impl ApiConsumers {
                         identify.push(Consumer::ApiKey(Box::new(ctx)));
                     }
                 }
+                ConsumerKind::Jwt => {
+                    let verifier = api
+                        .consumers
+                        .iter()
+                        .find(|c| *c.id == *entry.id)
+                        .and_then(gateway_model::entity::Consumer::jwt_config)
+                        .and_then(|cfg| Verifier::new(&cfg).ok());
+                    // A consumer whose verifier does not compile (validation refuses it before
+                    // it is stored) identifies nobody.
+                    if let (Some(verifier), Ok(consumer)) = (verifier, u32::try_from(i)) {
+                        identifying |= serves;
+                        jwt.push(JwtConsumer {
+                            consumer,
+                            verifier: Arc::new(verifier),
+                        });
+                    }
+                }
                 // Not implemented yet: such consumers cannot serve (validation), and identify
                 // nobody here.
-                ConsumerKind::Jwt | ConsumerKind::Oauth | ConsumerKind::Mtls => {}
+                ConsumerKind::Oauth | ConsumerKind::Mtls => {}
             }
         }
         Ok(Some(Self {
             directory: directory.clone(),
             api: api_index,
             identify: identify.into_boxed_slice(),
+            jwt: jwt.into_boxed_slice(),
             keyless,
             identifying,
         }))
+    }
+
+    /// The subscription a JWT names (module docs of [`crate::jose`]): from the core's cache
+    /// when this snapshot already verified it, else verified by each jwt consumer in turn (the
+    /// refusal of the one that got furthest is the answer).
+    fn identify_token(
+        &self,
+        token: &[u8],
+        now_ms: i64,
+        cache: &mut TokenCache,
+    ) -> Result<u32, TokenRejection> {
+        let directory = &*self.directory;
+        let digest = TokenCache::digest(token);
+        if let Some(hit) = cache.get(&digest, directory.generation, now_ms) {
+            if self.jwt.iter().any(|j| j.consumer == hit.consumer) {
+                return Ok(hit.subscription);
+            }
+        }
+        let mut refusal = TokenRejection::Malformed;
+        for j in self.jwt.iter() {
+            let outcome = j.verifier.verify(token, now_ms).and_then(|v| {
+                directory
+                    .consumer(j.consumer)
+                    .and_then(|c| c.subjects.get(v.subject.as_str()))
+                    .map(|sub| (*sub, v.valid_until_ms))
+                    .ok_or(TokenRejection::UnknownSubject)
+            });
+            match outcome {
+                Ok((subscription, valid_until_ms)) => {
+                    cache.insert(
+                        digest,
+                        CachedToken {
+                            generation: directory.generation,
+                            consumer: j.consumer,
+                            subscription,
+                            valid_until_ms,
+                        },
+                        now_ms,
+                    );
+                    return Ok(subscription);
+                }
+                Err(r) if r.rank() >= refusal.rank() => refusal = r,
+                Err(_) => {}
+            }
+        }
+        Err(refusal)
+    }
+
+    /// Admits the subscription at `index` that a token named, if it may call: its calls are
+    /// counted on its quota holder.
+    fn admit_token<'s>(
+        &self,
+        index: u32,
+        keys: &'s KeyStore,
+        scratch: &mut FlowScratch,
+        admitted: &mut Admitted<'s>,
+    ) -> Verdict {
+        let directory = &*self.directory;
+        let Some(sub) = directory.subscription(index) else {
+            return Verdict::Reject(Rejection::Subscription(
+                SubscriptionRejection::NotIdentified,
+            ));
+        };
+        let identity = Identity {
+            consumer: sub.consumer,
+            subscription: Some(index),
+        };
+        scratch.identity = Some(identity);
+        let holder = sub.holder.as_deref().and_then(|id| keys.get(id));
+        scratch.key_index = holder.map(apikey::KeyEntry::index);
+        let consumer = directory.consumer(sub.consumer);
+        let refusal = match sub.status {
+            SubscriptionStatus::Pending => Some(SubscriptionRejection::Pending),
+            SubscriptionStatus::Disabled => Some(SubscriptionRejection::Disabled),
+            SubscriptionStatus::Closed => Some(SubscriptionRejection::Closed),
+            SubscriptionStatus::Enabled if !consumer.is_some_and(|c| c.status.serves()) => {
+                Some(SubscriptionRejection::NotIdentified)
+            }
+            SubscriptionStatus::Enabled => None,
+        };
+        if let Some(r) = refusal {
+            return Verdict::Reject(Rejection::Subscription(r));
+        }
+        admitted.key = holder;
+        admitted.identity = Some(identity);
+        Verdict::Continue
     }
 
     /// The extractors of the API-key consumer, if the API has one (the credential headers are
@@ -413,7 +598,18 @@ impl ApiConsumers {
         let mut key = admitted.key;
         // The context the gate proved a key with (its checks remain to be made).
         let mut proven: Option<&RouteContext> = None;
-        if key.is_none() {
+        // A JWT the jwt consumers refused, when a keyless consumer then admits the call.
+        let mut anonymous = false;
+        if key.is_none() && !self.jwt.is_empty() {
+            if let Some(token) = bearer_jwt(req.headers) {
+                match self.identify_token(token, now_ms, &mut scratch.tokens) {
+                    Ok(index) => return self.admit_token(index, keys, scratch, admitted),
+                    Err(_) if !self.identifying && self.keyless.is_some() => anonymous = true,
+                    Err(r) => return Verdict::Reject(Rejection::Token(r)),
+                }
+            }
+        }
+        if key.is_none() && !anonymous {
             for consumer in self.identify.iter() {
                 let Consumer::ApiKey(ctx) = consumer else {
                     continue;
