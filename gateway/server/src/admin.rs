@@ -748,9 +748,20 @@ impl Admin {
                 let (written, issued) = self.commit_api(&mut log, &old, api)?;
                 let api = get_api(log.state(), api_id)?.0;
                 let mut answer = sub_json(&api, sub, &id);
-                if !issued.is_empty() {
-                    if let Some(obj) = answer.as_object_mut() {
+                if let Some(obj) = answer.as_object_mut() {
+                    if !issued.is_empty() {
                         obj.insert("credentials".into(), apim::credentials_json(&issued));
+                    } else if let Some(subject) = api
+                        .subscriptions
+                        .iter()
+                        .find(|s| s.id == id)
+                        .and_then(|s| s.subject.clone())
+                    {
+                        // A jwt subscription: the subject its tokens must carry.
+                        obj.insert(
+                            "credentials".into(),
+                            serde_json::json!({"subject": subject}),
+                        );
                     }
                 }
                 Ok(Response::json_pretty(201, &answer)

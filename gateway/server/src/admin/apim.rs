@@ -294,6 +294,15 @@ pub(super) fn reconcile(
                             slot.apikeys = vec![client_id];
                         }
                     }
+                    // A jwt subscription is named by its subject claim: the one given, else
+                    // its id (answered in `credentials`).
+                    if c.kind == ConsumerKind::Jwt {
+                        if let Some(slot) = api.subscriptions.get_mut(i) {
+                            if slot.subject.is_none() {
+                                slot.subject = Some(slot.id.clone());
+                            }
+                        }
+                    }
                 }
             }
         }

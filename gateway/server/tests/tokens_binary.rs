@@ -1,0 +1,261 @@
+//! Token consumers through the real `gateway` binary with third-party clients: PyJWT and
+//! `cryptography` mint the tokens a client's identity provider would, `requests` calls the API,
+//! and the ledger bills the subscription. One test from "API created" to "calls billed", one
+//! negative test per 401 code (on both IO drivers).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Binary, Upstream};
+use gateway::runtime::IoMode;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "e2e-admin-token";
+
+fn addr_logged(bin: &Binary, field: &str) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = bin.log().lines().find_map(|l| {
+            let at = l.find(field)?;
+            l[at + field.len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+        if let Some(a) = found {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "no {field} in:\n{}", bin.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn python(script: &str, bin: &Binary) -> Value {
+    let admin = addr_logged(bin, "admin_addr=");
+    let ledger = addr_logged(bin, "ledger_addr=");
+    let out = common::python(
+        script,
+        &[
+            &format!("http://{admin}"),
+            &format!("http://{}", bin.addr),
+            &format!("http://{ledger}"),
+            TOKEN,
+        ],
+    );
+    serde_json::from_str(out.trim().lines().last().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Helpers, an RSA key (the client's identity provider) and an API `shop` with a published
+/// `jwt` consumer `partners` (RS256, the provider's PEM public key, issuer and audience).
+const PRELUDE: &str = r#"
+import json, sys, time, base64, requests, jwt
+from cryptography.hazmat.primitives.asymmetric import rsa, ec, ed25519
+from cryptography.hazmat.primitives import serialization
+admin, data, ledger, token = sys.argv[1:5]
+A = {"Authorization": "Bearer " + token}
+def call(method, path, body=None, ok=(200, 201)):
+    r = requests.request(method, admin + path, headers=A, json=body, timeout=10)
+    if ok and r.status_code not in ok:
+        raise SystemExit(f"{method} {path} {body}: {r.status_code} {r.text}")
+    return r
+def get(path, tok=None, host="shop.local"):
+    h = {"Host": host}
+    if tok is not None:
+        h["Authorization"] = "Bearer " + tok
+    return requests.get(data + path, headers=h, timeout=10)
+def wait(fn, within=10):
+    end = time.time() + within
+    while time.time() < end:
+        if fn():
+            return True
+        time.sleep(0.02)
+    raise SystemExit("timed out")
+idp = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+idp_pem = idp.public_key().public_bytes(serialization.Encoding.PEM,
+    serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+def mint(sub="acme-client", key=idp, alg="RS256", headers=None, **claims):
+    now = int(time.time())
+    body = {"sub": sub, "iss": "https://idp.example", "aud": "shop-api", "iat": now, "nbf": now,
+            "exp": now + 600}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm=alg, headers=headers)
+api = {"id": "shop", "name": "shop",
+       "backends": [{"id": "b", "backend": {"targets": [{"hostname": "127.0.0.1", "port": PORT}]}}],
+       "routes": [{"id": "shop-things", "frontend": {"domains": ["shop.local/things"]}, "backend": "b"}]}
+out = {}
+out["api_state"] = call("POST", "/api/apis", api).json()["state"]
+call("POST", "/api/apis/shop/consumers", {"id": "partners", "kind": "jwt", "dailyQuota": 1000,
+     "config": {"verifier": {"alg": "RS256", "public_key": idp_pem},
+                "issuer": "https://idp.example", "audience": "shop-api", "leeway_s": 5}})
+call("PATCH", "/api/apis/shop", {"state": "published"})
+wait(lambda: get("/things").status_code == 401)
+"#;
+
+fn script(body: &str, port: u16) -> String {
+    format!("{}{body}", PRELUDE.replace("PORT", &port.to_string()))
+}
+
+#[test]
+fn jwt_from_an_api_created_to_calls_billed_to_the_subscription() {
+    let upstream = Upstream::start(common::Reply::Echo);
+    let config = common::binary_config("").replace("cores = 1", "cores = 2");
+    let bin = Binary::start(&config, &json!({}), IoMode::Epoll);
+    let body = r#"
+out["anonymous"] = get("/things").json()["error"]
+sub = call("POST", "/api/apis/shop/subscriptions", {"id": "acme", "consumer_ref": "partners",
+                                                    "subject": "acme-client"})
+out["sub_status"] = sub.status_code
+out["creds"] = sub.json().get("credentials")
+tok = mint()
+wait(lambda: get("/things", tok).status_code == 200)
+s = requests.Session()
+codes = [s.get(data + "/things", headers={"Host": "shop.local", "Authorization": "Bearer " + tok},
+               timeout=10).status_code for _ in range(24)]
+out["codes"] = sorted(set(codes))
+# A second subscription, named by its id (no subject given), with a fresh token.
+other = call("POST", "/api/apis/shop/subscriptions", {"id": "globex", "consumer_ref": "partners"}).json()
+out["other_creds"] = other.get("credentials")
+wait(lambda: get("/things", mint(sub="globex")).status_code == 200)
+def billed():
+    r = requests.get(ledger + "/api/usage", params={"subscription": "acme", "granularity": "day"}, timeout=10)
+    items = r.json().get("items", [])
+    return items and items[-1]["calls"] >= 25
+wait(billed, 20)
+time.sleep(0.5)
+usage = requests.get(ledger + "/api/usage", params={"subscription": "acme", "granularity": "month"}).json()
+out["subscription_calls"] = usage["items"][-1]["calls"]
+period = usage["items"][-1]["period"]
+out["csv"] = requests.get(ledger + "/api/export", params={"period": period, "format": "csv", "by": "subscription"}).text
+# Disabling the subscription stops its (cached) token within a tick.
+call("PATCH", "/api/apis/shop/subscriptions/acme", {"status": "disabled"})
+wait(lambda: get("/things", tok).status_code == 401)
+out["disabled"] = get("/things", tok).json()["error"]
+print(json.dumps(out))
+"#;
+    let out = python(&script(body, upstream.port()), &bin);
+    assert_eq!(out["api_state"], "staging", "{out}");
+    assert_eq!(out["anonymous"], "unauthorized");
+    assert_eq!(out["sub_status"], 201);
+    assert_eq!(out["creds"], json!({"subject": "acme-client"}));
+    assert_eq!(out["other_creds"], json!({"subject": "globex"}));
+    assert_eq!(out["codes"], json!([200]), "{out}");
+    assert_eq!(out["subscription_calls"], 25, "{out}");
+    let csv = out["csv"].as_str().unwrap();
+    assert!(csv.contains(",shop,partners,acme,25,"), "{csv}");
+    assert_eq!(out["disabled"], "subscription_disabled");
+}
+
+/// Each refusal of a `jwt` consumer, as a client's broken or hostile token produces it.
+#[test]
+fn jwt_refusals_have_one_code_each() {
+    for io in [IoMode::Epoll, IoMode::Auto] {
+        let upstream = Upstream::start(common::Reply::Echo);
+        let bin = Binary::start(&common::binary_config(""), &json!({}), io);
+        let body = r#"
+call("POST", "/api/apis/shop/subscriptions", {"id": "acme", "consumer_ref": "partners",
+                                              "subject": "acme-client"})
+wait(lambda: get("/things", mint()).status_code == 200)
+def err(tok):
+    r = get("/things", tok)
+    return [r.status_code, r.json().get("error")]
+now = int(time.time())
+stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+unsigned = jwt.encode({"sub": "acme-client", "exp": now + 60}, None, algorithm="none")
+# Algorithm confusion: HS256 "signed" with the provider's public key PEM as the secret
+# (PyJWT refuses to do it, so the token is made by hand).
+import hmac, hashlib
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+h = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+p = b64(json.dumps({"sub": "acme-client", "iss": "https://idp.example", "aud": "shop-api", "exp": now + 60}).encode())
+confused = h + "." + p + "." + b64(hmac.new(idp_pem.encode(), (h + "." + p).encode(), hashlib.sha256).digest())
+out["malformed"] = err("a.b.c")
+out["garbage_json"] = err(b64(b"{") + "." + p + "." + b64(b"x"))
+out["no_exp"] = err(mint(exp=None))
+out["none"] = err(unsigned)
+out["confusion"] = err(confused)
+out["bad_signature"] = err(mint(key=stranger))
+out["expired"] = err(mint(exp=now - 60))
+out["not_yet_valid"] = err(mint(nbf=now + 120))
+out["issued_in_future"] = err(mint(iat=now + 120))
+out["wrong_issuer"] = err(mint(iss="https://evil.example"))
+out["wrong_audience"] = err(mint(aud="other-api"))
+out["unknown_subject"] = err(mint(sub="nobody"))
+out["good"] = get("/things", mint()).status_code
+print(json.dumps(out))
+"#;
+        let out = python(&script(body, upstream.port()), &bin);
+        let expect = |field: &str, code: &str| {
+            assert_eq!(out[field], json!([401, code]), "{io:?} {field}: {out}");
+        };
+        expect("malformed", "token_malformed");
+        expect("garbage_json", "token_malformed");
+        expect("no_exp", "token_malformed");
+        expect("none", "token_bad_signature");
+        expect("confusion", "token_bad_signature");
+        expect("bad_signature", "token_bad_signature");
+        expect("expired", "token_expired");
+        expect("not_yet_valid", "token_not_yet_valid");
+        expect("issued_in_future", "token_not_yet_valid");
+        expect("wrong_issuer", "token_wrong_issuer");
+        expect("wrong_audience", "token_wrong_audience");
+        expect("unknown_subject", "token_unknown_subject");
+        assert_eq!(out["good"], 200);
+    }
+}
+
+/// A JWK set of several algorithms' keys is not one verifier: each consumer has one algorithm.
+/// ES256 and EdDSA providers publish JWK sets with `kid`s; tokens select their key.
+#[test]
+fn jwt_consumers_with_jwk_sets_select_keys_by_kid() {
+    let upstream = Upstream::start(common::Reply::Echo);
+    let bin = Binary::start(&common::binary_config(""), &json!({}), IoMode::Epoll);
+    let body = r#"
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+k1 = ec.generate_private_key(ec.SECP256R1())
+k2 = ec.generate_private_key(ec.SECP256R1())
+ed = ed25519.Ed25519PrivateKey.generate()
+def jwk(alg, key, kid):
+    j = json.loads(alg.to_jwk(key.public_key()))
+    j["kid"] = kid
+    return j
+call("POST", "/api/apis/shop/consumers", {"id": "ec", "kind": "jwt", "status": "published",
+     "config": {"verifier": {"alg": "ES256", "jwks": {"keys": [jwk(ECAlgorithm, k1, "one"), jwk(ECAlgorithm, k2, "two")]}},
+                "issuer": "https://idp.example"}})
+call("POST", "/api/apis/shop/consumers", {"id": "ed", "kind": "jwt", "status": "published",
+     "config": {"verifier": {"alg": "EdDSA", "jwks": {"keys": [jwk(OKPAlgorithm, ed, "e")]}}, "subject_claim": "client_id"}})
+call("POST", "/api/apis/shop/subscriptions", {"id": "s-ec", "consumer_ref": "ec", "subject": "svc"})
+call("POST", "/api/apis/shop/subscriptions", {"id": "s-ed", "consumer_ref": "ed", "subject": "svc"})
+def code(tok):
+    r = get("/things", tok)
+    return r.status_code if r.status_code == 200 else r.json().get("error")
+wait(lambda: code(mint(sub="svc", key=k2, alg="ES256", headers={"kid": "two"})) == 200)
+wait(lambda: code(mint(sub=None, client_id="svc", key=ed, alg="EdDSA", headers={"kid": "e"})) == 200)
+out["one"] = code(mint(sub="svc", key=k1, alg="ES256", headers={"kid": "one"}))
+out["wrong_kid"] = code(mint(sub="svc", key=k1, alg="ES256", headers={"kid": "two"}))
+out["unknown_kid"] = code(mint(sub="svc", key=k1, alg="ES256", headers={"kid": "three"}))
+out["ed"] = code(mint(sub=None, client_id="svc", key=ed, alg="EdDSA", headers={"kid": "e"}))
+# A bad key config is refused with its path, never stored.
+r = call("POST", "/api/apis/shop/consumers", {"id": "bad", "kind": "jwt",
+         "config": {"verifier": {"alg": "ES256", "jwks": {"keys": [jwk(OKPAlgorithm, ed, "x")]}}}}, ok=None)
+out["bad"] = [r.status_code, r.text]
+print(json.dumps(out))
+"#;
+    let out = python(&script(body, upstream.port()), &bin);
+    assert_eq!(out["one"], 200, "{out}");
+    assert_eq!(out["wrong_kid"], "token_bad_signature");
+    assert_eq!(out["unknown_kid"], "token_bad_signature");
+    assert_eq!(out["ed"], 200);
+    assert_eq!(out["bad"][0], 400, "{out}");
+    assert!(
+        out["bad"][1]
+            .as_str()
+            .unwrap()
+            .contains("config.verifier.jwks.keys[0]"),
+        "{out}"
+    );
+}
