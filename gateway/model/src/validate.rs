@@ -957,7 +957,6 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
             }
         }
         ConsumerKind::Mtls => {
-            not_implemented(c, path, problems);
             let value = if c.config.is_null() {
                 serde_json::Value::Object(serde_json::Map::new())
             } else {
@@ -989,16 +988,16 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
     }
 }
 
-/// `oauth` and `mtls` consumers are stored and checked, but Tollgate does not identify callers
-/// with them yet: they can only be staging or closed (honour or refuse: a published one would
-/// admit nobody while looking configured).
+/// `oauth` consumers are stored and checked, but Tollgate does not identify callers with them
+/// yet: they can only be staging or closed (honour or refuse: a published one would admit nobody
+/// while looking configured).
 fn not_implemented(c: &Consumer, path: &str, problems: &mut Problems) {
     if c.status.serves() {
         problems.push(
             join(path, "status"),
             format!(
                 "`{}` consumers are not implemented yet: they can only be staging or closed \
-                 (keyless, apikey and jwt consumers can be published)",
+                 (keyless, apikey, jwt and mtls consumers can be published)",
                 c.kind.as_str()
             ),
         );

@@ -10,6 +10,7 @@
 //! the stored key).
 
 mod apim;
+mod issue;
 mod json;
 pub mod rotation;
 

@@ -324,7 +324,20 @@ fn target_tls<'a>(
 
 /// The certificate index the HTTPS listener serves by SNI: every certificate entity with a
 /// private key that is not a CA and not revoked.
-fn cert_store(certificates: &[crate::certs::CertificateRuntime]) -> crate::tls::CertStore {
+///
+/// It also carries the API CAs (CA entities marked with `tollgate.api_ca`, not revoked): the
+/// listener trusts them to verify the client certificates issued to mTLS subscriptions.
+fn cert_store(
+    certificates: &[crate::certs::CertificateRuntime],
+    entities: &[gateway_model::entity::Certificate],
+) -> crate::tls::CertStore {
+    let api_cas: Vec<_> = entities
+        .iter()
+        .filter(|e| e.ca && !e.revoked)
+        .filter(|e| e.metadata.contains_key(gateway_model::entity::API_CA_META))
+        .filter_map(|e| certificates.iter().find(|c| *c.id == *e.id))
+        .filter_map(|c| c.chain.first().cloned())
+        .collect();
     let items = certificates
         .iter()
         .filter(|c| !c.ca && !c.revoked)
@@ -339,10 +352,11 @@ fn cert_store(certificates: &[crate::certs::CertificateRuntime]) -> crate::tls::
                 not_after_ms: c.not_after_ms,
             })
         });
-    let (store, problems) = crate::tls::CertStore::build(items);
+    let (mut store, problems) = crate::tls::CertStore::build(items);
     for (id, problem) in problems {
         tracing::warn!(certificate = %id, %problem, "certificate not served");
     }
+    store.client_cas = api_cas;
     store
 }
 
@@ -485,7 +499,7 @@ impl Snapshot {
             keys,
             directory,
             pool,
-            certs: std::sync::Arc::new(cert_store(&certificates)),
+            certs: std::sync::Arc::new(cert_store(&certificates, &entities.certificates)),
             certificates,
         })
     }

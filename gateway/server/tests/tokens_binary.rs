@@ -1,6 +1,7 @@
 //! Token consumers through the real `gateway` binary with third-party clients: PyJWT and
 //! `cryptography` mint the tokens a client's identity provider would, `requests` calls the API,
-//! and the ledger bills the subscription. One test from "API created" to "calls billed", one
+//! `openssl` inspects the client certificates the gateway issues and `curl` presents them, and the
+//! ledger bills the subscription. One test per kind from "API created" to "calls billed", one
 //! negative test per 401 code (on both IO drivers).
 
 mod common;
@@ -13,6 +14,14 @@ use gateway::runtime::IoMode;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-admin-token";
+
+fn drivers() -> Vec<IoMode> {
+    let mut d = vec![IoMode::Epoll];
+    if common::uring_available() {
+        d.push(IoMode::Uring);
+    }
+    d
+}
 
 fn addr_logged(bin: &Binary, field: &str) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -153,7 +162,7 @@ print(json.dumps(out))
 /// Each refusal of a `jwt` consumer, as a client's broken or hostile token produces it.
 #[test]
 fn jwt_refusals_have_one_code_each() {
-    for io in [IoMode::Epoll, IoMode::Auto] {
+    for io in drivers() {
         let upstream = Upstream::start(common::Reply::Echo);
         let bin = Binary::start(&common::binary_config(""), &json!({}), io);
         let body = r#"
@@ -258,4 +267,269 @@ print(json.dumps(out))
             .contains("config.verifier.jwks.keys[0]"),
         "{out}"
     );
+}
+
+fn openssl_text(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `(status, error code)` of `GET https://shop.test:{port}/things` with curl, presenting `cert`.
+fn mtls_get(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    cert: Option<(&std::path::Path, &std::path::Path)>,
+) -> (u16, String) {
+    let resolve = format!("shop.test:{}:127.0.0.1", addr.port());
+    let url = format!("https://shop.test:{}/things", addr.port());
+    let ca = ca.display().to_string();
+    let mut args = vec![
+        "-w".to_owned(),
+        "\n%{http_code}".to_owned(),
+        "--cacert".to_owned(),
+        ca,
+        "--resolve".to_owned(),
+        resolve,
+    ];
+    if let Some((c, k)) = cert {
+        args.extend([
+            "--cert".to_owned(),
+            c.display().to_string(),
+            "--key".to_owned(),
+            k.display().to_string(),
+        ]);
+    }
+    args.push(url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::curl(&args);
+    let text = out.stdout_text();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let error = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (code.trim().parse().unwrap_or(0), error)
+}
+
+/// mTLS consumers: the gateway issues a client certificate signed by the API's own CA (made at
+/// the first subscription, a `certificates` entity whose key is sealed), answered once; openssl
+/// reads it; curl calls with it over the HTTPS listener (client_auth optional) and the calls are
+/// billed to the subscription. An existing certificate (signed by the listener's client_ca) is
+/// bound by its fingerprint; the consumer's DN regexes restrict; disabling the subscription stops
+/// its certificate at once.
+#[test]
+fn mtls_from_an_api_created_to_calls_billed_to_the_subscription() {
+    use common::pki::Ca as TestCa;
+    for io in drivers() {
+        let mut edge = TestCa::new("edge-tokens");
+        let server = edge.server("gw", &["shop.test"], common::pki::Alg::EcP256);
+        let mut partners = TestCa::new("Partner Clients CA");
+        let partner = partners.client("partner", "/O=Partner/CN=robot-1");
+        let outsider = partners.client("outsider", "/O=Outsider/CN=robot-2");
+        let upstream = Upstream::start(common::Reply::Echo);
+        let https = format!(
+            "[listeners.https]\naddr = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_auth = \"optional\"\nclient_ca = \"{}\"\n",
+            server.cert.display(),
+            server.key.display(),
+            partners.cert().display()
+        );
+        let config = common::binary_config(&https).replace("cores = 1", "cores = 2");
+        let bin = Binary::start(&config, &json!({}), io);
+        let addr = bin.logged_addr("https_addr=");
+        let admin = addr_logged(&bin, "admin_addr=");
+        let ledger = addr_logged(&bin, "ledger_addr=");
+        let call = |method: &str, path: &str, body: Value| {
+            let body = (!body.is_null()).then_some(body);
+            let (status, answer) = common::admin_call(admin, TOKEN, method, path, body.as_ref());
+            assert!(status < 300, "{method} {path}: {status} {answer}");
+            answer
+        };
+        let api = json!({"id": "shop", "name": "shop",
+            "backends": [{"id": "b", "backend": {"targets": [{"hostname": "127.0.0.1", "port": upstream.port()}]}}],
+            "routes": [{"id": "shop-things", "frontend": {"domains": ["shop.test/things"]}, "backend": "b"}]});
+        call("POST", "/api/apis", api);
+        call(
+            "POST",
+            "/api/apis/shop/consumers",
+            json!({"id": "robots", "kind": "mtls", "dailyQuota": 1000,
+            "config": {"regex_issuer_dns": ["CN=Tollgate API CA shop, O=Tollgate"]}}),
+        );
+        call(
+            "POST",
+            "/api/apis/shop/consumers",
+            json!({"id": "partners", "kind": "mtls",
+            "config": {"regex_subject_dns": ["CN=[a-z0-9-]+, O=Partner"]}}),
+        );
+        call("PATCH", "/api/apis/shop", json!({"state": "published"}));
+        let sub = call(
+            "POST",
+            "/api/apis/shop/subscriptions",
+            json!({"id": "acme", "consumer_ref": "robots"}),
+        );
+        let creds = &sub["credentials"];
+        let dir = bin.dir.path();
+        let (cert, key) = (dir.join("acme.crt"), dir.join("acme.key"));
+        std::fs::write(&cert, creds["certificate"].as_str().unwrap()).unwrap();
+        std::fs::write(&key, creds["privateKey"].as_str().unwrap()).unwrap();
+        // Answered once: the subscription shows the certificate, never the key.
+        let again = call("GET", "/api/apis/shop/subscriptions/acme", Value::Null);
+        assert!(again.get("credentials").is_none(), "{again}");
+        assert_eq!(again["fingerprint"], creds["fingerprint"]);
+        // openssl reads what a client would: subject, issuer (the API's CA), client auth, and
+        // the fingerprint the gateway answered.
+        let cert_path = cert.display().to_string();
+        let text = openssl_text(&[
+            "x509",
+            "-in",
+            &cert_path,
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-ext",
+            "extendedKeyUsage",
+            "-fingerprint",
+            "-sha256",
+        ])
+        .replace(" = ", "=");
+        assert!(text.contains("subject=O=shop, CN=acme"), "{text}");
+        assert!(
+            text.contains("issuer=O=Tollgate, CN=Tollgate API CA shop"),
+            "{text}"
+        );
+        assert!(text.contains("TLS Web Client Authentication"), "{text}");
+        let fp = text
+            .lines()
+            .find_map(|l| l.split_once("Fingerprint="))
+            .unwrap()
+            .1
+            .replace(':', "")
+            .to_lowercase();
+        assert_eq!(fp, creds["fingerprint"].as_str().unwrap());
+        // The CA is a certificate entity whose key never shows.
+        let (_, certs) = common::admin_call(admin, TOKEN, "GET", "/api/certificates", None);
+        let ca = certs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["metadata"]["tollgate.api_ca"] == "shop")
+            .unwrap()
+            .clone();
+        assert_eq!(ca["ca"], true);
+        assert_eq!(ca["privateKey"], "***");
+        // Calls with the issued certificate.
+        assert!(
+            common::wait_until(Duration::from_secs(10), || mtls_get(
+                addr,
+                edge.cert(),
+                Some((&cert, &key))
+            )
+            .0 == 200),
+            "{io:?}: {:?}\n{}",
+            mtls_get(addr, edge.cert(), Some((&cert, &key))),
+            bin.log()
+        );
+        for _ in 0..24 {
+            assert_eq!(mtls_get(addr, edge.cert(), Some((&cert, &key))).0, 200);
+        }
+        assert_eq!(
+            mtls_get(addr, edge.cert(), None),
+            (401, "unauthorized".into())
+        );
+        // An existing certificate bound by fingerprint; one the regexes refuse names nobody.
+        let fp_of = |c: &std::path::Path| {
+            openssl_text(&[
+                "x509",
+                "-in",
+                &c.display().to_string(),
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ])
+            .split_once('=')
+            .unwrap()
+            .1
+            .trim()
+            .to_owned()
+        };
+        let bound = call(
+            "POST",
+            "/api/apis/shop/subscriptions",
+            json!({"id": "partner-1", "consumer_ref": "partners", "fingerprint": fp_of(&partner.cert)}),
+        );
+        assert!(bound.get("credentials").is_none(), "{bound}");
+        call(
+            "POST",
+            "/api/apis/shop/subscriptions",
+            json!({"id": "outsider-1", "consumer_ref": "partners", "fingerprint": fp_of(&outsider.cert)}),
+        );
+        assert!(
+            common::wait_until(Duration::from_secs(10), || mtls_get(
+                addr,
+                edge.cert(),
+                Some((&partner.cert, &partner.key))
+            )
+            .0 == 200),
+            "{io:?}"
+        );
+        assert_eq!(
+            mtls_get(addr, edge.cert(), Some((&outsider.cert, &outsider.key))),
+            (401, "unauthorized".into())
+        );
+        // Billed to the subscription: 25 calls (the first in the wait, then 24).
+        let billed = || {
+            let url = format!("http://{ledger}/api/usage?subscription=acme&granularity=month");
+            let v: Value =
+                serde_json::from_str(&common::curl(&[&url]).stdout_text()).unwrap_or(Value::Null);
+            v["items"]
+                .as_array()
+                .and_then(|i| i.last())
+                .map(|i| i["calls"].as_u64().unwrap_or(0))
+                .unwrap_or(0)
+        };
+        assert!(
+            common::wait_until(Duration::from_secs(20), || billed() >= 25),
+            "{io:?}: {}",
+            billed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(billed(), 25, "{io:?}");
+        // Revoked at once: disabling the subscription stops the certificate.
+        call(
+            "PATCH",
+            "/api/apis/shop/subscriptions/acme",
+            json!({"status": "disabled"}),
+        );
+        assert!(
+            common::wait_until(Duration::from_secs(2), || mtls_get(
+                addr,
+                edge.cert(),
+                Some((&cert, &key))
+            ) == (
+                401,
+                "subscription_disabled".into()
+            )),
+            "{io:?}"
+        );
+        // The certificate of a subscription cannot be swapped.
+        let (status, _) = common::admin_call(
+            admin,
+            TOKEN,
+            "PATCH",
+            "/api/apis/shop/subscriptions/acme",
+            Some(&json!({"fingerprint": fp_of(&partner.cert)})),
+        );
+        assert_eq!(status, 400);
+        assert!(
+            !bin.log().contains("PRIVATE KEY"),
+            "a private key was logged"
+        );
+    }
 }

@@ -115,7 +115,8 @@ pub struct ConsumerEntry {
     status: ConsumerStatus,
     /// The quota holder of a serving keyless consumer (in the key store).
     holder: Option<Box<str>>,
-    /// `jwt` consumers: subject → subscription index.
+    /// `jwt` consumers: subject → subscription index; `mtls` consumers: certificate SHA-256
+    /// fingerprint (lower-case hex) → subscription index.
     subjects: FxHashMap<Box<str>, u32>,
 }
 
@@ -178,6 +179,13 @@ pub struct Directory {
     generation: u64,
 }
 
+/// Whether the subscriptions of consumers of this kind are named by the request itself (a
+/// token's subject, a certificate's fingerprint) rather than by an issued key: they are counted
+/// on a quota holder of their own.
+fn names_subscriptions(kind: ConsumerKind) -> bool {
+    matches!(kind, ConsumerKind::Jwt | ConsumerKind::Mtls)
+}
+
 /// The source of [`Directory::generation`] (touched when a snapshot is built, never per request).
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -236,7 +244,7 @@ impl Directory {
         {
             for s in &a.subscriptions {
                 let consumer = a.consumers.iter().find(|c| c.id == s.consumer_ref);
-                if let Some(c) = consumer.filter(|c| c.kind == ConsumerKind::Jwt) {
+                if let Some(c) = consumer.filter(|c| names_subscriptions(c.kind)) {
                     out.push(QuotaHolder {
                         id: subscription_holder_id(&a.id, &s.id),
                         quotas: consumer_quotas(c),
@@ -281,9 +289,20 @@ impl Directory {
                 let sub_index = u32::try_from(subscriptions.len()).unwrap_or(NONE);
                 let mut holder = None;
                 if let Some(entry) = consumers.get_mut(first + offset) {
-                    if entry.kind == ConsumerKind::Jwt {
-                        let subject = s.subject.as_deref().unwrap_or(&s.id);
-                        entry.subjects.entry(subject.into()).or_insert(sub_index);
+                    let name = match entry.kind {
+                        ConsumerKind::Jwt => {
+                            Some(s.subject.clone().unwrap_or_else(|| s.id.clone()))
+                        }
+                        ConsumerKind::Mtls => s
+                            .fingerprint
+                            .as_deref()
+                            .and_then(gateway_model::validate::normalise_fingerprint),
+                        _ => None,
+                    };
+                    if names_subscriptions(entry.kind) {
+                        if let Some(name) = name {
+                            entry.subjects.entry(name.into()).or_insert(sub_index);
+                        }
                         holder = Some(subscription_holder_id(&api.id, &s.id))
                             .filter(|id| keys.get(id).is_some_and(apikey::KeyEntry::is_holder))
                             .map(Into::into);
@@ -372,6 +391,41 @@ struct JwtConsumer {
     verifier: Arc<Verifier>,
 }
 
+/// An `mtls` consumer, compiled: its directory index and the full-match regexes the
+/// certificate's subject and issuer DNs must match (when any is set).
+#[derive(Debug, Clone)]
+struct MtlsConsumer {
+    consumer: u32,
+    subject: Option<regex::RegexSet>,
+    issuer: Option<regex::RegexSet>,
+}
+
+impl MtlsConsumer {
+    fn new(consumer: u32, config: &gateway_model::entity::MtlsConsumerConfig) -> Option<Self> {
+        let set = |list: &[String]| -> Result<Option<regex::RegexSet>, regex::Error> {
+            if list.is_empty() {
+                return Ok(None);
+            }
+            regex::RegexSet::new(list.iter().map(|p| format!("^(?:{p})$"))).map(Some)
+        };
+        Some(Self {
+            consumer,
+            subject: set(&config.regex_subject_dns).ok()?,
+            issuer: set(&config.regex_issuer_dns).ok()?,
+        })
+    }
+
+    fn admits(&self, cert: &super::ClientCert) -> bool {
+        self.subject
+            .as_ref()
+            .is_none_or(|s| s.is_match(&cert.subject))
+            && self
+                .issuer
+                .as_ref()
+                .is_none_or(|s| s.is_match(&cert.issuer))
+    }
+}
+
 /// The bearer token of `Authorization: Bearer <token>` when it has the shape of a JWS (three
 /// dot-separated parts); other bearer credentials are left to the API-key consumers.
 fn bearer_jwt<H: HeaderLookup + ?Sized>(headers: &H) -> Option<&[u8]> {
@@ -396,6 +450,8 @@ pub struct ApiConsumers {
     /// The API's `jwt` consumers (serving or not: a token of a staging consumer's subscription
     /// is refused with its own code).
     jwt: Box<[JwtConsumer]>,
+    /// The API's `mtls` consumers, with their DN restrictions.
+    mtls: Box<[MtlsConsumer]>,
     /// The first serving keyless consumer.
     keyless: Option<u32>,
     /// Whether one of `identify` serves: when none does (an `apikey` consumer in staging or
@@ -425,6 +481,7 @@ impl ApiConsumers {
         };
         let mut identify = Vec::new();
         let mut jwt = Vec::new();
+        let mut mtls = Vec::new();
         let mut keyless = None;
         let mut identifying = false;
         for (i, entry) in directory.consumers.iter().enumerate() {
@@ -469,9 +526,21 @@ impl ApiConsumers {
                         });
                     }
                 }
+                ConsumerKind::Mtls => {
+                    let compiled = api
+                        .consumers
+                        .iter()
+                        .find(|c| *c.id == *entry.id)
+                        .zip(u32::try_from(i).ok())
+                        .and_then(|(c, index)| MtlsConsumer::new(index, &c.mtls_config()));
+                    if let Some(m) = compiled {
+                        identifying |= serves;
+                        mtls.push(m);
+                    }
+                }
                 // Not implemented yet: such consumers cannot serve (validation), and identify
                 // nobody here.
-                ConsumerKind::Oauth | ConsumerKind::Mtls => {}
+                ConsumerKind::Oauth => {}
             }
         }
         Ok(Some(Self {
@@ -479,6 +548,7 @@ impl ApiConsumers {
             api: api_index,
             identify: identify.into_boxed_slice(),
             jwt: jwt.into_boxed_slice(),
+            mtls: mtls.into_boxed_slice(),
             keyless,
             identifying,
         }))
@@ -494,8 +564,7 @@ impl ApiConsumers {
         cache: &mut TokenCache,
     ) -> Result<u32, TokenRejection> {
         let directory = &*self.directory;
-        let digest = TokenCache::digest(token);
-        if let Some(hit) = cache.get(&digest, directory.generation, now_ms) {
+        if let Some(hit) = cache.get(token, directory.generation, now_ms) {
             if self.jwt.iter().any(|j| j.consumer == hit.consumer) {
                 return Ok(hit.subscription);
             }
@@ -512,7 +581,7 @@ impl ApiConsumers {
             match outcome {
                 Ok((subscription, valid_until_ms)) => {
                     cache.insert(
-                        digest,
+                        token,
                         CachedToken {
                             generation: directory.generation,
                             consumer: j.consumer,
@@ -530,7 +599,7 @@ impl ApiConsumers {
         Err(refusal)
     }
 
-    /// Admits the subscription at `index` that a token named, if it may call: its calls are
+    /// Admits the subscription at `index` that a token or a client certificate named, if it may call: its calls are
     /// counted on its quota holder.
     fn admit_token<'s>(
         &self,
@@ -606,6 +675,22 @@ impl ApiConsumers {
                     Ok(index) => return self.admit_token(index, keys, scratch, admitted),
                     Err(_) if !self.identifying && self.keyless.is_some() => anonymous = true,
                     Err(r) => return Verdict::Reject(Rejection::Token(r)),
+                }
+            }
+        }
+        // A verified client certificate bound to a subscription of an mtls consumer names it
+        // (when the consumer's DN regexes admit it); any other certificate names nobody.
+        if key.is_none() && !anonymous && !self.mtls.is_empty() {
+            if let Some(cert) = req.client_cert {
+                let found = self.mtls.iter().find_map(|m| {
+                    directory
+                        .consumer(m.consumer)
+                        .and_then(|c| c.subjects.get(cert.sha256.as_str()))
+                        .filter(|_| m.admits(cert))
+                        .copied()
+                });
+                if let Some(index) = found {
+                    return self.admit_token(index, keys, scratch, admitted);
                 }
             }
         }

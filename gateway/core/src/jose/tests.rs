@@ -374,7 +374,7 @@ fn every_refusal_has_a_distinct_code_per_issue_kind() {
 #[test]
 fn the_cache_honours_generation_expiry_and_its_bound() {
     let mut cache = TokenCache::new();
-    let d = TokenCache::digest(b"a.b.c");
+    let d: &[u8] = b"a.b.c";
     let entry = CachedToken {
         generation: 7,
         consumer: 1,
@@ -382,17 +382,22 @@ fn the_cache_honours_generation_expiry_and_its_bound() {
         valid_until_ms: NOW + 1000,
     };
     cache.insert(d, entry, NOW);
-    assert_eq!(cache.get(&d, 7, NOW), Some(entry));
-    assert_eq!(cache.get(&d, 8, NOW), None, "a new snapshot drops it");
+    assert_eq!(cache.get(d, 7, NOW), Some(entry));
+    assert_eq!(cache.get(b"a.b.d", 7, NOW), None, "another token");
+    assert_eq!(cache.get(d, 8, NOW), None, "a new snapshot drops it");
     assert!(cache.is_empty());
     cache.insert(d, entry, NOW);
-    assert_eq!(cache.get(&d, 7, NOW + 1000), None, "expired");
+    assert_eq!(cache.get(d, 7, NOW + 1000), None, "expired");
     for i in 0..(TokenCache::CAPACITY as u32 + 10) {
-        let d = TokenCache::digest(&i.to_le_bytes());
-        cache.insert(d, entry, NOW);
+        cache.insert(&i.to_le_bytes(), entry, NOW);
         assert!(cache.len() <= TokenCache::CAPACITY);
     }
-    assert_ne!(TokenCache::digest(b"x"), TokenCache::digest(b"y"));
+    cache.insert(&vec![b'a'; TokenCache::MAX_TOKEN + 1], entry, NOW);
+    assert_eq!(
+        cache.get(&vec![b'a'; TokenCache::MAX_TOKEN + 1], 7, NOW),
+        None,
+        "too long"
+    );
 }
 
 #[test]

@@ -32,11 +32,16 @@ use crate::entitylog::{Change, Entity, RotationState, State};
 
 /// Credentials issued by a write, answered once.
 #[derive(Debug, Clone)]
-pub(super) struct Issued {
-    /// The key's client id.
-    pub client_id: String,
-    /// Its secret.
-    pub secret: Secret,
+pub(super) enum Issued {
+    /// An API key (`apikey` subscriptions).
+    Key {
+        /// The key's client id.
+        client_id: String,
+        /// Its secret.
+        secret: Secret,
+    },
+    /// A client certificate and its key (`mtls` subscriptions).
+    Cert(super::issue::IssuedCert),
 }
 
 /// The outcome of an API write: the API to store and the key changes of the same commit.
@@ -195,6 +200,8 @@ pub(super) fn reconcile(
     let bound = issued_keys(state);
     let mut keys = Vec::new();
     let mut issued = Vec::new();
+    // The API's CA, found or made at its first mtls certificate (made once per write).
+    let mut api_ca: Option<super::issue::Ca> = None;
     for i in 0..api.subscriptions.len() {
         let Some(sub) = api.subscriptions.get(i).cloned() else {
             continue;
@@ -233,8 +240,31 @@ pub(super) fn reconcile(
                         ),
                     ));
                 }
+                // The certificate that names an mtls subscription is fixed once created (a new
+                // certificate is a new subscription).
+                let changed =
+                    |now: &Option<String>, then: &Option<String>| now.is_some() && now != then;
+                if changed(&sub.fingerprint, &before.fingerprint)
+                    || changed(&sub.certificate, &before.certificate)
+                {
+                    return Err(fail(
+                        400,
+                        "invalid_entity",
+                        format!(
+                            "subscription `{}`: its certificate (fingerprint) cannot change \
+                             (create another subscription)",
+                            sub.id
+                        ),
+                    ));
+                }
                 if let Some(slot) = api.subscriptions.get_mut(i) {
                     slot.apikeys.clone_from(&before.apikeys);
+                    slot.fingerprint.clone_from(&before.fingerprint);
+                    slot.certificate.clone_from(&before.certificate);
+                    // A jwt subscription keeps its subject unless the write names another.
+                    if slot.subject.is_none() {
+                        slot.subject.clone_from(&before.subject);
+                    }
                 }
             }
             None => {
@@ -281,7 +311,7 @@ pub(super) fn reconcile(
                     if c.kind == ConsumerKind::Apikey {
                         let client_id = unique_client_id(state, &bound);
                         let secret = rotation::generate_secret();
-                        issued.push(Issued {
+                        issued.push(Issued::Key {
                             client_id: client_id.clone(),
                             secret: secret.clone(),
                         });
@@ -293,6 +323,49 @@ pub(super) fn reconcile(
                         if let Some(slot) = api.subscriptions.get_mut(i) {
                             slot.apikeys = vec![client_id];
                         }
+                    }
+                    // An mtls subscription without a bound certificate is issued one, signed by
+                    // the API's CA (made now if the API has none: a certificate entity in the
+                    // same commit).
+                    if c.kind == ConsumerKind::Mtls && sub.fingerprint.is_none() {
+                        if sub.certificate.is_some() {
+                            return Err(fail(
+                                400,
+                                "invalid_entity",
+                                format!(
+                                    "subscription `{}`: certificate is set by the gateway when \
+                                     it issues one (bind an existing certificate by its \
+                                     fingerprint)",
+                                    sub.id
+                                ),
+                            ));
+                        }
+                        let ca = match api_ca
+                            .take()
+                            .or_else(|| super::issue::find_ca(state, &api.id))
+                        {
+                            Some(ca) => ca,
+                            None => {
+                                let id = format!("api-ca-{}", rotation::random_lower(12));
+                                let (ca, entity) = super::issue::new_ca(&api.id, id)
+                                    .map_err(|e| fail(500, "internal", format!("API CA: {e}")))?;
+                                keys.push(Change::put(
+                                    EntityAction::Created,
+                                    Entity::Certificate(Box::new(entity)),
+                                ));
+                                ca
+                            }
+                        };
+                        let cert =
+                            super::issue::client_cert(&ca, &api.id, &sub.id).map_err(|e| {
+                                fail(500, "internal", format!("client certificate: {e}"))
+                            })?;
+                        api_ca = Some(ca);
+                        if let Some(slot) = api.subscriptions.get_mut(i) {
+                            slot.fingerprint = Some(cert.fingerprint.clone());
+                            slot.certificate = Some(cert.certificate.clone());
+                        }
+                        issued.push(Issued::Cert(cert));
                     }
                     // A jwt subscription is named by its subject claim: the one given, else
                     // its id (answered in `credentials`).
@@ -385,7 +458,7 @@ pub(super) fn rotate(state: &State, sub: &Subscription, now_ms: i64) -> (Vec<Cha
             EntityAction::Rotated,
             Entity::ApiKey(Box::new(key), rot),
         ));
-        issued.push(Issued {
+        issued.push(Issued::Key {
             client_id: k.clone(),
             secret,
         });
@@ -402,9 +475,19 @@ fn unique_client_id(state: &State, bound: &BTreeMap<String, (String, String)>) -
     }
 }
 
-/// The `credentials` of an answer: `{clientId, clientSecret}` (one key) or a list.
+/// The `credentials` of an answer: `{clientId, clientSecret}` (one key), `{certificate,
+/// privateKey, fingerprint}` (one certificate) or a list.
 pub(super) fn credentials_json(issued: &[Issued]) -> serde_json::Value {
-    let one = |i: &Issued| serde_json::json!({"clientId": i.client_id, "clientSecret": i.secret.expose()});
+    let one = |i: &Issued| match i {
+        Issued::Key { client_id, secret } => {
+            serde_json::json!({"clientId": client_id, "clientSecret": secret.expose()})
+        }
+        Issued::Cert(c) => serde_json::json!({
+            "certificate": c.certificate,
+            "privateKey": c.private_key.expose(),
+            "fingerprint": c.fingerprint,
+        }),
+    };
     match issued {
         [only] => one(only),
         many => serde_json::Value::Array(many.iter().map(one).collect()),
