@@ -137,6 +137,8 @@ impl std::fmt::Debug for Key {
 struct KeyEntry {
     kid: Option<Box<str>>,
     key: Key,
+    /// A retiring key verifies until then (ms since the epoch).
+    until_ms: Option<i64>,
 }
 
 /// A `jwt` consumer's verifier, compiled from its config.
@@ -251,6 +253,7 @@ impl Verifier {
                 keys.push(KeyEntry {
                     kid: None,
                     key: Key::Hmac(ring::hmac::Key::new(hmac, secret.expose().as_bytes())),
+                    until_ms: None,
                 });
             }
             (Alg::Hs256 | Alg::Hs384 | Alg::Hs512, ..) => {
@@ -261,6 +264,7 @@ impl Verifier {
                 keys.push(KeyEntry {
                     kid: None,
                     key: ring_key(alg, &key)?,
+                    until_ms: None,
                 });
             }
             (_, None, None, Some(set)) => {
@@ -273,6 +277,7 @@ impl Verifier {
                     keys.push(KeyEntry {
                         kid: jwk.kid.map(Into::into),
                         key: ring_key(alg, &jwk.key)?,
+                        until_ms: None,
                     });
                 }
             }
@@ -291,23 +296,54 @@ impl Verifier {
         })
     }
 
+    /// The verifier of the tokens the gateway issues (`oauth` consumers): ES256 with the
+    /// cluster's token keys (each selected by its `kid`, a retiring one until its time), issuer
+    /// [`TOKEN_ISSUER`], the API's id as audience, the subscription's id as subject.
+    ///
+    /// # Errors
+    /// A key that is not an ES256 key.
+    pub fn for_token_keys(keys: &TokenKeys, audience: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for k in &keys.public {
+            out.push(KeyEntry {
+                kid: Some(k.kid.as_str().into()),
+                key: ring_key(Alg::Es256, &k.key)?,
+                until_ms: k.retire_at_ms,
+            });
+        }
+        if out.is_empty() {
+            return Err("no token key".to_owned());
+        }
+        Ok(Self {
+            alg: Alg::Es256,
+            keys: out.into_boxed_slice(),
+            issuer: Some(TOKEN_ISSUER.into()),
+            audience: Some(audience.into()),
+            leeway_ms: TOKEN_LEEWAY_MS,
+            subject_claim: "sub".into(),
+        })
+    }
+
     /// The algorithm this verifier accepts.
     #[must_use]
     pub fn alg(&self) -> Alg {
         self.alg
     }
 
-    fn key_for(&self, kid: Option<&str>) -> Result<&Key, TokenRejection> {
-        match (kid, &*self.keys) {
-            (_, [only]) if only.kid.is_none() => Ok(&only.key),
+    fn key_for(&self, kid: Option<&str>, now_ms: i64) -> Result<&Key, TokenRejection> {
+        let entry = match (kid, &*self.keys) {
+            (_, [only]) if only.kid.is_none() => Ok(only),
             (Some(kid), keys) => keys
                 .iter()
                 .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| &k.key)
                 .ok_or(TokenRejection::UnknownKey),
-            (None, [only]) => Ok(&only.key),
+            (None, [only]) => Ok(only),
             (None, _) => Err(TokenRejection::UnknownKey),
+        }?;
+        if entry.until_ms.is_some_and(|t| now_ms >= t) {
+            return Err(TokenRejection::UnknownKey);
         }
+        Ok(&entry.key)
     }
 
     /// Checks steps 1–4 of the module docs on `token` at `now_ms`.
@@ -335,7 +371,7 @@ impl Verifier {
         if header.alg != self.alg.name() {
             return Err(TokenRejection::Algorithm);
         }
-        let key = self.key_for(header.kid.as_deref())?;
+        let key = self.key_for(header.kid.as_deref(), now_ms)?;
         let sig = decode(s64)?;
         let signed = token
             .get(..h64.len() + 1 + p64.len())
@@ -391,6 +427,50 @@ impl Verifier {
             valid_until_ms,
         })
     }
+}
+
+/// The token endpoint (RFC 6749 §4.4) on every host of an API with an `oauth` consumer.
+pub const TOKEN_PATH: &str = "/.well-known/otoroshi/oauth/token";
+
+/// The JWK set of the cluster's token keys.
+pub const JWKS_PATH: &str = "/.well-known/otoroshi/oauth/jwks.json";
+
+/// Token introspection (RFC 7662).
+pub const INTROSPECT_PATH: &str = "/.well-known/otoroshi/oauth/token/introspect";
+
+/// The `iss` of the access tokens the gateway issues.
+pub const TOKEN_ISSUER: &str = "tollgate";
+
+/// Clock skew tolerated between the node that issued an access token and the one verifying it.
+pub const TOKEN_LEEWAY_MS: i64 = 5_000;
+
+/// One of the cluster's token keys, public part.
+#[derive(Debug, Clone)]
+pub struct TokenPublicKey {
+    /// Its `kid` (the certificate entity's id).
+    pub kid: String,
+    /// The key.
+    pub key: PublicKey,
+    /// A retiring key verifies until then (ms since the epoch), and signs no more.
+    pub retire_at_ms: Option<i64>,
+}
+
+/// The key the node signs access tokens with.
+#[derive(Debug)]
+pub struct TokenSigner {
+    /// Its `kid`.
+    pub kid: String,
+    /// The ES256 key pair.
+    pub pair: signature::EcdsaKeyPair,
+}
+
+/// The cluster's token keys, from the snapshot's certificates (`tollgate.token_key`).
+#[derive(Debug, Default)]
+pub struct TokenKeys {
+    /// The current key (none until an `oauth` consumer made one).
+    pub signer: Option<TokenSigner>,
+    /// Every key that still verifies (the current one and those retiring).
+    pub public: Vec<TokenPublicKey>,
 }
 
 /// What the cache answers for a token it remembers.

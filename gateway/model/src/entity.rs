@@ -30,7 +30,7 @@ pub use route::{Frontend, PluginInstance, PluginKind, Route};
 pub use secret::Secret;
 pub use tokens::{
     API_CA_META, JwtConsumerConfig, JwtVerifierConfig, MtlsConsumerConfig, OauthConsumerConfig,
-    TOKEN_KEY_META, TOKEN_KEY_RETIRE_META,
+    TOKEN_KEY_CREATED_META, TOKEN_KEY_META, TOKEN_KEY_RETIRE_META,
 };
 
 pub(crate) use apikey::json_kind;

@@ -674,9 +674,8 @@ const PLAN_FIELDS: &[&str] = &[
 /// - `jwt` plans (and `oauth2-remote` ones, which become `jwt` consumers) name an Otoroshi JWT
 ///   verifier entity Tollgate does not import: they are imported in `staging`, unconfigured, so
 ///   they identify nobody; `mtls` plans keep their regexes, `oauth2-local` plans become `oauth`
-///   consumers with Tollgate's defaults, imported in `staging` (Tollgate does not identify
-///   callers with them yet); an `mtls` plan keeps its status (its API admits only the
-///   certificates its subscriptions bind: none until one is created);
+///   consumers with Tollgate's defaults; both keep their status (their API admits only the
+///   subscriptions created in Tollgate: none until one is);
 /// - an apikey plan's key template becomes `config.template` (the fields Tollgate's template has;
 ///   the others are listed as ignored); quotas in the template become the consumer's.
 ///
@@ -766,17 +765,6 @@ fn otoroshi_plans(api: &Value, path: &str, out: &mut Import) -> Value {
         } else {
             kind
         };
-        let oauth = matches!(kind.as_str(), "oauth2-local" | "oauth2" | "oauth");
-        if oauth && serving && status != "staging" {
-            out.warnings.push(
-                join(&at, "access_mode_configuration_type"),
-                format!(
-                    "`{kind}` plans are not implemented by Tollgate yet: imported in staging, so \
-                     this plan identifies nobody"
-                ),
-            );
-            status = "staging".to_owned();
-        }
         if kind == "jwt" && serving && status != "staging" {
             out.warnings.push(
                 join(&at, "access_mode_configuration"),

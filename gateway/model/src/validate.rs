@@ -928,7 +928,6 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
             }
         }
         ConsumerKind::Oauth => {
-            not_implemented(c, path, problems);
             let value = if c.config.is_null() {
                 serde_json::Value::Object(serde_json::Map::new())
             } else {
@@ -948,10 +947,16 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
                         format!("expected 60..=86400 (seconds), got {}", cfg.token_ttl_s),
                     );
                 }
-                if !matches!(cfg.alg.as_str(), "ES256" | "RS256") {
+                if cfg.alg == "RS256" {
                     problems.push(
                         join(&config, "alg"),
-                        format!("expected \"ES256\" or \"RS256\", got {:?}", cfg.alg),
+                        "RS256 access tokens are not implemented: the cluster's token key is \
+                         ES256 (use \"ES256\")",
+                    );
+                } else if cfg.alg != "ES256" {
+                    problems.push(
+                        join(&config, "alg"),
+                        format!("expected \"ES256\", got {:?}", cfg.alg),
                     );
                 }
             }
@@ -985,22 +990,6 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
                 }
             }
         }
-    }
-}
-
-/// `oauth` consumers are stored and checked, but Tollgate does not identify callers with them
-/// yet: they can only be staging or closed (honour or refuse: a published one would admit nobody
-/// while looking configured).
-fn not_implemented(c: &Consumer, path: &str, problems: &mut Problems) {
-    if c.status.serves() {
-        problems.push(
-            join(path, "status"),
-            format!(
-                "`{}` consumers are not implemented yet: they can only be staging or closed \
-                 (keyless, apikey, jwt and mtls consumers can be published)",
-                c.kind.as_str()
-            ),
-        );
     }
 }
 

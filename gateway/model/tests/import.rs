@@ -498,8 +498,8 @@ fn otoroshi_plans_compile_like_apply_plan() {
     );
     // An mtls plan keeps its regexes and its status (it admits only the certificates its
     // subscriptions bind: none yet); oauth2-local becomes an oauth consumer with Tollgate's
-    // defaults, waiting in staging (not implemented yet); oauth2-remote (a remote IdP's tokens)
-    // is a jwt consumer waiting for a verifier.
+    // defaults, its status kept (no subscription yet); oauth2-remote (a remote IdP's tokens) is a
+    // jwt consumer waiting for a verifier.
     assert_eq!(
         status(partners, "plan_partners_mtls"),
         ("mtls", "published")
@@ -512,7 +512,10 @@ fn otoroshi_plans_compile_like_apply_plan() {
         .mtls_config();
     assert_eq!(mtls.regex_subject_dns, vec!["CN=.*, O=Partner Corp"]);
     assert_eq!(mtls.regex_issuer_dns, vec!["CN=Partner CA.*"]);
-    assert_eq!(status(partners, "plan_partners_m2m"), ("oauth", "staging"));
+    assert_eq!(
+        status(partners, "plan_partners_m2m"),
+        ("oauth", "published")
+    );
     let m2m = partners
         .consumers
         .iter()
@@ -630,9 +633,8 @@ fn token_consumer_configs_are_checked_with_their_paths() {
         format!("{c}[7].config.leeway_s: expected 0..=300"),
         format!("{c}[7].config.subject_claim: expected the name of a string claim"),
         format!("{c}[8].config.verifier: a jwt consumer needs a verifier"),
-        format!("{c}[10].status: `oauth` consumers are not implemented yet"),
         format!("{c}[10].config.token_ttl_s: expected 60..=86400"),
-        format!("{c}[10].config.alg: expected \"ES256\" or \"RS256\""),
+        format!("{c}[10].config.alg: expected \"ES256\", got \"HS256\""),
         format!("{c}[11].config.regex_subject_dns[0]: invalid regex"),
         format!("{s}[0].subject: only subscriptions to a jwt consumer have a subject"),
         format!("{s}[1].fingerprint: expected a SHA-256 fingerprint"),
@@ -647,5 +649,5 @@ fn token_consumer_configs_are_checked_with_their_paths() {
         );
     }
     // Nothing else: the staging consumer without a verifier, the good one, s3 and s6 are fine.
-    assert_eq!(problems.len(), 22, "{problems:#?}");
+    assert_eq!(problems.len(), 21, "{problems:#?}");
 }

@@ -533,3 +533,171 @@ fn mtls_from_an_api_created_to_calls_billed_to_the_subscription() {
         );
     }
 }
+
+/// OAuth2 client credentials with `requests`, as a machine client does it: the subscription's
+/// client id and secret (answered once) are exchanged on the API's host for an ES256 access
+/// token (form or Basic), PyJWT verifies it with the published JWK set, the API is called with it
+/// and the calls are billed to the subscription; RFC 6749 §5.2 errors, introspection (RFC 7662),
+/// the throttle on failed attempts, and a key rotation during which both keys verify.
+#[test]
+fn oauth_from_an_api_created_to_calls_billed_to_the_subscription() {
+    let upstream = Upstream::start(common::Reply::Echo);
+    let config = common::binary_config("").replace("cores = 1", "cores = 2");
+    let bin = Binary::start(&config, &json!({}), IoMode::Epoll);
+    let body = r#"
+call("POST", "/api/apis/shop/consumers", {"id": "m2m", "kind": "oauth", "dailyQuota": 1000,
+     "config": {"token_ttl_s": 600}})
+sub = call("POST", "/api/apis/shop/subscriptions", {"id": "acme", "consumer_ref": "m2m"})
+creds = sub.json()["credentials"]
+out["creds_keys"] = sorted(creds)
+out["token_url"] = creds["tokenUrl"]
+out["again"] = "credentials" in call("GET", "/api/apis/shop/subscriptions/acme").json()
+TOKEN = data + "/.well-known/otoroshi/oauth/token"
+H = {"Host": "shop.local"}
+s = requests.Session()
+def token(**form):
+    return s.post(TOKEN, data=form, headers=H, timeout=10)
+def exchange():
+    return token(grant_type="client_credentials", client_id=creds["clientId"], client_secret=creds["clientSecret"])
+wait(lambda: exchange().status_code == 200)
+r = exchange()
+out["token_status"] = r.status_code
+out["no_store"] = r.headers.get("cache-control")
+answer = r.json()
+out["token_type"] = answer["token_type"]
+out["expires_in"] = answer["expires_in"]
+at = answer["access_token"]
+# Basic authentication works the same.
+rb = s.post(TOKEN, data={"grant_type": "client_credentials"}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10)
+out["basic"] = rb.status_code
+# PyJWT verifies the token with the published JWK set.
+jwks = s.get(data + "/.well-known/otoroshi/oauth/jwks.json", headers=H, timeout=10).json()
+kid = jwt.get_unverified_header(at)["kid"]
+key = jwt.PyJWK([k for k in jwks["keys"] if k["kid"] == kid][0])
+claims = jwt.decode(at, key.key, algorithms=["ES256"], audience="shop", issuer="tollgate")
+out["claims"] = {k: claims[k] for k in ["sub", "aud", "iss", "client_id"]}
+out["lifetime"] = claims["exp"] - claims["iat"]
+# The API with the token: 25 calls billed to the subscription.
+wait(lambda: get("/things", at).status_code == 200)
+codes = [s.get(data + "/things", headers={"Host": "shop.local", "Authorization": "Bearer " + at}, timeout=10).status_code for _ in range(24)]
+out["codes"] = sorted(set(codes))
+# The client id and secret are no API key.
+r = get("/things", None)
+out["anonymous"] = r.json()["error"]
+r = requests.get(data + "/things", headers={"Host": "shop.local", "Otoroshi-Client-Id": creds["clientId"], "Otoroshi-Client-Secret": creds["clientSecret"]}, timeout=10)
+out["as_api_key"] = [r.status_code, r.json().get("error")]
+# RFC 6749 §5.2 errors.
+def err(r):
+    return [r.status_code, r.json().get("error")]
+out["no_grant"] = err(token(client_id=creds["clientId"], client_secret=creds["clientSecret"]))
+out["password_grant"] = err(token(grant_type="password", client_id=creds["clientId"], client_secret=creds["clientSecret"]))
+both = s.post(TOKEN, data={"grant_type": "client_credentials", "client_id": creds["clientId"], "client_secret": creds["clientSecret"]}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10)
+out["two_methods"] = err(both)
+out["json_body"] = err(s.post(TOKEN, json={"grant_type": "client_credentials"}, headers=H, timeout=10))
+wrong_basic = s.post(TOKEN, data={"grant_type": "client_credentials"}, auth=(creds["clientId"], "nope"), headers=H, timeout=10)
+out["wrong_secret"] = err(wrong_basic)
+out["challenge"] = wrong_basic.headers.get("www-authenticate")
+out["unknown_client"] = err(token(grant_type="client_credentials", client_id="nobody", client_secret="x"))
+# Introspection (RFC 7662), by an authenticated client.
+INTRO = data + "/.well-known/otoroshi/oauth/token/introspect"
+intro = s.post(INTRO, data={"token": at}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10).json()
+out["introspect"] = {k: intro.get(k) for k in ["active", "sub", "client_id", "aud", "token_type"]}
+out["introspect_garbage"] = s.post(INTRO, data={"token": "a.b.c"}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10).json()
+out["introspect_unauth"] = s.post(INTRO, data={"token": at}, headers=H, timeout=10).status_code
+# Billing.
+def billed():
+    r = requests.get(ledger + "/api/usage", params={"subscription": "acme", "granularity": "day"}, timeout=10)
+    items = r.json().get("items", [])
+    return items and items[-1]["calls"] >= 25
+wait(billed, 20)
+time.sleep(0.5)
+usage = requests.get(ledger + "/api/usage", params={"subscription": "acme", "granularity": "month"}).json()
+out["subscription_calls"] = usage["items"][-1]["calls"]
+# Rotation: a new key signs, the old one still verifies.
+rot = call("POST", "/api/oauth/token-keys/rotate").json()
+out["rotated_kid_differs"] = rot["kid"] != kid
+wait(lambda: jwt.get_unverified_header(exchange().json()["access_token"])["kid"] == rot["kid"])
+out["old_token_after_rotation"] = get("/things", at).status_code
+new_at = exchange().json()["access_token"]
+out["new_token"] = get("/things", new_at).status_code
+out["jwks_after_rotation"] = sorted(k["kid"] for k in s.get(data + "/.well-known/otoroshi/oauth/jwks.json", headers=H, timeout=10).json()["keys"]) == sorted([kid, rot["kid"]])
+# Disabled: its tokens stop, and it is issued none.
+call("PATCH", "/api/apis/shop/subscriptions/acme", {"status": "disabled"})
+wait(lambda: get("/things", new_at).status_code == 401)
+out["disabled"] = get("/things", new_at).json()["error"]
+out["disabled_token"] = err(exchange())
+# Brute force: a fresh connection (one core) fails five times, then is throttled.
+b = requests.Session()
+codes = [b.post(TOKEN, data={"grant_type": "client_credentials"}, auth=(creds["clientId"], "bad%d" % i), headers=H, timeout=10) for i in range(7)]
+out["brute"] = [c.status_code for c in codes]
+out["retry_after"] = codes[-1].headers.get("retry-after")
+out["right_secret_while_throttled"] = b.post(TOKEN, data={"grant_type": "client_credentials"}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10).status_code
+print(json.dumps(out))
+"#;
+    let out = python(&script(body, upstream.port()), &bin);
+    assert_eq!(
+        out["creds_keys"],
+        json!(["clientId", "clientSecret", "tokenUrl"]),
+        "{out}"
+    );
+    assert_eq!(
+        out["token_url"],
+        "http://shop.local/.well-known/otoroshi/oauth/token"
+    );
+    assert_eq!(out["again"], false);
+    assert_eq!(out["token_status"], 200);
+    assert_eq!(out["no_store"], "no-store");
+    assert_eq!(out["token_type"], "Bearer");
+    assert_eq!(out["expires_in"], 600);
+    assert_eq!(out["basic"], 200);
+    assert_eq!(out["claims"]["sub"], "acme");
+    assert_eq!(out["claims"]["aud"], "shop");
+    assert_eq!(out["claims"]["iss"], "tollgate");
+    assert_eq!(out["lifetime"], 600);
+    assert_eq!(out["codes"], json!([200]), "{out}");
+    assert_eq!(out["anonymous"], "unauthorized");
+    assert_eq!(out["as_api_key"], json!([401, "unauthorized"]), "{out}");
+    assert_eq!(out["no_grant"], json!([400, "invalid_request"]));
+    assert_eq!(
+        out["password_grant"],
+        json!([400, "unsupported_grant_type"])
+    );
+    assert_eq!(out["two_methods"], json!([400, "invalid_request"]));
+    assert_eq!(out["json_body"], json!([400, "invalid_request"]));
+    assert_eq!(out["wrong_secret"], json!([401, "invalid_client"]));
+    assert_eq!(out["challenge"], "Basic realm=\"tollgate\"");
+    assert_eq!(out["unknown_client"], json!([401, "invalid_client"]));
+    assert_eq!(
+        out["introspect"],
+        json!({"active": true, "sub": "acme", "client_id": out["claims"]["client_id"], "aud": "shop", "token_type": "Bearer"}),
+        "{out}"
+    );
+    assert_eq!(out["introspect_garbage"], json!({"active": false}));
+    assert_eq!(out["introspect_unauth"], 401);
+    assert_eq!(out["subscription_calls"], 25, "{out}");
+    assert_eq!(out["rotated_kid_differs"], true);
+    assert_eq!(
+        out["old_token_after_rotation"], 200,
+        "the retiring key still verifies"
+    );
+    assert_eq!(out["new_token"], 200);
+    assert_eq!(out["jwks_after_rotation"], true, "{out}");
+    assert_eq!(
+        out["brute"],
+        json!([401, 401, 401, 401, 401, 429, 429]),
+        "{out}"
+    );
+    assert_eq!(
+        out["retry_after"]
+            .as_str()
+            .map(|s| s.parse::<u64>().unwrap() <= 60),
+        Some(true)
+    );
+    assert_eq!(out["right_secret_while_throttled"], 429);
+    assert_eq!(out["disabled"], "subscription_disabled");
+    assert_eq!(out["disabled_token"], json!([400, "unauthorized_client"]));
+    assert!(
+        !bin.log().contains("PRIVATE KEY"),
+        "a private key was logged"
+    );
+}

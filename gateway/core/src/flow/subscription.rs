@@ -40,7 +40,7 @@ use super::{Admitted, Consumer, FlowScratch, Rejection, RequestView, Verdict};
 use crate::apikey::{
     self, ApikeyCallsConfig, HeaderLookup, KeyStore, QuotaHolder, Quotas, RouteContext,
 };
-use crate::jose::{CachedToken, TokenCache, TokenRejection, Verifier};
+use crate::jose::{CachedToken, TokenCache, TokenKeys, TokenRejection, Verifier};
 
 /// No subscription (in [`Directory`]'s key table).
 const NONE: u32 = u32::MAX;
@@ -118,6 +118,8 @@ pub struct ConsumerEntry {
     /// `jwt` consumers: subject → subscription index; `mtls` consumers: certificate SHA-256
     /// fingerprint (lower-case hex) → subscription index.
     subjects: FxHashMap<Box<str>, u32>,
+    /// `oauth` consumers: the lifetime of the access tokens they issue, seconds.
+    token_ttl_s: u64,
 }
 
 impl ConsumerEntry {
@@ -137,6 +139,19 @@ impl ConsumerEntry {
     #[must_use]
     pub fn status(&self) -> ConsumerStatus {
         self.status
+    }
+
+    /// `oauth` consumers: the lifetime of their access tokens, seconds.
+    #[must_use]
+    pub fn token_ttl_s(&self) -> u64 {
+        self.token_ttl_s
+    }
+
+    /// The subscription (index) this consumer's subject (jwt), fingerprint (mtls) or
+    /// subscription id (oauth) names.
+    #[must_use]
+    pub fn subscription_named(&self, name: &str) -> Option<u32> {
+        self.subjects.get(name).copied()
     }
 }
 
@@ -158,6 +173,12 @@ impl SubscriptionEntry {
         &self.id
     }
 
+    /// Its consumer (directory index).
+    #[must_use]
+    pub fn consumer(&self) -> u32 {
+        self.consumer
+    }
+
     /// Its status.
     #[must_use]
     pub fn status(&self) -> SubscriptionStatus {
@@ -177,6 +198,8 @@ pub struct Directory {
     /// Distinct for every directory built in this process: the per-core token caches remember
     /// tokens for one generation only (a changed consumer or subscription drops them).
     generation: u64,
+    /// The cluster's token keys (`oauth` consumers).
+    token_keys: Arc<TokenKeys>,
 }
 
 /// Whether the subscriptions of consumers of this kind are named by the request itself (a
@@ -280,6 +303,7 @@ impl Directory {
                     status: c.status,
                     holder,
                     subjects: FxHashMap::default(),
+                    token_ttl_s: c.oauth_config().token_ttl_s,
                 });
             }
             for s in &api.subscriptions {
@@ -293,12 +317,25 @@ impl Directory {
                         ConsumerKind::Jwt => {
                             Some(s.subject.clone().unwrap_or_else(|| s.id.clone()))
                         }
+                        ConsumerKind::Oauth => Some(s.id.clone()),
                         ConsumerKind::Mtls => s
                             .fingerprint
                             .as_deref()
                             .and_then(gateway_model::validate::normalise_fingerprint),
                         _ => None,
                     };
+                    if entry.kind == ConsumerKind::Oauth {
+                        // An access token's subject is the subscription's id; its calls count on
+                        // the key the subscription was issued (its client id).
+                        if let Some(name) = name.clone() {
+                            entry.subjects.entry(name.into()).or_insert(sub_index);
+                        }
+                        holder = s
+                            .apikeys
+                            .first()
+                            .filter(|k| keys.get(k).is_some_and(|e| !e.is_holder()))
+                            .map(|k| k.as_str().into());
+                    }
                     if names_subscriptions(entry.kind) {
                         if let Some(name) = name {
                             entry.subjects.entry(name.into()).or_insert(sub_index);
@@ -333,7 +370,37 @@ impl Directory {
             subscriptions: subscriptions.into_boxed_slice(),
             by_key: by_key.into_boxed_slice(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            token_keys: Arc::default(),
         }
+    }
+
+    /// The directory with the cluster's token keys (set before it is shared).
+    #[must_use]
+    pub fn with_token_keys(mut self, keys: TokenKeys) -> Self {
+        self.token_keys = Arc::new(keys);
+        self
+    }
+
+    /// The cluster's token keys.
+    #[must_use]
+    pub fn token_keys(&self) -> &TokenKeys {
+        &self.token_keys
+    }
+
+    /// The index of the consumer with this id, and the entry.
+    #[must_use]
+    pub fn consumer_by_id(&self, id: &str) -> Option<(u32, &ConsumerEntry)> {
+        self.consumers
+            .iter()
+            .enumerate()
+            .find(|(_, c)| &*c.id == id)
+            .and_then(|(i, c)| Some((u32::try_from(i).ok()?, c)))
+    }
+
+    /// The API (its index) a consumer belongs to.
+    #[must_use]
+    pub fn api_of(&self, consumer: &ConsumerEntry) -> u32 {
+        consumer.api
     }
 
     /// This directory's generation (see the field).
@@ -538,9 +605,18 @@ impl ApiConsumers {
                         mtls.push(m);
                     }
                 }
-                // Not implemented yet: such consumers cannot serve (validation), and identify
-                // nobody here.
-                ConsumerKind::Oauth => {}
+                // The tokens the gateway issued, verified like a jwt consumer's with the
+                // cluster's token keys (none yet: nobody is identified).
+                ConsumerKind::Oauth => {
+                    let verifier = Verifier::for_token_keys(&directory.token_keys, &api.id);
+                    if let (Ok(verifier), Ok(consumer)) = (verifier, u32::try_from(i)) {
+                        identifying |= serves;
+                        jwt.push(JwtConsumer {
+                            consumer,
+                            verifier: Arc::new(verifier),
+                        });
+                    }
+                }
             }
         }
         Ok(Some(Self {
@@ -719,7 +795,9 @@ impl ApiConsumers {
         if let Some(entry) = key {
             if let Some((index, sub)) = directory.subscription_of(entry.index()) {
                 let consumer = directory.consumer(sub.consumer);
-                if consumer.is_some_and(|c| c.api == self.api) {
+                // The client id and secret of an `oauth` subscription are for the token
+                // endpoint only: as an API key they name no subscription.
+                if consumer.is_some_and(|c| c.api == self.api && c.kind == ConsumerKind::Apikey) {
                     scratch.identity = Some(Identity {
                         consumer: sub.consumer,
                         subscription: Some(index),

@@ -100,6 +100,10 @@ pub const TOKEN_KEY_META: &str = "tollgate.token_key";
 /// The metadata key of a retiring token key: until when (ms since the epoch) it still verifies.
 pub const TOKEN_KEY_RETIRE_META: &str = "tollgate.retire_at";
 
+/// The metadata key of a token key's creation time (ms since the epoch): the newest key that is
+/// not retiring signs.
+pub const TOKEN_KEY_CREATED_META: &str = "tollgate.created_at";
+
 /// The metadata key that marks a CA certificate as the one an API's mTLS subscriptions are
 /// issued from (the value is the API's id).
 pub const API_CA_META: &str = "tollgate.api_ca";

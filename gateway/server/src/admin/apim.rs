@@ -39,6 +39,8 @@ pub(super) enum Issued {
         client_id: String,
         /// Its secret.
         secret: Secret,
+        /// `oauth` subscriptions: where to exchange them for an access token.
+        token_url: Option<String>,
     },
     /// A client certificate and its key (`mtls` subscriptions).
     Cert(super::issue::IssuedCert),
@@ -308,12 +310,15 @@ pub(super) fn reconcile(
                             ),
                         ));
                     }
-                    if c.kind == ConsumerKind::Apikey {
+                    if c.kind.issues_keys() {
                         let client_id = unique_client_id(state, &bound);
                         let secret = rotation::generate_secret();
+                        // oauth: the client credentials of the API's token endpoint.
+                        let token_url = (c.kind == ConsumerKind::Oauth).then(|| token_url(&api));
                         issued.push(Issued::Key {
                             client_id: client_id.clone(),
                             secret: secret.clone(),
+                            token_url,
                         });
                         let key = issued_key(&api, c, &sub, &client_id, secret, None);
                         keys.push(Change::put(
@@ -395,7 +400,7 @@ pub(super) fn reconcile(
         let Some(consumer) = api.consumers.iter().find(|c| c.id == sub.consumer_ref) else {
             continue;
         };
-        if consumer.kind != ConsumerKind::Apikey {
+        if !consumer.kind.issues_keys() {
             continue;
         }
         for k in &sub.apikeys {
@@ -421,6 +426,18 @@ pub(super) fn reconcile(
                 ));
             }
         }
+    }
+    // The first oauth consumer of the cluster makes its token key (sealed in the same commit).
+    if api.consumers.iter().any(|c| c.kind == ConsumerKind::Oauth)
+        && !super::issue::has_signing_token_key(state)
+    {
+        let id = format!("token-key-{}", rotation::random_lower(12));
+        let entity = super::issue::new_token_key(id, now_ms)
+            .map_err(|e| fail(500, "internal", format!("token key: {e}")))?;
+        keys.push(Change::put(
+            EntityAction::Created,
+            Entity::Certificate(Box::new(entity)),
+        ));
     }
     Ok(Reconciled { api, keys, issued })
 }
@@ -461,9 +478,22 @@ pub(super) fn rotate(state: &State, sub: &Subscription, now_ms: i64) -> (Vec<Cha
         issued.push(Issued::Key {
             client_id: k.clone(),
             secret,
+            token_url: None,
         });
     }
     (changes, issued)
+}
+
+/// The token endpoint of `api`: on its first route's host (every host of the API answers it).
+fn token_url(api: &Api) -> String {
+    let host = api
+        .routes
+        .iter()
+        .flat_map(|r| r.frontend.domains.iter())
+        .map(|d| d.split('/').next().unwrap_or_default())
+        .find(|h| !h.is_empty() && !h.contains('*'))
+        .unwrap_or("localhost");
+    format!("http://{host}{}", gateway_core::jose::TOKEN_PATH)
 }
 
 fn unique_client_id(state: &State, bound: &BTreeMap<String, (String, String)>) -> String {
@@ -479,9 +509,20 @@ fn unique_client_id(state: &State, bound: &BTreeMap<String, (String, String)>) -
 /// privateKey, fingerprint}` (one certificate) or a list.
 pub(super) fn credentials_json(issued: &[Issued]) -> serde_json::Value {
     let one = |i: &Issued| match i {
-        Issued::Key { client_id, secret } => {
-            serde_json::json!({"clientId": client_id, "clientSecret": secret.expose()})
-        }
+        Issued::Key {
+            client_id,
+            secret,
+            token_url: None,
+        } => serde_json::json!({"clientId": client_id, "clientSecret": secret.expose()}),
+        Issued::Key {
+            client_id,
+            secret,
+            token_url: Some(url),
+        } => serde_json::json!({
+            "clientId": client_id,
+            "clientSecret": secret.expose(),
+            "tokenUrl": url,
+        }),
         Issued::Cert(c) => serde_json::json!({
             "certificate": c.certificate,
             "privateKey": c.private_key.expose(),

@@ -10,7 +10,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gateway_model::entity::{API_CA_META, Certificate, Secret};
+use gateway_model::entity::{
+    API_CA_META, Certificate, Secret, TOKEN_KEY_CREATED_META, TOKEN_KEY_META, TOKEN_KEY_RETIRE_META,
+};
 use gateway_model::event::EntityKind;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -80,7 +82,6 @@ fn ca_params(api: &str, year: i32) -> CertificateParams {
 pub(super) fn find_ca(state: &State, api: &str) -> Option<Ca> {
     state
         .list(EntityKind::Certificate)
-        .into_iter()
         .find_map(|(e, _)| match e {
             Entity::Certificate(c)
                 if c.ca
@@ -155,4 +156,61 @@ pub(super) fn client_cert(ca: &Ca, api: &str, sub: &str) -> Result<IssuedCert, S
         private_key: Secret::new(key.serialize_pem()),
         fingerprint,
     })
+}
+
+/// Whether `state` holds a token key that signs (ES256, not revoked, not retiring).
+pub(super) fn has_signing_token_key(state: &State) -> bool {
+    state.list(EntityKind::Certificate).any(|(e, _)| match e {
+        Entity::Certificate(c) => {
+            !c.revoked
+                && c.metadata.get(TOKEN_KEY_META).map(String::as_str) == Some("ES256")
+                && !c.metadata.contains_key(TOKEN_KEY_RETIRE_META)
+        }
+        _ => false,
+    })
+}
+
+/// The token keys of `state` that still sign or verify (id, entity).
+pub(super) fn token_keys(state: &State) -> Vec<Certificate> {
+    state
+        .list(EntityKind::Certificate)
+        .filter_map(|(e, _)| match e {
+            Entity::Certificate(c) if c.metadata.contains_key(TOKEN_KEY_META) => {
+                Some((**c).clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new ES256 token key of the cluster: a `keypair` certificate entity (a self-signed
+/// certificate for the key, which only carries it), its private key sealed in the entity log.
+///
+/// # Errors
+/// What rcgen or the certificate's parsing said.
+pub(super) fn new_token_key(id: String, now_ms: i64) -> Result<Certificate, String> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Tollgate");
+    dn.push(DnType::CommonName, format!("Tollgate token key {id}"));
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(serial());
+    let year = this_year();
+    params.not_before = date_time_ymd(year - 1, 1, 1);
+    params.not_after = date_time_ymd(year + 10, 1, 1);
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let mut entity: Certificate = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "name": "Tollgate token key",
+        "description": "Signs the access tokens of oauth consumers (ES256); kid = this id",
+        "chain": cert.pem(),
+        "privateKey": key.serialize_pem(),
+        "keypair": true,
+        "metadata": {TOKEN_KEY_META: "ES256", TOKEN_KEY_CREATED_META: now_ms.to_string()},
+    }))
+    .map_err(|e| e.to_string())?;
+    entity.fill_derived().map_err(|e| e.to_string())?;
+    Ok(entity)
 }
