@@ -22,7 +22,9 @@
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
 #   PROXIES ["nginx haproxy gateway gateway-keyed"]; also gateway-consumer (an API's apikey
 #     consumer), gateway-jwt (an API's jwt consumer: one RS256 token minted by PyJWT, so every
-#     request after the first is a per-core cache hit), nginx-tls and gateway-tls (HTTPS), e.g. PROXIES="nginx nginx-tls gateway gateway-tls"
+#     request after the first is a per-core cache hit), gateway-oauth (an API's oauth consumer:
+#     the API and its subscription made through the admin API, one ES256 access token from the
+#     token endpoint), nginx-tls and gateway-tls (HTTPS), e.g. PROXIES="nginx nginx-tls gateway gateway-tls"
 #   HANDSHAKES [0] (1: s_time runs, full and resumed, against the TLS proxies; RUNS rounds)
 #   HS_DURATION [10] (s per s_time run)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
@@ -90,6 +92,7 @@ CONSUMER_HOST=consumer.tollgate.local
 SUB_KEY_ID=bench-subscriber
 SUB_KEY_SECRET=bench-subscriber-secret-0123456789
 JWT_HOST=jwt.tollgate.local
+OAUTH_HOST=oauth.tollgate.local
 KEY_SECRET=bench-secret-0123456789abcdef
 
 NPROC=$(nproc)
@@ -315,8 +318,8 @@ start_nginx() {
 declare -A PORT SCHEME HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
 for p in $PROXIES; do
   case $p in
-    nginx|haproxy|gateway|gateway-keyed|gateway-consumer|gateway-jwt|nginx-tls|gateway-tls) ;;
-    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer gateway-jwt nginx-tls gateway-tls)" ;;
+    nginx|haproxy|gateway|gateway-keyed|gateway-consumer|gateway-jwt|gateway-oauth|nginx-tls|gateway-tls) ;;
+    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth nginx-tls gateway-tls)" ;;
   esac
   SCHEME[$p]=http
   [[ $p == *-tls ]] && SCHEME[$p]=https
@@ -332,7 +335,7 @@ wants nginx && check_port_free "$NGINX_PORT" "nginx proxy" NGINX_PORT
 wants nginx-tls && check_port_free "$NGINX_TLS_PORT" "nginx TLS proxy" NGINX_TLS_PORT
 wants haproxy && check_port_free "$HAPROXY_PORT" haproxy HAPROXY_PORT
 WANTS_GW=0
-wants gateway || wants gateway-keyed || wants gateway-consumer || wants gateway-jwt || wants gateway-tls && WANTS_GW=1
+wants gateway || wants gateway-keyed || wants gateway-consumer || wants gateway-jwt || wants gateway-oauth || wants gateway-tls && WANTS_GW=1
 if [ $WANTS_GW = 1 ]; then
   check_port_free "$GATEWAY_PORT" gateway GATEWAY_PORT
   check_port_free "$GATEWAY_ADMIN_PORT" "gateway admin" GATEWAY_ADMIN_PORT
@@ -603,8 +606,9 @@ EOF
   LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${gw_note:+ ($gw_note)}"
   LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${gw_note:+ ($gw_note)}"
   LABEL[gateway-jwt]="Tollgate gateway, API jwt consumer, RS256 token (cache warm)${gw_note:+ ($gw_note)}"
+  LABEL[gateway-oauth]="Tollgate gateway, API oauth consumer, ES256 access token${gw_note:+ ($gw_note)}"
   PORT[gateway-tls]=$GATEWAY_TLS_PORT
-  for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-tls; do
+  for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth gateway-tls; do
     wants $g || continue
     if [ -n "$GW_PID" ]; then
       [ $g = gateway-tls ] || PORT[$g]=$GATEWAY_PORT
@@ -646,6 +650,42 @@ EOF
       REASON[gateway-jwt]="jwt route answered $code with the token, $anon without: $(head -c 200 "$W/gateway/jwt-probe.txt" | tr '\n' ' ')"
     fi
   fi
+  if [ -n "$GW_PID" ] && wants gateway-oauth; then
+    # The API, its oauth consumer and a subscription through the admin API (which makes the
+    # cluster's token key), then one access token from the token endpoint.
+    OAUTH_TOKEN=$(python3 - "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$OAUTH_HOST" <<'PYEOF' 2>"$W/gateway/oauth-setup.log" || true
+import sys, time, requests
+admin, port, host = sys.argv[1:4]
+adm = "http://127.0.0.1:" + admin
+A = {"Authorization": "Bearer bench-admin-token-0123456789"}
+def ok(r):
+    if r.status_code >= 300:
+        raise SystemExit(f"{r.request.method} {r.url}: {r.status_code} {r.text}")
+    return r
+big = 10 ** 12
+ok(requests.post(adm + "/api/apis", headers=A, json={"id": "bench-oauth", "name": "bench oauth API",
+   "routes": [{"id": "route_oauth", "frontend": {"domains": [host], "strip_path": True}, "backend": "backend_bench"}]}))
+ok(requests.post(adm + "/api/apis/bench-oauth/consumers", headers=A, json={"id": "bench-oauth-consumer", "kind": "oauth",
+   "throttlingQuota": big, "dailyQuota": big, "monthlyQuota": big, "config": {"token_ttl_s": 86400}}))
+ok(requests.patch(adm + "/api/apis/bench-oauth", headers=A, json={"state": "published"}))
+c = ok(requests.post(adm + "/api/apis/bench-oauth/subscriptions", headers=A,
+   json={"id": "bench-oauth-subscription", "consumer_ref": "bench-oauth-consumer"})).json()["credentials"]
+for _ in range(200):
+    r = requests.post("http://127.0.0.1:" + port + "/.well-known/otoroshi/oauth/token", headers={"Host": host},
+                      data={"grant_type": "client_credentials"}, auth=(c["clientId"], c["clientSecret"]))
+    if r.status_code == 200:
+        print(r.json()["access_token"])
+        break
+    time.sleep(0.05)
+PYEOF
+)
+    code=$(curl -s -o "$W/gateway/oauth-probe.txt" -w '%{http_code}' --max-time 2 -H "Host: $OAUTH_HOST" \
+      -H "Authorization: Bearer $OAUTH_TOKEN" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    if [ -z "$OAUTH_TOKEN" ] || [ "$code" != 200 ]; then
+      AVAIL[gateway-oauth]=0
+      REASON[gateway-oauth]="no access token or the oauth route answered $code: $(head -c 200 "$W/gateway/oauth-setup.log" "$W/gateway/oauth-probe.txt" | tr '\n' ' ')"
+    fi
+  fi
   if [ -n "$GW_PID" ]; then
     log "gateway up (pid $GW_PID)"
   else
@@ -663,6 +703,9 @@ IDLEKEY[gateway-consumer]=gateway
 HOSTH[gateway-jwt]=$JWT_HOST
 EXTRA[gateway-jwt]="Authorization: Bearer ${JWT_TOKEN:-}"
 IDLEKEY[gateway-jwt]=gateway
+HOSTH[gateway-oauth]=$OAUTH_HOST
+EXTRA[gateway-oauth]="Authorization: Bearer ${OAUTH_TOKEN:-}"
+IDLEKEY[gateway-oauth]=gateway
 
 ACTIVE=()
 for p in $PROXIES; do [ "${AVAIL[$p]:-0}" = 1 ] && ACTIVE+=("$p"); done
@@ -778,7 +821,7 @@ IDLE_FILE=$W/idle.jsonl
 MEASURED_PIDS=" "
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
-    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] || [ "$p" = gateway-jwt ] && continue # same process as the public route: measured once
+    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] || [ "$p" = gateway-jwt ] || [ "$p" = gateway-oauth ] && continue # same process as the public route: measured once
     if [[ $MEASURED_PIDS == *" ${PIDS_OF[$p]} "* ]] && [ "${PIDS_OF[$p]}" = "$GW_PID" ]; then
       # The gateway serves both gateway and gateway-tls. Memory the first measurement's
       # connections freed stays in the process (glibc keeps it) and would be reused by the second,
@@ -796,7 +839,7 @@ if [ "$SKIP_IDLE" != 1 ]; then
         log "warning: idle measurement of $p skipped: the gateway did not restart: $gw_reason"
         continue
       fi
-      for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
+      for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
     fi
     MEASURED_PIDS+="${PIDS_OF[$p]} "
     tls_flag=()
