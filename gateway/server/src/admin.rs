@@ -2169,6 +2169,7 @@ mod tests {
             "/api/apis/{api}/subscriptions",
             "/api/apis/{api}/subscriptions/{id}",
             "/api/apis/{api}/subscriptions/{id}/rotate",
+            "/api/oauth/token-keys/rotate",
         ] {
             assert!(paths.contains_key(p), "{p} is not described");
         }
