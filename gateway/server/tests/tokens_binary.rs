@@ -142,8 +142,9 @@ period = usage["items"][-1]["period"]
 out["csv"] = requests.get(ledger + "/api/export", params={"period": period, "format": "csv", "by": "subscription"}).text
 # Disabling the subscription stops its (cached) token within a tick.
 call("PATCH", "/api/apis/shop/subscriptions/acme", {"status": "disabled"})
-wait(lambda: get("/things", tok).status_code == 401)
-out["disabled"] = get("/things", tok).json()["error"]
+# (every core: a new connection may land on either)
+wait(lambda: all(get("/things", tok).status_code == 401 for _ in range(6)))
+out["disabled"] = get("/things", tok).json().get("error")
 print(json.dumps(out))
 "#;
     let out = python(&script(body, upstream.port()), &bin);
@@ -583,7 +584,7 @@ codes = [s.get(data + "/things", headers={"Host": "shop.local", "Authorization":
 out["codes"] = sorted(set(codes))
 # The client id and secret are no API key.
 r = get("/things", None)
-out["anonymous"] = r.json()["error"]
+out["anonymous"] = r.json().get("error")
 r = requests.get(data + "/things", headers={"Host": "shop.local", "Otoroshi-Client-Id": creds["clientId"], "Otoroshi-Client-Secret": creds["clientSecret"]}, timeout=10)
 out["as_api_key"] = [r.status_code, r.json().get("error")]
 # RFC 6749 §5.2 errors.
@@ -619,12 +620,14 @@ out["rotated_kid_differs"] = rot["kid"] != kid
 wait(lambda: jwt.get_unverified_header(exchange().json()["access_token"])["kid"] == rot["kid"])
 out["old_token_after_rotation"] = get("/things", at).status_code
 new_at = exchange().json()["access_token"]
+# Every core verifies the new key within a tick (a new connection may land on either).
+wait(lambda: all(get("/things", new_at).status_code == 200 for _ in range(6)))
 out["new_token"] = get("/things", new_at).status_code
 out["jwks_after_rotation"] = sorted(k["kid"] for k in s.get(data + "/.well-known/otoroshi/oauth/jwks.json", headers=H, timeout=10).json()["keys"]) == sorted([kid, rot["kid"]])
 # Disabled: its tokens stop, and it is issued none.
 call("PATCH", "/api/apis/shop/subscriptions/acme", {"status": "disabled"})
-wait(lambda: get("/things", new_at).status_code == 401)
-out["disabled"] = get("/things", new_at).json()["error"]
+wait(lambda: all(get("/things", new_at).status_code == 401 for _ in range(6)))
+out["disabled"] = get("/things", new_at).json().get("error")
 out["disabled_token"] = err(exchange())
 # Brute force: a fresh connection (one core) fails five times, then is throttled.
 b = requests.Session()
@@ -682,11 +685,17 @@ print(json.dumps(out))
     );
     assert_eq!(out["new_token"], 200);
     assert_eq!(out["jwks_after_rotation"], true, "{out}");
-    assert_eq!(
-        out["brute"],
-        json!([401, 401, 401, 401, 401, 429, 429]),
-        "{out}"
-    );
+    // Five failures per client id per core, then 429: the earlier wrong secret may have been
+    // counted on the same core (a new connection lands on either), so 4 or 5 401s.
+    let brute: Vec<u64> = out["brute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    let refused = brute.iter().take_while(|c| **c == 401).count();
+    assert!((4..=5).contains(&refused), "{out}");
+    assert!(brute[refused..].iter().all(|c| *c == 429), "{out}");
     assert_eq!(
         out["retry_after"]
             .as_str()
