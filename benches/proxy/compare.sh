@@ -21,7 +21,10 @@
 #   RUNS [3]  DURATION [10] (s per run)  WARMUP [3] (s per proxy, unmeasured)
 #   THREADS [1] CONNS [50] (wrk -t -c)  UPSTREAM_WORKERS [1] (nginx workers of the upstream)
 #   PROXIES ["nginx haproxy gateway gateway-keyed"]; also gateway-consumer (an API's apikey
-#     consumer), nginx-tls and gateway-tls (HTTPS), e.g. PROXIES="nginx nginx-tls gateway gateway-tls"
+#     consumer), gateway-jwt (an API's jwt consumer: one RS256 token minted by PyJWT, so every
+#     request after the first is a per-core cache hit), gateway-oauth (an API's oauth consumer:
+#     the API and its subscription made through the admin API, one ES256 access token from the
+#     token endpoint), nginx-tls and gateway-tls (HTTPS), e.g. PROXIES="nginx nginx-tls gateway gateway-tls"
 #   HANDSHAKES [0] (1: s_time runs, full and resumed, against the TLS proxies; RUNS rounds)
 #   HS_DURATION [10] (s per s_time run)
 #   GATEWAY_BIN [target/release/gateway]  GATEWAY_ARGS [] (extra arguments, e.g. "--io epoll")
@@ -88,6 +91,8 @@ KEY_ID=bench-client
 CONSUMER_HOST=consumer.tollgate.local
 SUB_KEY_ID=bench-subscriber
 SUB_KEY_SECRET=bench-subscriber-secret-0123456789
+JWT_HOST=jwt.tollgate.local
+OAUTH_HOST=oauth.tollgate.local
 KEY_SECRET=bench-secret-0123456789abcdef
 
 NPROC=$(nproc)
@@ -313,8 +318,8 @@ start_nginx() {
 declare -A PORT SCHEME HOSTH EXTRA PIDS_OF AVAIL REASON LABEL IDLEKEY
 for p in $PROXIES; do
   case $p in
-    nginx|haproxy|gateway|gateway-keyed|gateway-consumer|nginx-tls|gateway-tls) ;;
-    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer nginx-tls gateway-tls)" ;;
+    nginx|haproxy|gateway|gateway-keyed|gateway-consumer|gateway-jwt|gateway-oauth|nginx-tls|gateway-tls) ;;
+    *) die "unknown proxy '$p' in PROXIES (nginx haproxy gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth nginx-tls gateway-tls)" ;;
   esac
   SCHEME[$p]=http
   [[ $p == *-tls ]] && SCHEME[$p]=https
@@ -330,7 +335,7 @@ wants nginx && check_port_free "$NGINX_PORT" "nginx proxy" NGINX_PORT
 wants nginx-tls && check_port_free "$NGINX_TLS_PORT" "nginx TLS proxy" NGINX_TLS_PORT
 wants haproxy && check_port_free "$HAPROXY_PORT" haproxy HAPROXY_PORT
 WANTS_GW=0
-wants gateway || wants gateway-keyed || wants gateway-consumer || wants gateway-tls && WANTS_GW=1
+wants gateway || wants gateway-keyed || wants gateway-consumer || wants gateway-jwt || wants gateway-oauth || wants gateway-tls && WANTS_GW=1
 if [ $WANTS_GW = 1 ]; then
   check_port_free "$GATEWAY_PORT" gateway GATEWAY_PORT
   check_port_free "$GATEWAY_ADMIN_PORT" "gateway admin" GATEWAY_ADMIN_PORT
@@ -477,6 +482,39 @@ $([ "$GATEWAY_ACCESS_LOG" != 0 ] && printf '\n[access_log]\nenabled = true\nsamp
 [seed]
 entities = "entities.json"
 EOF
+  # gateway-jwt: an identity provider's RSA key (openssl) and one RS256 token (PyJWT), valid
+  # for a day; the API `bench-jwt` verifies it with the PEM public key.
+  JWT_API=""
+  if wants gateway-jwt; then
+    mkdir -p "$W/jwt"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$W/jwt/idp.key" 2>/dev/null
+    JWT_PEM_JSON=$(openssl pkey -in "$W/jwt/idp.key" -pubout | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read()))')
+    JWT_TOKEN=$(python3 -c 'import jwt, sys, time
+now = int(time.time())
+print(jwt.encode({"sub": "bench-jwt-subscription", "iss": "https://idp.bench", "aud": "bench",
+                  "iat": now, "nbf": now, "exp": now + 86400}, open(sys.argv[1]).read(), algorithm="RS256"))' "$W/jwt/idp.key") \
+      || die "gateway-jwt needs python3-jwt and python3-cryptography"
+    JWT_API=$(cat <<JWTEOF
+,
+    {
+      "id": "bench-jwt",
+      "name": "bench jwt API",
+      "state": "published",
+      "routes": [
+        { "id": "route_jwt", "frontend": { "domains": ["$JWT_HOST"], "strip_path": true }, "backend": "backend_bench" }
+      ],
+      "consumers": [
+        { "id": "bench-jwt-consumer", "kind": "jwt", "status": "published",
+          "config": { "verifier": { "alg": "RS256", "public_key": $JWT_PEM_JSON }, "issuer": "https://idp.bench", "audience": "bench" },
+          "throttlingQuota": 1000000000000, "dailyQuota": 1000000000000, "monthlyQuota": 1000000000000 }
+      ],
+      "subscriptions": [
+        { "id": "bench-jwt-subscription", "consumer_ref": "bench-jwt-consumer", "status": "enabled" }
+      ]
+    }
+JWTEOF
+)
+  fi
   cat >"$W/gateway/entities.json" <<EOF
 {
   "backends": [
@@ -550,7 +588,7 @@ EOF
       "subscriptions": [
         { "id": "bench-subscription", "consumer_ref": "bench-consumer", "status": "enabled", "apikeys": ["$SUB_KEY_ID"] }
       ]
-    }
+    }$JWT_API
   ]
 }
 EOF
@@ -567,8 +605,10 @@ EOF
   LABEL[gateway-keyed]="Tollgate gateway, keyed route${gw_note:+ ($gw_note)}"
   LABEL[gateway-tls]="Tollgate gateway, HTTPS listener, public route${gw_note:+ ($gw_note)}"
   LABEL[gateway-consumer]="Tollgate gateway, API apikey consumer${gw_note:+ ($gw_note)}"
+  LABEL[gateway-jwt]="Tollgate gateway, API jwt consumer, RS256 token (cache warm)${gw_note:+ ($gw_note)}"
+  LABEL[gateway-oauth]="Tollgate gateway, API oauth consumer, ES256 access token${gw_note:+ ($gw_note)}"
   PORT[gateway-tls]=$GATEWAY_TLS_PORT
-  for g in gateway gateway-keyed gateway-consumer gateway-tls; do
+  for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth gateway-tls; do
     wants $g || continue
     if [ -n "$GW_PID" ]; then
       [ $g = gateway-tls ] || PORT[$g]=$GATEWAY_PORT
@@ -601,6 +641,51 @@ EOF
       REASON[gateway-consumer]="consumer route answered $code with the key, $anon without: $(head -c 200 "$W/gateway/consumer-probe.txt" | tr '\n' ' ')"
     fi
   fi
+  if [ -n "$GW_PID" ] && wants gateway-jwt; then
+    code=$(curl -s -o "$W/gateway/jwt-probe.txt" -w '%{http_code}' --max-time 2 -H "Host: $JWT_HOST" \
+      -H "Authorization: Bearer $JWT_TOKEN" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    anon=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $JWT_HOST" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    if [ "$code" != 200 ] || [ "$anon" != 401 ]; then
+      AVAIL[gateway-jwt]=0
+      REASON[gateway-jwt]="jwt route answered $code with the token, $anon without: $(head -c 200 "$W/gateway/jwt-probe.txt" | tr '\n' ' ')"
+    fi
+  fi
+  if [ -n "$GW_PID" ] && wants gateway-oauth; then
+    # The API, its oauth consumer and a subscription through the admin API (which makes the
+    # cluster's token key), then one access token from the token endpoint.
+    OAUTH_TOKEN=$(python3 - "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$OAUTH_HOST" <<'PYEOF' 2>"$W/gateway/oauth-setup.log" || true
+import sys, time, requests
+admin, port, host = sys.argv[1:4]
+adm = "http://127.0.0.1:" + admin
+A = {"Authorization": "Bearer bench-admin-token-0123456789"}
+def ok(r):
+    if r.status_code >= 300:
+        raise SystemExit(f"{r.request.method} {r.url}: {r.status_code} {r.text}")
+    return r
+big = 10 ** 12
+ok(requests.post(adm + "/api/apis", headers=A, json={"id": "bench-oauth", "name": "bench oauth API",
+   "routes": [{"id": "route_oauth", "frontend": {"domains": [host], "strip_path": True}, "backend": "backend_bench"}]}))
+ok(requests.post(adm + "/api/apis/bench-oauth/consumers", headers=A, json={"id": "bench-oauth-consumer", "kind": "oauth",
+   "throttlingQuota": big, "dailyQuota": big, "monthlyQuota": big, "config": {"token_ttl_s": 86400}}))
+ok(requests.patch(adm + "/api/apis/bench-oauth", headers=A, json={"state": "published"}))
+c = ok(requests.post(adm + "/api/apis/bench-oauth/subscriptions", headers=A,
+   json={"id": "bench-oauth-subscription", "consumer_ref": "bench-oauth-consumer"})).json()["credentials"]
+for _ in range(200):
+    r = requests.post("http://127.0.0.1:" + port + "/.well-known/otoroshi/oauth/token", headers={"Host": host},
+                      data={"grant_type": "client_credentials"}, auth=(c["clientId"], c["clientSecret"]))
+    if r.status_code == 200:
+        print(r.json()["access_token"])
+        break
+    time.sleep(0.05)
+PYEOF
+)
+    code=$(curl -s -o "$W/gateway/oauth-probe.txt" -w '%{http_code}' --max-time 2 -H "Host: $OAUTH_HOST" \
+      -H "Authorization: Bearer $OAUTH_TOKEN" "http://127.0.0.1:$GATEWAY_PORT/" || true)
+    if [ -z "$OAUTH_TOKEN" ] || [ "$code" != 200 ]; then
+      AVAIL[gateway-oauth]=0
+      REASON[gateway-oauth]="no access token or the oauth route answered $code: $(head -c 200 "$W/gateway/oauth-setup.log" "$W/gateway/oauth-probe.txt" | tr '\n' ' ')"
+    fi
+  fi
   if [ -n "$GW_PID" ]; then
     log "gateway up (pid $GW_PID)"
   else
@@ -615,6 +700,12 @@ IDLEKEY[gateway-keyed]=gateway
 HOSTH[gateway-consumer]=$CONSUMER_HOST
 EXTRA[gateway-consumer]="Otoroshi-Client-Id: $SUB_KEY_ID|Otoroshi-Client-Secret: $SUB_KEY_SECRET"
 IDLEKEY[gateway-consumer]=gateway
+HOSTH[gateway-jwt]=$JWT_HOST
+EXTRA[gateway-jwt]="Authorization: Bearer ${JWT_TOKEN:-}"
+IDLEKEY[gateway-jwt]=gateway
+HOSTH[gateway-oauth]=$OAUTH_HOST
+EXTRA[gateway-oauth]="Authorization: Bearer ${OAUTH_TOKEN:-}"
+IDLEKEY[gateway-oauth]=gateway
 
 ACTIVE=()
 for p in $PROXIES; do [ "${AVAIL[$p]:-0}" = 1 ] && ACTIVE+=("$p"); done
@@ -730,7 +821,7 @@ IDLE_FILE=$W/idle.jsonl
 MEASURED_PIDS=" "
 if [ "$SKIP_IDLE" != 1 ]; then
   for p in "${ACTIVE[@]}"; do
-    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] && continue # same process as the public route: measured once
+    [ "$p" = gateway-keyed ] || [ "$p" = gateway-consumer ] || [ "$p" = gateway-jwt ] || [ "$p" = gateway-oauth ] && continue # same process as the public route: measured once
     if [[ $MEASURED_PIDS == *" ${PIDS_OF[$p]} "* ]] && [ "${PIDS_OF[$p]}" = "$GW_PID" ]; then
       # The gateway serves both gateway and gateway-tls. Memory the first measurement's
       # connections freed stays in the process (glibc keeps it) and would be reused by the second,
@@ -748,7 +839,7 @@ if [ "$SKIP_IDLE" != 1 ]; then
         log "warning: idle measurement of $p skipped: the gateway did not restart: $gw_reason"
         continue
       fi
-      for g in gateway gateway-keyed gateway-consumer gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
+      for g in gateway gateway-keyed gateway-consumer gateway-jwt gateway-oauth gateway-tls; do [ -n "${PIDS_OF[$g]:-}" ] && PIDS_OF[$g]=$GW_PID; done
     fi
     MEASURED_PIDS+="${PIDS_OF[$p]} "
     tls_flag=()

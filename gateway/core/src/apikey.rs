@@ -22,7 +22,7 @@
 
 mod config;
 mod context;
-mod ct;
+pub(crate) mod ct;
 mod extract;
 pub mod jwt;
 mod rejection;

@@ -27,6 +27,7 @@ use regex::RegexSet;
 use crate::apikey::{
     self, ConfigError, HeaderLookup, KeyEntry, KeyRejection, KeyStore, RouteContext,
 };
+use crate::jose::{TokenCache, TokenRejection};
 use crate::respond::ErrorReply;
 use crate::restriction::{self, CompileError, RestrictionSet};
 use crate::rewrite::{Added, AddedHeader};
@@ -117,6 +118,8 @@ pub enum Rejection {
     ClientCert(CertRejection),
     /// The consumer refused the caller's credential.
     Key(KeyRejection),
+    /// A `jwt` consumer refused the bearer token.
+    Token(TokenRejection),
     /// The API's consumers did not identify an enabled subscription.
     Subscription(SubscriptionRejection),
     /// A restriction refused the path (403 or 404).
@@ -132,7 +135,7 @@ impl Rejection {
     pub fn phase(self) -> Phase {
         match self {
             Self::ClientCert(_) => Phase::ClientCert,
-            Self::Key(_) | Self::Subscription(_) => Phase::Consumer,
+            Self::Key(_) | Self::Token(_) | Self::Subscription(_) => Phase::Consumer,
             Self::Restricted(_) => Phase::Restrictions,
             Self::ReadOnlyRoute => Phase::ReadOnly,
             Self::Quota(_) => Phase::Quota,
@@ -153,6 +156,7 @@ impl Rejection {
                 "the client certificate is not allowed here",
             ),
             Self::Key(k) => ErrorReply::new(k.status(), k.code(), k.description()),
+            Self::Token(t) => ErrorReply::new(401, t.code(), t.description()),
             Self::Subscription(s) => ErrorReply::new(401, s.code(), s.description()),
             Self::Restricted(restriction::Outcome::Forbidden) => ErrorReply::FORBIDDEN,
             Self::Restricted(_) => ErrorReply::NOT_FOUND,
@@ -167,6 +171,7 @@ impl Rejection {
             Self::ClientCert(CertRejection::Missing) => "client_cert_missing",
             Self::ClientCert(CertRejection::NotMatching) => "client_cert_not_matching",
             Self::Key(k) => k.reason(),
+            Self::Token(t) => t.reason(),
             Self::Subscription(s) => s.reason(),
             Self::Restricted(restriction::Outcome::Forbidden) => "restriction_forbidden",
             Self::Restricted(_) => "restriction_not_found",
@@ -197,6 +202,15 @@ pub const REJECTION_REASONS: &[&str] = &[
     "jwt_not_yet_valid",
     "jwt_issued_in_future",
     "jwt_lifespan",
+    "token_malformed",
+    "token_algorithm",
+    "token_unknown_kid",
+    "token_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_wrong_issuer",
+    "token_wrong_audience",
+    "token_unknown_subject",
     "disabled",
     "expired",
     "not_authorized",
@@ -491,6 +505,8 @@ pub struct RequestView<'r, H: ?Sized> {
 pub struct FlowScratch {
     /// Credential decoding.
     pub apikey: apikey::Scratch,
+    /// This core's verified JWTs.
+    pub tokens: TokenCache,
     /// `domain + path` for restriction patterns that need it.
     pub restriction: String,
     /// [`KeyEntry::index`] of the key the consumer phase verified for the last request, kept
@@ -506,6 +522,7 @@ impl FlowScratch {
     pub fn new() -> Self {
         Self {
             apikey: apikey::Scratch::new(),
+            tokens: TokenCache::new(),
             restriction: String::with_capacity(256),
             key_index: None,
             identity: None,

@@ -23,6 +23,8 @@ pub mod apikey;
 pub mod balance;
 pub mod flow;
 pub mod http;
+pub mod jose;
+pub mod oauth;
 pub mod quota;
 pub mod respond;
 pub mod restriction;

@@ -141,29 +141,7 @@ impl Request {
     }
 }
 
-/// Percent-decoding of a query component, strict (`+` is a space): `None` for a `%` not
-/// followed by two hex digits, or bytes that are not UTF-8. For handlers that refuse such input
-/// with a 400 rather than guess.
-pub fn decode_component(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let text = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(text, 16).ok()?);
-                i += 3;
-                continue;
-            }
-            b'+' => out.push(b' '),
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
+pub use gateway_core::http::decode_component;
 
 /// Percent-decoding, lossy (`+` is a space; a `%` not followed by two hex digits is kept).
 pub(crate) fn decode(s: &str) -> String {

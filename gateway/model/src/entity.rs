@@ -12,6 +12,7 @@ mod backend;
 mod certificate;
 mod route;
 mod secret;
+mod tokens;
 
 pub use api::{
     Api, ApiBackend, ApiRoute, ApiState, ApikeyConsumerConfig, Consumer, ConsumerKind,
@@ -27,6 +28,10 @@ pub use backend::{
 pub use certificate::Certificate;
 pub use route::{Frontend, PluginInstance, PluginKind, Route};
 pub use secret::Secret;
+pub use tokens::{
+    API_CA_META, JwtConsumerConfig, JwtVerifierConfig, MtlsConsumerConfig, OauthConsumerConfig,
+    TOKEN_KEY_CREATED_META, TOKEN_KEY_META, TOKEN_KEY_RETIRE_META,
+};
 
 pub(crate) use apikey::json_kind;
 pub(crate) use certificate::{UNSUPPORTED_FLAGS, unsupported_flags};

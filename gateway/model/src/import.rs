@@ -671,8 +671,11 @@ const PLAN_FIELDS: &[&str] = &[
 /// - only published plans apply in Otoroshi, and as soon as one of them is not keyless,
 ///   `NgExpectedConsumer` refuses every anonymous call: keyless plans are then imported in
 ///   `staging` (a published keyless consumer would admit anonymous calls in Tollgate);
-/// - plans of a kind Tollgate does not implement yet (jwt, mtls, oauth) are imported in
-///   `staging`: they identify nobody, so their API admits nobody through them;
+/// - `jwt` plans (and `oauth2-remote` ones, which become `jwt` consumers) name an Otoroshi JWT
+///   verifier entity Tollgate does not import: they are imported in `staging`, unconfigured, so
+///   they identify nobody; `mtls` plans keep their regexes, `oauth2-local` plans become `oauth`
+///   consumers with Tollgate's defaults; both keep their status (their API admits only the
+///   subscriptions created in Tollgate: none until one is);
 /// - an apikey plan's key template becomes `config.template` (the fields Tollgate's template has;
 ///   the others are listed as ignored); quotas in the template become the consumer's.
 ///
@@ -745,14 +748,29 @@ fn otoroshi_plans(api: &Value, path: &str, out: &mut Import) -> Value {
             );
             status = "staging".to_owned();
         }
-        let implemented = matches!(kind.as_str(), "keyless" | "apikey");
-        if !implemented && serving {
+        // Otoroshi's `oauth2-remote` verifies a remote IdP's tokens: Tollgate's `jwt` consumer
+        // with the IdP's keys. Its `verifier` (like a `jwt` plan's) names an Otoroshi JWT
+        // verifier entity, which is not imported: such plans wait in staging, unconfigured.
+        let kind = if kind == "oauth2-remote" {
             out.warnings.push(
                 join(&at, "access_mode_configuration_type"),
-                format!(
-                    "`{kind}` plans are not implemented by Tollgate yet: imported in staging, so \
-                     this plan identifies nobody"
-                ),
+                "an `oauth2-remote` plan verifies a remote identity provider's tokens: imported \
+                 as a `jwt` consumer in staging; set config.verifier to the provider's JWK set, \
+                 then publish it",
+            );
+            if serving {
+                status = "staging".to_owned();
+            }
+            "jwt".to_owned()
+        } else {
+            kind
+        };
+        if kind == "jwt" && serving && status != "staging" {
+            out.warnings.push(
+                join(&at, "access_mode_configuration"),
+                "a `jwt` plan names an Otoroshi JWT verifier entity, which Tollgate does not \
+                 import: imported in staging without a verifier; set config.verifier, then \
+                 publish it",
             );
             status = "staging".to_owned();
         }
@@ -787,10 +805,32 @@ fn otoroshi_plans(api: &Value, path: &str, out: &mut Import) -> Value {
             let mut cfg = serde_json::Map::new();
             cfg.insert("template".to_owned(), Value::Object(template));
             consumer.insert("config".to_owned(), Value::Object(cfg));
+        } else if kind == "mtls" {
+            // Otoroshi's mtls plan config is Tollgate's: the two regex lists.
+            let mut cfg = serde_json::Map::new();
+            if let Some(Value::Object(given)) = config {
+                for (k, v) in given {
+                    if k == "regex_subject_dns" || k == "regex_issuer_dns" {
+                        cfg.insert(k.clone(), v.clone());
+                    } else {
+                        out.ignored_fields
+                            .push(join(&join(&at, "access_mode_configuration"), k));
+                    }
+                }
+            }
+            consumer.insert("config".to_owned(), Value::Object(cfg));
         } else if let Some(cfg) = config.filter(|c| !c.is_null()) {
             if cfg.as_object().is_none_or(|o| !o.is_empty()) {
                 out.ignored_fields
                     .push(join(&at, "access_mode_configuration"));
+                if kind.starts_with("oauth2") || kind == "oauth" {
+                    out.warnings.push(
+                        join(&at, "access_mode_configuration"),
+                        "Otoroshi's key pair and expiration are not imported: the consumer's \
+                         tokens are signed by the cluster's ES256 token key and last 3600 s \
+                         (config.alg, config.token_ttl_s)",
+                    );
+                }
             }
         }
         for k in ["throttlingQuota", "dailyQuota", "monthlyQuota"] {

@@ -21,5 +21,6 @@ pub mod config;
 pub mod entity;
 pub mod event;
 pub mod import;
+pub mod jose;
 pub mod validate;
 pub mod x509;

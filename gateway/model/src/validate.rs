@@ -749,13 +749,60 @@ impl Validate for Api {
                         c.id
                     ),
                 ),
-                Some(c) if c.kind != ConsumerKind::Apikey && !s.apikeys.is_empty() => {
+                Some(c) => {
+                    if !c.kind.issues_keys() && !s.apikeys.is_empty() {
+                        problems.push(
+                            join(&at, "apikeys"),
+                            format!(
+                                "consumer `{}` issues no API key (it is {})",
+                                c.id,
+                                c.kind.as_str()
+                            ),
+                        );
+                    }
+                    if c.kind != ConsumerKind::Jwt && s.subject.is_some() {
+                        problems.push(
+                            join(&at, "subject"),
+                            format!(
+                                "only subscriptions to a jwt consumer have a subject (`{}` is {})",
+                                c.id,
+                                c.kind.as_str()
+                            ),
+                        );
+                    }
+                    if c.kind != ConsumerKind::Mtls
+                        && (s.fingerprint.is_some() || s.certificate.is_some())
+                    {
+                        let field = if s.fingerprint.is_some() {
+                            "fingerprint"
+                        } else {
+                            "certificate"
+                        };
+                        problems.push(
+                            join(&at, field),
+                            format!("only subscriptions to an mtls consumer have a certificate (`{}` is {})", c.id, c.kind.as_str()),
+                        );
+                    }
+                }
+            }
+            if let Some(subject) = &s.subject {
+                if subject.is_empty()
+                    || subject.len() > 1024
+                    || subject.chars().any(char::is_control)
+                {
                     problems.push(
-                        join(&at, "apikeys"),
-                        format!("consumer `{}` is not an apikey consumer", c.id),
+                        join(&at, "subject"),
+                        "expected 1 to 1024 characters without control characters",
                     );
                 }
-                Some(_) => {}
+            }
+            if let Some(fp) = &s.fingerprint {
+                if !fingerprint_ok(fp) {
+                    problems.push(
+                        join(&at, "fingerprint"),
+                        "expected a SHA-256 fingerprint: 64 hex digits (pairs may be separated by `:`)",
+                    );
+                }
             }
             for (j, k) in s.apikeys.iter().enumerate() {
                 if !id_ok(k) {
@@ -763,11 +810,38 @@ impl Validate for Api {
                 }
             }
         }
+        // A subject names one subscription of its consumer; a certificate one of its API.
+        let mut subjects = std::collections::HashSet::new();
+        let mut fingerprints = std::collections::HashSet::new();
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            let at = index(&join(path, "subscriptions"), i);
+            let consumer = self.consumers.iter().find(|c| c.id == s.consumer_ref);
+            if consumer.is_some_and(|c| c.kind == ConsumerKind::Jwt) {
+                let subject = s.subject.as_deref().unwrap_or(&s.id);
+                if !subjects.insert((s.consumer_ref.as_str(), subject)) {
+                    problems.push(
+                        join(&at, "subject"),
+                        format!(
+                            "subject {subject:?} already names another subscription of consumer `{}`",
+                            s.consumer_ref
+                        ),
+                    );
+                }
+            }
+            if let Some(fp) = s.fingerprint.as_deref().and_then(normalise_fingerprint) {
+                if !fingerprints.insert(fp) {
+                    problems.push(
+                        join(&at, "fingerprint"),
+                        "this certificate already names another subscription of this API",
+                    );
+                }
+            }
+        }
     }
 }
 
-/// Checks one consumer of an API: its id, its config against its kind (strictly: an unknown
-/// field is a problem), and that a kind Tollgate does not implement yet cannot serve.
+/// Checks one consumer of an API: its id and its config against its kind (strictly: an unknown
+/// field is a problem; keys, algorithms and regexes are read as the request path will).
 pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
     entity_id(&c.id, join(path, "id"), problems);
     let config = join(path, "config");
@@ -832,19 +906,263 @@ pub fn validate_consumer(c: &Consumer, path: &str, problems: &mut Problems) {
                 }
             }
         }
-        kind => {
+        ConsumerKind::Jwt if unset(&c.config) => {
+            // Not configured yet (an Otoroshi import): it may wait in staging, never serve.
             if c.status.serves() {
                 problems.push(
-                    join(path, "status"),
-                    format!(
-                        "`{}` consumers are not implemented yet: they can only be staging or \
-                         closed (keyless and apikey consumers can be published)",
-                        kind.as_str()
-                    ),
+                    join(&config, "verifier"),
+                    "a jwt consumer needs a verifier before it is published or deprecated",
                 );
             }
         }
+        ConsumerKind::Jwt => {
+            let mut ignored = Vec::new();
+            if let Some(cfg) = from_value::<crate::entity::JwtConsumerConfig>(
+                &c.config,
+                &config,
+                true,
+                problems,
+                &mut ignored,
+            ) {
+                validate_jwt_config(&cfg, &config, problems);
+            }
+        }
+        ConsumerKind::Oauth => {
+            let value = if c.config.is_null() {
+                serde_json::Value::Object(serde_json::Map::new())
+            } else {
+                c.config.clone()
+            };
+            let mut ignored = Vec::new();
+            if let Some(cfg) = from_value::<crate::entity::OauthConsumerConfig>(
+                &value,
+                &config,
+                true,
+                problems,
+                &mut ignored,
+            ) {
+                if !(60..=86_400).contains(&cfg.token_ttl_s) {
+                    problems.push(
+                        join(&config, "token_ttl_s"),
+                        format!("expected 60..=86400 (seconds), got {}", cfg.token_ttl_s),
+                    );
+                }
+                if cfg.alg == "RS256" {
+                    problems.push(
+                        join(&config, "alg"),
+                        "RS256 access tokens are not implemented: the cluster's token key is \
+                         ES256 (use \"ES256\")",
+                    );
+                } else if cfg.alg != "ES256" {
+                    problems.push(
+                        join(&config, "alg"),
+                        format!("expected \"ES256\", got {:?}", cfg.alg),
+                    );
+                }
+            }
+        }
+        ConsumerKind::Mtls => {
+            let value = if c.config.is_null() {
+                serde_json::Value::Object(serde_json::Map::new())
+            } else {
+                c.config.clone()
+            };
+            let mut ignored = Vec::new();
+            if let Some(cfg) = from_value::<crate::entity::MtlsConsumerConfig>(
+                &value,
+                &config,
+                true,
+                problems,
+                &mut ignored,
+            ) {
+                for (field, list) in [
+                    ("regex_subject_dns", &cfg.regex_subject_dns),
+                    ("regex_issuer_dns", &cfg.regex_issuer_dns),
+                ] {
+                    for (i, p) in list.iter().enumerate() {
+                        if let Err(e) = regex::Regex::new(&format!("^(?:{p})$")) {
+                            problems.push(
+                                index(&join(&config, field), i),
+                                format!("invalid regex: {e}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// The rules of a `jwt` consumer's config: one known algorithm; exactly one key source, of the
+/// algorithm's family (an HMAC secret of at least the hash's size; a public key or a JWK set
+/// whose every key fits the algorithm); a usable subject claim and leeway.
+fn validate_jwt_config(
+    cfg: &crate::entity::JwtConsumerConfig,
+    path: &str,
+    problems: &mut Problems,
+) {
+    use crate::jose::{Alg, Family};
+    let verifier = join(path, "verifier");
+    let v = &cfg.verifier;
+    let Some(alg) = Alg::from_name(&v.alg) else {
+        problems.push(
+            join(&verifier, "alg"),
+            format!(
+                "expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, \
+                 ES256, ES384, EdDSA (`none` is never accepted), got {:?}",
+                v.alg
+            ),
+        );
+        return;
+    };
+    let sources = [v.secret.is_some(), v.public_key.is_some(), v.jwks.is_some()]
+        .into_iter()
+        .filter(|s| *s)
+        .count();
+    if sources != 1 {
+        problems.push(
+            verifier.clone(),
+            "expected exactly one of `secret` (HS*), `public_key` (PEM) or `jwks` (a JWK set)",
+        );
+        return;
+    }
+    let family = alg.family();
+    if let Some(secret) = &v.secret {
+        if family != Family::Hmac {
+            problems.push(
+                join(&verifier, "secret"),
+                format!(
+                    "{} takes {}, not a secret (a token \"signed\" with a public key as an HMAC \
+                     secret is exactly what this refuses)",
+                    alg.name(),
+                    family.describe()
+                ),
+            );
+        } else if secret.expose().len() < alg.min_secret_len() {
+            problems.push(
+                join(&verifier, "secret"),
+                format!(
+                    "{} needs a secret of at least {} bytes (RFC 7518 §3.2)",
+                    alg.name(),
+                    alg.min_secret_len()
+                ),
+            );
+        }
+    }
+    if family == Family::Hmac && v.secret.is_none() {
+        problems.push(
+            join(&verifier, "secret"),
+            format!("{} verifies with a shared `secret`", alg.name()),
+        );
+        return;
+    }
+    if let Some(pem) = &v.public_key {
+        match crate::jose::public_key_pem(pem) {
+            Ok(key) if key.family() != family => problems.push(
+                join(&verifier, "public_key"),
+                format!(
+                    "{} cannot verify {} (it takes {})",
+                    key.family().describe(),
+                    alg.name(),
+                    family.describe()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(join(&verifier, "public_key"), e),
+        }
+    }
+    if let Some(set) = &v.jwks {
+        let at = join(&verifier, "jwks");
+        match set.get("keys").and_then(serde_json::Value::as_array) {
+            None => problems.push(at, "expected a JWK set: {\"keys\": [...]}"),
+            Some(keys) if keys.is_empty() => problems.push(join(&at, "keys"), "no key"),
+            Some(keys) => {
+                let mut kids = std::collections::HashSet::new();
+                for (i, k) in keys.iter().enumerate() {
+                    let kat = index(&join(&at, "keys"), i);
+                    match crate::jose::jwk(k) {
+                        Err((member, e)) => problems.push(join(&kat, &member), e),
+                        Ok(jwk) => {
+                            if jwk.key.family() != family {
+                                problems.push(
+                                    kat.clone(),
+                                    format!(
+                                        "{} cannot verify {}",
+                                        jwk.key.family().describe(),
+                                        alg.name()
+                                    ),
+                                );
+                            }
+                            if jwk.alg.as_deref().is_some_and(|a| a != alg.name()) {
+                                problems.push(
+                                    join(&kat, "alg"),
+                                    format!("this verifier accepts {} only", alg.name()),
+                                );
+                            }
+                            match jwk.kid {
+                                Some(kid) if !kids.insert(kid.clone()) => problems
+                                    .push(join(&kat, "kid"), format!("duplicate kid {kid:?}")),
+                                Some(_) => {}
+                                None if keys.len() > 1 => problems.push(
+                                    join(&kat, "kid"),
+                                    "a set of several keys needs a `kid` on each",
+                                ),
+                                None => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (field, value) in [("issuer", &cfg.issuer), ("audience", &cfg.audience)] {
+        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            problems.push(
+                join(path, field),
+                "expected a non-empty string (or no field)",
+            );
+        }
+    }
+    if cfg.leeway_s > 300 {
+        problems.push(
+            join(path, "leeway_s"),
+            format!("expected 0..=300 (seconds), got {}", cfg.leeway_s),
+        );
+    }
+    if cfg.subject_claim.trim().is_empty()
+        || ["exp", "nbf", "iat"].contains(&cfg.subject_claim.as_str())
+    {
+        problems.push(
+            join(path, "subject_claim"),
+            "expected the name of a string claim (not exp, nbf or iat)",
+        );
+    }
+}
+
+/// Whether a consumer's config is absent (`null` or `{}`).
+fn unset(config: &serde_json::Value) -> bool {
+    match config {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(map) => map.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether `fp` is a SHA-256 fingerprint: 64 hex digits, in either case, optionally in pairs
+/// separated by `:`.
+pub fn fingerprint_ok(fp: &str) -> bool {
+    normalise_fingerprint(fp).is_some()
+}
+
+/// A SHA-256 fingerprint as 64 lower-case hex digits (the separators `:` removed), or `None`
+/// when it is not one.
+pub fn normalise_fingerprint(fp: &str) -> Option<String> {
+    let hex: String = fp
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
 impl Validate for Certificate {

@@ -218,6 +218,15 @@ fn section_label(kind: SectionKind) -> &'static str {
     }
 }
 
+/// The PEM sections of `pem` that rustls knows (certificates, public and private keys, …), in
+/// order; other sections are skipped.
+///
+/// # Errors
+/// [`CertError::Pem`] for malformed PEM.
+pub fn pem_sections(pem: &str) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
+    sections(pem)
+}
+
 /// The PEM sections of `pem` that rustls knows, in order.
 fn sections(pem: &str) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
     <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes())

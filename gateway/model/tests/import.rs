@@ -488,18 +488,48 @@ fn otoroshi_plans_compile_like_apply_plan() {
         status(catalog, "plan_catalog_public"),
         ("keyless", "published")
     );
-    // A JWT plan (not implemented yet) identifies nobody, and its keyless neighbour is staged.
+    // A JWT plan names a verifier entity that is not imported: it waits in staging,
+    // unconfigured (it identifies nobody), and its keyless neighbour is staged.
     let partners = api("api_partners");
     assert_eq!(status(partners, "plan_partners_jwt"), ("jwt", "staging"));
     assert_eq!(
         status(partners, "plan_partners_open"),
         ("keyless", "staging")
     );
+    // An mtls plan keeps its regexes and its status (it admits only the certificates its
+    // subscriptions bind: none yet); oauth2-local becomes an oauth consumer with Tollgate's
+    // defaults, its status kept (no subscription yet); oauth2-remote (a remote IdP's tokens) is a
+    // jwt consumer waiting for a verifier.
+    assert_eq!(
+        status(partners, "plan_partners_mtls"),
+        ("mtls", "published")
+    );
+    let mtls = partners
+        .consumers
+        .iter()
+        .find(|c| c.id == "plan_partners_mtls")
+        .unwrap()
+        .mtls_config();
+    assert_eq!(mtls.regex_subject_dns, vec!["CN=.*, O=Partner Corp"]);
+    assert_eq!(mtls.regex_issuer_dns, vec!["CN=Partner CA.*"]);
+    assert_eq!(
+        status(partners, "plan_partners_m2m"),
+        ("oauth", "published")
+    );
+    let m2m = partners
+        .consumers
+        .iter()
+        .find(|c| c.id == "plan_partners_m2m")
+        .unwrap();
+    assert_eq!(m2m.oauth_config().token_ttl_s, 3600);
+    assert_eq!(status(partners, "plan_partners_idp"), ("jwt", "staging"));
     let warnings: Vec<String> = out.warnings.iter().map(ToString::to_string).collect();
     for expected in [
         "apis[0].plans[1].status: a keyless plan beside a published non-keyless plan",
         "apis[0].flows[1].plugins[1].plugin: unknown plugin `cp:otoroshi.next.plugins.WasmBackend`; the API's routes using the flow are imported disabled: route_payments_wasm",
-        "apis[2].plans[0].access_mode_configuration_type: `jwt` plans are not implemented",
+        "apis[2].plans[0].access_mode_configuration: a `jwt` plan names an Otoroshi JWT verifier entity",
+        "apis[2].plans[3].access_mode_configuration: Otoroshi's key pair and expiration are not imported",
+        "apis[2].plans[4].access_mode_configuration_type: an `oauth2-remote` plan verifies a remote identity provider's tokens",
     ] {
         assert!(
             warnings.iter().any(|w| w.starts_with(expected)),
@@ -510,6 +540,8 @@ fn otoroshi_plans_compile_like_apply_plan() {
         "apis[0].plans[0].pricing",
         "apis[0].plans[0].access_mode_configuration.clientNamePattern",
         "apis[0].plans[0].access_mode_configuration.constrainedServicesOnly",
+        "apis[2].plans[3].access_mode_configuration",
+        "apis[2].plans[4].access_mode_configuration",
     ] {
         assert!(
             out.ignored_fields.iter().any(|f| f == ignored),
@@ -541,4 +573,81 @@ fn strict_apis_refuse_unknown_plugins_fields_and_shared_ids() {
             "{expected}\n{problems:#?}"
         );
     }
+}
+
+/// The token consumers' configs and their subscriptions' fields are checked strictly, each
+/// problem with its path: algorithms (never `none`), one key source of the algorithm's family
+/// (algorithm confusion refused at the door), key sizes, JWK sets, regexes, subjects and
+/// fingerprints.
+#[test]
+fn token_consumer_configs_are_checked_with_their_paths() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let rsa = json!({"kty": "RSA", "n": b64(&[0xc1; 256]), "e": "AQAB"});
+    let ed = |kid: Option<&str>| {
+        let mut k = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&[7; 32])});
+        if let Some(kid) = kid {
+            k["kid"] = json!(kid);
+        }
+        k
+    };
+    let jwt =
+        |id: &str, config: serde_json::Value| json!({"id": id, "kind": "jwt", "config": config});
+    let problems = problems_of(json!({"apis": [{"id": "a", "consumers": [
+        jwt("none", json!({"verifier": {"alg": "none", "secret": "x"}})),
+        jwt("hs-pem", json!({"verifier": {"alg": "HS256", "public_key": "-----BEGIN PUBLIC KEY-----"}})),
+        jwt("rs-secret", json!({"verifier": {"alg": "RS256", "secret": "a".repeat(40)}})),
+        jwt("short", json!({"verifier": {"alg": "HS384", "secret": "a".repeat(40)}})),
+        jwt("two", json!({"verifier": {"alg": "EdDSA", "secret": "a".repeat(40), "jwks": {"keys": [ed(None)]}}})),
+        jwt("mixed", json!({"verifier": {"alg": "ES256", "jwks": {"keys": [rsa]}}})),
+        jwt("kids", json!({"verifier": {"alg": "EdDSA", "jwks": {"keys": [ed(Some("a")), ed(None), ed(Some("a"))]}}})),
+        jwt("extra", json!({"verifier": {"alg": "HS256", "secret": "a".repeat(32)}, "bogus": 1, "leeway_s": 301, "subject_claim": "exp"})),
+        {"id": "unset", "kind": "jwt", "status": "published"},
+        {"id": "waiting", "kind": "jwt", "status": "staging"},
+        {"id": "m2m", "kind": "oauth", "config": {"alg": "HS256", "token_ttl_s": 10}},
+        {"id": "certs", "kind": "mtls", "config": {"regex_subject_dns": ["CN=(unclosed"]}},
+        {"id": "keys", "kind": "apikey"},
+        jwt("ok", json!({"verifier": {"alg": "EdDSA", "jwks": {"keys": [ed(Some("k1"))]}}, "issuer": "https://idp"})),
+    ], "subscriptions": [
+        {"id": "s1", "consumer_ref": "keys", "subject": "x"},
+        {"id": "s2", "consumer_ref": "certs", "fingerprint": "zz"},
+        {"id": "s3", "consumer_ref": "ok", "subject": "alice"},
+        {"id": "s4", "consumer_ref": "ok", "subject": "alice"},
+        {"id": "alice", "consumer_ref": "ok"},
+        {"id": "s6", "consumer_ref": "certs", "fingerprint": "AB:".repeat(31) + "AB"},
+        {"id": "s7", "consumer_ref": "certs", "fingerprint": "ab".repeat(32)},
+        {"id": "s8", "consumer_ref": "m2m", "fingerprint": "cd".repeat(32)},
+    ]}]}));
+    let c = "apis[0].consumers";
+    let s = "apis[0].subscriptions";
+    for expected in [
+        format!("{c}[0].config.verifier.alg: expected one of HS256"),
+        format!("{c}[1].config.verifier.secret: HS256 verifies with a shared `secret`"),
+        format!("{c}[2].config.verifier.secret: RS256 takes an RSA key, not a secret"),
+        format!("{c}[3].config.verifier.secret: HS384 needs a secret of at least 48 bytes"),
+        format!("{c}[4].config.verifier: expected exactly one of"),
+        format!("{c}[5].config.verifier.jwks.keys[0]: an RSA key cannot verify ES256"),
+        format!("{c}[6].config.verifier.jwks.keys[1].kid: a set of several keys needs a `kid`"),
+        format!("{c}[6].config.verifier.jwks.keys[2].kid: duplicate kid \"a\""),
+        format!("{c}[7].config.bogus: unknown field"),
+        format!("{c}[7].config.leeway_s: expected 0..=300"),
+        format!("{c}[7].config.subject_claim: expected the name of a string claim"),
+        format!("{c}[8].config.verifier: a jwt consumer needs a verifier"),
+        format!("{c}[10].config.token_ttl_s: expected 60..=86400"),
+        format!("{c}[10].config.alg: expected \"ES256\", got \"HS256\""),
+        format!("{c}[11].config.regex_subject_dns[0]: invalid regex"),
+        format!("{s}[0].subject: only subscriptions to a jwt consumer have a subject"),
+        format!("{s}[1].fingerprint: expected a SHA-256 fingerprint"),
+        format!("{s}[3].subject: subject \"alice\" already names another subscription"),
+        format!("{s}[4].subject: subject \"alice\" already names another subscription"),
+        format!("{s}[6].fingerprint: this certificate already names another subscription"),
+        format!("{s}[7].fingerprint: only subscriptions to an mtls consumer have a certificate"),
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(&expected)),
+            "{expected}\n{problems:#?}"
+        );
+    }
+    // Nothing else: the staging consumer without a verifier, the good one, s3 and s6 are fine.
+    assert_eq!(problems.len(), 21, "{problems:#?}");
 }

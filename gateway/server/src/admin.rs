@@ -10,6 +10,7 @@
 //! the stored key).
 
 mod apim;
+mod issue;
 mod json;
 pub mod rotation;
 
@@ -400,6 +401,8 @@ impl Admin {
             (_, ["api", "apis", _, "subscriptions", _, "rotate"]) => {
                 Err(method_not_allowed("POST"))
             }
+            ("POST", ["api", "oauth", "token-keys", "rotate"]) => self.rotate_token_keys(),
+            (_, ["api", "oauth", "token-keys", "rotate"]) => Err(method_not_allowed("POST")),
             (_, ["api", coll]) => {
                 let c = Collection::parse(coll).ok_or_else(|| not_found("collection", coll))?;
                 match method {
@@ -761,9 +764,20 @@ impl Admin {
                 let (written, issued) = self.commit_api(&mut log, &old, api)?;
                 let api = get_api(log.state(), api_id)?.0;
                 let mut answer = sub_json(&api, sub, &id);
-                if !issued.is_empty() {
-                    if let Some(obj) = answer.as_object_mut() {
+                if let Some(obj) = answer.as_object_mut() {
+                    if !issued.is_empty() {
                         obj.insert("credentials".into(), apim::credentials_json(&issued));
+                    } else if let Some(subject) = api
+                        .subscriptions
+                        .iter()
+                        .find(|s| s.id == id)
+                        .and_then(|s| s.subject.clone())
+                    {
+                        // A jwt subscription: the subject its tokens must carry.
+                        obj.insert(
+                            "credentials".into(),
+                            serde_json::json!({"subject": subject}),
+                        );
                     }
                 }
                 Ok(Response::json_pretty(201, &answer)
@@ -862,6 +876,54 @@ impl Admin {
         changes.extend(done.keys);
         let written = self.commit(log, changes, "admin")?;
         Ok((written.first().map_or(0, |(_, e)| e.version), done.issued))
+    }
+
+    /// `POST /api/oauth/token-keys/rotate`: a new ES256 token key signs from now on; the keys
+    /// that signed until now keep verifying for a day and a minute (the longest access-token
+    /// lifetime and the nodes' clock skew), then verify nothing; keys retired before now are
+    /// deleted. One commit: every node switches with the same snapshot.
+    fn rotate_token_keys(&self) -> Outcome {
+        use gateway_model::entity::TOKEN_KEY_RETIRE_META;
+        let mut log = self.log();
+        let now = self.now();
+        let retire_at = now + 86_400_000 + 60_000;
+        let mut changes = Vec::new();
+        let mut retiring = Vec::new();
+        let mut removed = Vec::new();
+        for mut key in issue::token_keys(log.state()) {
+            match key
+                .metadata
+                .get(TOKEN_KEY_RETIRE_META)
+                .and_then(|t| t.parse::<i64>().ok())
+            {
+                Some(t) if t <= now => {
+                    removed.push(key.id.clone());
+                    changes.push(Change::delete(EntityKind::Certificate, &key.id));
+                }
+                Some(t) => retiring.push(json!({"kid": key.id, "retire_at": t})),
+                None => {
+                    key.metadata
+                        .insert(TOKEN_KEY_RETIRE_META.to_owned(), retire_at.to_string());
+                    retiring.push(json!({"kid": key.id, "retire_at": retire_at}));
+                    changes.push(Change::put(
+                        EntityAction::Updated,
+                        Entity::Certificate(Box::new(key)),
+                    ));
+                }
+            }
+        }
+        let id = format!("token-key-{}", rotation::random_lower(12));
+        let entity = issue::new_token_key(id.clone(), now)
+            .map_err(|e| fail(500, "internal", format!("token key: {e}")))?;
+        changes.push(Change::put(
+            EntityAction::Created,
+            Entity::Certificate(Box::new(entity)),
+        ));
+        self.commit(&mut log, changes, "admin")?;
+        Ok(Response::json_pretty(
+            200,
+            &json!({"kid": id, "retiring": retiring, "removed": removed}),
+        ))
     }
 
     /// `POST /api/apis/{api}/subscriptions/{id}/rotate`: new credentials for the subscription's
@@ -2339,6 +2401,7 @@ mod tests {
             "/api/apis/{api}/subscriptions",
             "/api/apis/{api}/subscriptions/{id}",
             "/api/apis/{api}/subscriptions/{id}/rotate",
+            "/api/oauth/token-keys/rotate",
         ] {
             assert!(paths.contains_key(p), "{p} is not described");
         }

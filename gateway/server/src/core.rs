@@ -222,6 +222,8 @@ pub struct Core {
     balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
     /// Flow buffers.
     pub scratch: RefCell<FlowScratch>,
+    /// Failed OAuth2 client authentications on this core (`gateway_core::oauth`).
+    pub oauth_throttle: RefCell<gateway_core::oauth::Throttle>,
     /// This core's quota leases.
     pub quota: RefCell<gateway_core::quota::QuotaShard>,
     /// This core's usage counters and its way to the event sink (none without a data dir).
@@ -314,6 +316,7 @@ impl Core {
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(FxHashMap::default()),
             scratch: RefCell::new(FlowScratch::new()),
+            oauth_throttle: RefCell::default(),
             quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
             usage: RefCell::new(None),
             stats: RefCell::new(crate::metrics::CoreStats::default()),

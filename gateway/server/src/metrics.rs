@@ -181,7 +181,7 @@ impl CoreStats {
 }
 
 /// One core's published counters: written by that core only, once per tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoreCell {
     requests: AtomicU64,
     statuses: [AtomicU64; 5],
@@ -198,6 +198,22 @@ pub struct CoreCell {
     /// The generation of the snapshot this core serves (set at start and on each tick): what
     /// the admin API waits on before it answers a write (read-your-writes).
     applied: AtomicU64,
+}
+
+impl Default for CoreCell {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            statuses: Default::default(),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            quota_rejections: AtomicU64::new(0),
+            upstream_tls_failures: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            rejections: std::array::from_fn(|_| AtomicU64::new(0)),
+            routes: Mutex::default(),
+        }
+    }
 }
 
 impl CoreCell {

@@ -99,11 +99,27 @@ struct Plan {
     action: Action,
 }
 
+/// What an OAuth2 endpoint needs of the request head (copied: the head's buffer is reused for
+/// the body).
+struct OAuthCall {
+    endpoint: gateway_core::oauth::Endpoint,
+    api_id: Box<str>,
+    api: u32,
+    method: Box<str>,
+    authorization: Option<Box<[u8]>>,
+    content_type: Option<Box<[u8]>>,
+}
+
+/// The largest body an OAuth2 endpoint reads (a form of a few fields).
+const OAUTH_MAX_BODY: u64 = 8 * 1024;
+
 enum Action {
     /// Answer with an error; `conn.out` is unused.
     Refuse(ErrorReply),
     /// Answer with a mock backend's response.
     Mock { backend: usize },
+    /// Answer an OAuth2 endpoint of an API with an `oauth` consumer (`gateway_core::oauth`).
+    OAuth(Box<OAuthCall>),
     /// Proxy: `conn.out` holds the upstream request head.
     Proxy { backend: usize },
 }
@@ -274,6 +290,7 @@ impl Conn {
                     .await
             }
             Action::Mock { backend } => self.mock(core, &plan, backend).await,
+            Action::OAuth(ref call) => self.oauth(core, &plan, call).await,
             Action::Proxy { backend } => match picked {
                 Some(picked) => self.proxy(core, &plan, backend, picked).await,
                 None => Next::Close,
@@ -569,6 +586,111 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Reads the request body (within the plan's limit) into `into`.
+    async fn read_body(
+        &mut self,
+        core: &Core,
+        plan: &Plan,
+        into: &mut Vec<u8>,
+    ) -> Result<(), ErrorReply> {
+        let mut decoder = body_decoder(plan)?;
+        loop {
+            let d = decoder
+                .decode(&self.buf)
+                .map_err(|e| http_error_reply(&e))?;
+            if let Some(data) = self.buf.get(d.data.clone()) {
+                into.extend_from_slice(data);
+            }
+            consume(&mut self.buf, d.consumed);
+            if d.done {
+                return Ok(());
+            }
+            if d.consumed == 0 || self.buf.is_empty() {
+                match monoio::time::timeout(
+                    core.limits.idle_timeout,
+                    self.client.read_more(&mut self.buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(ErrorReply::BAD_REQUEST),
+                }
+            }
+        }
+    }
+
+    /// An OAuth2 endpoint: the body read, the answer computed by `gateway_core::oauth` with this
+    /// core's throttle, written as JSON.
+    async fn oauth(&mut self, core: &Rc<Core>, plan: &Plan, call: &OAuthCall) -> Next {
+        consume(&mut self.buf, plan.head_len);
+        if plan.expect_continue
+            && plan.framing != BodyFraming::None
+            && self.buf.is_empty()
+            && self.client.write_static(CONTINUE).await.is_err()
+        {
+            return Next::Close;
+        }
+        let mut body = Vec::new();
+        if let Err(reply) = self.read_body(core, plan, &mut body).await {
+            return self.reply(core, &reply, true, plan.head_request).await;
+        }
+        let Some(snap) = plan.snap.clone() else {
+            return self
+                .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
+                .await;
+        };
+        let request = gateway_core::oauth::Request {
+            method: &call.method,
+            authorization: call.authorization.as_deref(),
+            content_type: call.content_type.as_deref(),
+            body: &body,
+        };
+        let answer = gateway_core::oauth::answer(
+            call.endpoint,
+            &request,
+            &call.api_id,
+            call.api,
+            &snap.shared.directory,
+            &snap.keys,
+            &mut core.oauth_throttle.borrow_mut(),
+            &ring::rand::SystemRandom::new(),
+            crate::core::now_ms(),
+        );
+        let close = !plan.keep_alive || core.is_draining();
+        self.out.clear();
+        let _ = std::io::Write::write_fmt(
+            &mut self.out,
+            format_args!(
+                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                answer.status,
+                gateway_core::respond::reason_phrase(answer.status),
+                answer.body.len()
+            ),
+        );
+        if answer.no_store {
+            self.out
+                .extend_from_slice(b"cache-control: no-store\r\npragma: no-cache\r\n");
+        }
+        if answer.basic_challenge {
+            self.out
+                .extend_from_slice(b"www-authenticate: Basic realm=\"tollgate\"\r\n");
+        }
+        if let Some(s) = answer.retry_after_s {
+            let _ = std::io::Write::write_fmt(&mut self.out, format_args!("retry-after: {s}\r\n"));
+        }
+        rewrite::push_request_id(
+            &mut self.out,
+            &core.limits.request_id_header,
+            &forward::request_id(core, plan.request_id),
+        );
+        rewrite::connection_field(&mut self.out, close, plan.http10);
+        self.out.extend_from_slice(b"\r\n");
+        if !plan.head_request {
+            self.out.extend_from_slice(answer.body.as_bytes());
+        }
+        self.send_out(answer.status, close).await
     }
 
     async fn mock(&mut self, core: &Rc<Core>, plan: &Plan, backend: usize) -> Next {

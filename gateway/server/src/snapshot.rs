@@ -132,6 +132,9 @@ pub struct Snapshot {
     /// The certificate entities, parsed, in the order of `Entities::certificates` (the entity
     /// log gives them in id order); expired ones included.
     pub certificates: Vec<crate::certs::CertificateRuntime>,
+    /// Host → (API id, directory index) of the serving APIs with an `oauth` consumer: the hosts
+    /// that answer the OAuth2 endpoints (`gateway_core::oauth`).
+    pub oauth_hosts: rustc_hash::FxHashMap<Box<str>, (Box<str>, u32)>,
 }
 
 /// What the quota pool of a snapshot is built from.
@@ -322,9 +325,118 @@ fn target_tls<'a>(
     })
 }
 
+/// The hosts of the serving APIs that have an `oauth` consumer (exact hosts of their routes'
+/// domains; a wildcard host answers no token endpoint).
+fn oauth_hosts(
+    apis: &[gateway_model::entity::Api],
+    directory: &Directory,
+) -> rustc_hash::FxHashMap<Box<str>, (Box<str>, u32)> {
+    let mut out = rustc_hash::FxHashMap::default();
+    for api in apis
+        .iter()
+        .filter(|a| a.enabled && a.state.serves_traffic())
+    {
+        if !api
+            .consumers
+            .iter()
+            .any(|c| c.kind == gateway_model::entity::ConsumerKind::Oauth)
+        {
+            continue;
+        }
+        let Some(index) = directory.api_index(&api.id) else {
+            continue;
+        };
+        for domain in api.routes.iter().flat_map(|r| r.frontend.domains.iter()) {
+            let host = domain
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !host.is_empty() && !host.contains('*') {
+                out.entry(host.into())
+                    .or_insert_with(|| (api.id.as_str().into(), index));
+            }
+        }
+    }
+    out
+}
+
+/// The cluster's token keys (`oauth` consumers): the `keypair` certificates marked
+/// `tollgate.token_key` = `ES256`, not revoked. The one without `tollgate.retire_at` that was made
+/// last signs; every one verifies, a retiring one until its time. A key that does not load is left
+/// out with a warning.
+fn token_keys(
+    entities: &[gateway_model::entity::Certificate],
+    certificates: &[crate::certs::CertificateRuntime],
+) -> gateway_core::jose::TokenKeys {
+    use gateway_model::entity::{TOKEN_KEY_CREATED_META, TOKEN_KEY_META, TOKEN_KEY_RETIRE_META};
+    let mut keys = gateway_core::jose::TokenKeys::default();
+    let mut newest: Option<(i64, String, ring::signature::EcdsaKeyPair)> = None;
+    for e in entities.iter().filter(|e| !e.revoked) {
+        if e.metadata.get(TOKEN_KEY_META).map(String::as_str) != Some("ES256") {
+            continue;
+        }
+        let public = match gateway_model::jose::public_key_pem(&e.chain) {
+            Ok(k) => k,
+            Err(problem) => {
+                tracing::warn!(certificate = %e.id, %problem, "token key left out");
+                continue;
+            }
+        };
+        let retire_at_ms = e
+            .metadata
+            .get(TOKEN_KEY_RETIRE_META)
+            .and_then(|t| t.parse::<i64>().ok());
+        keys.public.push(gateway_core::jose::TokenPublicKey {
+            kid: e.id.clone(),
+            key: public,
+            retire_at_ms,
+        });
+        if retire_at_ms.is_some() {
+            continue;
+        }
+        let runtime = certificates.iter().find(|c| *c.id == *e.id);
+        let pair = runtime.and_then(|c| c.key.as_ref()).and_then(|k| {
+            ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                k.secret_der(),
+                &ring::rand::SystemRandom::new(),
+            )
+            .ok()
+        });
+        let Some(pair) = pair else {
+            tracing::warn!(certificate = %e.id, "token key cannot sign (not a PKCS#8 P-256 key)");
+            continue;
+        };
+        let made = e
+            .metadata
+            .get(TOKEN_KEY_CREATED_META)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(e.from);
+        if newest.as_ref().is_none_or(|(t, _, _)| made >= *t) {
+            newest = Some((made, e.id.clone(), pair));
+        }
+    }
+    keys.signer = newest.map(|(_, kid, pair)| gateway_core::jose::TokenSigner { kid, pair });
+    keys
+}
+
 /// The certificate index the HTTPS listener serves by SNI: every certificate entity with a
 /// private key that is not a CA and not revoked.
-fn cert_store(certificates: &[crate::certs::CertificateRuntime]) -> crate::tls::CertStore {
+///
+/// It also carries the API CAs (CA entities marked with `tollgate.api_ca`, not revoked): the
+/// listener trusts them to verify the client certificates issued to mTLS subscriptions.
+fn cert_store(
+    certificates: &[crate::certs::CertificateRuntime],
+    entities: &[gateway_model::entity::Certificate],
+) -> crate::tls::CertStore {
+    let api_cas: Vec<_> = entities
+        .iter()
+        .filter(|e| e.ca && !e.revoked)
+        .filter(|e| e.metadata.contains_key(gateway_model::entity::API_CA_META))
+        .filter_map(|e| certificates.iter().find(|c| *c.id == *e.id))
+        .filter_map(|c| c.chain.first().cloned())
+        .collect();
     let items = certificates
         .iter()
         .filter(|c| !c.ca && !c.revoked)
@@ -339,10 +451,11 @@ fn cert_store(certificates: &[crate::certs::CertificateRuntime]) -> crate::tls::
                 not_after_ms: c.not_after_ms,
             })
         });
-    let (store, problems) = crate::tls::CertStore::build(items);
+    let (mut store, problems) = crate::tls::CertStore::build(items);
     for (id, problem) in problems {
         tracing::warn!(certificate = %id, %problem, "certificate not served");
     }
+    store.client_cas = api_cas;
     store
 }
 
@@ -410,7 +523,10 @@ impl Snapshot {
             backends.push(resolve_backend(&b.id, &b.backend, resolver, &certificates)?);
         }
         let keys = KeyStore::build_with(&entities.apikeys, &Directory::holders(&entities.apis))?;
-        let directory = std::sync::Arc::new(Directory::build(&entities.apis, &keys));
+        let directory = std::sync::Arc::new(
+            Directory::build(&entities.apis, &keys)
+                .with_token_keys(token_keys(&entities.certificates, &certificates)),
+        );
         let mut routes = Vec::new();
         let mut defs = Vec::new();
         let all = entities
@@ -477,7 +593,9 @@ impl Snapshot {
             Some(previous) => previous.rebuild(&keys),
             None => NodePool::new(quotas.calendar.clone(), quotas.cores, &keys),
         };
+        let oauth_hosts = oauth_hosts(&entities.apis, &directory);
         Ok(Self {
+            oauth_hosts,
             generation,
             table: RouteTable::build(defs)?,
             routes,
@@ -485,7 +603,7 @@ impl Snapshot {
             keys,
             directory,
             pool,
-            certs: std::sync::Arc::new(cert_store(&certificates)),
+            certs: std::sync::Arc::new(cert_store(&certificates, &entities.certificates)),
             certificates,
         })
     }

@@ -462,7 +462,12 @@ fn consumers_and_subscriptions_refuse_unknown_fields_and_bad_values() {
         json!({"id": "c", "kind": "jwt", "status": "published"}),
         "/api/apis/shop/consumers",
     );
-    assert!(p[0].starts_with("status:"), "{p:?}");
+    assert!(p[0].starts_with("config.verifier:"), "{p:?}");
+    let p = problems(
+        json!({"id": "c", "kind": "jwt", "config": {"verifier": {"alg": "none"}}}),
+        "/api/apis/shop/consumers",
+    );
+    assert!(p[0].starts_with("config.verifier.alg:"), "{p:?}");
     stack.ok(
         "POST",
         "/api/apis/shop/consumers",

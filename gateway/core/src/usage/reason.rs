@@ -16,6 +16,8 @@ pub fn reject_reason(rejection: Rejection) -> Option<RejectReason> {
     match rejection {
         // Refused before any key was identified: nothing to charge.
         Rejection::ClientCert(_) => None,
+        // A refused token names no subscription (its claims are not trusted): metrics only.
+        Rejection::Token(_) => None,
         Rejection::Key(key) => key_reject_reason(key),
         // A key that names no subscription of the API is refused as not authorized there; a
         // subscription that cannot call, as disabled.

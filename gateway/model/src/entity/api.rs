@@ -2,7 +2,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Frontend, PluginInstance, Restrictions, Rotation, yes};
+use super::{
+    Backend, Frontend, JwtConsumerConfig, MtlsConsumerConfig, OauthConsumerConfig, PluginInstance,
+    Restrictions, Rotation, yes,
+};
 
 /// An API (Otoroshi's `Api` entity): routes, backends and plugin flows managed as a whole, with
 /// consumers (how callers are identified) and subscriptions (who may call), and a lifecycle.
@@ -158,7 +161,8 @@ pub struct Consumer {
     #[serde(default, alias = "access_mode_configuration_type")]
     pub kind: ConsumerKind,
     /// Kind-specific settings: `{template: {…}}` for `apikey` ([`ApikeyConsumerConfig`]),
-    /// nothing for `keyless`. Checked by [`crate::validate`] against the kind.
+    /// [`JwtConsumerConfig`], [`OauthConsumerConfig`], [`MtlsConsumerConfig`], nothing for
+    /// `keyless`. Checked by [`crate::validate`] against the kind.
     #[serde(default, alias = "access_mode_configuration")]
     pub config: serde_json::Value,
     /// Calls per second granted to each subscription (to the consumer as a whole for a keyless
@@ -210,6 +214,28 @@ impl Consumer {
         }
         serde_json::from_value(self.config.clone()).unwrap_or_default()
     }
+
+    /// The `jwt` consumer's config, if it reads (validation reports a malformed one before it
+    /// is stored).
+    pub fn jwt_config(&self) -> Option<JwtConsumerConfig> {
+        serde_json::from_value(self.config.clone()).ok()
+    }
+
+    /// The `oauth` consumer's config, read leniently (the default for a missing one).
+    pub fn oauth_config(&self) -> OauthConsumerConfig {
+        if self.config.is_null() {
+            return OauthConsumerConfig::default();
+        }
+        serde_json::from_value(self.config.clone()).unwrap_or_default()
+    }
+
+    /// The `mtls` consumer's config, read leniently (the default for a missing one).
+    pub fn mtls_config(&self) -> MtlsConsumerConfig {
+        if self.config.is_null() {
+            return MtlsConsumerConfig::default();
+        }
+        serde_json::from_value(self.config.clone()).unwrap_or_default()
+    }
 }
 
 /// The config of an `apikey` consumer: the template of the API key each subscription is issued.
@@ -257,8 +283,9 @@ pub enum ConsumerKind {
     Keyless,
     /// API keys.
     Apikey,
-    /// OAuth2 client credentials (Otoroshi: `oauth2-local`, `oauth2-remote`).
-    #[serde(alias = "oauth2-local", alias = "oauth2-remote", alias = "oauth2")]
+    /// OAuth2 client credentials, tokens issued by the gateway (Otoroshi: `oauth2-local`).
+    /// Otoroshi's `oauth2-remote` (a remote IdP's tokens) is a `jwt` consumer here.
+    #[serde(alias = "oauth2-local", alias = "oauth2")]
     Oauth,
     /// Client certificates.
     Mtls,
@@ -278,10 +305,10 @@ impl ConsumerKind {
         }
     }
 
-    /// Whether Tollgate identifies callers with consumers of this kind yet (`keyless` and
-    /// `apikey`; `jwt`, `oauth` and `mtls` can be stored, in staging or closed only).
-    pub fn is_implemented(self) -> bool {
-        matches!(self, Self::Keyless | Self::Apikey)
+    /// Whether its subscriptions are issued API keys (`apikey`: to call with; `oauth`: the
+    /// client id and secret of the token endpoint).
+    pub fn issues_keys(self) -> bool {
+        matches!(self, Self::Apikey | Self::Oauth)
     }
 }
 
@@ -344,10 +371,24 @@ pub struct Subscription {
     /// The consumer subscribed to (Otoroshi: `plan_ref`).
     #[serde(alias = "plan_ref")]
     pub consumer_ref: String,
-    /// The API keys issued for this subscription (Otoroshi keeps them in `token_refs`). Set by
-    /// the gateway when it issues them; each key carries `metadata.subscription` back.
+    /// The API keys issued for this subscription (Otoroshi keeps them in `token_refs`): the key
+    /// of an `apikey` subscription, the client id and secret of an `oauth` one. Set by the
+    /// gateway when it issues them; each key carries `metadata.subscription` back.
     #[serde(default)]
     pub apikeys: Vec<String>,
+    /// `jwt` subscriptions: the value of the consumer's subject claim that names this
+    /// subscription (defaults to the subscription's id; unique within the consumer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `mtls` subscriptions: the SHA-256 fingerprint (hex) of the client certificate that names
+    /// this subscription: the one the gateway issued, or an existing one bound by the caller
+    /// (unique within the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// `mtls` subscriptions: the PEM certificate the gateway issued (public; its private key was
+    /// answered once and is kept nowhere). Set by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,

@@ -32,11 +32,18 @@ use crate::entitylog::{Change, Entity, RotationState, State};
 
 /// Credentials issued by a write, answered once.
 #[derive(Debug, Clone)]
-pub(super) struct Issued {
-    /// The key's client id.
-    pub client_id: String,
-    /// Its secret.
-    pub secret: Secret,
+pub(super) enum Issued {
+    /// An API key (`apikey` subscriptions).
+    Key {
+        /// The key's client id.
+        client_id: String,
+        /// Its secret.
+        secret: Secret,
+        /// `oauth` subscriptions: where to exchange them for an access token.
+        token_url: Option<String>,
+    },
+    /// A client certificate and its key (`mtls` subscriptions).
+    Cert(super::issue::IssuedCert),
 }
 
 /// The outcome of an API write: the API to store and the key changes of the same commit.
@@ -195,6 +202,8 @@ pub(super) fn reconcile(
     let bound = issued_keys(state);
     let mut keys = Vec::new();
     let mut issued = Vec::new();
+    // The API's CA, found or made at its first mtls certificate (made once per write).
+    let mut api_ca: Option<super::issue::Ca> = None;
     for i in 0..api.subscriptions.len() {
         let Some(sub) = api.subscriptions.get(i).cloned() else {
             continue;
@@ -233,8 +242,31 @@ pub(super) fn reconcile(
                         ),
                     ));
                 }
+                // The certificate that names an mtls subscription is fixed once created (a new
+                // certificate is a new subscription).
+                let changed =
+                    |now: &Option<String>, then: &Option<String>| now.is_some() && now != then;
+                if changed(&sub.fingerprint, &before.fingerprint)
+                    || changed(&sub.certificate, &before.certificate)
+                {
+                    return Err(fail(
+                        400,
+                        "invalid_entity",
+                        format!(
+                            "subscription `{}`: its certificate (fingerprint) cannot change \
+                             (create another subscription)",
+                            sub.id
+                        ),
+                    ));
+                }
                 if let Some(slot) = api.subscriptions.get_mut(i) {
                     slot.apikeys.clone_from(&before.apikeys);
+                    slot.fingerprint.clone_from(&before.fingerprint);
+                    slot.certificate.clone_from(&before.certificate);
+                    // A jwt subscription keeps its subject unless the write names another.
+                    if slot.subject.is_none() {
+                        slot.subject.clone_from(&before.subject);
+                    }
                 }
             }
             None => {
@@ -278,12 +310,15 @@ pub(super) fn reconcile(
                             ),
                         ));
                     }
-                    if c.kind == ConsumerKind::Apikey {
+                    if c.kind.issues_keys() {
                         let client_id = unique_client_id(state, &bound);
                         let secret = rotation::generate_secret();
-                        issued.push(Issued {
+                        // oauth: the client credentials of the API's token endpoint.
+                        let token_url = (c.kind == ConsumerKind::Oauth).then(|| token_url(&api));
+                        issued.push(Issued::Key {
                             client_id: client_id.clone(),
                             secret: secret.clone(),
+                            token_url,
                         });
                         let key = issued_key(&api, c, &sub, &client_id, secret, None);
                         keys.push(Change::put(
@@ -292,6 +327,58 @@ pub(super) fn reconcile(
                         ));
                         if let Some(slot) = api.subscriptions.get_mut(i) {
                             slot.apikeys = vec![client_id];
+                        }
+                    }
+                    // An mtls subscription without a bound certificate is issued one, signed by
+                    // the API's CA (made now if the API has none: a certificate entity in the
+                    // same commit).
+                    if c.kind == ConsumerKind::Mtls && sub.fingerprint.is_none() {
+                        if sub.certificate.is_some() {
+                            return Err(fail(
+                                400,
+                                "invalid_entity",
+                                format!(
+                                    "subscription `{}`: certificate is set by the gateway when \
+                                     it issues one (bind an existing certificate by its \
+                                     fingerprint)",
+                                    sub.id
+                                ),
+                            ));
+                        }
+                        let ca = match api_ca
+                            .take()
+                            .or_else(|| super::issue::find_ca(state, &api.id))
+                        {
+                            Some(ca) => ca,
+                            None => {
+                                let id = format!("api-ca-{}", rotation::random_lower(12));
+                                let (ca, entity) = super::issue::new_ca(&api.id, id)
+                                    .map_err(|e| fail(500, "internal", format!("API CA: {e}")))?;
+                                keys.push(Change::put(
+                                    EntityAction::Created,
+                                    Entity::Certificate(Box::new(entity)),
+                                ));
+                                ca
+                            }
+                        };
+                        let cert =
+                            super::issue::client_cert(&ca, &api.id, &sub.id).map_err(|e| {
+                                fail(500, "internal", format!("client certificate: {e}"))
+                            })?;
+                        api_ca = Some(ca);
+                        if let Some(slot) = api.subscriptions.get_mut(i) {
+                            slot.fingerprint = Some(cert.fingerprint.clone());
+                            slot.certificate = Some(cert.certificate.clone());
+                        }
+                        issued.push(Issued::Cert(cert));
+                    }
+                    // A jwt subscription is named by its subject claim: the one given, else
+                    // its id (answered in `credentials`).
+                    if c.kind == ConsumerKind::Jwt {
+                        if let Some(slot) = api.subscriptions.get_mut(i) {
+                            if slot.subject.is_none() {
+                                slot.subject = Some(slot.id.clone());
+                            }
                         }
                     }
                 }
@@ -313,7 +400,7 @@ pub(super) fn reconcile(
         let Some(consumer) = api.consumers.iter().find(|c| c.id == sub.consumer_ref) else {
             continue;
         };
-        if consumer.kind != ConsumerKind::Apikey {
+        if !consumer.kind.issues_keys() {
             continue;
         }
         for k in &sub.apikeys {
@@ -339,6 +426,18 @@ pub(super) fn reconcile(
                 ));
             }
         }
+    }
+    // The first oauth consumer of the cluster makes its token key (sealed in the same commit).
+    if api.consumers.iter().any(|c| c.kind == ConsumerKind::Oauth)
+        && !super::issue::has_signing_token_key(state)
+    {
+        let id = format!("token-key-{}", rotation::random_lower(12));
+        let entity = super::issue::new_token_key(id, now_ms)
+            .map_err(|e| fail(500, "internal", format!("token key: {e}")))?;
+        keys.push(Change::put(
+            EntityAction::Created,
+            Entity::Certificate(Box::new(entity)),
+        ));
     }
     Ok(Reconciled { api, keys, issued })
 }
@@ -376,12 +475,25 @@ pub(super) fn rotate(state: &State, sub: &Subscription, now_ms: i64) -> (Vec<Cha
             EntityAction::Rotated,
             Entity::ApiKey(Box::new(key), rot),
         ));
-        issued.push(Issued {
+        issued.push(Issued::Key {
             client_id: k.clone(),
             secret,
+            token_url: None,
         });
     }
     (changes, issued)
+}
+
+/// The token endpoint of `api`: on its first route's host (every host of the API answers it).
+fn token_url(api: &Api) -> String {
+    let host = api
+        .routes
+        .iter()
+        .flat_map(|r| r.frontend.domains.iter())
+        .map(|d| d.split('/').next().unwrap_or_default())
+        .find(|h| !h.is_empty() && !h.contains('*'))
+        .unwrap_or("localhost");
+    format!("http://{host}{}", gateway_core::jose::TOKEN_PATH)
 }
 
 fn unique_client_id(state: &State, bound: &BTreeMap<String, (String, String)>) -> String {
@@ -393,9 +505,30 @@ fn unique_client_id(state: &State, bound: &BTreeMap<String, (String, String)>) -
     }
 }
 
-/// The `credentials` of an answer: `{clientId, clientSecret}` (one key) or a list.
+/// The `credentials` of an answer: `{clientId, clientSecret}` (one key), `{certificate,
+/// privateKey, fingerprint}` (one certificate) or a list.
 pub(super) fn credentials_json(issued: &[Issued]) -> serde_json::Value {
-    let one = |i: &Issued| serde_json::json!({"clientId": i.client_id, "clientSecret": i.secret.expose()});
+    let one = |i: &Issued| match i {
+        Issued::Key {
+            client_id,
+            secret,
+            token_url: None,
+        } => serde_json::json!({"clientId": client_id, "clientSecret": secret.expose()}),
+        Issued::Key {
+            client_id,
+            secret,
+            token_url: Some(url),
+        } => serde_json::json!({
+            "clientId": client_id,
+            "clientSecret": secret.expose(),
+            "tokenUrl": url,
+        }),
+        Issued::Cert(c) => serde_json::json!({
+            "certificate": c.certificate,
+            "privateKey": c.private_key.expose(),
+            "fingerprint": c.fingerprint,
+        }),
+    };
     match issued {
         [only] => one(only),
         many => serde_json::Value::Array(many.iter().map(one).collect()),

@@ -15,7 +15,7 @@ use gateway_core::respond::ErrorReply;
 use gateway_core::rewrite::{self, Added, ClientResponse, RequestId, UpstreamRequest};
 use gateway_model::entity::LoadBalancing;
 
-use super::{Action, Plan};
+use super::{Action, OAUTH_MAX_BODY, OAuthCall, Plan};
 use crate::core::Core;
 
 /// What the connection says about every request on it.
@@ -123,6 +123,30 @@ pub(super) fn plan(
         }
     };
     let path = path_buf.as_str();
+    // The OAuth2 endpoints of the APIs with an `oauth` consumer, on each of their hosts.
+    if let Some(endpoint) = gateway_core::oauth::Endpoint::of(path) {
+        let mut host_buf = [0u8; MAX_HOST];
+        let host_str = canonical_host(host, &mut host_buf).unwrap_or_default();
+        if let Some((api_id, api)) = shared.oauth_hosts.get(host_str) {
+            plan.snap = Some(snap.clone());
+            plan.max_body = OAUTH_MAX_BODY;
+            if let BodyFraming::ContentLength(n) = plan.framing {
+                if n > plan.max_body {
+                    plan.action = Action::Refuse(ErrorReply::BODY_TOO_LARGE);
+                    return (plan, None);
+                }
+            }
+            plan.action = Action::OAuth(Box::new(OAuthCall {
+                endpoint,
+                api_id: api_id.clone(),
+                api: *api,
+                method: method.into(),
+                authorization: headers.get("authorization").map(Into::into),
+                content_type: headers.get("content-type").map(Into::into),
+            }));
+            return (plan, None);
+        }
+    }
     let Some(found) = shared
         .table
         .lookup(host, method.as_bytes(), path, query.as_bytes(), |n| {

@@ -53,6 +53,9 @@ pub struct ListenerTls {
     versions: Vec<&'static SupportedProtocolVersion>,
     strict_sni: bool,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// The `client_ca` bundle's certificates: with the API CAs of the snapshot's certificates
+    /// (mTLS consumers), the roots each core's verifier trusts.
+    client_roots: Vec<CertificateDer<'static>>,
     /// Whether and how client certificates are asked for.
     pub client_auth: ClientAuth,
     /// Time allowed for a handshake.
@@ -145,6 +148,7 @@ impl ListenerTls {
                 ));
             }
         };
+        let mut client_roots = Vec::new();
         let verifier = match (s.client_auth, s.client_ca) {
             (ClientAuth::None, _) => WebPkiClientVerifier::no_client_auth(),
             (_, None) => {
@@ -156,6 +160,7 @@ impl ListenerTls {
             (auth, Some(ca)) => {
                 let mut roots = RootCertStore::empty();
                 for c in read_chain(ca, "listeners.https.client_ca")? {
+                    client_roots.push(c.clone());
                     roots.add(c).map_err(|e| {
                         setup(
                             "listeners.https.client_ca",
@@ -181,6 +186,7 @@ impl ListenerTls {
             versions,
             strict_sni: s.strict_sni,
             verifier,
+            client_roots,
             client_auth: s.client_auth,
             handshake_timeout: s.handshake_timeout,
         })
@@ -197,6 +203,7 @@ impl ListenerTls {
         store: Arc<CertStore>,
         keys: &Arc<TicketKeys>,
     ) -> Result<Arc<ServerConfig>, String> {
+        let verifier = self.verifier_with(&store.client_cas)?;
         let resolver = SniResolver {
             store,
             default: self.default.clone(),
@@ -206,12 +213,39 @@ impl ListenerTls {
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(&self.versions)
             .map_err(|e| e.to_string())?
-            .with_client_cert_verifier(self.verifier.clone())
+            .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = super::ALPN.iter().map(|p| p.to_vec()).collect();
         config.session_storage = Arc::new(CoreSessionCache);
         config.ticketer = Arc::new(CoreTicketer::new(keys).map_err(|e| e.to_string())?);
         Ok(Arc::new(config))
+    }
+
+    /// The client verifier of a core: the listener's own when no API CA is to be trusted, else
+    /// one trusting the `client_ca` bundle and `cas` (the snapshot's API CAs, which sign the
+    /// certificates issued to mTLS subscriptions). A listener without client auth asks for no
+    /// certificate, whatever the snapshot holds.
+    fn verifier_with(
+        &self,
+        cas: &[CertificateDer<'static>],
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+        if cas.is_empty() || self.client_auth == ClientAuth::None {
+            return Ok(self.verifier.clone());
+        }
+        let mut roots = RootCertStore::empty();
+        for c in self.client_roots.iter().chain(cas) {
+            // An API CA rustls cannot use is left out (its subscriptions then fail the
+            // handshake); the bundle's were checked at start.
+            let _ = roots.add(c.clone());
+        }
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
+        let builder = if self.client_auth == ClientAuth::Optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        builder.build().map_err(|e| e.to_string())
     }
 
     /// Whether a default (file) certificate is configured.
@@ -258,6 +292,9 @@ pub struct CertStore {
     exact: FxHashMap<Box<str>, Vec<Served>>,
     /// Keyed by the suffix after `*` (`.example.com`).
     wildcard: FxHashMap<Box<str>, Vec<Served>>,
+    /// CA certificates that sign client certificates: the API CAs of mTLS consumers, trusted
+    /// by the listener beside its `client_ca` bundle.
+    pub client_cas: Vec<CertificateDer<'static>>,
 }
 
 impl CertStore {
