@@ -211,7 +211,9 @@ impl Default for CoreCell {
             upstream_tls_failures: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             rejections: std::array::from_fn(|_| AtomicU64::new(0)),
+            malformed: std::array::from_fn(|_| AtomicU64::new(0)),
             routes: Mutex::default(),
+            applied: AtomicU64::new(0),
         }
     }
 }

@@ -595,11 +595,11 @@ impl Conn {
         plan: &Plan,
         into: &mut Vec<u8>,
     ) -> Result<(), ErrorReply> {
-        let mut decoder = body_decoder(plan)?;
+        let mut decoder = body_decoder(core, plan)?;
         loop {
             let d = decoder
                 .decode(&self.buf)
-                .map_err(|e| http_error_reply(&e))?;
+                .map_err(|e| http_error_reply(core, &e))?;
             if let Some(data) = self.buf.get(d.data.clone()) {
                 into.extend_from_slice(data);
             }
