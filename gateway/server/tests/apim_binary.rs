@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Binary, Upstream};
 use gateway::runtime::IoMode;
@@ -13,44 +12,8 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-admin-token";
 
-fn addr_logged(bin: &Binary, field: &str) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let found = bin.log().lines().find_map(|l| {
-            let at = l.find(field)?;
-            l[at + field.len()..]
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        });
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < deadline, "no {field} in:\n{}", bin.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn config(cores: usize) -> String {
     common::binary_config("").replace("cores = 1", &format!("cores = {cores}"))
-}
-
-/// Runs a Python script with `requests`, passing the addresses; returns its JSON output.
-fn python(script: &str, bin: &Binary) -> Value {
-    let admin = addr_logged(bin, "admin_addr=");
-    let ledger = addr_logged(bin, "ledger_addr=");
-    let out = common::python(
-        script,
-        &[
-            &format!("http://{admin}"),
-            &format!("http://{}", bin.addr),
-            &format!("http://{ledger}"),
-            TOKEN,
-        ],
-    );
-    serde_json::from_str(out.trim().lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 const PRELUDE: &str = r#"
@@ -130,7 +93,7 @@ print(json.dumps(out))
 "#,
         port = upstream.port()
     );
-    let out = python(&script, &bin);
+    let out = bin.python(&script, TOKEN);
     assert_eq!(out["api_state"], "staging", "{out}");
     assert_eq!(out["sub_status"], 201);
     assert_eq!(out["cache_control"], "no-store");
@@ -232,7 +195,7 @@ print(json.dumps({{"requests": len(log), "late_ms": [round(x * 1000, 1) for x in
 "#,
         port = upstream.port()
     );
-    let out = python(&script, &bin);
+    let out = bin.python(&script, TOKEN);
     eprintln!("lifecycle under load: {out}");
     assert!(out["requests"].as_u64().unwrap() > 200, "{out}");
     assert_eq!(out["five"], 0, "{out}");
@@ -258,7 +221,7 @@ fn an_otoroshi_export_with_apikey_and_keyless_plans() {
     let file = bin.dir.path().join("otoroshi-export-apis.json");
     std::fs::write(&file, fixture).unwrap();
     // Imported through the running node's admin API, with curl.
-    let admin = addr_logged(&bin, "admin_addr=");
+    let admin = bin.logged_addr("admin_addr=");
     let auth = format!("Authorization: Bearer {TOKEN}");
     let body = format!("@{}", file.display());
     let url = format!("http://{admin}/api/import");

@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Binary, Upstream};
 use gateway::runtime::IoMode;
@@ -21,41 +21,6 @@ fn drivers() -> Vec<IoMode> {
         d.push(IoMode::Uring);
     }
     d
-}
-
-fn addr_logged(bin: &Binary, field: &str) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let found = bin.log().lines().find_map(|l| {
-            let at = l.find(field)?;
-            l[at + field.len()..]
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        });
-        if let Some(a) = found {
-            return a;
-        }
-        assert!(Instant::now() < deadline, "no {field} in:\n{}", bin.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn python(script: &str, bin: &Binary) -> Value {
-    let admin = addr_logged(bin, "admin_addr=");
-    let ledger = addr_logged(bin, "ledger_addr=");
-    let out = common::python(
-        script,
-        &[
-            &format!("http://{admin}"),
-            &format!("http://{}", bin.addr),
-            &format!("http://{ledger}"),
-            TOKEN,
-        ],
-    );
-    serde_json::from_str(out.trim().lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// Helpers, an RSA key (the client's identity provider) and an API `shop` with a published
@@ -147,7 +112,7 @@ wait(lambda: all(get("/things", tok).status_code == 401 for _ in range(6)))
 out["disabled"] = get("/things", tok).json().get("error")
 print(json.dumps(out))
 "#;
-    let out = python(&script(body, upstream.port()), &bin);
+    let out = bin.python(&script(body, upstream.port()), TOKEN);
     assert_eq!(out["api_state"], "staging", "{out}");
     assert_eq!(out["anonymous"], "unauthorized");
     assert_eq!(out["sub_status"], 201);
@@ -198,7 +163,7 @@ out["unknown_subject"] = err(mint(sub="nobody"))
 out["good"] = get("/things", mint()).status_code
 print(json.dumps(out))
 "#;
-        let out = python(&script(body, upstream.port()), &bin);
+        let out = bin.python(&script(body, upstream.port()), TOKEN);
         let expect = |field: &str, code: &str| {
             assert_eq!(out[field], json!([401, code]), "{io:?} {field}: {out}");
         };
@@ -255,7 +220,7 @@ r = call("POST", "/api/apis/shop/consumers", {"id": "bad", "kind": "jwt",
 out["bad"] = [r.status_code, r.text]
 print(json.dumps(out))
 "#;
-    let out = python(&script(body, upstream.port()), &bin);
+    let out = bin.python(&script(body, upstream.port()), TOKEN);
     assert_eq!(out["one"], 200, "{out}");
     assert_eq!(out["wrong_kid"], "token_bad_signature");
     assert_eq!(out["unknown_kid"], "token_bad_signature");
@@ -345,8 +310,8 @@ fn mtls_from_an_api_created_to_calls_billed_to_the_subscription() {
         let config = common::binary_config(&https).replace("cores = 1", "cores = 2");
         let bin = Binary::start(&config, &json!({}), io);
         let addr = bin.logged_addr("https_addr=");
-        let admin = addr_logged(&bin, "admin_addr=");
-        let ledger = addr_logged(&bin, "ledger_addr=");
+        let admin = bin.logged_addr("admin_addr=");
+        let ledger = bin.logged_addr("ledger_addr=");
         let call = |method: &str, path: &str, body: Value| {
             let body = (!body.is_null()).then_some(body);
             let (status, answer) = common::admin_call(admin, TOKEN, method, path, body.as_ref());
@@ -637,7 +602,7 @@ out["retry_after"] = codes[-1].headers.get("retry-after")
 out["right_secret_while_throttled"] = b.post(TOKEN, data={"grant_type": "client_credentials"}, auth=(creds["clientId"], creds["clientSecret"]), headers=H, timeout=10).status_code
 print(json.dumps(out))
 "#;
-    let out = python(&script(body, upstream.port()), &bin);
+    let out = bin.python(&script(body, upstream.port()), TOKEN);
     assert_eq!(
         out["creds_keys"],
         json!(["clientId", "clientSecret", "tokenUrl"]),

@@ -1460,6 +1460,23 @@ impl Binary {
         self.logged_addr("admin_addr=")
     }
 
+    /// Runs a Python script with the admin, data-plane and ledger URLs and the admin `token`
+    /// as its arguments; returns the JSON of its last output line.
+    pub fn python(&self, script: &str, token: &str) -> Value {
+        let admin = self.logged_addr("admin_addr=");
+        let ledger = self.logged_addr("ledger_addr=");
+        let out = python(
+            script,
+            &[
+                &format!("http://{admin}"),
+                &format!("http://{}", self.addr),
+                &format!("http://{ledger}"),
+                token,
+            ],
+        );
+        serde_json::from_str(out.trim().lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
     /// The address a log line names after `key` (`https_addr=`, `ledger_addr=`), waiting up to
     /// 10 s for it.
     pub fn logged_addr(&self, key: &str) -> SocketAddr {
