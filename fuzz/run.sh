@@ -17,7 +17,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-all=(request_head response_head usage_batch entities_import config_toml)
+all=(request_head response_head usage_batch entities_import config_toml jwt)
 targets=("${@:-${all[@]}}")
 seconds=${SECONDS_EACH:-20}
 runs=${RUNS:-}

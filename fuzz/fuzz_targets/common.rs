@@ -1,8 +1,7 @@
 //! Helpers shared by the HTTP targets (included with `#[path]`; not a target).
 
 use gateway_core::http::{
-    BodyDecoder, BodyFraming, BodyLimits, ChunkedLimits, Decoded, HeadLimits, HeadParser,
-    HttpError,
+    BodyDecoder, BodyFraming, BodyLimits, ChunkedLimits, Decoded, HeadLimits, HeadParser, HttpError,
 };
 
 /// What a body decoder made of some bytes, fed in pieces.
