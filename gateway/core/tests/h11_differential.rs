@@ -243,17 +243,30 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
             bytes.extend_from_slice(b"\r\n");
         }
     } else {
-        let body = b"hello world and more bytes";
-        bytes.extend_from_slice(&body[..rng.below(body.len())]);
+        plain_body(rng, &mut bytes);
     }
     if rng.chance(20) {
         bytes.extend_from_slice(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
     }
-    for _ in 0..(if hostile && rng.chance(40) {
-        1 + rng.below(3)
-    } else {
-        0
-    }) {
+    if hostile {
+        edit(rng, &mut bytes);
+    }
+    bytes
+}
+
+/// A body without framing of its own: a prefix of a fixed text, maybe empty.
+fn plain_body(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    let body = b"hello world and more bytes";
+    bytes.extend_from_slice(&body[..rng.below(body.len())]);
+}
+
+/// Up to three random byte edits (insert, remove, replace) with bytes parsers care about, on
+/// 40 % of the streams it is asked for.
+fn edit(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    if !rng.chance(40) {
+        return;
+    }
+    for _ in 0..1 + rng.below(3) {
         let at = rng.below(bytes.len() + 1);
         const BYTES: &[u8] = b" \t\r\n:,;0aZ\x00\x7f\x80\xff-+";
         match rng.below(3) {
@@ -265,7 +278,6 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
             _ => {}
         }
     }
-    bytes
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -521,24 +533,10 @@ fn generate_response(rng: &mut Rng) -> (Method, Vec<u8>) {
             bytes.extend_from_slice(b"\r\n");
         }
     } else {
-        let body = b"hello world and more bytes";
-        bytes.extend_from_slice(&body[..rng.below(body.len())]);
+        plain_body(rng, &mut bytes);
     }
-    for _ in 0..(if hostile && rng.chance(40) {
-        1 + rng.below(3)
-    } else {
-        0
-    }) {
-        let at = rng.below(bytes.len() + 1);
-        const BYTES: &[u8] = b" \t\r\n:,;0aZ\x00\x7f\x80\xff-+";
-        match rng.below(3) {
-            0 => bytes.insert(at, BYTES[rng.below(BYTES.len())]),
-            1 if at < bytes.len() => {
-                bytes.remove(at);
-            }
-            _ if at < bytes.len() => bytes[at] = BYTES[rng.below(BYTES.len())],
-            _ => {}
-        }
+    if hostile {
+        edit(rng, &mut bytes);
     }
     (method, bytes)
 }
