@@ -76,9 +76,15 @@ fn script(body: &str, port: u16) -> String {
 
 #[test]
 fn jwt_from_an_api_created_to_calls_billed_to_the_subscription() {
+    for io in drivers() {
+        jwt_billed(io);
+    }
+}
+
+fn jwt_billed(io: IoMode) {
     let upstream = Upstream::start(common::Reply::Echo);
     let config = common::binary_config("").replace("cores = 1", "cores = 2");
-    let bin = Binary::start(&config, &json!({}), IoMode::Epoll);
+    let bin = Binary::start(&config, &json!({}), io);
     let body = r#"
 out["anonymous"] = get("/things").json()["error"]
 sub = call("POST", "/api/apis/shop/subscriptions", {"id": "acme", "consumer_ref": "partners",
@@ -507,9 +513,15 @@ fn mtls_from_an_api_created_to_calls_billed_to_the_subscription() {
 /// the throttle on failed attempts, and a key rotation during which both keys verify.
 #[test]
 fn oauth_from_an_api_created_to_calls_billed_to_the_subscription() {
+    for io in drivers() {
+        oauth_billed(io);
+    }
+}
+
+fn oauth_billed(io: IoMode) {
     let upstream = Upstream::start(common::Reply::Echo);
     let config = common::binary_config("").replace("cores = 1", "cores = 2");
-    let bin = Binary::start(&config, &json!({}), IoMode::Epoll);
+    let bin = Binary::start(&config, &json!({}), io);
     let body = r#"
 call("POST", "/api/apis/shop/consumers", {"id": "m2m", "kind": "oauth", "dailyQuota": 1000,
      "config": {"token_ttl_s": 600}})
