@@ -575,16 +575,82 @@ fn tollgate_response(method: Method, stream: &[u8]) -> Value {
     with_body(out, decoder, &stream[offset..], offset, true)
 }
 
-#[test]
-fn tollgate_reads_upstream_answers_never_looser_than_h11() {
-    let cases: usize = std::env::var("TOLLGATE_DIFF_CASES")
+/// `TOLLGATE_DIFF_CASES` (default 20,000) and `TOLLGATE_DIFF_SEED`.
+fn cases_and_seed() -> (usize, u64) {
+    let cases = std::env::var("TOLLGATE_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let seed: u64 = std::env::var("TOLLGATE_DIFF_SEED")
+    let seed = std::env::var("TOLLGATE_DIFF_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x7011_6a7e);
+    (cases, seed)
+}
+
+/// Both readings of every input, tallied; the rules of the module docs checked at the end.
+#[derive(Default)]
+struct Comparison {
+    tally: std::collections::BTreeMap<String, usize>,
+    /// Why Tollgate refused what h11 accepted.
+    stricter: std::collections::BTreeMap<String, usize>,
+    failures: Vec<String>,
+}
+
+impl Comparison {
+    fn record(&mut self, ours: &Value, h11: &Value, input: impl FnOnce() -> String) {
+        let (o, t) = (
+            ours["kind"].as_str().unwrap_or("?"),
+            h11["kind"].as_str().unwrap_or("?"),
+        );
+        *self
+            .tally
+            .entry(format!("tollgate {o} / h11 {t}"))
+            .or_default() += 1;
+        if (o, t) == ("reject", "accept") {
+            *self
+                .stricter
+                .entry(ours["why"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+        let bad = match (o, t) {
+            ("accept", "accept") => ours != h11,
+            ("accept", _) | ("incomplete", "accept") => true,
+            _ => false,
+        };
+        if bad && self.failures.len() < 10 {
+            self.failures.push(format!(
+                "{}\n  tollgate: {ours}\n  h11:      {h11}",
+                input()
+            ));
+        }
+    }
+
+    fn count(&self, outcome: &str) -> usize {
+        self.tally.get(outcome).copied().unwrap_or(0)
+    }
+
+    /// No disagreement, and the generator exercised both sides: more than `cases / agree_share`
+    /// accepted by both and `cases / 20` refused by both (a test that only sees refusals proves
+    /// nothing).
+    fn check(&self, what: &str, cases: usize, seed: u64, agree_share: usize) {
+        eprintln!(
+            "{cases} {what}, seed {seed}: {:#?}\nrefused by Tollgate only: {:#?}",
+            self.tally, self.stricter
+        );
+        assert!(
+            self.failures.is_empty(),
+            "disagreements:\n{}",
+            self.failures.join("\n")
+        );
+        assert!(self.count("tollgate accept / h11 accept") > cases / agree_share);
+        assert!(self.count("tollgate reject / h11 reject") > cases / 20);
+    }
+}
+
+#[test]
+fn tollgate_reads_upstream_answers_never_looser_than_h11() {
+    let (cases, seed) = cases_and_seed();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
     let answers: Vec<(Method, Vec<u8>)> = (0..cases).map(|_| generate_response(&mut rng)).collect();
     let name = |m: Method| match m {
@@ -598,9 +664,7 @@ fn tollgate_reads_upstream_answers_never_looser_than_h11() {
         .collect();
     let theirs = reference_of(&items, &["responses"]);
     assert_eq!(theirs.len(), answers.len());
-    let mut tally = std::collections::BTreeMap::<String, usize>::new();
-    let mut stricter = std::collections::BTreeMap::<String, usize>::new();
-    let mut failures = Vec::new();
+    let mut comparison = Comparison::default();
     for ((method, stream), h11) in answers.iter().zip(&theirs) {
         let ours = tollgate_response(*method, stream);
         // A reason phrase that is not plain ASCII is read as absent (the gateway then sends the
@@ -612,113 +676,29 @@ fn tollgate_reads_upstream_answers_never_looser_than_h11() {
         {
             h11["target"] = json!("");
         }
-        let h11 = &h11;
-        let (o, t) = (
-            ours["kind"].as_str().unwrap_or("?"),
-            h11["kind"].as_str().unwrap_or("?"),
-        );
-        *tally.entry(format!("tollgate {o} / h11 {t}")).or_default() += 1;
-        if (o, t) == ("reject", "accept") {
-            *stricter
-                .entry(ours["why"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
-        let bad = match (o, t) {
-            ("accept", "accept") => ours != *h11,
-            ("accept", _) => true,
-            _ => false,
-        };
-        if bad && failures.len() < 10 {
-            failures.push(format!(
-                "{} answered {:?}\n  tollgate: {ours}\n  h11:      {h11}",
+        comparison.record(&ours, &h11, || {
+            format!(
+                "{} answered {:?}",
                 name(*method),
                 String::from_utf8_lossy(stream)
-            ));
-        }
+            )
+        });
     }
-    eprintln!("{cases} answers, seed {seed}: {tally:#?}\nrefused by Tollgate only: {stricter:#?}");
-    assert!(
-        failures.is_empty(),
-        "disagreements:\n{}",
-        failures.join("\n")
-    );
-    assert!(
-        tally
-            .get("tollgate accept / h11 accept")
-            .copied()
-            .unwrap_or(0)
-            > cases / 5
-    );
-    assert!(
-        tally
-            .get("tollgate reject / h11 reject")
-            .copied()
-            .unwrap_or(0)
-            > cases / 20
-    );
+    comparison.check("answers", cases, seed, 5);
 }
 
 #[test]
 fn tollgate_is_never_looser_than_h11_and_agrees_where_both_accept() {
-    let cases: usize = std::env::var("TOLLGATE_DIFF_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let seed: u64 = std::env::var("TOLLGATE_DIFF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x7011_6a7e);
+    let (cases, seed) = cases_and_seed();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let streams: Vec<Vec<u8>> = (0..cases).map(|_| generate(&mut rng)).collect();
     let theirs = reference(&streams);
     assert_eq!(theirs.len(), streams.len());
-
-    let mut tally = std::collections::BTreeMap::<String, usize>::new();
-    let mut stricter = std::collections::BTreeMap::<String, usize>::new();
-    let mut failures = Vec::new();
+    let mut comparison = Comparison::default();
     for (stream, h11) in streams.iter().zip(&theirs) {
-        let ours = tollgate(stream);
-        let (o, t) = (
-            ours["kind"].as_str().unwrap_or("?"),
-            h11["kind"].as_str().unwrap_or("?"),
-        );
-        *tally.entry(format!("tollgate {o} / h11 {t}")).or_default() += 1;
-        if (o, t) == ("reject", "accept") {
-            *stricter
-                .entry(ours["why"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
-        let bad = match (o, t) {
-            ("accept", "accept") => ours != *h11,
-            ("accept", _) | ("incomplete", "accept") => true,
-            _ => false,
-        };
-        if bad && failures.len() < 10 {
-            failures.push(format!(
-                "stream {:?}\n  tollgate: {ours}\n  h11:      {h11}",
-                String::from_utf8_lossy(stream)
-            ));
-        }
+        comparison.record(&tollgate(stream), h11, || {
+            format!("stream {:?}", String::from_utf8_lossy(stream))
+        });
     }
-    eprintln!("{cases} streams, seed {seed}: {tally:#?}\nrefused by Tollgate only: {stricter:#?}");
-    assert!(
-        failures.is_empty(),
-        "disagreements:\n{}",
-        failures.join("\n")
-    );
-    // The generator must exercise every side: a test that only sees rejections proves nothing.
-    assert!(
-        tally
-            .get("tollgate accept / h11 accept")
-            .copied()
-            .unwrap_or(0)
-            > cases / 10
-    );
-    assert!(
-        tally
-            .get("tollgate reject / h11 reject")
-            .copied()
-            .unwrap_or(0)
-            > cases / 20
-    );
+    comparison.check("streams", cases, seed, 10);
 }
