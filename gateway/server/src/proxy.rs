@@ -563,44 +563,20 @@ impl Conn {
         }
     }
 
-    /// Reads and discards the request body (mock backends), within the body limit.
-    async fn discard_body(&mut self, core: &Core, plan: &Plan) -> Result<(), ErrorReply> {
-        let mut decoder = body_decoder(core, plan)?;
-        loop {
-            let d = decoder
-                .decode(&self.buf)
-                .map_err(|e| http_error_reply(core, &e))?;
-            consume(&mut self.buf, d.consumed);
-            if d.done {
-                return Ok(());
-            }
-            if d.consumed == 0 || self.buf.is_empty() {
-                match monoio::time::timeout(
-                    core.limits.idle_timeout,
-                    self.client.read_more(&mut self.buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return Err(ErrorReply::BAD_REQUEST),
-                }
-            }
-        }
-    }
-
-    /// Reads the request body (within the plan's limit) into `into`.
+    /// Reads the request body (within the plan's limit) into `into`, or discards it (mock
+    /// backends) when `into` is `None`.
     async fn read_body(
         &mut self,
         core: &Core,
         plan: &Plan,
-        into: &mut Vec<u8>,
+        mut into: Option<&mut Vec<u8>>,
     ) -> Result<(), ErrorReply> {
         let mut decoder = body_decoder(core, plan)?;
         loop {
             let d = decoder
                 .decode(&self.buf)
                 .map_err(|e| http_error_reply(core, &e))?;
-            if let Some(data) = self.buf.get(d.data.clone()) {
+            if let (Some(into), Some(data)) = (into.as_deref_mut(), self.buf.get(d.data.clone())) {
                 into.extend_from_slice(data);
             }
             consume(&mut self.buf, d.consumed);
@@ -633,7 +609,7 @@ impl Conn {
             return Next::Close;
         }
         let mut body = Vec::new();
-        if let Err(reply) = self.read_body(core, plan, &mut body).await {
+        if let Err(reply) = self.read_body(core, plan, Some(&mut body)).await {
             return self.reply(core, &reply, true, plan.head_request).await;
         }
         let Some(snap) = plan.snap.clone() else {
@@ -702,7 +678,7 @@ impl Conn {
         {
             return Next::Close;
         }
-        if let Err(reply) = self.discard_body(core, plan).await {
+        if let Err(reply) = self.read_body(core, plan, None).await {
             return self.reply(core, &reply, true, plan.head_request).await;
         }
         // The snapshot the request was planned with: the core may have swapped in another
