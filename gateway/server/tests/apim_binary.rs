@@ -2,6 +2,7 @@
 //! curl): from "API created" to "calls billed to the subscription in the ledger", lifecycle
 //! changes under load on 2 cores, and an Otoroshi export whose API has apikey and keyless plans.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -16,27 +17,14 @@ fn config(cores: usize) -> String {
     common::binary_config("").replace("cores = 1", &format!("cores = {cores}"))
 }
 
-const PRELUDE: &str = r#"
-import json, sys, time, requests
-admin, data, ledger, token = sys.argv[1:5]
-A = {"Authorization": "Bearer " + token}
-def call(method, path, body=None, ok=(200, 201)):
-    r = requests.request(method, admin + path, headers=A, json=body, timeout=10)
-    if ok and r.status_code not in ok:
-        raise SystemExit(f"{method} {path} {body}: {r.status_code} {r.text}")
-    return r
-def get(path, headers=None, host="shop.local"):
+const PRELUDE: &str = concat!(
+    py_admin_prelude!(),
+    r#"def get(path, headers=None, host="shop.local"):
     h = {"Host": host}
     h.update(headers or {})
     return requests.get(data + path, headers=h, timeout=10)
-def wait(fn, within=10):
-    end = time.time() + within
-    while time.time() < end:
-        if fn():
-            return True
-        time.sleep(0.02)
-    raise SystemExit("timed out: " + fn.__doc__ if fn.__doc__ else "timed out")
-"#;
+"#
+);
 
 #[test]
 fn from_an_api_created_to_calls_billed_to_the_subscription() {

@@ -4,6 +4,7 @@
 //! ledger bills the subscription. One test per kind from "API created" to "calls billed", one
 //! negative test per 401 code (on both IO drivers).
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -25,29 +26,16 @@ fn drivers() -> Vec<IoMode> {
 
 /// Helpers, an RSA key (the client's identity provider) and an API `shop` with a published
 /// `jwt` consumer `partners` (RS256, the provider's PEM public key, issuer and audience).
-const PRELUDE: &str = r#"
-import json, sys, time, base64, requests, jwt
+const PRELUDE: &str = concat!(
+    py_admin_prelude!(),
+    r#"import base64, jwt
 from cryptography.hazmat.primitives.asymmetric import rsa, ec, ed25519
 from cryptography.hazmat.primitives import serialization
-admin, data, ledger, token = sys.argv[1:5]
-A = {"Authorization": "Bearer " + token}
-def call(method, path, body=None, ok=(200, 201)):
-    r = requests.request(method, admin + path, headers=A, json=body, timeout=10)
-    if ok and r.status_code not in ok:
-        raise SystemExit(f"{method} {path} {body}: {r.status_code} {r.text}")
-    return r
 def get(path, tok=None, host="shop.local"):
     h = {"Host": host}
     if tok is not None:
         h["Authorization"] = "Bearer " + tok
     return requests.get(data + path, headers=h, timeout=10)
-def wait(fn, within=10):
-    end = time.time() + within
-    while time.time() < end:
-        if fn():
-            return True
-        time.sleep(0.02)
-    raise SystemExit("timed out")
 idp = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 idp_pem = idp.public_key().public_bytes(serialization.Encoding.PEM,
     serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -68,7 +56,8 @@ call("POST", "/api/apis/shop/consumers", {"id": "partners", "kind": "jwt", "dail
                 "issuer": "https://idp.example", "audience": "shop-api", "leeway_s": 5}})
 call("PATCH", "/api/apis/shop", {"state": "published"})
 wait(lambda: get("/things").status_code == 401)
-"#;
+"#
+);
 
 fn script(body: &str, port: u16) -> String {
     format!("{}{body}", PRELUDE.replace("PORT", &port.to_string()))

@@ -27,6 +27,32 @@ use serde_json::{Value, json};
 /// How long any single socket read or write may block before a test fails instead of hanging.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The start of the Python scripts `Binary::python` runs: the admin, data-plane and ledger URLs
+/// and the admin token from the arguments, `call` (an admin API call that must answer 2xx by
+/// default) and `wait` (polls a predicate for up to `within` seconds, else exits).
+#[macro_export]
+macro_rules! py_admin_prelude {
+    () => {
+        r#"
+import json, sys, time, requests
+admin, data, ledger, token = sys.argv[1:5]
+A = {"Authorization": "Bearer " + token}
+def call(method, path, body=None, ok=(200, 201)):
+    r = requests.request(method, admin + path, headers=A, json=body, timeout=10)
+    if ok and r.status_code not in ok:
+        raise SystemExit(f"{method} {path} {body}: {r.status_code} {r.text}")
+    return r
+def wait(fn, within=10):
+    end = time.time() + within
+    while time.time() < end:
+        if fn():
+            return True
+        time.sleep(0.02)
+    raise SystemExit("timed out: " + fn.__doc__ if fn.__doc__ else "timed out")
+"#
+    };
+}
+
 /// Runs a test body on both IO drivers: `mod uring { #[test] fn name }` and `mod epoll { … }`.
 /// The uring variant is skipped, with a note, only where io_uring cannot be built at all.
 #[macro_export]
