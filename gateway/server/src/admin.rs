@@ -1389,6 +1389,24 @@ pub fn publishable(state: &State, now_ms: i64) -> gateway_model::import::Entitie
     state.entities(now_ms)
 }
 
+/// The checks of one entity on its own, the same for a write through this API and for another
+/// node's event: every field, and no plugin Tollgate does not implement.
+fn entity_problems(entity: &Entity, problems: &mut Problems) {
+    match entity {
+        Entity::Route(r) => {
+            r.validate("", problems);
+            refuse_unknown_plugins(Plugged::Route(r), "", problems);
+        }
+        Entity::Backend(b) => b.validate("", problems),
+        Entity::ApiKey(k, _) => k.validate("", problems),
+        Entity::Api(a) => {
+            a.validate("", problems);
+            refuse_unknown_plugins(Plugged::Api(a), "", problems);
+        }
+        Entity::Certificate(c) => c.validate("", problems),
+    }
+}
+
 /// Other nodes' entity events pass the checks of a local write (ids, fields, plugins) before
 /// they are folded.
 fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
@@ -1399,17 +1417,7 @@ fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
     match entity {
         None => {}
         Some(e) if e.id() != id => problems.push("id", "differs from the event's entity id"),
-        Some(Entity::Route(r)) => {
-            r.validate("", &mut problems);
-            refuse_unknown_plugins(Plugged::Route(r), "", &mut problems);
-        }
-        Some(Entity::Backend(b)) => b.validate("", &mut problems),
-        Some(Entity::ApiKey(k, _)) => k.validate("", &mut problems),
-        Some(Entity::Api(a)) => {
-            a.validate("", &mut problems);
-            refuse_unknown_plugins(Plugged::Api(a), "", &mut problems);
-        }
-        Some(Entity::Certificate(c)) => c.validate("", &mut problems),
+        Some(e) => entity_problems(e, &mut problems),
     }
     if problems.is_empty() {
         Ok(())
@@ -1751,45 +1759,33 @@ fn check_version(req: &Request, body: Option<Value>, current: u64) -> Result<(),
 fn parse_entity(c: Collection, body: &Value, path_id: Option<&str>) -> Result<Entity, Failure> {
     let mut problems = Problems::default();
     let mut ignored = Vec::new();
-    let entity = match c {
-        Collection::Routes => {
-            from_value::<Route>(body, "", true, &mut problems, &mut ignored).map(|r| {
-                r.validate("", &mut problems);
-                refuse_unknown_plugins(Plugged::Route(&r), "", &mut problems);
-                Entity::Route(Box::new(r))
-            })
-        }
+    let mut entity = match c {
+        Collection::Routes => from_value::<Route>(body, "", true, &mut problems, &mut ignored)
+            .map(|r| Entity::Route(Box::new(r))),
         Collection::Backends => {
-            from_value::<StoredBackend>(body, "", true, &mut problems, &mut ignored).map(|b| {
-                b.validate("", &mut problems);
-                Entity::Backend(Box::new(b))
-            })
+            from_value::<StoredBackend>(body, "", true, &mut problems, &mut ignored)
+                .map(|b| Entity::Backend(Box::new(b)))
         }
         Collection::ApiKeys => from_value::<ApiKey>(body, "", true, &mut problems, &mut ignored)
             .map(|mut k| {
                 k.normalise_authorizations();
-                k.validate("", &mut problems);
                 Entity::ApiKey(Box::new(k), RotationState::default())
             }),
-        Collection::Apis => {
-            from_value::<Api>(body, "", true, &mut problems, &mut ignored).map(|a| {
-                a.validate("", &mut problems);
-                refuse_unknown_plugins(Plugged::Api(&a), "", &mut problems);
-                Entity::Api(Box::new(a))
-            })
-        }
+        Collection::Apis => from_value::<Api>(body, "", true, &mut problems, &mut ignored)
+            .map(|a| Entity::Api(Box::new(a))),
         Collection::Certificates => {
-            from_value::<Certificate>(body, "", true, &mut problems, &mut ignored).map(|mut c| {
-                c.validate("", &mut problems);
-                if problems.is_empty() {
-                    if let Err(e) = c.fill_derived() {
-                        problems.push("chain", e.to_string());
-                    }
-                }
-                Entity::Certificate(Box::new(c))
-            })
+            from_value::<Certificate>(body, "", true, &mut problems, &mut ignored)
+                .map(|c| Entity::Certificate(Box::new(c)))
         }
     };
+    if let Some(e) = &mut entity {
+        entity_problems(e, &mut problems);
+        if let (Entity::Certificate(c), true) = (e, problems.is_empty()) {
+            if let Err(e) = c.fill_derived() {
+                problems.push("chain", e.to_string());
+            }
+        }
+    }
     if let (Some(e), Some(id)) = (&entity, path_id) {
         if e.id() != id {
             problems.push(
