@@ -25,7 +25,8 @@ runs=${RUNS:-}
 cd "$here"
 export RUSTC_BOOTSTRAP=1
 if ! build=$(cargo fuzz build -s none -O 2>&1); then echo "$build" >&2; echo "fuzz: build failed" >&2; exit 2; fi
-bin_dir="$here/target/x86_64-unknown-linux-gnu/release"
+# cargo-fuzz builds into $CARGO_TARGET_DIR when it is set, else into fuzz/target.
+bin_dir="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release"
 
 seed() { # target -> corpus directory filled with the seeds the tree has for it
     local t=$1 dir="$here/corpus/$1"
