@@ -14,7 +14,7 @@ use crate::calendar::Calendar;
 
 /// Default grace after a day or month ends during which late usage amends it.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
-/// Default Kafka consumer group.
+/// Default Kafka `group.id` the ledger's client reports (it joins no group).
 pub const DEFAULT_GROUP: &str = "tollgate-ledger";
 /// Default query API address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9100";
@@ -27,7 +27,8 @@ pub enum SourceConfig {
         /// The gateway's data directory.
         data_dir: PathBuf,
     },
-    /// Consume Kafka in a consumer group, with offsets kept in the ledger's store.
+    /// Consume every partition of the Kafka topics (assigned by the ledger itself), with offsets
+    /// kept in the ledger's store.
     Kafka {
         /// Bootstrap brokers.
         brokers: String,
@@ -37,7 +38,7 @@ pub enum SourceConfig {
         entities_topic: String,
         /// Totals topic the ledger publishes to.
         totals_topic: String,
-        /// Consumer group.
+        /// The `group.id` the client reports; no group is joined.
         group: String,
         /// Partitions of the topics when the ledger has to create them.
         partitions: u32,

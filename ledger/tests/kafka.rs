@@ -1,6 +1,6 @@
 //! The Kafka source against a real broker (tansu, scripts/kafka-broker.sh): batches
-//! produced on a fresh usage topic are folded exactly once by a ledger in a consumer group
-//! with its offsets in its own store, totals are published on the totals topic, and a restart
+//! produced on a fresh usage topic are folded exactly once by a ledger that assigns every
+//! partition itself with its offsets in its own store, totals are published on the totals topic, and a restart
 //! resumes from the stored offsets.
 //!
 //! With `TOLLGATE_KAFKA` set the broker must answer or the test fails. Unset, the test uses
@@ -236,6 +236,102 @@ fn kafka_batches_fold_exactly_once_and_totals_are_published() {
     let stats = ledger.handle().stats();
     assert_eq!(stats.batches, 75);
     assert_eq!(stats.duplicates, 1);
+    ledger.shutdown();
+    std::fs::remove_dir_all(&data).ok();
+}
+
+/// A member left in the ledger's group (a killed instance the broker has not expired yet, or
+/// any other client using that group id) takes no partition from the ledger: the ledger assigns
+/// every partition itself and folds them all (the soak's finding: after three kills within
+/// 11 s a restarted ledger consumed two of four partitions).
+#[test]
+fn a_stale_member_of_the_ledgers_group_takes_no_partition_from_it() {
+    let Some(brokers) = broker() else { return };
+    let id = format!("ledger-stale-{}-{}", std::process::id(), now_ms());
+    let topics = gateway_events::kafka::Topics::with_suffix(&id);
+    let mut admin = gateway_events::kafka::KafkaConfig::new(&brokers, std::path::Path::new(""));
+    admin.topics = topics.clone();
+    admin.partitions = PARTITIONS;
+    gateway_events::kafka::ensure_topics(&admin).unwrap();
+    let group = format!("ledger-{id}");
+
+    // The stale member: joined first, alive (it polls, so it keeps its share through any
+    // rebalance), and reading nothing anyone bills.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stale = {
+        let (brokers, group, stop) = (brokers.clone(), group.clone(), stop.clone());
+        let (usage, entities) = (topics.usage.clone(), topics.entities.clone());
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .set("partition.assignment.strategy", "range")
+                .create()
+                .unwrap();
+            consumer
+                .subscribe(&[usage.as_str(), entities.as_str()])
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for sequence in 0..5 {
+        for p in 0..PARTITIONS {
+            let key = key_in(p, PARTITIONS, 0);
+            *expected.entry(key.clone()).or_default() += 2;
+            let b = batch("gw-a", 0, p, PARTITIONS, sequence, vec![entry(&key, 2, 0)]);
+            produce(
+                &producer,
+                &topics.usage,
+                p as i32,
+                &p.to_string(),
+                &encode(&b).unwrap(),
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let data = temp_dir("kafka-stale");
+    let mut config = LedgerConfig::journal(&data);
+    config.source = SourceConfig::Kafka {
+        brokers: brokers.clone(),
+        usage_topic: topics.usage.clone(),
+        entities_topic: topics.entities.clone(),
+        totals_topic: topics.totals.clone(),
+        group,
+        partitions: PARTITIONS,
+    };
+    let ledger = Ledger::start(config).unwrap();
+    let exact = || {
+        expected.iter().all(|(k, calls)| {
+            ledger
+                .handle()
+                .totals(k)
+                .is_some_and(|t| t.daily_calls == *calls)
+        })
+    };
+    let folded = eventually(Duration::from_secs(30), exact);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stale.join().unwrap();
+    assert!(
+        folded,
+        "the ledger did not fold every partition while another member held the group: {:?}",
+        expected
+            .keys()
+            .map(|k| (k, ledger.handle().totals(k).map(|t| t.daily_calls)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(ledger.handle().stats().batches, 5 * u64::from(PARTITIONS));
     ledger.shutdown();
     std::fs::remove_dir_all(&data).ok();
 }

@@ -1,14 +1,17 @@
-//! Consuming Kafka in a consumer group, with the offsets kept in the ledger's store.
+//! Consuming Kafka with every partition assigned by the ledger itself, the offsets kept in the
+//! ledger's store.
 //!
-//! Kafka's committed offsets are never used: on every partition assignment the rebalance
-//! callback seeks each assigned partition to the position stored with the aggregates (or to
-//! the beginning when the store has none), so a restart or a rebalance resumes exactly where
-//! the last committed chunk ended. After each committed chunk the totals of the keys it changed
-//! are published on the totals topic (compacted, key = API key id).
+//! The ledger owns its store alone, so it needs every partition of the usage and entity topics:
+//! it `assign()`s them all (no group membership, so no rebalance can hand part of them to a
+//! killed instance that the broker has not expired yet), each at the position stored with the
+//! aggregates (or the beginning when the store has none), so a restart resumes exactly where
+//! the last committed chunk ended. Kafka's committed offsets are never used. Partitions added to
+//! a topic later are picked up at the next metadata check. After each committed chunk the
+//! totals of the keys it changed are published on the totals topic (compacted, key = API key
+//! id).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -18,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::SourceConfig;
 use crate::error::{LedgerError, LedgerErrorKind};
@@ -31,73 +33,82 @@ pub fn source_name(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}:{partition}")
 }
 
-type Positions = Arc<Mutex<HashMap<String, u64>>>;
+/// Next offset to read per source name: the store's positions, then every record read.
+type Positions = HashMap<String, u64>;
 
-/// Consumer context: seeks assigned partitions to the ledger's own positions.
-struct SeekToStored {
-    positions: Positions,
-}
+/// How often the topics' partition counts are read again (a partition added to a topic is
+/// consumed from then on).
+const METADATA_EVERY: Duration = Duration::from_secs(10);
 
-impl ClientContext for SeekToStored {
+/// Consumer context: logs client errors (there is no rebalance: the ledger assigns itself).
+struct Logged;
+
+impl ClientContext for Logged {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
 
-impl ConsumerContext for SeekToStored {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned: Vec<(String, i32)> = tpl
-                    .elements()
+impl ConsumerContext for Logged {}
+
+/// The partitions of `topics` (topic → partition ids) as the broker reports them now.
+fn partitions_of(
+    consumer: &BaseConsumer<Logged>,
+    topics: &[&str],
+) -> Result<BTreeMap<String, Vec<i32>>, LedgerError> {
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(kafka_error("read topic metadata"))?;
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == *topic && t.error().is_none())
+            .flat_map(|t| {
+                t.partitions()
                     .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                {
-                    let positions = self
-                        .positions
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    for (topic, partition) in &assigned {
-                        let offset = positions
-                            .get(&source_name(topic, *partition))
-                            .and_then(|n| i64::try_from(*n).ok())
-                            .map_or(Offset::Beginning, Offset::Offset);
-                        if let Err(error) = tpl.set_partition_offset(topic, *partition, offset) {
-                            tracing::error!(%error, topic, partition, "cannot set start offset");
-                        }
-                    }
-                }
-                let partitions: Vec<String> =
-                    assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect();
-                tracing::info!(
-                    partitions = %partitions.join(","),
-                    "partitions assigned; seeking to stored offsets"
-                );
-                if let Err(error) = consumer.assign(tpl) {
-                    tracing::error!(%error, "assign failed");
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!("partitions revoked");
-                if let Err(error) = consumer.unassign() {
-                    tracing::error!(%error, "unassign failed");
-                }
-            }
-            other => {
-                tracing::error!(
-                    error = %rdkafka::types::RDKafkaErrorCode::from(other),
-                    "rebalance error"
-                );
-                let _ = consumer.unassign();
-            }
+                    .map(rdkafka::metadata::MetadataPartition::id)
+            })
+            .collect();
+        if ids.is_empty() {
+            return Err(LedgerError::new(
+                LedgerErrorKind::Kafka,
+                format!("topic `{topic}` has no partitions in the broker's metadata"),
+            ));
+        }
+        out.insert((*topic).to_owned(), ids);
+    }
+    Ok(out)
+}
+
+/// Assigns every partition of `layout`, each at its position (the beginning when none).
+fn assign_all(
+    consumer: &BaseConsumer<Logged>,
+    layout: &BTreeMap<String, Vec<i32>>,
+    positions: &Positions,
+) -> Result<(), LedgerError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, ids) in layout {
+        for &partition in ids {
+            let offset = positions
+                .get(&source_name(topic, partition))
+                .and_then(|n| i64::try_from(*n).ok())
+                .map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(topic, partition, offset)
+                .map_err(kafka_error("set start offset"))?;
         }
     }
+    consumer.assign(&tpl).map_err(kafka_error("assign"))?;
+    let assigned: Vec<String> = layout
+        .iter()
+        .map(|(topic, ids)| format!("{topic}/{}", ids.len()))
+        .collect();
+    tracing::info!(
+        partitions = %assigned.join(","),
+        "every partition assigned at the stored positions"
+    );
+    Ok(())
 }
 
 fn kafka_error(context: &str) -> impl FnOnce(KafkaError) -> LedgerError + '_ {
@@ -133,32 +144,30 @@ pub fn run(shared: &Shared) -> Result<(), LedgerError> {
         .map_err(|e| LedgerError::with(LedgerErrorKind::Kafka, "create topics", e.to_string()))?;
 
     let mut fold = shared.resume_fold()?;
-    let positions: Positions = Arc::new(Mutex::new(
-        fold.positions()
-            .iter()
-            .filter(|(k, _)| k.starts_with("kafka:"))
-            .map(|(k, p)| (k.clone(), p.next))
-            .collect(),
-    ));
-    let consumer: BaseConsumer<SeekToStored> = ClientConfig::new()
+    let mut positions: Positions = fold
+        .positions()
+        .iter()
+        .filter(|(k, _)| k.starts_with("kafka:"))
+        .map(|(k, p)| (k.clone(), p.next))
+        .collect();
+    let consumer: BaseConsumer<Logged> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        // Only the name the client reports: with `assign()` there is no group membership, and
+        // offsets are never committed to Kafka.
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "10000")
         // Short fetch waits: the totals this ledger publishes feed the gateways' cross-node
         // quotas, and a broker that does not answer a fetch early when data arrives (tansu)
         // would otherwise add up to the default 500 ms to that lag.
         .set("fetch.wait.max.ms", "50")
-        .create_with_context(SeekToStored {
-            positions: Arc::clone(&positions),
-        })
+        .create_with_context(Logged)
         .map_err(kafka_error("create consumer"))?;
-    consumer
-        .subscribe(&[usage_topic.as_str(), entities_topic.as_str()])
-        .map_err(kafka_error("subscribe"))?;
+    let topics = [usage_topic.as_str(), entities_topic.as_str()];
+    let mut layout = partitions_of(&consumer, &topics)?;
+    assign_all(&consumer, &layout, &positions)?;
+    let mut last_metadata = Instant::now();
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
@@ -196,10 +205,7 @@ pub fn run(shared: &Shared) -> Result<(), LedgerError> {
                     } else {
                         fold.apply_entity(&source, offset, payload);
                     }
-                    positions
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(source, offset + 1);
+                    positions.insert(source, offset + 1);
                     read += 1;
                 }
             }
@@ -219,6 +225,19 @@ pub fn run(shared: &Shared) -> Result<(), LedgerError> {
         if last_lag.elapsed() >= Duration::from_secs(2) {
             last_lag = Instant::now();
             update_lag(shared, &consumer, &positions);
+        }
+        if last_metadata.elapsed() >= METADATA_EVERY {
+            last_metadata = Instant::now();
+            // A broker that does not answer now is retried at the next check; the partitions
+            // already assigned go on being consumed.
+            match partitions_of(&consumer, &topics) {
+                Ok(now) if now != layout => {
+                    assign_all(&consumer, &now, &positions)?;
+                    layout = now;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "partition check failed; retrying later"),
+            }
         }
     }
 }
@@ -275,19 +294,14 @@ fn publish_totals(
     }
 }
 
-fn update_lag(shared: &Shared, consumer: &BaseConsumer<SeekToStored>, positions: &Positions) {
+fn update_lag(shared: &Shared, consumer: &BaseConsumer<Logged>, positions: &Positions) {
     let Ok(assignment) = consumer.assignment() else {
         return;
     };
     for element in assignment.elements() {
         let (topic, partition) = (element.topic(), element.partition());
         let name = source_name(topic, partition);
-        let position = positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&name)
-            .copied()
-            .unwrap_or(0);
+        let position = positions.get(&name).copied().unwrap_or(0);
         let high = consumer
             .fetch_watermarks(topic, partition, Duration::from_millis(500))
             .ok()
