@@ -178,6 +178,25 @@ pub struct HistoryRecord {
     pub json: Vec<u8>,
 }
 
+/// A quota reset of an API key folded from its entity event (`_rotation.quotasResetAt`).
+///
+/// The totals the ledger publishes for the key count only the calls after it: the store keeps
+/// a baseline per (period, node) of the calls before the reset, and the totals are the counts
+/// minus the baseline. Calls count as before the reset when their usage batch ended at or
+/// before `at` (the gateways' own rule), or when the ledger had folded them before it folded
+/// the reset (the entity event's lag behind the usage at the ledger: such calls were made
+/// after the reset but are counted before it, so the cluster may admit that many more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaReset {
+    /// API key id (client id).
+    pub apikey: String,
+    /// The reset, ms since the epoch.
+    pub at: i64,
+    /// The key's admitted calls in this chunk before the reset was folded:
+    /// `(period 0 = day | 1 = month, day or month id, node) → calls`.
+    pub chunk_calls: BTreeMap<(u8, u32, String), u64>,
+}
+
 /// Counters of what the fold did; persisted with every commit, served as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FoldStats {
@@ -281,6 +300,11 @@ pub struct Delta {
     pub quarantine: Vec<Quarantined>,
     /// Entity events to add to the history.
     pub history: Vec<HistoryRecord>,
+    /// Quota resets folded in this chunk, in order.
+    pub resets: Vec<QuotaReset>,
+    /// Calls after the chunk's last reset of their key that count as before it (their batch
+    /// ended at or before the reset): `(period, apikey, day or month id, node) → calls`.
+    pub baseline: BTreeMap<(u8, String, u32, String), u64>,
     /// What the chunk did.
     pub stats: FoldStats,
 }
@@ -330,6 +354,8 @@ struct State {
     producers: HashMap<ProducerKey, ProducerState>,
     sources: BTreeMap<String, SourcePos>,
     periods: HashMap<i64, Period, BuildHasherDefault<IdHasher>>,
+    /// The latest quota reset of every key that has one (ms since the epoch).
+    resets: HashMap<String, i64>,
     delta: Delta,
 }
 
@@ -357,9 +383,17 @@ impl Fold {
                 producers,
                 sources,
                 periods: HashMap::default(),
+                resets: HashMap::new(),
                 delta: Delta::default(),
             },
         }
+    }
+
+    /// The same fold knowing the keys' latest quota resets (as stored by the last commit).
+    #[must_use]
+    pub fn with_resets(mut self, resets: HashMap<String, i64>) -> Self {
+        self.state.resets = resets;
+        self
     }
 
     /// Where `source` stands (the position to read from next).
@@ -424,6 +458,11 @@ impl Fold {
         }
         match EntityEvent::decode(bytes) {
             Ok(event) => {
+                if event.kind == gateway_model::event::EntityKind::ApiKey {
+                    if let Some(at) = quotas_reset_at(&event.entity) {
+                        self.state.reset(&event.entity_id, at);
+                    }
+                }
                 self.state.delta.history.push(HistoryRecord {
                     kind: event.kind.as_str(),
                     entity_id: event.entity_id,
@@ -472,7 +511,43 @@ impl Fold {
     }
 }
 
+/// `_rotation.quotasResetAt` of an API key's log JSON (where the gateways keep it).
+fn quotas_reset_at(entity: &serde_json::Value) -> Option<i64> {
+    entity.get("_rotation")?.get("quotasResetAt")?.as_i64()
+}
+
 impl State {
+    /// Folds a quota reset of `apikey` at `at` (ms), if it is newer than the one it has.
+    fn reset(&mut self, apikey: &str, at: i64) {
+        if self.resets.get(apikey).is_some_and(|known| *known >= at) {
+            return;
+        }
+        self.resets.insert(apikey.to_owned(), at);
+        // Everything of the key in the chunk so far counts as before it (the baseline the
+        // commit writes is the store's totals plus these); calls put aside as "before the
+        // previous reset" are among them.
+        let mut chunk_calls = BTreeMap::new();
+        for (row, words) in self.delta.rows.iter() {
+            if row.apikey != apikey || words[0] == 0 {
+                continue;
+            }
+            for (period, id) in [(0u8, row.day), (1u8, row.month)] {
+                let slot = chunk_calls
+                    .entry((period, id, row.node.to_owned()))
+                    .or_insert(0u64);
+                *slot = slot.saturating_add(words[0]);
+            }
+        }
+        self.delta
+            .baseline
+            .retain(|(_, key, _, _), _| key != apikey);
+        self.delta.resets.push(QuotaReset {
+            apikey: apikey.to_owned(),
+            at,
+            chunk_calls,
+        });
+    }
+
     /// Moves `source` past `offset`; returns its high-water mark before, or `None` if the
     /// position was applied already.
     fn advance(&mut self, source: &str, offset: u64) -> Option<i64> {
@@ -603,6 +678,23 @@ impl State {
                 late += 1;
             }
             let identity = entry.identity();
+            let words = crate::store::archived_words(&entry.counters);
+            if !self.resets.is_empty() && words[0] > 0 {
+                if let Some(at) = self.resets.get(identity.apikey) {
+                    // A batch that ended by the key's reset counts before it, whenever the
+                    // ledger sees it.
+                    if end <= *at {
+                        for (period, id) in [(0u8, day), (1u8, identity.month)] {
+                            let slot = self
+                                .delta
+                                .baseline
+                                .entry((period, identity.apikey.to_owned(), id, node.to_owned()))
+                                .or_insert(0);
+                            *slot = slot.saturating_add(words[0]);
+                        }
+                    }
+                }
+            }
             self.delta.rows.add(
                 &RowRef {
                     node,
@@ -616,7 +708,7 @@ impl State {
                     bucket_ms: bucket,
                     level,
                 },
-                &crate::store::archived_words(&entry.counters),
+                &words,
             );
         }
         let stats = &mut self.delta.stats;

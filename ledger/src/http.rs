@@ -323,6 +323,7 @@ fn totals(shared: &Shared, params: &BTreeMap<String, String>) -> Result<Response
                 updated_at: now,
                 node: Some(shared.config.instance.clone()),
                 nodes: BTreeMap::new(),
+                quotas_reset_at: None,
             }
         }
     };

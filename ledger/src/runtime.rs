@@ -112,7 +112,8 @@ impl Shared {
             self.config.grace_ms(),
             self.store.producers()?,
             self.store.positions()?,
-        ))
+        )
+        .with_resets(self.store.resets()?))
     }
 
     /// Commits the fold's chunk if it holds anything, then updates metrics and totals

@@ -37,6 +37,11 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// API key id → its latest quota reset folded (ms since the epoch).
+const RESETS: TableDefinition<&str, i64> = TableDefinition::new("resets");
+/// Keyed like `totals`: the calls of a reset key that count before its reset (subtracted from
+/// the totals the ledger publishes; billing keeps every call).
+const BASELINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reset_baseline");
 
 /// Begins a write transaction that commits with quick repair (module docs): a kill at any
 /// instant leaves a file the next open loads in milliseconds instead of repairing it page by
@@ -297,6 +302,10 @@ impl Store {
                 .map_err(LedgerError::store("open history"))?;
             tx.open_table(COUNTERS)
                 .map_err(LedgerError::store("open counters"))?;
+            tx.open_table(RESETS)
+                .map_err(LedgerError::store("open resets"))?;
+            tx.open_table(BASELINE)
+                .map_err(LedgerError::store("open reset baseline"))?;
             let mut meta = tx
                 .open_table(META)
                 .map_err(LedgerError::store("open meta"))?;
@@ -378,6 +387,9 @@ impl Store {
                     .insert(key.as_slice(), encode_words(&words).as_slice())
                     .map_err(LedgerError::store("write agg"))?;
             }
+            // Resets before the chunk's totals: a reset's baseline is the store's totals as
+            // they were plus what the chunk held of the key when the reset was folded.
+            write_resets(&tx, delta, &mut summary)?;
             let mut table = tx
                 .open_table(TOTALS)
                 .map_err(LedgerError::store("open totals"))?;
@@ -618,6 +630,30 @@ impl Store {
         if nodes.is_empty() {
             return Ok(None);
         }
+        let quotas_reset_at = self.reset_of(apikey)?;
+        if quotas_reset_at.is_some() {
+            for (period, value) in [(0u8, day), (1u8, month)] {
+                let prefix = totals_key(period, apikey, value, "");
+                self.scan(BASELINE, &prefix, |k, v| {
+                    if !k.starts_with(&prefix) {
+                        return Ok(false);
+                    }
+                    let node_id = k
+                        .get(prefix.len()..)
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                        .ok_or_else(|| corrupt("reset baseline key"))?;
+                    if let Some(slot) = nodes.get_mut(node_id) {
+                        let before = read_u64(v);
+                        if period == 0 {
+                            slot.daily_calls = slot.daily_calls.saturating_sub(before);
+                        } else {
+                            slot.monthly_calls = slot.monthly_calls.saturating_sub(before);
+                        }
+                    }
+                    Ok(true)
+                })?;
+            }
+        }
         let (daily, monthly) = nodes.values().fold((0u64, 0u64), |(d, m), n| {
             (
                 d.saturating_add(n.daily_calls),
@@ -633,7 +669,48 @@ impl Store {
             updated_at,
             node: node.map(str::to_owned),
             nodes,
+            quotas_reset_at,
         }))
+    }
+
+    /// The latest quota reset of `apikey` folded, if any (ms since the epoch).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn reset_of(&self, apikey: &str) -> Result<Option<i64>, LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(RESETS)
+            .map_err(LedgerError::store("open resets"))?;
+        Ok(table
+            .get(apikey)
+            .map_err(LedgerError::store("read reset"))?
+            .map(|v| v.value()))
+    }
+
+    /// Every key's latest quota reset (for [`crate::fold::Fold::with_resets`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerErrorKind::Store`].
+    pub fn resets(&self) -> Result<HashMap<String, i64>, LedgerError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(RESETS)
+            .map_err(LedgerError::store("open resets"))?;
+        let mut out = HashMap::new();
+        for item in table.iter().map_err(LedgerError::store("scan resets"))? {
+            let (k, v) = item.map_err(LedgerError::store("scan resets"))?;
+            out.insert(k.value().to_owned(), v.value());
+        }
+        Ok(out)
     }
 
     /// Every API key with admitted calls in `month` (`YYYYMM`).
@@ -770,21 +847,26 @@ impl Store {
             Ok(true)
         })?;
         self.scan(TOTALS, &[], |k, v| {
-            let (kind, rest) = k.split_first().ok_or_else(|| corrupt("totals key"))?;
-            let (apikey, rest) = split_str(rest).ok_or_else(|| corrupt("totals key"))?;
-            let period = rest
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| corrupt("totals key"))?;
-            let node = rest
-                .get(4..)
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+            let (kind, apikey, period, node) =
+                decode_totals_key(k).ok_or_else(|| corrupt("totals key"))?;
             let calls = read_u64(v);
             lines.push(serde_json::json!({
-                "type": if *kind == 0 { "daily_calls" } else { "monthly_calls" },
+                "type": if kind == 0 { "daily_calls" } else { "monthly_calls" },
                 "apikey": apikey, "period": period, "node": node, "calls": calls,
+            }));
+            Ok(true)
+        })?;
+        let mut resets: Vec<_> = self.resets()?.into_iter().collect();
+        resets.sort();
+        for (apikey, at) in resets {
+            lines.push(serde_json::json!({"type": "quotas_reset", "apikey": apikey, "at": at}));
+        }
+        self.scan(BASELINE, &[], |k, v| {
+            let (kind, apikey, period, node) =
+                decode_totals_key(k).ok_or_else(|| corrupt("reset baseline key"))?;
+            lines.push(serde_json::json!({
+                "type": if kind == 0 { "daily_calls_before_reset" } else { "monthly_calls_before_reset" },
+                "apikey": apikey, "period": period, "node": node, "calls": read_u64(v),
             }));
             Ok(true)
         })?;
@@ -849,6 +931,94 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Writes the chunk's quota resets (each newer one replaces its key's baseline with the store's
+/// totals plus the chunk's calls before it), then adds the calls the chunk put before a reset.
+fn write_resets(
+    tx: &redb::WriteTransaction,
+    delta: &Delta,
+    summary: &mut CommitSummary,
+) -> Result<(), LedgerError> {
+    if delta.resets.is_empty() && delta.baseline.is_empty() {
+        return Ok(());
+    }
+    let mut resets = tx
+        .open_table(RESETS)
+        .map_err(LedgerError::store("open resets"))?;
+    let totals = tx
+        .open_table(TOTALS)
+        .map_err(LedgerError::store("open totals"))?;
+    let mut baseline = tx
+        .open_table(BASELINE)
+        .map_err(LedgerError::store("open reset baseline"))?;
+    for reset in &delta.resets {
+        let known = resets
+            .get(reset.apikey.as_str())
+            .map_err(LedgerError::store("read reset"))?
+            .map(|v| v.value());
+        if known.is_some_and(|k| k >= reset.at) {
+            continue;
+        }
+        resets
+            .insert(reset.apikey.as_str(), reset.at)
+            .map_err(LedgerError::store("write reset"))?;
+        let mut before: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for period in [0u8, 1u8] {
+            let mut prefix = vec![period];
+            push_str(&mut prefix, &reset.apikey);
+            let stale: Vec<Vec<u8>> = baseline
+                .range::<&[u8]>(prefix.as_slice()..)
+                .map_err(LedgerError::store("scan reset baseline"))?
+                .map_while(|item| {
+                    item.ok()
+                        .map(|(k, _)| k.value().to_vec())
+                        .filter(|k| k.starts_with(&prefix))
+                })
+                .collect();
+            for key in stale {
+                baseline
+                    .remove(key.as_slice())
+                    .map_err(LedgerError::store("clear reset baseline"))?;
+            }
+            for item in totals
+                .range::<&[u8]>(prefix.as_slice()..)
+                .map_err(LedgerError::store("scan totals"))?
+            {
+                let (k, v) = item.map_err(LedgerError::store("scan totals"))?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                before.insert(k.value().to_vec(), read_u64(v.value()));
+            }
+        }
+        for ((period, id, node), calls) in &reset.chunk_calls {
+            let slot = before
+                .entry(totals_key(*period, &reset.apikey, *id, node))
+                .or_insert(0);
+            *slot = slot.saturating_add(*calls);
+        }
+        for (key, calls) in &before {
+            baseline
+                .insert(key.as_slice(), calls.to_le_bytes().as_slice())
+                .map_err(LedgerError::store("write reset baseline"))?;
+        }
+        summary.changed_keys.insert(reset.apikey.clone());
+    }
+    for ((period, apikey, id, node), calls) in &delta.baseline {
+        let key = totals_key(*period, apikey, *id, node);
+        let current = baseline
+            .get(key.as_slice())
+            .map_err(LedgerError::store("read reset baseline"))?
+            .map_or(0, |v| read_u64(v.value()));
+        baseline
+            .insert(
+                key.as_slice(),
+                current.saturating_add(*calls).to_le_bytes().as_slice(),
+            )
+            .map_err(LedgerError::store("write reset baseline"))?;
+    }
+    Ok(())
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
@@ -946,6 +1116,16 @@ fn totals_key(period: u8, apikey: &str, value: u32, node: &str) -> Vec<u8> {
     key.extend_from_slice(&value.to_be_bytes());
     key.extend_from_slice(node.as_bytes());
     key
+}
+
+/// `(period 0 = day | 1 = month, apikey, day or month id, node)` of a `totals` (or
+/// `reset_baseline`) key.
+fn decode_totals_key(k: &[u8]) -> Option<(u8, &str, u32, std::borrow::Cow<'_, str>)> {
+    let (kind, rest) = k.split_first()?;
+    let (apikey, rest) = split_str(rest)?;
+    let period = u32::from_be_bytes(*rest.first_chunk::<4>()?);
+    let node = String::from_utf8_lossy(rest.get(4..)?);
+    Some((*kind, apikey, period, node))
 }
 
 fn producer_key(key: &ProducerKey) -> Vec<u8> {

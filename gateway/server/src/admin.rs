@@ -490,6 +490,15 @@ impl Admin {
                 if let Err(e) = self.publisher.apply(publishable(log.state(), self.now())) {
                     tracing::error!(error = %e, id = %event.entity_id.escape_debug(), "received change did not publish");
                 }
+                // A quota reset made on another node applies here too (a reset this node has
+                // applied already, or an older one, changes nothing).
+                if let Some((Entity::ApiKey(key, bookkeeping), _)) =
+                    log.state().get(EntityKind::ApiKey, &event.entity_id)
+                {
+                    if let Some(at) = bookkeeping.quotas_reset_at {
+                        self.publisher.current().pool.reset(&key.client_id, at);
+                    }
+                }
                 tracing::info!(
                     action = %event.action,
                     kind = %event.kind,
@@ -968,13 +977,14 @@ impl Admin {
         match method {
             "GET" => {}
             "DELETE" => {
-                snapshot.pool.reset(id);
+                let at = crate::core::now_ms();
+                snapshot.pool.reset(id, at);
                 let Some((entity, _)) = log.state().get(EntityKind::ApiKey, id) else {
                     return Err(not_found("apikey", id));
                 };
                 let mut entity = entity.clone();
                 if let Entity::ApiKey(_, bookkeeping) = &mut entity {
-                    bookkeeping.quotas_reset_at = Some(crate::core::now_ms());
+                    bookkeeping.quotas_reset_at = Some(at);
                 }
                 let change = Change::put(EntityAction::QuotasReset, entity);
                 self.commit(&mut log, vec![change], "admin")?;

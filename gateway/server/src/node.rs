@@ -513,8 +513,8 @@ impl Node {
             return;
         }
         let snapshot = self.shared.current();
-        for key in resets.keys() {
-            snapshot.pool.reset(key);
+        for (key, at) in resets {
+            snapshot.pool.reset(key, *at);
         }
         if let Some((dir, node_id)) = &self.usage_journal {
             restore_consumption(dir, 0, node_id, &snapshot, &|key, window_end| {

@@ -8,6 +8,11 @@
 //! lost them, e.g. a node rebuilt on a fresh disk). The latest record per key is kept and applied
 //! again whenever a new snapshot (a new pool, or new keys) is published.
 //!
+//! A quota reset (`DELETE /api/apikeys/{id}/quotas` on any node) reaches every node through
+//! the entity log and the ledger: a record whose `quotas_reset_at` is older than the key's last
+//! reset applied here is skipped (it still counts the calls before the reset); the ledger's
+//! next record counts from the reset.
+//!
 //! Overshoot bound: a node admits on its own view; what other nodes admitted since their last
 //! published totals is unknown to it. So a key can be over-admitted by at most
 //! (sum of the other nodes' admitted rate for that key) × (propagation lag: their flush interval
@@ -152,6 +157,13 @@ fn follow(
 }
 
 fn apply(pool: &gateway_core::quota::NodePool, record: &TotalsRecord, node_id: &str) {
+    // Folded before a reset this node has applied: it still counts the calls before it.
+    if pool
+        .reset_at(&record.apikey)
+        .is_some_and(|at| record.quotas_reset_at.is_none_or(|folded| folded < at))
+    {
+        return;
+    }
     let others = record.calls_excluding(node_id);
     pool.set_remote(
         &record.apikey,

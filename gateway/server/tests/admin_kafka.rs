@@ -323,3 +323,170 @@ fn a_rotation_has_one_owner_in_the_cluster() {
     assert_eq!(later.len(), 1, "{later:?}");
     assert!(later[0]["id"].as_str().unwrap().ends_with("@node-b"));
 }
+
+/// `DELETE /api/apikeys/{id}/quotas` on one node applies cluster-wide and reaches the ledger's
+/// totals: two nodes with usage on Kafka and a ledger publishing totals exhaust a daily quota
+/// together, node A resets it, node B admits again (it applied the reset from the entity
+/// topic), and the ledger's totals then count only the calls after the reset, so neither node
+/// gets the calls before it back from the next totals record.
+#[test]
+fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
+    let Some(brokers) = broker() else { return };
+    let _serial = serial();
+    let topics = Topics::with_suffix(&unique("reset"));
+    let key_dir = TempDir::new("kafka-reset-key");
+    let key_file = key_dir.path().join("cluster.key");
+    std::fs::write(&key_file, "42".repeat(32)).unwrap();
+    let (dir_a, dir_b, dir_l) = (
+        TempDir::new("reset-a"),
+        TempDir::new("reset-b"),
+        TempDir::new("reset-ledger"),
+    );
+    let start = |id: &str, dir: &Path| {
+        Stack::start(
+            dir,
+            StackOptions {
+                key_file: Some(&key_file),
+                kafka: Some(kafka_entity_log(&brokers, &topics, 2, dir, id)),
+                usage_on_kafka: true,
+                ..StackOptions::new(id, 1, TOKEN)
+            },
+        )
+    };
+    let (a, b) = (start("node-a", dir_a.path()), start("node-b", dir_b.path()));
+    let mut config = ledger::LedgerConfig::journal(dir_l.path());
+    config.source = ledger::config::SourceConfig::Kafka {
+        brokers: brokers.clone(),
+        usage_topic: topics.usage.clone(),
+        entities_topic: topics.entities.clone(),
+        totals_topic: topics.totals.clone(),
+        group: unique("reset-ledger"),
+        partitions: 2,
+    };
+    let ledger = ledger::Ledger::start(config).unwrap();
+
+    const QUOTA: u64 = 20;
+    a.ok(
+        "POST",
+        "/api/backends",
+        json!({"id": "mock", "backend": {"mock": {"body": "ok"}}}),
+    );
+    a.ok(
+        "POST",
+        "/api/routes",
+        json!({"id": "r", "frontend": {"domains": ["*/r"]}, "backend_ref": "mock",
+               "plugins": [{"plugin": "cp:otoroshi.next.plugins.ApikeyCalls", "config": {}}]}),
+    );
+    let key = ("kr", "Reset-Secret-4b1e-77");
+    a.ok(
+        "POST",
+        "/api/apikeys",
+        json!({"clientId": key.0, "clientSecret": key.1, "authorizedEntities": ["route_r"],
+               "dailyQuota": QUOTA, "monthlyQuota": 1_000_000, "throttlingQuota": 1_000_000}),
+    );
+    // The route (an unknown key: 401) and the key reach B (events of two partitions arrive
+    // in any order).
+    until(b.data(), "/r", ("none", "x"), 401, Duration::from_secs(10));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || b
+            .node()
+            .current()
+            .pool
+            .consumption(key.0, now_ms())
+            .is_some()),
+        "the key never reached node B"
+    );
+    let counted = |s: &Stack| {
+        s.node()
+            .current()
+            .pool
+            .consumption(key.0, now_ms())
+            .map_or(0, |c| c.current_calls_per_day)
+    };
+    let ledger_calls = || {
+        ledger
+            .handle()
+            .totals(key.0)
+            .map(|t| (t.daily_calls, t.quotas_reset_at))
+    };
+
+    // 12 calls on A, 8 on B: the quota is spent; once the ledger's totals reach both nodes,
+    // both refuse.
+    for (node, n) in [(&a, 12), (&b, 8)] {
+        for _ in 0..n {
+            assert_eq!(status(node.data(), "/r", key), 200);
+        }
+    }
+    assert!(
+        common::wait_until(Duration::from_secs(30), || counted(&a) == QUOTA
+            && counted(&b) == QUOTA),
+        "the nodes never both counted {QUOTA}: a {}, b {}",
+        counted(&a),
+        counted(&b)
+    );
+    assert_eq!(status(a.data(), "/r", key), 429);
+    assert_eq!(status(b.data(), "/r", key), 429);
+    assert_eq!(ledger_calls(), Some((QUOTA, None)));
+
+    // The reset on A.
+    let (s, after) = a.call("DELETE", &format!("/api/apikeys/{}/quotas", key.0), None);
+    assert_eq!(s, 200, "{after}");
+    assert_eq!(after["currentCallsPerDay"], 0);
+    // B applies it from the entity topic.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || counted(&b) == 0),
+        "node B never applied the reset: it counts {}",
+        counted(&b)
+    );
+    // The ledger folds it: its totals count from the reset.
+    assert!(
+        common::wait_until(Duration::from_secs(20), || ledger_calls()
+            .is_some_and(|(calls, at)| calls == 0 && at.is_some())),
+        "the ledger's totals never counted from the reset: {:?}",
+        ledger_calls()
+    );
+
+    // 7 calls on B, 6 on A after the reset: all admitted, and once the totals are through,
+    // both nodes count 13, not 13 + the 20 before the reset.
+    for (node, n) in [(&b, 7), (&a, 6)] {
+        for _ in 0..n {
+            assert_eq!(status(node.data(), "/r", key), 200);
+        }
+    }
+    assert!(
+        common::wait_until(Duration::from_secs(30), || ledger_calls()
+            .is_some_and(|(calls, _)| calls == 13)),
+        "the ledger's totals after the reset: {:?}",
+        ledger_calls()
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || counted(&a) == 13
+            && counted(&b) == 13),
+        "after the reset the nodes count a {} and b {} (13 calls made since)",
+        counted(&a),
+        counted(&b)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((counted(&a), counted(&b)), (13, 13));
+    let (_, on_b) = b.call("GET", &format!("/api/apikeys/{}/quotas", key.0), None);
+    assert_eq!(on_b["remainingCallsPerDay"], QUOTA - 13, "{on_b}");
+    // The rest of the quota, and no more.
+    let mut admitted = 0;
+    for _ in 0..QUOTA {
+        if status(a.data(), "/r", key) == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, QUOTA - 13);
+    ledger.shutdown();
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}

@@ -359,6 +359,7 @@ fn totals_of_other_nodes_reduce_what_this_node_admits() {
         )]
         .into_iter()
         .collect(),
+        quotas_reset_at: None,
     };
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)

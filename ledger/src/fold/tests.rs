@@ -5,6 +5,8 @@ use crate::calendar::{Calendar, parse_day};
 use crate::query::{self, Granularity};
 use crate::store::{Dimension, Store};
 
+mod resets;
+
 const HOUR: i64 = 3_600_000;
 
 fn entry(apikey: &str, day: u32, admitted: u64) -> UsageEntry {

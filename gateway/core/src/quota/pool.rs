@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -105,6 +105,9 @@ struct Counters {
 pub(crate) struct Slot {
     counters: Counters,
     client_id: Box<str>,
+    /// The latest quota reset applied (ms since the epoch; `i64::MIN`: none). Read and written
+    /// by the admin API and the totals follower only, never per request.
+    reset_at: AtomicI64,
 }
 
 impl fmt::Debug for Slot {
@@ -146,6 +149,7 @@ impl Slot {
         let slot = Self {
             counters: Counters::default(),
             client_id: key.client_id().into(),
+            reset_at: AtomicI64::new(i64::MIN),
         };
         slot.set_quotas(key);
         slot
@@ -619,15 +623,26 @@ impl NodePool {
         Some((taken(Period::Day, day.id), taken(Period::Month, month.id)))
     }
 
-    /// Gives the key its full quotas back (Otoroshi's `DELETE /api/apikeys/{id}/quotas`): today's
-    /// and this month's counts, the other nodes' counts (until the ledger reports again) and the
-    /// throttling bucket. Leases cores hold stay valid (under 1 % of the quota). Returns whether
-    /// the key is known.
-    pub fn reset(&self, client_id: &str) -> bool {
+    /// Gives the key its full quotas back for a reset made at `at_ms` (Otoroshi's
+    /// `DELETE /api/apikeys/{id}/quotas`, here or on another node): today's and this month's
+    /// counts, the other nodes' counts and the throttling bucket. Leases cores hold stay valid
+    /// (under 1 % of the quota). A reset not newer than the last one applied changes nothing (a
+    /// replayed event never resets twice). Returns whether the key is known.
+    pub fn reset(&self, client_id: &str, at_ms: i64) -> bool {
         let Some(slot) = self.by_client.get(client_id) else {
             return false;
         };
-        slot.reset();
+        if slot.reset_at.fetch_max(at_ms, Ordering::Relaxed) < at_ms {
+            slot.reset();
+        }
         true
+    }
+
+    /// The latest quota reset applied to the key (ms since the epoch), if any: totals the
+    /// ledger folded before it still count the calls before it and must not be applied.
+    #[must_use]
+    pub fn reset_at(&self, client_id: &str) -> Option<i64> {
+        let slot = self.by_client.get(client_id)?;
+        Some(slot.reset_at.load(Ordering::Relaxed)).filter(|at| *at != i64::MIN)
     }
 }

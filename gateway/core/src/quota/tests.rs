@@ -700,7 +700,9 @@ fn reset_gives_the_full_quota_back() {
     assert!(node.admit(0, k, now() + 2_000).is_err());
     // A tick passes (the cores report their calls), then the reset.
     node.usage(now() + 2_000);
-    assert!(node.pool.reset("k"));
+    assert_eq!(node.pool.reset_at("k"), None);
+    assert!(node.pool.reset("k", now() + 2_000));
+    assert_eq!(node.pool.reset_at("k"), Some(now() + 2_000));
     let u = node.usage(now() + 2_000);
     assert_eq!(
         (u.current_calls_per_day, u.remaining_calls_per_window),
@@ -709,7 +711,17 @@ fn reset_gives_the_full_quota_back() {
     // The refusing core sees it at its next re-check.
     let t = now() + 2_000 + REFUSAL_RECHECK_MS;
     assert_eq!(node.admit_n(0, k, t, 10), 3);
-    assert!(!node.pool.reset("nobody"));
+    assert!(!node.pool.reset("nobody", t));
+    // The same reset again (a replayed event) or an older one changes nothing; a newer one
+    // resets.
+    node.usage(t);
+    for at in [now() + 2_000, now()] {
+        assert!(node.pool.reset("k", at));
+        assert_eq!(node.usage(t).current_calls_per_day, 3, "reset at {at}");
+    }
+    assert!(node.pool.reset("k", t));
+    assert_eq!(node.usage(t).current_calls_per_day, 0);
+    assert_eq!(node.pool.reset_at("k"), Some(t));
 }
 
 #[test]

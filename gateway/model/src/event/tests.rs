@@ -812,6 +812,7 @@ fn sample_totals() -> TotalsRecord {
             ),
         ]
         .into(),
+        quotas_reset_at: Some(1_710_499_000_000),
     }
 }
 
@@ -820,6 +821,7 @@ fn totals_json_shape_and_round_trip() {
     let minimal = TotalsRecord {
         node: None,
         nodes: Default::default(),
+        quotas_reset_at: None,
         ..sample_totals()
     };
     let value: serde_json::Value = serde_json::from_slice(&minimal.encode().unwrap()).unwrap();

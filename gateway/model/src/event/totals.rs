@@ -39,6 +39,11 @@ pub struct TotalsRecord {
     /// `daily_calls` and `monthly_calls`. Lets a gateway subtract what it already counts itself.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeCalls>,
+    /// The key's latest quota reset the ledger had folded (`DELETE /api/apikeys/{id}/quotas`,
+    /// ms since the epoch): the counts are the calls since it. A gateway that knows of a later
+    /// reset skips the record (it still counts calls from before that reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas_reset_at: Option<i64>,
 }
 
 /// Admitted calls of one gateway node.

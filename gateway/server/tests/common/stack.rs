@@ -30,6 +30,9 @@ pub struct StackOptions<'a> {
     pub previous_secret_grace_ms: i64,
     /// Share the entity log through Kafka.
     pub kafka: Option<KafkaLogConfig>,
+    /// With `kafka`: the node's usage goes to the same broker and topics too, and it follows the
+    /// ledger's totals (`[events] sink = "kafka"`).
+    pub usage_on_kafka: bool,
     /// Limits of the admin listener.
     pub http: gateway_httpd::Limits,
 }
@@ -45,6 +48,7 @@ impl<'a> StackOptions<'a> {
             clock: gateway::admin::system_clock(),
             previous_secret_grace_ms: 0,
             kafka: None,
+            usage_on_kafka: false,
             http: gateway_httpd::Limits::default(),
         }
     }
@@ -79,11 +83,12 @@ impl Stack {
     pub fn start(dir: &Path, options: StackOptions<'_>) -> Self {
         let log = gateway::admin::open_log(dir, options.id, options.key_file, 1000).unwrap();
         let entities = log.state().entities((options.clock)());
-        let node = Node::start(
-            &super::node_options(options.id, options.cores, IoMode::Epoll, Some(dir)),
-            entities,
-        )
-        .unwrap();
+        let mut node_options =
+            super::node_options(options.id, options.cores, IoMode::Epoll, Some(dir));
+        if options.usage_on_kafka {
+            node_options.kafka = options.kafka.as_ref().map(|k| k.kafka.clone());
+        }
+        let node = Node::start(&node_options, entities).unwrap();
         let admin = gateway::admin::start(
             AdminOptions {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
