@@ -459,7 +459,7 @@ fn history(shared: &Shared, kind: &str, id: &str) -> Result<Response, Response> 
         .filter_map(|bytes| EntityEvent::decode(bytes).ok())
         .map(|event| {
             let mut entity = event.entity;
-            crate::redact::redact(&mut entity);
+            gateway_model::redact::redact(&mut entity);
             json!({"version": event.version, "at": event.at, "actor": event.actor,
                    "action": event.action, "event_id": event.id, "entity": entity})
         })

@@ -33,7 +33,6 @@ pub mod metrics;
 pub mod pseudonym;
 pub mod query;
 pub mod rebuild;
-pub mod redact;
 pub mod runtime;
 pub mod source;
 pub mod store;

@@ -22,5 +22,6 @@ pub mod entity;
 pub mod event;
 pub mod import;
 pub mod jose;
+pub mod redact;
 pub mod validate;
 pub mod x509;

@@ -874,28 +874,8 @@ pub fn read_events(
     Ok(out)
 }
 
-/// Replaces every sealed value (and any non-empty `clientSecret`, `nextSecret`,
-/// `previousSecret`, `privateKey` or `password` left in clear) with `***`.
-pub fn redact(value: &mut Value) {
-    match value {
-        Value::String(s) if s.starts_with(SEALED_PREFIX) => *s = REDACTED.to_owned(),
-        Value::Object(obj) => {
-            for (k, v) in obj.iter_mut() {
-                if matches!(
-                    k.as_str(),
-                    "clientSecret" | "nextSecret" | "previousSecret" | PRIVATE_KEY | "password"
-                ) && v.as_str().is_some_and(|s| !s.is_empty())
-                {
-                    *v = Value::String(REDACTED.to_owned());
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
+/// The one redaction rule of views (`gateway_model::redact`): sealed values and secret fields.
+pub use gateway_model::redact::redact;
 
 fn fold(
     state: &mut State,

@@ -14,11 +14,9 @@ use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-/// Prefix of a sealed value.
-pub const SEALED_PREFIX: &str = "sealed:v1:";
-
-/// What audit views show instead of a secret.
-pub const REDACTED: &str = "***";
+/// Prefix of a sealed value, and what audit views show instead of a secret (one definition, with
+/// the redaction rule, in `gateway_model::redact`).
+pub use gateway_model::redact::{REDACTED, SEALED_PREFIX};
 
 const NONCE_BYTES: usize = 24;
 
