@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_core::balance::{Balancer, Outcome, PickHint, Ticket};
 use gateway_core::flow::FlowScratch;
-use gateway_model::entity::ClientConfig;
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::{ListenerOpts, TcpListener};
 use rustc_hash::FxHashMap;
@@ -491,21 +490,6 @@ impl Core {
         if let Some(b) = self.balancers.borrow_mut().get_mut(&spec.id) {
             b.finish(ticket, outcome, now_ms());
         }
-    }
-
-    /// Delay before retry `attempt` (1-based): `retry_initial_delay × backoff_factor^(n-1)`,
-    /// capped at 10 s.
-    pub fn backoff(&self, client: &ClientConfig, attempt: u32) -> Duration {
-        let factor = client
-            .backoff_factor
-            .max(1)
-            .saturating_pow(attempt.saturating_sub(1));
-        Duration::from_millis(
-            client
-                .retry_initial_delay
-                .saturating_mul(factor)
-                .min(10_000),
-        )
     }
 
     /// The local calendar day (`YYYYMMDD`) and month (`YYYYMM`) at `now_ms`, recomputed only when

@@ -957,14 +957,17 @@ impl Conn {
         client: &gateway_model::entity::ClientConfig,
     ) -> Option<(gateway_core::balance::Ticket, std::net::SocketAddr)> {
         let outcome = kind.map_or(Outcome::Cancelled, Outcome::Failure);
-        if *attempt >= client.retries {
+        let next = attempt.saturating_add(1);
+        let Some(delay_ms) =
+            gateway_core::balance::RetrySchedule::from_client(client).delay_before(next)
+        else {
             core.finish(snap, backend, ticket, outcome);
             return None;
-        }
-        *attempt += 1;
+        };
+        *attempt = next;
         let failed_id = ticket.target();
         core.finish(snap, backend, ticket, outcome);
-        monoio::time::sleep(core.backoff(client, *attempt)).await;
+        monoio::time::sleep(Duration::from_millis(delay_ms)).await;
         core.pick_retry(snap, backend, failed_id)
     }
 
