@@ -6,7 +6,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_model::event::TotalsRecord;
 
@@ -18,12 +17,7 @@ use crate::pseudonym::{self, ClientIdOnly};
 use crate::store::{CommitSummary, Store};
 
 /// Milliseconds since the Unix epoch, now.
-#[must_use]
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use gateway_model::clock::now_ms;
 
 /// State shared by the fold thread, the query threads and the handles.
 #[derive(Debug)]

@@ -17,6 +17,7 @@
 )]
 
 pub mod canon;
+pub mod clock;
 pub mod config;
 pub mod entity;
 pub mod event;

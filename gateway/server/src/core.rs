@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gateway_core::balance::{Balancer, Outcome, PickHint, Ticket};
 use gateway_core::flow::FlowScratch;
@@ -289,11 +289,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use gateway_model::clock::now_ms;
 
 impl Core {
     /// A core's state, starting on the node's current snapshot.

@@ -531,9 +531,7 @@ pub struct EntityLog {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    crate::core::now_ms()
-}
+pub use gateway_model::clock::now_ms;
 
 fn event_id(node_id: &str) -> String {
     let unique: String = match crate::seal::random_bytes(16) {

@@ -8,8 +8,6 @@
 //! P-256 leaf signed by that CA (subject `CN=<subscription>, O=<api>`, extended key usage
 //! clientAuth, two years); its private key is answered once and kept nowhere.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use gateway_model::entity::{
     API_CA_META, Certificate, Secret, TOKEN_KEY_CREATED_META, TOKEN_KEY_META, TOKEN_KEY_RETIRE_META,
 };
@@ -41,9 +39,7 @@ pub(super) struct IssuedCert {
 }
 
 fn this_year() -> i32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = gateway_model::clock::now_ms().max(0).unsigned_abs() / 1000;
     // Mean Gregorian year: off by a day at most around new year, which only moves a bound.
     i32::try_from(1970 + secs / 31_556_952).unwrap_or(2026)
 }

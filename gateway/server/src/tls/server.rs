@@ -3,7 +3,7 @@
 //! certificates, and one `ServerConfig` per core.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use rustls::pki_types::pem::PemObject as _;
@@ -391,9 +391,7 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = gateway_model::clock::now_ms();
         match hello.server_name() {
             // An entity certificate for the name, else the listener's: with `strict_sni` only
             // for a name its SANs cover.
