@@ -8,7 +8,6 @@ use std::time::Duration;
 use gateway_events::journal::{JournalError, JournalReader, Stream};
 use gateway_model::event::{EntityEvent, UsageDecoder};
 use rdkafka::Message;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -146,13 +145,17 @@ fn replay_kafka(
     let kafka = |context: &'static str| {
         move |e: rdkafka::error::KafkaError| LedgerError::with(LedgerErrorKind::Kafka, context, e)
     };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "tollgate-ledger-rebuild")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .map_err(kafka("create consumer"))?;
+    let consumer: BaseConsumer = gateway_events::kafka::client_config(
+        brokers,
+        &[
+            ("group.id", "tollgate-ledger-rebuild"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+        ],
+        &[],
+    )
+    .create()
+    .map_err(kafka("create consumer"))?;
     let timeout = Duration::from_secs(10);
     for topic in [usage_topic, entities_topic] {
         let metadata = consumer

@@ -244,33 +244,44 @@ impl KafkaConfig {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.brokers);
-        for (key, value) in &self.extra {
-            config.set(key, value);
-        }
-        config
+    /// A client of these brokers with `role`'s settings and this config's `extra` ([`client_config`]).
+    #[must_use]
+    pub fn client(&self, role: &[(&str, &str)]) -> ClientConfig {
+        client_config(&self.brokers, role, &self.extra)
     }
 
     fn producer_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &self.compression)
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", self.linger.as_millis().to_string())
-            .set(
-                "queue.buffering.max.messages",
-                self.queue_max_messages.max(1).to_string(),
-            );
-        for (key, value) in &self.extra {
-            config.set(key, value);
-        }
-        config
+        let linger = self.linger.as_millis().to_string();
+        let queue = self.queue_max_messages.max(1).to_string();
+        self.client(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", &self.compression),
+            ("message.timeout.ms", "0"),
+            ("linger.ms", &linger),
+            ("queue.buffering.max.messages", &queue),
+        ])
     }
+}
+
+/// Every rdkafka client Tollgate creates (usage sink, entity log, totals follower and
+/// publisher, ledger consumer, rebuild, tail) is configured here: the brokers, then the role's
+/// own settings, then `extra` (the operator's librdkafka settings), applied last so they win.
+#[must_use]
+pub fn client_config(
+    brokers: &str,
+    role: &[(&str, &str)],
+    extra: &[(String, String)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in role {
+        config.set(*key, *value);
+    }
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
 }
 
 /// Errors of the Kafka sink.
@@ -547,7 +558,7 @@ impl Drop for KafkaSink {
 ///
 /// The broker could not be reached within `admin_timeout`, or refused a topic.
 pub fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaSinkError> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let admin: AdminClient<DefaultClientContext> = config.client(&[]).create()?;
     let partitions = i32::try_from(config.partitions.max(1)).unwrap_or(i32::MAX);
     let replication = TopicReplication::Fixed(config.replication.max(1));
     let topics = [

@@ -361,8 +361,7 @@ impl Node {
         let totals = match &options.kafka {
             Some(k) => Some(crate::totals::spawn(
                 shared.clone(),
-                k.brokers.clone(),
-                k.topics.totals.clone(),
+                k,
                 options.node_id.clone(),
                 totals_counters.clone(),
             )?),

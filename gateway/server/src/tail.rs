@@ -228,15 +228,20 @@ pub fn kafka(
     out: &mut impl Write,
 ) -> io::Result<TailReport> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    use rdkafka::{Message, Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("tollgate-tail-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(io::Error::other)?;
+    let group = format!("tollgate-tail-{}", std::process::id());
+    let consumer: BaseConsumer = gateway_events::kafka::client_config(
+        brokers,
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ],
+        &[],
+    )
+    .create()
+    .map_err(io::Error::other)?;
     let timeout = Duration::from_secs(10);
     let mut assignment = TopicPartitionList::new();
     // (topic, stream, partition, high watermark at start), and the offset before the first

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use gateway_model::event::TotalsRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::core::NodeShared;
 
@@ -50,24 +50,26 @@ pub struct TotalsCounters {
 /// The thread could not be spawned.
 pub fn spawn(
     shared: Arc<NodeShared>,
-    brokers: String,
-    topic: String,
+    kafka: &gateway_events::kafka::KafkaConfig,
     node_id: String,
     counters: Arc<TotalsCounters>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let client = consumer(kafka);
+    let topic = kafka.topics.totals.clone();
     std::thread::Builder::new()
         .name("tollgate-totals".into())
-        .spawn(move || follow(&shared, &brokers, &topic, &node_id, &counters))
+        .spawn(move || follow(&shared, client, &topic, &node_id, &counters))
 }
 
-fn consumer(brokers: &str) -> Option<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "tollgate-gateway-totals")
-        .set("enable.auto.commit", "false")
-        // The lag of this thread is part of the overshoot bound: do not let a fetch wait the
-        // default 500 ms on a broker that does not answer early.
-        .set("fetch.wait.max.ms", "50")
+fn consumer(kafka: &gateway_events::kafka::KafkaConfig) -> Option<BaseConsumer> {
+    kafka
+        .client(&[
+            ("group.id", "tollgate-gateway-totals"),
+            ("enable.auto.commit", "false"),
+            // The lag of this thread is part of the overshoot bound: do not let a fetch wait
+            // the default 500 ms on a broker that does not answer early.
+            ("fetch.wait.max.ms", "50"),
+        ])
         .create()
         .map_err(|e| tracing::error!(error = %e, "totals: kafka consumer not created"))
         .ok()
@@ -97,13 +99,13 @@ fn assign(consumer: &BaseConsumer, topic: &str) -> bool {
 
 fn follow(
     shared: &NodeShared,
-    brokers: &str,
+    consumer: Option<BaseConsumer>,
     topic: &str,
     node_id: &str,
     counters: &TotalsCounters,
 ) {
     use std::sync::atomic::Ordering;
-    let Some(consumer) = consumer(brokers) else {
+    let Some(consumer) = consumer else {
         return;
     };
     let mut assigned = false;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -150,30 +149,32 @@ pub fn run(shared: &Shared) -> Result<(), LedgerError> {
         .filter(|(k, _)| k.starts_with("kafka:"))
         .map(|(k, p)| (k.clone(), p.next))
         .collect();
-    let consumer: BaseConsumer<Logged> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        // Only the name the client reports: with `assign()` there is no group membership, and
-        // offsets are never committed to Kafka.
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Short fetch waits: the totals this ledger publishes feed the gateways' cross-node
-        // quotas, and a broker that does not answer a fetch early when data arrives (tansu)
-        // would otherwise add up to the default 500 ms to that lag.
-        .set("fetch.wait.max.ms", "50")
-        .create_with_context(Logged)
-        .map_err(kafka_error("create consumer"))?;
+    let consumer: BaseConsumer<Logged> = gateway_events::kafka::client_config(
+        brokers,
+        &[
+            // Only the name the client reports: with `assign()` there is no group membership,
+            // and offsets are never committed to Kafka.
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            // Short fetch waits: the totals this ledger publishes feed the gateways' cross-node
+            // quotas, and a broker that does not answer a fetch early when data arrives (tansu)
+            // would otherwise add up to the default 500 ms to that lag.
+            ("fetch.wait.max.ms", "50"),
+        ],
+        &[],
+    )
+    .create_with_context(Logged)
+    .map_err(kafka_error("create consumer"))?;
     let topics = [usage_topic.as_str(), entities_topic.as_str()];
     let mut layout = partitions_of(&consumer, &topics)?;
     assign_all(&consumer, &layout, &positions)?;
     let mut last_metadata = Instant::now();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(kafka_error("create totals producer"))?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        gateway_events::kafka::client_config(brokers, &[("acks", "all"), ("linger.ms", "5")], &[])
+            .create()
+            .map_err(kafka_error("create totals producer"))?;
 
     let chunk_wait = Duration::from_millis(50);
     let mut last_lag = Instant::now();

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use gateway_events::kafka::KafkaConfig;
 use gateway_model::event::EntityEvent;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -43,15 +42,6 @@ pub struct KafkaLogConfig {
 impl KafkaLogConfig {
     fn topic(&self) -> &str {
         &self.kafka.topics.entities
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.kafka.brokers);
-        for (k, v) in &self.kafka.extra {
-            c.set(k, v);
-        }
-        c
     }
 }
 
@@ -90,10 +80,12 @@ impl Forwarder {
             tracing::warn!(error = %e, "kafka: topics not created yet (retried by the forwarder)");
         }
         let producer: BaseProducer<Deliveries> = config
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
+            .kafka
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+            ])
             .create_with_context(Deliveries::default())
             .map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -284,15 +276,15 @@ impl Follower {
         let unique = crate::seal::random_bytes(6)
             .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
             .unwrap_or_default();
+        let group = format!("tollgate-entities-{}-{unique}", config.node_id);
         let consumer: BaseConsumer = config
-            .client()
-            .set(
-                "group.id",
-                format!("tollgate-entities-{}-{unique}", config.node_id),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "20")
+            .kafka
+            .client(&[
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "20"),
+            ])
             .create()
             .map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));
