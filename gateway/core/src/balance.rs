@@ -13,8 +13,9 @@
 //!    target's breaker is half-open, makes it the one trial call;
 //! 3. [`Balancer::finish`] with the [`Ticket`] when the call ends, whatever the end
 //!    ([`Outcome::Cancelled`] when there is no verdict on the target, e.g. the client left);
-//! 4. on a retryable failure, [`RetrySchedule::delay_before`] gives the wait and
-//!    [`Balancer::next_for_retry`] another target.
+//! 4. on a failure, [`Attempts::failed`] classifies it ([`UpstreamError`]) into the target's
+//!    [`Outcome`] and the next [`Step`]: a retry after [`RetrySchedule::delay_before`] on
+//!    [`Balancer::next_for_retry`]'s target, or the client's answer.
 //!
 //! Availability: a target is available when it is healthy (the default until a health check says
 //! otherwise) and its breaker admits a call (closed, or half-open with no trial in flight; see
@@ -34,6 +35,7 @@
 //! disappear, but one with calls still in flight is kept aside until they finish, so that tickets
 //! taken before a rebuild still settle correctly (and the state comes back if the target does).
 
+mod attempts;
 mod breaker;
 mod policy;
 mod retry;
@@ -45,6 +47,7 @@ mod tests;
 use gateway_model::entity::{Backend, Target};
 use rustc_hash::FxHashMap;
 
+pub use attempts::{Attempts, MAX_UNCOUNTED, Retry, Step, UpstreamError};
 pub use breaker::{BreakerConfig, BreakerTransition};
 pub use policy::Policy;
 pub use retry::RetrySchedule;

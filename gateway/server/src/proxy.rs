@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::stream::Stream;
-use gateway_core::balance::{FailureKind, Outcome};
+use gateway_core::balance::{Attempts, FailureKind, Outcome, RetrySchedule, Step, UpstreamError};
 use gateway_core::http::{
     BodyDecoder, BodyFraming, BodyLimits, HeadLimits, HeadParser, HttpError, Method, Side,
 };
@@ -774,16 +774,12 @@ impl Conn {
                 };
             }
         };
-        let retriable = plan.idempotent && mode != BodyMode::Streaming;
-        let mut attempt = 0u32;
-        let mut current = Some((picked.ticket, picked.addr));
-        let mut last_failure = ErrorReply::BAD_GATEWAY;
+        let mut attempts = Attempts::new(
+            RetrySchedule::from_client(client_cfg),
+            plan.idempotent && mode != BodyMode::Streaming,
+        );
+        let (mut ticket, mut addr) = (picked.ticket, picked.addr);
         loop {
-            let Some((ticket, addr)) = current.take() else {
-                return self
-                    .reply(core, &last_failure, true, plan.head_request)
-                    .await;
-            };
             let tls = spec
                 .targets
                 .get(ticket.target().index())
@@ -822,29 +818,34 @@ impl Conn {
                     match connected {
                         Ok(c) => c,
                         Err(e) => {
-                            let (reply, kind) = match e {
-                                ConnectError::AtCapacity => (ErrorReply::UNAVAILABLE, None),
-                                ConnectError::Timeout => {
-                                    (ErrorReply::GATEWAY_TIMEOUT, Some(FailureKind::Timeout))
-                                }
-                                ConnectError::Io(_) => {
-                                    (ErrorReply::BAD_GATEWAY, Some(FailureKind::Connect))
-                                }
+                            let error = match e {
+                                ConnectError::AtCapacity => UpstreamError::AtCapacity,
+                                ConnectError::Timeout => UpstreamError::ConnectTimeout,
+                                ConnectError::Io(_) => UpstreamError::ConnectFailed,
                                 ConnectError::Tls(e) => {
                                     core.stats.borrow_mut().upstream_tls_failures += 1;
-                                    let reply = if e.is_verification() {
-                                        ErrorReply::UPSTREAM_CERTIFICATE
-                                    } else {
-                                        ErrorReply::UPSTREAM_TLS
-                                    };
-                                    (reply, Some(FailureKind::Connect))
+                                    UpstreamError::Tls {
+                                        verification: e.is_verification(),
+                                    }
                                 }
                             };
-                            last_failure = reply;
-                            // Nothing was sent: any method may be retried on another target.
-                            current = self
-                                .retry(core, &snap, backend, ticket, kind, &mut attempt, client_cfg)
-                                .await;
+                            match self
+                                .after_failure(
+                                    core,
+                                    &snap,
+                                    backend,
+                                    ticket,
+                                    error,
+                                    false,
+                                    &mut attempts,
+                                )
+                                .await
+                            {
+                                Ok(next) => (ticket, addr) = next,
+                                Err(reply) => {
+                                    return self.reply(core, &reply, true, plan.head_request).await;
+                                }
+                            }
                             continue;
                         }
                     }
@@ -887,47 +888,16 @@ impl Conn {
                     }
                     return client_next;
                 }
-                Exchange::Stale if reused => {
-                    // A pooled connection the upstream had closed, found before anything of the
-                    // request was consumed: same target, fresh connection; not a failure.
-                    core.finish(&snap, backend, ticket, Outcome::Cancelled);
-                    current = core.pick(&snap, backend, self.peer, None, now_ms());
-                    last_failure = ErrorReply::BAD_GATEWAY;
-                }
-                failed @ (Exchange::Stale | Exchange::Failed(_)) if retriable => {
-                    let (reply, kind) = match failed {
-                        Exchange::Failed(f) => (f.reply(), f.kind()),
-                        _ => (ErrorReply::BAD_GATEWAY, FailureKind::Broken),
-                    };
-                    last_failure = reply;
-                    current = self
-                        .retry(
-                            core,
-                            &snap,
-                            backend,
-                            ticket,
-                            Some(kind),
-                            &mut attempt,
-                            client_cfg,
-                        )
-                        .await;
-                }
-                Exchange::Stale => {
-                    core.finish(
-                        &snap,
-                        backend,
-                        ticket,
-                        Outcome::Failure(FailureKind::Broken),
-                    );
-                    return self
-                        .reply(core, &ErrorReply::BAD_GATEWAY, true, plan.head_request)
-                        .await;
-                }
-                Exchange::Failed(failure) => {
-                    core.finish(&snap, backend, ticket, Outcome::Failure(failure.kind()));
-                    return self
-                        .reply(core, &failure.reply(), true, plan.head_request)
-                        .await;
+                Exchange::Failed(error) => {
+                    match self
+                        .after_failure(core, &snap, backend, ticket, error, reused, &mut attempts)
+                        .await
+                    {
+                        Ok(next) => (ticket, addr) = next,
+                        Err(reply) => {
+                            return self.reply(core, &reply, true, plan.head_request).await;
+                        }
+                    }
                 }
                 Exchange::Aborted => {
                     core.finish(&snap, backend, ticket, Outcome::Cancelled);
@@ -943,32 +913,38 @@ impl Conn {
         }
     }
 
-    /// Settles a failed attempt and chooses the next target, after the backoff delay, while
-    /// retries remain.
+    /// Settles a failed attempt with the target's verdict and, when [`Attempts::failed`] says
+    /// to try again, waits its delay and picks the next target (another one for a counted
+    /// retry). `Err`: answer the client with it (no attempt left, or no target available).
     #[allow(clippy::too_many_arguments)]
-    async fn retry(
+    async fn after_failure(
         &self,
         core: &Core,
         snap: &crate::core::CoreSnapshot,
         backend: usize,
         ticket: gateway_core::balance::Ticket,
-        kind: Option<FailureKind>,
-        attempt: &mut u32,
-        client: &gateway_model::entity::ClientConfig,
-    ) -> Option<(gateway_core::balance::Ticket, std::net::SocketAddr)> {
-        let outcome = kind.map_or(Outcome::Cancelled, Outcome::Failure);
-        let next = attempt.saturating_add(1);
-        let Some(delay_ms) =
-            gateway_core::balance::RetrySchedule::from_client(client).delay_before(next)
-        else {
-            core.finish(snap, backend, ticket, outcome);
-            return None;
-        };
-        *attempt = next;
+        error: UpstreamError,
+        reused: bool,
+        attempts: &mut Attempts,
+    ) -> Result<(gateway_core::balance::Ticket, std::net::SocketAddr), ErrorReply> {
         let failed_id = ticket.target();
+        let (outcome, step) = attempts.failed(error, reused);
         core.finish(snap, backend, ticket, outcome);
-        monoio::time::sleep(Duration::from_millis(delay_ms)).await;
-        core.pick_retry(snap, backend, failed_id)
+        match step {
+            Step::Answer(reply) => Err(reply),
+            Step::Retry { delay_ms, counted } => {
+                if delay_ms > 0 {
+                    monoio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                let next = if counted {
+                    core.pick_retry(snap, backend, failed_id)
+                } else {
+                    core.pick(snap, backend, self.peer, None, now_ms())
+                };
+                // Nothing left to try: the failure is the answer.
+                next.ok_or_else(|| error.reply())
+            }
+        }
     }
 
     /// When the client must have sent the next body byte by: after the grace time, at least
@@ -1080,7 +1056,7 @@ impl Conn {
             .is_err()
         {
             // Nothing was consumed from the client: the request can be sent again.
-            return Exchange::Stale;
+            return Exchange::Failed(UpstreamError::Closed);
         }
         // 2. A streaming body, as it arrives; its trailers never go upstream (docs/security.md).
         let mut early = false;
@@ -1113,10 +1089,10 @@ impl Conn {
                 let keep = forwarded_part(&d, &mut in_trailers);
                 let last = d.done && in_trailers;
                 if up.stream.write_range(&mut self.buf, keep).await.is_err() {
-                    return Exchange::Failed(UpstreamFailure::Broken);
+                    return Exchange::Failed(UpstreamError::Broken);
                 }
                 if last && up.stream.write_static(CRLF).await.is_err() {
-                    return Exchange::Failed(UpstreamFailure::Broken);
+                    return Exchange::Failed(UpstreamError::Broken);
                 }
                 self.bytes_in += d.consumed as u64;
                 received += d.consumed as u64;
@@ -1159,17 +1135,17 @@ impl Conn {
                         break (info, head.status());
                     }
                     Ok(None) => {}
-                    Err(_) => return Exchange::Failed(UpstreamFailure::BadResponse),
+                    Err(_) => return Exchange::Failed(UpstreamError::BadResponse),
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match monoio::time::timeout(left, up.stream.read_more(&mut up.buf)).await {
-                Err(_) => return Exchange::Failed(UpstreamFailure::Timeout),
+                Err(_) => return Exchange::Failed(UpstreamError::Timeout),
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) if up.buf.is_empty() && mode != BodyMode::Streaming => {
-                    return Exchange::Stale;
+                    return Exchange::Failed(UpstreamError::Closed);
                 }
-                Ok(_) => return Exchange::Failed(UpstreamFailure::Broken),
+                Ok(_) => return Exchange::Failed(UpstreamError::Broken),
             }
         };
         let (resp, status) = resp;
@@ -1298,34 +1274,6 @@ struct Timeouts {
     stream: Duration,
 }
 
-/// What went wrong upstream, classified: the client's answer and the breaker's verdict come from
-/// the kind, never from a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UpstreamFailure {
-    /// The connection failed while the request or response travelled.
-    Broken,
-    /// The response head was malformed.
-    BadResponse,
-    /// No response head within the call timeout.
-    Timeout,
-}
-
-impl UpstreamFailure {
-    fn reply(self) -> ErrorReply {
-        match self {
-            Self::Broken | Self::BadResponse => ErrorReply::BAD_GATEWAY,
-            Self::Timeout => ErrorReply::GATEWAY_TIMEOUT,
-        }
-    }
-
-    fn kind(self) -> FailureKind {
-        match self {
-            Self::Broken | Self::BadResponse => FailureKind::Broken,
-            Self::Timeout => FailureKind::Timeout,
-        }
-    }
-}
-
 /// What the access log line of the current request needs beyond the plan.
 #[derive(Debug, Default)]
 struct AccessFacts {
@@ -1346,11 +1294,8 @@ enum Exchange {
         upstream_reusable: bool,
         status: u16,
     },
-    /// The upstream connection failed before any response byte and before anything of the
-    /// request was consumed from the client (possibly a stale pooled one): it can be sent again.
-    Stale,
     /// The upstream failed; nothing was sent to the client yet.
-    Failed(UpstreamFailure),
+    Failed(UpstreamError),
     /// Something failed after the response started, or the client went away: close.
     Aborted,
     /// The client sent a bad, oversized or too slow body: answer this, and blame no target.
