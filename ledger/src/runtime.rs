@@ -17,7 +17,7 @@ use crate::pseudonym::{self, ClientIdOnly};
 use crate::store::{CommitSummary, Store};
 
 /// Milliseconds since the Unix epoch, now.
-pub use gateway_model::clock::now_ms;
+pub use gateway_events::clock::now_ms;
 
 /// State shared by the fold thread, the query threads and the handles.
 #[derive(Debug)]

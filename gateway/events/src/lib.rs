@@ -13,6 +13,7 @@
     )
 )]
 
+pub mod clock;
 pub mod holder;
 pub mod journal;
 pub mod kafka;

@@ -17,7 +17,6 @@
 )]
 
 pub mod canon;
-pub mod clock;
 pub mod config;
 pub mod entity;
 pub mod event;

@@ -1,22 +1,22 @@
-//! One core: its runtime's tasks (the accept loop, one task per connection, a ticker), and the
-//! state they share, all `!Sync` and local: the current snapshot, the upstream pool, the
+//! One core's state, shared by its runtime's tasks (the accept loop, one task per connection, a
+//! ticker; they live in [`crate::worker`]), all `!Sync` and local: the current snapshot, the upstream pool, the
 //! balancers, the flow scratch. The only cross-core data is read by the ticker every
 //! [`TICK`], never per request: the node's snapshot cell and its shutdown flag.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway_core::balance::{Balancer, Outcome, PickHint, Ticket};
 use gateway_core::flow::FlowScratch;
 use monoio::io::{CancelHandle, Canceller};
-use monoio::net::{ListenerOpts, TcpListener};
 use rustc_hash::FxHashMap;
 
 use crate::config::HttpLimits;
+pub use crate::shared::{NodeShared, NodeTls, Verdicts, spawn_ticket_rotation};
 use crate::snapshot::Snapshot;
 use crate::upstream::Pool;
 
@@ -25,153 +25,6 @@ pub const TICK: Duration = Duration::from_millis(50);
 
 /// Pool sweeps happen every this many ticks (1 s).
 const SWEEP_EVERY_TICKS: u64 = 20;
-
-/// What the cores of a node share: the current snapshot and the shutdown flag. Read by each
-/// core's ticker, never on the request path.
-#[derive(Debug)]
-pub struct NodeShared {
-    generation: AtomicU64,
-    snapshot: Mutex<Arc<Snapshot>>,
-    shutdown: AtomicBool,
-    health_generation: AtomicU64,
-    health: Mutex<crate::health::Verdicts>,
-    /// Each core's published request counters (read by the admin API's `/metrics`).
-    pub metrics: crate::metrics::NodeMetrics,
-    /// The HTTPS listener's shared parts, when there is one (set once, before the cores run).
-    tls: std::sync::OnceLock<NodeTls>,
-}
-
-/// What the cores' TLS configs are built from: the listener's settings and the node's ticket
-/// keys (rotated by a node thread; each core rebuilds its config when the generation moves).
-#[derive(Debug)]
-pub struct NodeTls {
-    listener: Arc<crate::tls::ListenerTls>,
-    keys: Mutex<Arc<crate::tls::TicketKeys>>,
-    generation: std::sync::atomic::AtomicU32,
-}
-
-impl NodeTls {
-    /// Fresh ticket keys for `listener`.
-    ///
-    /// # Errors
-    /// When no randomness can be read.
-    pub fn new(
-        listener: Arc<crate::tls::ListenerTls>,
-        rotation: Duration,
-    ) -> std::io::Result<Self> {
-        let keys = crate::tls::TicketKeys::new(rotation)?;
-        Ok(Self {
-            listener,
-            generation: std::sync::atomic::AtomicU32::new(keys.generation()),
-            keys: Mutex::new(Arc::new(keys)),
-        })
-    }
-
-    fn keys(&self) -> Arc<crate::tls::TicketKeys> {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn rotate(&self) {
-        let next = self.keys().rotated();
-        match next {
-            Ok(next) => {
-                let generation = next.generation();
-                *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-                self.generation.store(generation, Ordering::Release);
-                tracing::info!(generation, "TLS session-ticket key rotated");
-            }
-            Err(e) => tracing::error!(error = %e, "TLS session-ticket key not rotated"),
-        }
-    }
-}
-
-/// Rotates the node's ticket keys every `every` (a node thread; cores follow within a tick).
-pub fn spawn_ticket_rotation(
-    shared: Arc<NodeShared>,
-    every: Duration,
-) -> Option<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("tollgate-tickets".to_owned())
-        .spawn(move || {
-            let mut next = Instant::now() + every;
-            while !shared.is_shutting_down() {
-                std::thread::sleep(Duration::from_millis(100).min(every));
-                if Instant::now() >= next {
-                    if let Some(tls) = shared.tls.get() {
-                        tls.rotate();
-                    }
-                    next = Instant::now() + every;
-                }
-            }
-        })
-        .ok()
-}
-
-impl NodeShared {
-    /// Shared state starting with `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Self {
-        Self {
-            generation: AtomicU64::new(snapshot.generation),
-            snapshot: Mutex::new(Arc::new(snapshot)),
-            shutdown: AtomicBool::new(false),
-            health_generation: AtomicU64::new(0),
-            health: Mutex::new(crate::health::Verdicts::new()),
-            metrics: crate::metrics::NodeMetrics::default(),
-            tls: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Sets the HTTPS listener's shared parts (once, before the cores start).
-    pub fn set_tls(&self, tls: Option<NodeTls>) {
-        if let Some(tls) = tls {
-            let _ = self.tls.set(tls);
-        }
-    }
-
-    /// Records health-check verdicts; cores apply them on their next tick.
-    pub fn record_health(&self, verdicts: crate::health::Verdicts) {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(verdicts);
-        self.health_generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn health(&self) -> crate::health::Verdicts {
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Publishes a new snapshot; every core picks it up within one tick, between requests.
-    pub fn publish(&self, snapshot: Snapshot) {
-        let generation = snapshot.generation;
-        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
-        self.generation.store(generation, Ordering::Release);
-    }
-
-    /// The current snapshot.
-    pub fn current(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Asks every core to stop accepting and drain.
-    pub fn shut_down(&self) {
-        self.shutdown.store(true, Ordering::Release);
-    }
-
-    /// Whether shutdown was asked for.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
-    }
-}
 
 /// A core's view of a snapshot: the node's snapshot, plus this core's own copies of what holds
 /// regexes (the key store with its restrictions, the flows with theirs). A `regex::Regex` used
@@ -239,7 +92,7 @@ pub struct Core {
     active: Cell<usize>,
     draining: Cell<bool>,
     idle_cancel: RefCell<Canceller>,
-    accept_cancel: RefCell<Canceller>,
+    pub(crate) accept_cancel: RefCell<Canceller>,
     requests: Cell<u64>,
     seed: Cell<u64>,
     /// State of the per-core id generator (trace and span ids; splitmix64, seeded at start).
@@ -289,7 +142,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-pub(crate) use gateway_model::clock::now_ms;
+pub(crate) use gateway_events::clock::now_ms;
 
 impl Core {
     /// A core's state, starting on the node's current snapshot.
@@ -594,7 +447,7 @@ impl Core {
     }
 
     /// One tick: take a new snapshot, sweep the pool, start draining on shutdown.
-    fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let generation = self.node_shared.generation.load(Ordering::Acquire);
         if generation != self.current.borrow().shared.generation {
             let snapshot = self.node_shared.current();
@@ -636,80 +489,6 @@ impl Core {
             let _ = idle.cancel();
             let accept = self.accept_cancel.replace(Canceller::new());
             let _ = accept.cancel();
-        }
-    }
-}
-
-/// Binds this core's listener (SO_REUSEPORT: every core binds the same address and the kernel
-/// spreads connections).
-///
-/// # Errors
-/// When the address cannot be bound.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true).backlog(4096))
-}
-
-/// Runs a core until shutdown: accepts connections on its plain and TLS listeners, spawns one
-/// task per connection, ticks, and when asked to stop, stops accepting and waits for in-flight
-/// requests up to the drain timeout.
-pub async fn run(core: Rc<Core>, plain: Option<TcpListener>, secure: Option<TcpListener>) {
-    {
-        let core = core.clone();
-        monoio::spawn(async move {
-            while !core.is_draining() {
-                monoio::time::sleep(TICK).await;
-                core.tick();
-            }
-        });
-    }
-    let secure_loop = secure.map(|listener| {
-        let core = core.clone();
-        monoio::spawn(async move { accept_loop(&core, &listener, true).await })
-    });
-    if let Some(listener) = plain {
-        accept_loop(&core, &listener, false).await;
-    }
-    if let Some(secure) = secure_loop {
-        secure.await;
-    }
-    let deadline = Instant::now() + core.limits.drain_timeout;
-    while core.active() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if let Some(access) = core.access.borrow_mut().as_mut() {
-        access.flush();
-    }
-    // Every counted call reaches the sink before the core stops (bounded: the sink drains).
-    let flush_deadline = Instant::now() + Duration::from_secs(5);
-    while core.flush_usage(true) > 0 && Instant::now() < flush_deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Accepts until the core drains; each connection gets its own task (TLS ones start with their
-/// handshake, on this core).
-async fn accept_loop(core: &Rc<Core>, listener: &TcpListener, tls: bool) {
-    while !core.is_draining() {
-        // Cancelled by the ticker when the node shuts down (never by a timeout: cancelling an
-        // accept that already produced a socket would leak it on monoio 0.2.4).
-        let handle = core.accept_cancel.borrow().handle();
-        match listener.cancelable_accept(handle).await {
-            Ok((stream, peer)) if tls => {
-                monoio::spawn(crate::proxy::serve_tls(core.clone(), stream, peer));
-            }
-            Ok((stream, peer)) => {
-                monoio::spawn(crate::proxy::serve(
-                    core.clone(),
-                    crate::stream::Stream::Plain(stream),
-                    peer,
-                ));
-            }
-            Err(_) if core.is_draining() => break,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                tracing::warn!(core = core.id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
         }
     }
 }

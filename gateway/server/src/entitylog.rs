@@ -531,7 +531,7 @@ pub struct EntityLog {
 }
 
 /// Milliseconds since the Unix epoch.
-pub use gateway_model::clock::now_ms;
+pub use gateway_events::clock::now_ms;
 
 fn event_id(node_id: &str) -> String {
     let unique: String = match crate::seal::random_bytes(16) {

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 use gateway_model::entity::HealthCheck;
 
-use crate::core::NodeShared;
-
-/// Verdicts by (backend id, target index).
-pub type Verdicts = HashMap<(Box<str>, usize), bool>;
+use crate::shared::NodeShared;
+pub use crate::shared::Verdicts;
 
 /// Whether a status is healthy for this check: listed in `healthyStatuses` (or 2xx/3xx when the
 /// list is empty) and not listed in `unhealthyStatuses`.

@@ -27,12 +27,15 @@ mod proxy;
 pub mod quickstart;
 pub mod runtime;
 pub mod seal;
+pub mod shared;
 pub mod snapshot;
+pub mod sock;
 pub mod stream;
 pub mod tail;
 pub mod tally;
 pub mod tls;
 pub mod totals;
 pub mod upstream;
+pub mod worker;
 
 pub use gateway_events::{journal, kafka};

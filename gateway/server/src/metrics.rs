@@ -306,7 +306,7 @@ pub struct EventSources {
     /// The Kafka sink, when usage goes to Kafka.
     pub kafka: Option<gateway_events::kafka::KafkaHandle>,
     /// The totals follower, when usage goes to Kafka.
-    pub totals: Option<Arc<crate::totals::TotalsCounters>>,
+    pub totals: Option<Arc<TotalsCounters>>,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
@@ -735,4 +735,15 @@ mod tests {
             assert!(out.contains(want), "{want} not in\n{out}");
         }
     }
+}
+
+/// Counters of the totals follower (`crate::totals`), for metrics and tests.
+#[derive(Debug, Default)]
+pub struct TotalsCounters {
+    /// Records applied.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Records that did not decode (skipped, logged).
+    pub invalid: std::sync::atomic::AtomicU64,
+    /// Newest `updated_at` applied (ms), for lag measurements.
+    pub newest_ms: std::sync::atomic::AtomicI64,
 }

@@ -307,7 +307,7 @@ impl Node {
                                 Some(crate::access::CoreAccess::new(handle));
                         }
                         let _ = ready.send(Ok(driver));
-                        crate::core::run(core, plain, secure).await;
+                        crate::worker::run(core, plain, secure).await;
                     });
                 })?;
             threads.push(handle);

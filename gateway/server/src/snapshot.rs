@@ -515,7 +515,8 @@ impl Snapshot {
         resolver: &mut dyn Resolver,
         quotas: QuotaSetup<'_>,
     ) -> Result<Self, SnapshotError> {
-        let certificates = crate::certs::build_all(&entities.certificates, crate::core::now_ms())?;
+        let certificates =
+            crate::certs::build_all(&entities.certificates, gateway_events::clock::now_ms())?;
         let mut backends = Vec::new();
         let mut by_id = HashMap::new();
         for b in &entities.backends {

@@ -13,8 +13,8 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
+use crate::sock::{PeekState, peek_state};
 use crate::tls::TlsStream;
-use crate::upstream::{PeekState, peek_state};
 
 /// A plain or TLS connection.
 #[derive(Debug)]

@@ -30,18 +30,8 @@ use gateway_model::event::TotalsRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::core::NodeShared;
-
-/// Counters of the follower, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct TotalsCounters {
-    /// Records applied.
-    pub applied: std::sync::atomic::AtomicU64,
-    /// Records that did not decode (skipped, logged).
-    pub invalid: std::sync::atomic::AtomicU64,
-    /// Newest `updated_at` applied (ms), for lag measurements.
-    pub newest_ms: std::sync::atomic::AtomicI64,
-}
+pub use crate::metrics::TotalsCounters;
+use crate::shared::NodeShared;
 
 /// Starts the follower of `topic` on `brokers` for node `node_id`.
 ///

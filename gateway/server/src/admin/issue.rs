@@ -39,7 +39,7 @@ pub(super) struct IssuedCert {
 }
 
 fn this_year() -> i32 {
-    let secs = gateway_model::clock::now_ms().max(0).unsigned_abs() / 1000;
+    let secs = gateway_events::clock::now_ms().max(0).unsigned_abs() / 1000;
     // Mean Gregorian year: off by a day at most around new year, which only moves a bound.
     i32::try_from(1970 + secs / 31_556_952).unwrap_or(2026)
 }

@@ -391,7 +391,7 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let now_ms = gateway_model::clock::now_ms();
+        let now_ms = gateway_events::clock::now_ms();
         match hello.server_name() {
             // An entity certificate for the name, else the listener's: with `strict_sni` only
             // for a name its SANs cover.

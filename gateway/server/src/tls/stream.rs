@@ -321,15 +321,15 @@ impl TlsStream {
             return false;
         }
         loop {
-            match crate::upstream::peek_state(&self.tcp) {
-                crate::upstream::PeekState::Silent => return true,
-                crate::upstream::PeekState::Closed => return false,
-                crate::upstream::PeekState::Data => {}
+            match crate::sock::peek_state(&self.tcp) {
+                crate::sock::PeekState::Silent => return true,
+                crate::sock::PeekState::Closed => return false,
+                crate::sock::PeekState::Data => {}
             }
             let mut rx = std::mem::take(&mut self.rx);
             rx.clear();
             rx.resize(RX_BUF, 0);
-            let n = crate::upstream::recv_now(&self.tcp, &mut rx).unwrap_or(0);
+            let n = crate::sock::recv_now(&self.tcp, &mut rx).unwrap_or(0);
             rx.truncate(n);
             self.rx = rx;
             self.rx_pos = 0;
