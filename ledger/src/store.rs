@@ -500,19 +500,12 @@ impl Store {
     ///
     /// [`LedgerErrorKind::Store`] or [`LedgerErrorKind::Corrupt`].
     pub fn positions(&self) -> Result<BTreeMap<String, SourcePos>, LedgerError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(LedgerError::store("begin read"))?;
-        let table = tx
-            .open_table(POSITIONS)
-            .map_err(LedgerError::store("open positions"))?;
         let mut out = BTreeMap::new();
-        for item in table.iter().map_err(LedgerError::store("scan positions"))? {
-            let (k, v) = item.map_err(LedgerError::store("scan positions"))?;
-            let pos = decode_position(v.value()).ok_or_else(|| corrupt("position"))?;
-            out.insert(k.value().to_owned(), pos);
-        }
+        self.scan_named(POSITIONS, |k, v| {
+            let pos = decode_position(v).ok_or_else(|| corrupt("position"))?;
+            out.insert(k.to_owned(), pos);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -698,18 +691,11 @@ impl Store {
     ///
     /// [`LedgerErrorKind::Store`].
     pub fn resets(&self) -> Result<HashMap<String, i64>, LedgerError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(LedgerError::store("begin read"))?;
-        let table = tx
-            .open_table(RESETS)
-            .map_err(LedgerError::store("open resets"))?;
         let mut out = HashMap::new();
-        for item in table.iter().map_err(LedgerError::store("scan resets"))? {
-            let (k, v) = item.map_err(LedgerError::store("scan resets"))?;
-            out.insert(k.value().to_owned(), v.value());
-        }
+        self.scan_named(RESETS, |k, at| {
+            out.insert(k.to_owned(), at);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -907,6 +893,29 @@ impl Store {
 
     /// Calls `each(key, value)` for the rows of a byte-keyed table from `start` on, until it
     /// returns `Ok(false)`.
+    /// Every row of a table keyed by name, in key order.
+    fn scan_named<V>(
+        &self,
+        def: TableDefinition<&str, V>,
+        mut each: impl FnMut(&str, V::SelfType<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError>
+    where
+        V: redb::Value + 'static,
+    {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(LedgerError::store("begin read"))?;
+        let table = tx
+            .open_table(def)
+            .map_err(LedgerError::store("open table"))?;
+        for item in table.iter().map_err(LedgerError::store("scan"))? {
+            let (k, v) = item.map_err(LedgerError::store("scan"))?;
+            each(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
     fn scan(
         &self,
         def: TableDefinition<&[u8], &[u8]>,

@@ -113,15 +113,21 @@ fn read_totals(
     latest
 }
 
+/// The usage, entity and totals topics of this test run (`PARTITIONS` each), created.
+fn fresh_topics(brokers: &str, id: &str) -> gateway_events::kafka::Topics {
+    let topics = gateway_events::kafka::Topics::with_suffix(id);
+    let mut admin = gateway_events::kafka::KafkaConfig::new(brokers, std::path::Path::new(""));
+    admin.topics = topics.clone();
+    admin.partitions = PARTITIONS;
+    gateway_events::kafka::ensure_topics(&admin).unwrap();
+    topics
+}
+
 #[test]
 fn kafka_batches_fold_exactly_once_and_totals_are_published() {
     let Some(brokers) = broker() else { return };
     let id = format!("ledger-{}-{}", std::process::id(), now_ms());
-    let topics = gateway_events::kafka::Topics::with_suffix(&id);
-    let mut admin = gateway_events::kafka::KafkaConfig::new(&brokers, std::path::Path::new(""));
-    admin.topics = topics.clone();
-    admin.partitions = PARTITIONS;
-    gateway_events::kafka::ensure_topics(&admin).unwrap();
+    let topics = fresh_topics(&brokers, &id);
 
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -248,11 +254,7 @@ fn kafka_batches_fold_exactly_once_and_totals_are_published() {
 fn a_stale_member_of_the_ledgers_group_takes_no_partition_from_it() {
     let Some(brokers) = broker() else { return };
     let id = format!("ledger-stale-{}-{}", std::process::id(), now_ms());
-    let topics = gateway_events::kafka::Topics::with_suffix(&id);
-    let mut admin = gateway_events::kafka::KafkaConfig::new(&brokers, std::path::Path::new(""));
-    admin.topics = topics.clone();
-    admin.partitions = PARTITIONS;
-    gateway_events::kafka::ensure_topics(&admin).unwrap();
+    let topics = fresh_topics(&brokers, &id);
     let group = format!("ledger-{id}");
 
     // The stale member: joined first, alive (it polls, so it keeps its share through any

@@ -216,7 +216,7 @@ fn a_rotation_has_one_owner_in_the_cluster() {
     let key_file = key_dir.path().join("cluster.key");
     std::fs::write(&key_file, "24".repeat(32)).unwrap();
     let (dir_a, dir_b) = (TempDir::new("kafka-rot-a"), TempDir::new("kafka-rot-b"));
-    let t0 = gateway::entitylog::now_ms();
+    let t0 = gateway_events::clock::now_ms();
     let clock = Arc::new(AtomicI64::new(t0));
     let shared = |c: &Arc<AtomicI64>| -> gateway::admin::Clock {
         let c = c.clone();
@@ -392,7 +392,7 @@ fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
             .node()
             .current()
             .pool
-            .consumption(key.0, now_ms())
+            .consumption(key.0, gateway_events::clock::now_ms())
             .is_some()),
         "the key never reached node B"
     );
@@ -400,7 +400,7 @@ fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
         s.node()
             .current()
             .pool
-            .consumption(key.0, now_ms())
+            .consumption(key.0, gateway_events::clock::now_ms())
             .map_or(0, |c| c.current_calls_per_day)
     };
     let ledger_calls = || {
@@ -479,14 +479,4 @@ fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
     }
     assert_eq!(admitted, QUOTA - 13);
     ledger.shutdown();
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }

@@ -506,16 +506,6 @@ fn kafka_node(
     Node::start(&options, out.entities).unwrap()
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 /// Two gateway nodes share one key through Kafka and a ledger (remote mode, consuming the
 /// usage topic and publishing totals): the propagation lag from a call admitted on A to B's
 /// pool counting it is measured, and under load on both nodes the key's daily quota is
@@ -552,7 +542,7 @@ fn two_nodes_share_a_quota_through_the_ledger_totals() {
     let seen_on_b = |key: &str| {
         b.current()
             .pool
-            .consumption(key, now_ms())
+            .consumption(key, gateway_events::clock::now_ms())
             .map_or(0, |c| c.current_calls_per_day)
     };
     let mut lags = Vec::new();
