@@ -99,6 +99,10 @@ pub struct Core {
     ids: Cell<u64>,
     health_seen: Cell<u64>,
     ticks: Cell<u64>,
+    /// The clock as the ticker last read it: a monotonic instant and the wall-clock ms at that
+    /// instant. Requests read the monotonic clock once and derive the wall clock from this
+    /// (`wall_ms`); timeouts of many seconds may start from `coarse_now` (at most a tick old).
+    clock: Cell<(Instant, i64)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -187,6 +191,7 @@ impl Core {
             ),
             health_seen: Cell::new(0),
             ticks: Cell::new(0),
+            clock: Cell::new((Instant::now(), now_ms())),
         });
         core.rebuild_balancers(&snapshot);
         core.refresh_tls();
@@ -337,7 +342,8 @@ impl Core {
             return;
         };
         if let Some(b) = self.balancers.borrow_mut().get_mut(&spec.id) {
-            b.finish(ticket, outcome, now_ms());
+            // The breaker's clock need not be finer than a tick.
+            b.finish(ticket, outcome, self.clock.get().1);
         }
     }
 
@@ -447,7 +453,25 @@ impl Core {
     }
 
     /// One tick: take a new snapshot, sweep the pool, start draining on shutdown.
+    /// The wall clock (ms since the epoch) at `at`, derived from the ticker's last reading
+    /// without reading the clock again (a wall-clock step shows at the next tick).
+    pub fn wall_ms(&self, at: Instant) -> i64 {
+        let (anchor, anchor_ms) = self.clock.get();
+        let delta = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(anchor) {
+            Some(after) => anchor_ms.saturating_add(delta(after)),
+            None => anchor_ms.saturating_sub(delta(anchor.saturating_duration_since(at))),
+        }
+    }
+
+    /// The monotonic clock as the ticker last read it (at most a tick, 50 ms, old): for
+    /// deadlines of seconds, without a clock read.
+    pub fn coarse_now(&self) -> Instant {
+        self.clock.get().0
+    }
+
     pub(crate) fn tick(&self) {
+        self.clock.set((Instant::now(), now_ms()));
         let generation = self.node_shared.generation.load(Ordering::Acquire);
         if generation != self.current.borrow().shared.generation {
             let snapshot = self.node_shared.current();

@@ -68,6 +68,10 @@ struct Conn {
 /// Everything the request path learnt from the head, owned, so that the buffer the head
 /// borrowed from can be handed to the socket again.
 struct Plan {
+    /// When the head was parsed: the request's one clock reading (its wall-clock time is
+    /// `now_ms`); its latency, pool checks and upstream deadlines count from it.
+    started: Instant,
+    now_ms: i64,
     head_len: usize,
     framing: BodyFraming,
     keep_alive: bool,
@@ -271,7 +275,7 @@ impl Conn {
             Ok(planned) => planned,
             Err(next) => return next,
         };
-        let started = Instant::now();
+        let started = plan.started;
         self.rid = plan.request_id;
         self.trace = Some(plan.trace);
         self.access.sampled = core.access_sampled();
@@ -376,7 +380,7 @@ impl Conn {
         };
         let days = match plan.counted {
             Some((_, day, month)) => Some((day, month)),
-            None => core.calendar_ids(snap, now_ms()),
+            None => core.calendar_ids(snap, plan.now_ms),
         };
         let Some(identity) = usage_identity(snap, key, route, plan.identity, days) else {
             return;
@@ -474,10 +478,10 @@ impl Conn {
         &mut self,
         core: &Rc<Core>,
     ) -> Result<(Plan, Option<forward::Picked>), Next> {
+        // The header deadline is set when a head needs a second read (most arrive whole).
         let mut deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
-                deadline.get_or_insert_with(|| Instant::now() + core.limits.header_timeout);
                 match self.parser.parse_request(&self.buf) {
                     Ok(Some(head)) => {
                         if core.access.borrow().is_some() {
@@ -500,13 +504,14 @@ impl Conn {
                             },
                             client_cert: self.client_cert.as_deref(),
                         };
+                        let now = Instant::now();
                         return Ok(forward::plan(
                             core,
                             &head,
                             &facts,
                             &mut self.out,
                             &mut self.path,
-                            now_ms(),
+                            now,
                         ));
                     }
                     Ok(None) => {}
@@ -524,8 +529,10 @@ impl Conn {
                     return Err(Next::Close);
                 }
                 let handle = core.idle_handle();
-                let read = monoio::time::timeout(
-                    core.limits.idle_timeout,
+                // Counted from the ticker's clock: no clock read between requests.
+                let idle_until = core.coarse_now() + core.limits.idle_timeout;
+                let read = monoio::time::timeout_at(
+                    monoio::time::Instant::from_std(idle_until),
                     self.client.read_more_cancelable(&mut self.buf, handle),
                 )
                 .await;
@@ -539,10 +546,14 @@ impl Conn {
                     }
                 }
             } else {
-                let left = deadline.map_or(core.limits.header_timeout, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                match monoio::time::timeout(left, self.client.read_more(&mut self.buf)).await {
+                let until =
+                    *deadline.get_or_insert_with(|| Instant::now() + core.limits.header_timeout);
+                match monoio::time::timeout_at(
+                    monoio::time::Instant::from_std(until),
+                    self.client.read_more(&mut self.buf),
+                )
+                .await
+                {
                     Ok(res) => res,
                     Err(_) => {
                         if self.buf.capacity() == 0 {
@@ -757,7 +768,7 @@ impl Conn {
             stream: Duration::from_millis(client_cfg.call_and_stream_timeout),
         };
         consume(&mut self.buf, plan.head_len);
-        let body_clock = Instant::now();
+        let body_clock = plan.started;
         let mut sent_continue = false;
         // A small body is received whole before any upstream connection is taken: a slow
         // client then holds none, and the request can be sent again on another connection.
@@ -779,7 +790,9 @@ impl Conn {
             plan.idempotent && mode != BodyMode::Streaming,
         );
         let (mut ticket, mut addr) = (picked.ticket, picked.addr);
+        let mut first = true;
         loop {
+            let first_attempt = std::mem::take(&mut first);
             let tls = spec
                 .targets
                 .get(ticket.target().index())
@@ -804,7 +817,7 @@ impl Conn {
             let pooled = core
                 .pool
                 .borrow_mut()
-                .take(key, Instant::now(), idle_timeout);
+                .take(key, plan.started, idle_timeout);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {
@@ -852,6 +865,13 @@ impl Conn {
                 }
             };
             let reused = up.reused;
+            // The call's clock: the request's own reading when nothing came before this call
+            // (first attempt, no body, a pooled connection), else a fresh one.
+            let call_start = if first_attempt && mode == BodyMode::None && reused {
+                plan.started
+            } else {
+                Instant::now()
+            };
             if self.access.sampled {
                 self.access.exchange_start = Some(Instant::now());
             }
@@ -863,6 +883,7 @@ impl Conn {
                     mode,
                     timeouts,
                     body_clock,
+                    call_start,
                     &mut sent_continue,
                 )
                 .await
@@ -884,7 +905,7 @@ impl Conn {
                     if upstream_reusable {
                         core.pool
                             .borrow_mut()
-                            .put(key, up, Instant::now(), max_open);
+                            .put(key, up, plan.started, max_open);
                     }
                     return client_next;
                 }
@@ -1044,6 +1065,7 @@ impl Conn {
         mode: BodyMode,
         timeouts: Timeouts,
         body_clock: Instant,
+        call_start: Instant,
         sent_continue: &mut bool,
     ) -> Exchange {
         // 1. The head (built in `plan`, kept in `out`), with a buffered body in the same write.
@@ -1110,7 +1132,7 @@ impl Conn {
             }
         }
         // 3. The response head.
-        let deadline = Instant::now() + timeouts.call;
+        let deadline = monoio::time::Instant::from_std(call_start + timeouts.call);
         let resp = loop {
             if !up.buf.is_empty() {
                 let method = if plan.head_request {
@@ -1138,8 +1160,7 @@ impl Conn {
                     Err(_) => return Exchange::Failed(UpstreamError::BadResponse),
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match monoio::time::timeout(left, up.stream.read_more(&mut up.buf)).await {
+            match monoio::time::timeout_at(deadline, up.stream.read_more(&mut up.buf)).await {
                 Err(_) => return Exchange::Failed(UpstreamError::Timeout),
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) if up.buf.is_empty() && mode != BodyMode::Streaming => {
@@ -1158,7 +1179,8 @@ impl Conn {
             Err(_) => return Exchange::Aborted,
         };
         let mut head_pending = true;
-        let stream_deadline = Instant::now() + timeouts.stream;
+        // The call and its whole response, from the start of the call.
+        let stream_deadline = monoio::time::Instant::from_std(call_start + timeouts.stream);
         loop {
             let d = match decoder.decode(&up.buf) {
                 Ok(d) => d,
@@ -1204,8 +1226,9 @@ impl Conn {
                 break;
             }
             if d.consumed == 0 || up.buf.is_empty() {
-                let left = stream_deadline.saturating_duration_since(Instant::now());
-                match monoio::time::timeout(left, up.stream.read_more(&mut up.buf)).await {
+                match monoio::time::timeout_at(stream_deadline, up.stream.read_more(&mut up.buf))
+                    .await
+                {
                     Ok(Ok(n)) if n > 0 => {}
                     Ok(_) => {
                         // End of stream: fine for a close-delimited body, an error otherwise.

@@ -63,8 +63,9 @@ pub(super) fn plan(
     conn: &ConnFacts<'_>,
     out: &mut Vec<u8>,
     path_buf: &mut String,
-    now_ms: i64,
+    now: std::time::Instant,
 ) -> (Plan, Option<Picked>) {
+    let now_ms = core.wall_ms(now);
     let ConnFacts {
         peer,
         proto,
@@ -72,6 +73,8 @@ pub(super) fn plan(
     } = *conn;
     let method = head.method_str();
     let mut plan = Plan {
+        started: now,
+        now_ms,
         head_len: head.head_len(),
         framing: head.framing(),
         keep_alive: head.keep_alive(),
