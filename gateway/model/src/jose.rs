@@ -417,13 +417,13 @@ fn at<E: ToString>(member: &'static str) -> impl Fn(E) -> (String, String) {
     move |e| (member.to_owned(), e.to_string())
 }
 
-fn b64(value: Option<&serde_json::Value>, member: &str) -> Result<Vec<u8>, String> {
+fn b64(value: Option<&serde_json::Value>, member: &str) -> Result<Vec<u8>, KeyError> {
     let text = value
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| format!("{member}: expected a base64url string"))?;
+        .ok_or_else(|| KeyError::malformed(format!("{member}: expected a base64url string")))?;
     URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
-        .map_err(|_| format!("{member}: not base64url"))
+        .map_err(|_| KeyError::malformed(format!("{member}: not base64url")))
 }
 
 /// Members that only a private or symmetric JWK has.

@@ -20,6 +20,7 @@ pub mod certs;
 pub mod config;
 pub mod core;
 pub mod entitylog;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod node;
@@ -35,4 +36,5 @@ pub mod tls;
 pub mod totals;
 pub mod upstream;
 
+pub use error::{GatewayError, GatewayErrorKind};
 pub use gateway_events::{journal, kafka};
