@@ -14,7 +14,6 @@ mod issue;
 mod json;
 pub mod rotation;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -1122,34 +1121,46 @@ impl Admin {
     }
 
     fn metrics(&self) -> Response {
+        use gateway_telemetry::prom::{self, MetricType};
         let snapshot = self.publisher.current();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_snapshot_generation Generation of the published snapshot."
+        prom::gauge(
+            &mut out,
+            "tollgate_snapshot_generation",
+            "Generation of the published snapshot.",
+            snapshot.generation,
         );
-        let _ = writeln!(out, "# TYPE tollgate_snapshot_generation gauge");
-        let _ = writeln!(out, "tollgate_snapshot_generation {}", snapshot.generation);
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_build_info The gateway's version.\n\
-             # TYPE tollgate_build_info gauge\n\
-             tollgate_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+        prom::family(
+            &mut out,
+            "tollgate_build_info",
+            "The gateway's version.",
+            MetricType::Gauge,
         );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_driver_info The IO driver the cores use."
+        prom::sample(
+            &mut out,
+            "tollgate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
         );
-        let _ = writeln!(out, "# TYPE tollgate_driver_info gauge");
-        let _ = writeln!(
-            out,
-            "tollgate_driver_info{{driver=\"{}\"}} 1",
-            escape_label(&self.options.driver)
+        prom::family(
+            &mut out,
+            "tollgate_driver_info",
+            "The IO driver the cores use.",
+            MetricType::Gauge,
+        );
+        prom::sample(
+            &mut out,
+            "tollgate_driver_info",
+            &[("driver", &self.options.driver)],
+            1,
         );
         self.publisher.render_metrics(&mut out);
-        let _ = writeln!(out, "# HELP tollgate_entities Live entities by kind.");
-        let _ = writeln!(out, "# TYPE tollgate_entities gauge");
+        prom::family(
+            &mut out,
+            "tollgate_entities",
+            "Live entities by kind.",
+            MetricType::Gauge,
+        );
         {
             let log = self.log();
             for kind in [
@@ -1160,52 +1171,51 @@ impl Admin {
                 EntityKind::Certificate,
             ] {
                 let n = log.state().list(kind).count();
-                let _ = writeln!(out, "tollgate_entities{{kind=\"{kind}\"}} {n}");
+                prom::sample(
+                    &mut out,
+                    "tollgate_entities",
+                    &[("kind", &kind.to_string())],
+                    n,
+                );
             }
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_entity_log_next_offset Offset of the next entity event."
+            prom::gauge(
+                &mut out,
+                "tollgate_entity_log_next_offset",
+                "Offset of the next entity event.",
+                log.next_offset(),
             );
-            let _ = writeln!(out, "# TYPE tollgate_entity_log_next_offset gauge");
-            let _ = writeln!(out, "tollgate_entity_log_next_offset {}", log.next_offset());
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_entity_events_written_total Entity events appended by this process."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_entity_events_written_total counter");
-        let _ = writeln!(
-            out,
-            "tollgate_entity_events_written_total {}",
-            self.events_written.load(Ordering::Relaxed)
+        prom::counter(
+            &mut out,
+            "tollgate_entity_events_written_total",
+            "Entity events appended by this process.",
+            self.events_written.load(Ordering::Relaxed),
         );
         if let Some(sent) = &self.events_sent {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_entity_events_sent_total Entity events of this node confirmed by Kafka."
-            );
-            let _ = writeln!(out, "# TYPE tollgate_entity_events_sent_total counter");
-            let _ = writeln!(
-                out,
-                "tollgate_entity_events_sent_total {}",
-                sent.load(Ordering::Relaxed)
+            prom::counter(
+                &mut out,
+                "tollgate_entity_events_sent_total",
+                "Entity events of this node confirmed by Kafka.",
+                sent.load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_admin_requests_total Admin API requests by path family and status."
+        prom::family(
+            &mut out,
+            "tollgate_admin_requests_total",
+            "Admin API requests by path family and status.",
+            MetricType::Counter,
         );
-        let _ = writeln!(out, "# TYPE tollgate_admin_requests_total counter");
         for ((path, status), n) in self
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "tollgate_admin_requests_total{{path=\"{}\",status=\"{status}\"}} {n}",
-                escape_label(path)
+            prom::sample(
+                &mut out,
+                "tollgate_admin_requests_total",
+                &[("path", path), ("status", &status.to_string())],
+                n,
             );
         }
         if let Some(stats) = self.http_stats.get() {
@@ -1231,9 +1241,7 @@ impl Admin {
                     &stats.too_large,
                 ),
             ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} counter");
-                let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+                prom::counter(&mut out, name, help, value.load(Ordering::Relaxed));
             }
         }
         Response::text(200, "text/plain; version=0.0.4", out)
@@ -2287,12 +2295,6 @@ fn metric_path(path: &str) -> String {
         [one] if ["health", "metrics", "openapi.json"].contains(one) => format!("/{one}"),
         _ => "other".to_owned(),
     }
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! gateway-telemetry: how the `gateway` and `ledger` processes write their own log lines.
+//! gateway-telemetry: how the `gateway` and `ledger` processes write their own log lines and
+//! their metrics text.
 //!
 //! One set-up for both binaries, from the `[log]` section of `tollgate.toml`: `tracing` events to
 //! stderr as text (`time level target: message key=value…`, colours only when stderr is a
@@ -9,6 +10,8 @@
 //!
 //! It never runs on a core's request path and never decides what is logged: callers log fields
 //! first, message last, and never a secret.
+//!
+//! [`prom`] writes the Prometheus text format of both processes' `/metrics`.
 #![cfg_attr(
     not(test),
     deny(
@@ -26,6 +29,8 @@ use gateway_model::config::LogSection;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
+
+pub mod prom;
 
 /// The filter when `[log] level` is not set.
 pub const DEFAULT_LEVEL: &str = "info";
