@@ -6,9 +6,10 @@
 //! node, so an alert on it fires only when the fold falls behind.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use gateway_telemetry::prom::{self, MetricType};
 
 use crate::fold::FoldStats;
 
@@ -125,11 +126,7 @@ impl Metrics {
         let s = self.stats();
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_ledger_{name} {help}\n# TYPE tollgate_ledger_{name} counter\n\
-                 tollgate_ledger_{name} {value}"
-            );
+            prom::counter(&mut out, &format!("tollgate_ledger_{name}"), help, value);
         };
         counter("records_total", "Records read from the sources.", s.records);
         counter("batches_applied_total", "Usage batches applied.", s.batches);
@@ -209,53 +206,49 @@ impl Metrics {
             "Totals records that could not be published since start.",
             self.totals_publish_errors.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_ledger_sequences_missing Sequences currently missing across producers.\n\
-             # TYPE tollgate_ledger_sequences_missing gauge\ntollgate_ledger_sequences_missing {}",
-            self.missing.load(Ordering::Relaxed)
+        prom::gauge(
+            &mut out,
+            "tollgate_ledger_sequences_missing",
+            "Sequences currently missing across producers.",
+            self.missing.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_ledger_lag_records Records between the ledger's position and the end of each source.\n\
-             # TYPE tollgate_ledger_lag_records gauge"
+        const LAG: &str = "tollgate_ledger_lag_records";
+        prom::family(
+            &mut out,
+            LAG,
+            "Records between the ledger's position and the end of each source.",
+            MetricType::Gauge,
         );
         for (source, lag) in self.lags() {
             if let Some(records) = lag.records {
-                let _ = writeln!(
-                    out,
-                    "tollgate_ledger_lag_records{{source=\"{}\"}} {records}",
-                    source.replace(['"', '\\', '\n'], "_")
-                );
+                prom::sample(&mut out, LAG, &[("source", &source)], records);
             }
         }
         if let Some(lag) = self.event_lag_ms(now_ms) {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_ledger_event_lag_seconds Age of the oldest event not folded yet, at most: \
-                 0 when caught up, else the time since the fold last read every source to its end.\n\
-                 # TYPE tollgate_ledger_event_lag_seconds gauge\ntollgate_ledger_event_lag_seconds {:.3}",
-                lag as f64 / 1000.0
+            prom::gauge(
+                &mut out,
+                "tollgate_ledger_event_lag_seconds",
+                "Age of the oldest event not folded yet, at most: 0 when caught up, else the time \
+                 since the fold last read every source to its end.",
+                format_args!("{:.3}", lag as f64 / 1000.0),
             );
         }
         let high_water = self.high_water_ms.load(Ordering::Relaxed);
         if high_water > 0 {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_ledger_newest_event_timestamp_seconds End of the newest usage window folded (event time).\n\
-                 # TYPE tollgate_ledger_newest_event_timestamp_seconds gauge\n\
-                 tollgate_ledger_newest_event_timestamp_seconds {:.3}",
-                high_water as f64 / 1000.0
+            prom::gauge(
+                &mut out,
+                "tollgate_ledger_newest_event_timestamp_seconds",
+                "End of the newest usage window folded (event time).",
+                format_args!("{:.3}", high_water as f64 / 1000.0),
             );
         }
         let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
         if last_commit > 0 {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_ledger_last_commit_timestamp_seconds When the fold last committed a chunk.\n\
-                 # TYPE tollgate_ledger_last_commit_timestamp_seconds gauge\n\
-                 tollgate_ledger_last_commit_timestamp_seconds {:.3}",
-                last_commit as f64 / 1000.0
+            prom::gauge(
+                &mut out,
+                "tollgate_ledger_last_commit_timestamp_seconds",
+                "When the fold last committed a chunk.",
+                format_args!("{:.3}", last_commit as f64 / 1000.0),
             );
         }
         out

@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
+use crate::Error;
+
 /// Parses `10s`, `500ms`, `2m`, `1h`, `1m30s`, `250us` or a bare number of seconds (`1.5`).
 ///
 /// # Errors
-/// A message saying what is wrong with the text.
-pub fn parse(text: &str) -> Result<Duration, String> {
+/// [`Error::Duration`] saying what is wrong with the text.
+pub fn parse(text: &str) -> Result<Duration, Error> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(Error::Duration("empty duration".into()));
     }
     if let Ok(secs) = text.parse::<f64>() {
         return from_secs(secs, text);
@@ -22,7 +24,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
         if num.is_empty() {
-            return Err(format!("`{text}`: expected a number before `{tail}`"));
+            return Err(Error::Duration(format!(
+                "`{text}`: expected a number before `{tail}`"
+            )));
         }
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit())
@@ -30,7 +34,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let (unit, tail) = tail.split_at(unit_len);
         let value: f64 = num
             .parse()
-            .map_err(|_| format!("`{text}`: bad number `{num}`"))?;
+            .map_err(|_| Error::Duration(format!("`{text}`: bad number `{num}`")))?;
         let scale = match unit {
             "h" => 3600.0,
             "m" | "min" => 60.0,
@@ -38,9 +42,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "ms" => 1e-3,
             "us" | "µs" => 1e-6,
             other => {
-                return Err(format!(
+                return Err(Error::Duration(format!(
                     "`{text}`: unknown unit `{other}` (use h, m, s, ms or us)"
-                ));
+                )));
             }
         };
         total += value * scale;
@@ -49,8 +53,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     from_secs(total, text)
 }
 
-fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}`: not a valid duration"))
+fn from_secs(secs: f64, text: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| Error::Duration(format!("`{text}`: not a valid duration")))
 }
 
 /// serde adapter: a duration written as a string (`"10s"`) or a number of seconds.
@@ -98,8 +103,15 @@ mod tests {
         assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse("250us").unwrap(), Duration::from_micros(250));
-        assert!(parse("10x").is_err());
-        assert!(parse("").is_err());
-        assert!(parse("-1").is_err());
+        for (bad, said) in [
+            ("10x", "`10x`: unknown unit `x` (use h, m, s, ms or us)"),
+            ("", "empty duration"),
+            ("-1", "`-1`: not a valid duration"),
+            ("s", "`s`: expected a number before `s`"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(matches!(&e, Error::Duration(_)), "{e:?}");
+            assert_eq!(e.to_string(), said);
+        }
     }
 }

@@ -25,14 +25,26 @@ pub enum Error {
     /// A run setting is out of range or inconsistent; the message names the setting.
     #[error("{0}")]
     Config(String),
-    /// A scenario file could not be read or parsed; the message names the bad field.
-    #[error("scenario {path}: {message}")]
+    /// A scenario file could not be read or parsed; the source names the bad field.
+    #[error("scenario {path}: {source}")]
     Scenario {
         /// The scenario file.
         path: String,
-        /// What is wrong, with the field's name.
-        message: String,
+        /// What is wrong: the read error, or the parse error with the field's name.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Scenario text that is not valid TOML or does not fit the scenario's fields; the
+    /// message names the field and its line.
+    #[error(transparent)]
+    ScenarioText(#[from] toml::de::Error),
+    /// A duration (`--duration`, a scenario's `warmup`) that does not parse; the message
+    /// quotes the text.
+    #[error("{0}")]
+    Duration(String),
+    /// An `expect` entry (`2xx >= 0.99`) that does not parse; the message quotes it (and, in
+    /// a scenario, names the entry: `expect[2]: …`).
+    #[error("{0}")]
+    Expectation(String),
     /// No runtime could be built for the requested IO driver.
     #[error("io driver: {0}")]
     Runtime(io::Error),

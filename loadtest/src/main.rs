@@ -51,7 +51,7 @@ struct RunArgs {
     #[arg(short = 'c', long)]
     connections: Option<usize>,
     /// Measured duration after the warm-up, e.g. 10s, 1m (default 10s).
-    #[arg(short = 'd', long, value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_parser = loadtest::duration::parse)]
     duration: Option<Duration>,
     /// Open loop at this total rate (requests/s), latency from the intended send time.
     #[arg(short = 'R', long)]
@@ -72,10 +72,10 @@ struct RunArgs {
     #[arg(long)]
     body: Option<String>,
     /// Warm-up period whose requests are not recorded, e.g. 2s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = loadtest::duration::parse)]
     warmup: Option<Duration>,
     /// Per-request timeout (connect + write + response), default 5s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = loadtest::duration::parse)]
     timeout: Option<Duration>,
     /// IO driver.
     #[arg(long, value_enum, default_value = "auto")]
@@ -97,10 +97,6 @@ struct RunArgs {
 /// A written file's path as the user can open it: absolute.
 fn shown(path: &str) -> String {
     std::path::absolute(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string())
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    loadtest::duration::parse(s)
 }
 
 fn main() -> ExitCode {

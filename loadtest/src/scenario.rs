@@ -153,20 +153,21 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Scenario {
             path: path.display().to_string(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
-        Self::parse(&text).map_err(|message| Error::Scenario {
+        Self::parse(&text).map_err(|e| Error::Scenario {
             path: path.display().to_string(),
-            message,
+            source: e.into(),
         })
     }
 
     /// Parses scenario text; the error names the bad field.
     ///
     /// # Errors
-    /// The parser's message, naming the bad field and its line.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// [`Error::ScenarioText`], naming the bad field and its line, or
+    /// [`Error::Expectation`].
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let scenario: Scenario = toml::from_str(text)?;
         scenario.expectations()?;
         Ok(scenario)
     }
@@ -174,12 +175,14 @@ impl Scenario {
     /// The parsed `expect` list.
     ///
     /// # Errors
-    /// A message naming the bad entry.
-    pub fn expectations(&self) -> Result<Vec<Expectation>, String> {
+    /// [`Error::Expectation`] naming the bad entry.
+    pub fn expectations(&self) -> Result<Vec<Expectation>, Error> {
         self.expect
             .iter()
             .enumerate()
-            .map(|(i, e)| Expectation::parse(e).map_err(|m| format!("expect[{i}]: {m}")))
+            .map(|(i, e)| {
+                Expectation::parse(e).map_err(|m| Error::Expectation(format!("expect[{i}]: {m}")))
+            })
             .collect()
     }
 
@@ -331,8 +334,8 @@ impl Expectation {
     /// Parses `CLASS OP RATIO`, e.g. `"2xx" >= 0.99` or `429 <= 0.4`.
     ///
     /// # Errors
-    /// A message saying what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`Error::Expectation`] saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, Error> {
         let ops = [
             (">=", Op::Ge),
             ("<=", Op::Le),
@@ -344,7 +347,11 @@ impl Expectation {
             .iter()
             .filter_map(|(t, op)| text.find(t).map(|i| (i, *t, *op)))
             .min_by_key(|(i, t, _)| (*i, usize::MAX - t.len()))
-            .ok_or_else(|| format!("`{text}`: expected `CLASS OP RATIO`, e.g. `2xx >= 0.99`"))?;
+            .ok_or_else(|| {
+                Error::Expectation(format!(
+                    "`{text}`: expected `CLASS OP RATIO`, e.g. `2xx >= 0.99`"
+                ))
+            })?;
         let class = text
             .get(..at)
             .unwrap_or_default()
@@ -354,14 +361,16 @@ impl Expectation {
         let bound_text = text.get(at + op_text.len()..).unwrap_or_default().trim();
         let bound: f64 = bound_text
             .parse()
-            .map_err(|_| format!("`{text}`: `{bound_text}` is not a number"))?;
+            .map_err(|_| Error::Expectation(format!("`{text}`: `{bound_text}` is not a number")))?;
         if !(0.0..=1.0).contains(&bound) {
-            return Err(format!("`{text}`: the ratio must be between 0 and 1"));
+            return Err(Error::Expectation(format!(
+                "`{text}`: the ratio must be between 0 and 1"
+            )));
         }
         if StatusClass::parse(&class).is_none() {
-            return Err(format!(
+            return Err(Error::Expectation(format!(
                 "`{text}`: unknown class `{class}` (use a status like 429, a class like 2xx, or errors)"
-            ));
+            )));
         }
         Ok(Self { class, op, bound })
     }

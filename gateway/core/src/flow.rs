@@ -27,6 +27,7 @@ use regex::RegexSet;
 use crate::apikey::{
     self, ConfigError, HeaderLookup, KeyEntry, KeyRejection, KeyStore, RouteContext,
 };
+use crate::error::CoreError;
 use crate::jose::{TokenCache, TokenRejection};
 use crate::respond::ErrorReply;
 use crate::restriction::{self, CompileError, RestrictionSet};
@@ -334,15 +335,15 @@ impl Scope {
     /// The scope of a plugin instance.
     ///
     /// # Errors
-    /// The regex compiler's message for the first bad pattern.
-    pub fn of(plugin: &PluginInstance) -> Result<Self, String> {
-        let compile = |field: &str, list: &[String]| -> Result<Option<RegexSet>, String> {
+    /// A [`CoreError`] with the regex compiler's message for the first bad pattern.
+    pub fn of(plugin: &PluginInstance) -> Result<Self, CoreError> {
+        let compile = |field: &str, list: &[String]| -> Result<Option<RegexSet>, CoreError> {
             if list.is_empty() {
                 return Ok(None);
             }
             RegexSet::new(list.iter().map(|p| format!("^(?:{p})$")))
                 .map(Some)
-                .map_err(|e| format!("{field}: invalid regex: {e}"))
+                .map_err(|e| CoreError::regex(format!("{field}: invalid regex: {e}")))
         };
         Ok(Self {
             include: compile("include", &plugin.include)?,
@@ -391,10 +392,10 @@ impl AddedHeaders {
     fn build(route: &Route, kind: PluginKind, name: &'static str) -> Result<Self, FlowError> {
         let mut out = Self::default();
         for plugin in enabled(route, kind) {
-            let err = |message: String| FlowError::Headers {
+            let err = |e: CoreError| FlowError::Headers {
                 route: route.id.clone(),
                 plugin: name,
-                message,
+                message: e.message,
             };
             out.fields.push(header_fields(&plugin.config).map_err(err)?);
             out.scopes.push(scope(route, plugin)?);
@@ -442,28 +443,32 @@ impl CertHeaderPlugins {
 /// that uses it is refused rather than sent as text.
 ///
 /// # Errors
-/// What is wrong, naming the field.
-pub fn header_fields(config: &serde_json::Value) -> Result<Box<[AddedHeader]>, String> {
+/// A [`CoreError`] saying what is wrong, naming the field.
+pub fn header_fields(config: &serde_json::Value) -> Result<Box<[AddedHeader]>, CoreError> {
     let Some(headers) = config.get("headers") else {
         return Ok(Box::default());
     };
     let Some(map) = headers.as_object() else {
-        return Err("headers: expected an object of field names to values".to_owned());
+        return Err(CoreError::field(
+            "headers: expected an object of field names to values",
+        ));
     };
     let mut out = Vec::with_capacity(map.len());
     for (name, value) in map {
         let Some(value) = value.as_str() else {
-            return Err(format!("headers.{name}: expected a string"));
+            return Err(CoreError::field(format!(
+                "headers.{name}: expected a string"
+            )));
         };
         if value.contains("${") {
-            return Err(format!(
+            return Err(CoreError::field(format!(
                 "headers.{name}: expressions (`${{…}}`) are not supported by Tollgate"
-            ));
+            )));
         }
         let field = AddedHeader::new(name, value).ok_or_else(|| {
-            format!(
+            CoreError::field(format!(
                 "headers.{name}: expected a field name (token) and a value without control bytes"
-            )
+            ))
         })?;
         out.push(field);
     }
@@ -478,10 +483,10 @@ fn enabled(route: &Route, kind: PluginKind) -> impl Iterator<Item = &PluginInsta
 }
 
 fn scope(route: &Route, plugin: &PluginInstance) -> Result<Scope, FlowError> {
-    Scope::of(plugin).map_err(|message| FlowError::Scope {
+    Scope::of(plugin).map_err(|e| FlowError::Scope {
         route: route.id.clone(),
         plugin: plugin.plugin.clone(),
-        message,
+        message: e.message,
     })
 }
 
@@ -598,20 +603,19 @@ impl Flow {
         let mut cert_match = Vec::new();
         let mut cert_headers = CertHeaderPlugins::default();
         for plugin in enabled(route, PluginKind::HasClientCertMatching) {
-            let rules =
-                CertMatch::from_config(&plugin.config).map_err(|message| FlowError::Plugin {
-                    route: route.id.clone(),
-                    plugin: "NgHasClientCertMatchingValidator",
-                    message,
-                })?;
+            let rules = CertMatch::from_config(&plugin.config).map_err(|e| FlowError::Plugin {
+                route: route.id.clone(),
+                plugin: "NgHasClientCertMatchingValidator",
+                message: e.message,
+            })?;
             cert_match.push((scope(route, plugin)?, rules));
         }
         for plugin in enabled(route, PluginKind::ClientCertChainHeader) {
             let headers =
-                CertHeaders::from_config(&plugin.config).map_err(|message| FlowError::Plugin {
+                CertHeaders::from_config(&plugin.config).map_err(|e| FlowError::Plugin {
                     route: route.id.clone(),
                     plugin: "NgClientCertChainHeader",
-                    message,
+                    message: e.message,
                 })?;
             cert_headers.scopes.push(scope(route, plugin)?);
             cert_headers.headers.push(headers);

@@ -29,6 +29,8 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::error::{CoreError, CoreErrorKind};
+
 /// Why a token was refused (all 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenRejection {
@@ -172,7 +174,7 @@ struct Header<'a> {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-fn ring_key(alg: Alg, key: &PublicKey) -> Result<Key, String> {
+fn ring_key(alg: Alg, key: &PublicKey) -> Result<Key, CoreError> {
     let unparsed = |a: &'static dyn signature::VerificationAlgorithm, bytes: &[u8]| {
         Ok(Key::Unparsed(UnparsedPublicKey::new(a, bytes.to_vec())))
     };
@@ -191,11 +193,11 @@ fn ring_key(alg: Alg, key: &PublicKey) -> Result<Key, String> {
             unparsed(&signature::ECDSA_P384_SHA384_FIXED, point)
         }
         (Alg::EdDsa, PublicKey::Ed25519(x)) => unparsed(&signature::ED25519, x),
-        (alg, key) => Err(format!(
+        (alg, key) => Err(CoreError::key(format!(
             "{} cannot verify {}",
             key.family().describe(),
             alg.name()
-        )),
+        ))),
     }
 }
 
@@ -235,10 +237,11 @@ impl Verifier {
     /// compile identifies nobody).
     ///
     /// # Errors
-    /// What is wrong with the config, in words.
-    pub fn new(cfg: &JwtConsumerConfig) -> Result<Self, String> {
+    /// A [`CoreError`] saying what is wrong with the config.
+    pub fn new(cfg: &JwtConsumerConfig) -> Result<Self, CoreError> {
         let v = &cfg.verifier;
-        let alg = Alg::from_name(&v.alg).ok_or_else(|| format!("unknown algorithm {:?}", v.alg))?;
+        let alg = Alg::from_name(&v.alg)
+            .ok_or_else(|| CoreError::field(format!("unknown algorithm {:?}", v.alg)))?;
         let mut keys = Vec::new();
         match (alg, &v.secret, &v.public_key, &v.jwks) {
             (Alg::Hs256 | Alg::Hs384 | Alg::Hs512, Some(secret), None, None) => {
@@ -248,7 +251,7 @@ impl Verifier {
                     _ => ring::hmac::HMAC_SHA256,
                 };
                 if secret.expose().len() < alg.min_secret_len() {
-                    return Err("secret too short".to_owned());
+                    return Err(CoreError::key("secret too short"));
                 }
                 keys.push(KeyEntry {
                     kid: None,
@@ -257,7 +260,7 @@ impl Verifier {
                 });
             }
             (Alg::Hs256 | Alg::Hs384 | Alg::Hs512, ..) => {
-                return Err("an HMAC verifier takes a secret only".to_owned());
+                return Err(CoreError::field("an HMAC verifier takes a secret only"));
             }
             (_, None, Some(pem), None) => {
                 let key = model::public_key_pem(pem)?;
@@ -271,9 +274,10 @@ impl Verifier {
                 let list = set
                     .get("keys")
                     .and_then(serde_json::Value::as_array)
-                    .ok_or_else(|| "expected a JWK set".to_owned())?;
+                    .ok_or_else(|| CoreError::field("expected a JWK set"))?;
                 for k in list {
-                    let jwk = model::jwk(k).map_err(|(m, e)| format!("{m}: {e}"))?;
+                    let jwk =
+                        model::jwk(k).map_err(|(m, e)| CoreError::key(format!("{m}: {e}")))?;
                     keys.push(KeyEntry {
                         kid: jwk.kid.map(Into::into),
                         key: ring_key(alg, &jwk.key)?,
@@ -281,10 +285,14 @@ impl Verifier {
                     });
                 }
             }
-            _ => return Err("expected exactly one key source of the algorithm's kind".to_owned()),
+            _ => {
+                return Err(CoreError::field(
+                    "expected exactly one key source of the algorithm's kind",
+                ));
+            }
         }
         if keys.is_empty() {
-            return Err("no key".to_owned());
+            return Err(CoreError::new(CoreErrorKind::NoKey, "no key"));
         }
         Ok(Self {
             alg,
@@ -301,8 +309,8 @@ impl Verifier {
     /// [`TOKEN_ISSUER`], the API's id as audience, the subscription's id as subject.
     ///
     /// # Errors
-    /// A key that is not an ES256 key.
-    pub fn for_token_keys(keys: &TokenKeys, audience: &str) -> Result<Self, String> {
+    /// A [`CoreError`]: a key that is not an ES256 key, or no key at all.
+    pub fn for_token_keys(keys: &TokenKeys, audience: &str) -> Result<Self, CoreError> {
         let mut out = Vec::new();
         for k in &keys.public {
             out.push(KeyEntry {
@@ -312,7 +320,7 @@ impl Verifier {
             });
         }
         if out.is_empty() {
-            return Err("no token key".to_owned());
+            return Err(CoreError::new(CoreErrorKind::NoKey, "no token key"));
         }
         Ok(Self {
             alg: Alg::Es256,

@@ -21,6 +21,7 @@
 
 pub mod apikey;
 pub mod balance;
+pub mod error;
 pub mod flow;
 pub mod http;
 pub mod jose;

@@ -82,10 +82,7 @@ impl Reply {
     }
 
     fn error(status: u16, error: &str, description: &str) -> Self {
-        Self::json(
-            status,
-            &serde_json::json!({"error": error, "error_description": description}),
-        )
+        Self::json(status, &crate::respond::error_json(error, description))
     }
 }
 

@@ -128,6 +128,15 @@ fn json_escape(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// The JSON error body as a value, for the APIs that answer with `serde_json` (the admin API,
+/// the OAuth2 token endpoint, the ledger's query API): `{"error": code, "error_description":
+/// description}`. Callers may add fields (the admin API's `problems`), never remove these. The
+/// data plane writes the same shape without allocating ([`write_body`]).
+#[must_use]
+pub fn error_json(code: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({"error": code, "error_description": description})
+}
+
 /// Appends the JSON body of `reply` to `out`.
 pub fn write_body(out: &mut Vec<u8>, reply: &ErrorReply) {
     write_body_traced(out, reply, None);

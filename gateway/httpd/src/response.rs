@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,12 +19,10 @@ pub struct Response {
 }
 
 /// The JSON error shape every API of Tollgate answers with:
-/// `{"error": "<code>", "error_description": "<text>"}`. Callers may add fields (the admin
-/// API's `problems`), never remove these.
-#[must_use]
-pub fn error_body(code: &str, description: &str) -> Value {
-    json!({"error": code, "error_description": description})
-}
+/// `{"error": "<code>", "error_description": "<text>"}` (gateway-core's one definition, which
+/// the data plane writes without allocating). Callers may add fields (the admin API's
+/// `problems`), never remove these.
+pub use gateway_core::respond::error_json as error_body;
 
 impl Response {
     /// A compact JSON response.
@@ -96,6 +94,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn errors_have_the_one_shape() {

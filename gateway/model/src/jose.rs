@@ -221,6 +221,67 @@ pub struct Jwk {
     pub key: PublicKey,
 }
 
+/// What kind of problem a [`KeyError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyErrorKind {
+    /// The text or bytes are not a key encoding we read (bad PEM, bad DER, no key section,
+    /// a PKCS#1 `RSA PUBLIC KEY`).
+    Malformed,
+    /// A key of an algorithm or curve Tollgate does not verify with.
+    Unsupported,
+    /// An RSA key outside 2048 to 8192 bits, or with an invalid public exponent.
+    Weak,
+    /// A private key where a public key belongs.
+    Private,
+}
+
+impl KeyErrorKind {
+    /// Lowercase name for logs and JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Unsupported => "unsupported",
+            Self::Weak => "weak",
+            Self::Private => "private",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a public key was refused: a kind callers can match, and what is wrong in words (shown
+/// as it is by `gateway check`, the admin API and logs; it never quotes key material).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct KeyError {
+    /// What kind of problem.
+    pub kind: KeyErrorKind,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl KeyError {
+    fn new(kind: KeyErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn malformed(message: impl Into<String>) -> Self {
+        Self::new(KeyErrorKind::Malformed, message)
+    }
+
+    fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(KeyErrorKind::Unsupported, message)
+    }
+}
+
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
 const OID_EC: &str = "1.2.840.10045.2.1";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
@@ -233,28 +294,32 @@ fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Checks an RSA key's size (2048 to 8192 bits, what ring verifies) and exponent.
-fn rsa(n: &[u8], e: &[u8]) -> Result<PublicKey, String> {
+fn rsa(n: &[u8], e: &[u8]) -> Result<PublicKey, KeyError> {
     let n = strip_zeros(n);
     let e = strip_zeros(e);
     let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
     if !(2048..=8192).contains(&bits) {
-        return Err(format!(
-            "an RSA key of {bits} bits: 2048 to 8192 bits are accepted"
+        return Err(KeyError::new(
+            KeyErrorKind::Weak,
+            format!("an RSA key of {bits} bits: 2048 to 8192 bits are accepted"),
         ));
     }
     if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) {
-        return Err("an RSA key with an invalid public exponent".to_owned());
+        return Err(KeyError::new(
+            KeyErrorKind::Weak,
+            "an RSA key with an invalid public exponent",
+        ));
     }
     Ok(PublicKey::Rsa { n, e })
 }
 
-fn ec(curve: Family, point: &[u8]) -> Result<PublicKey, String> {
+fn ec(curve: Family, point: &[u8]) -> Result<PublicKey, KeyError> {
     let len = if curve == Family::P256 { 65 } else { 97 };
     if point.len() != len || point.first() != Some(&4) {
-        return Err(format!(
+        return Err(KeyError::malformed(format!(
             "{}: expected an uncompressed point of {len} bytes",
             curve.describe()
-        ));
+        )));
     }
     Ok(if curve == Family::P256 {
         PublicKey::P256(point.to_vec())
@@ -266,18 +331,18 @@ fn ec(curve: Family, point: &[u8]) -> Result<PublicKey, String> {
 /// The public key of a DER SubjectPublicKeyInfo.
 ///
 /// # Errors
-/// What is wrong, in words (an unsupported algorithm or curve, a bad encoding, a weak RSA key).
-pub fn spki(der: &[u8]) -> Result<PublicKey, String> {
+/// A [`KeyError`]: an unsupported algorithm or curve, a bad encoding, a weak RSA key.
+pub fn spki(der: &[u8]) -> Result<PublicKey, KeyError> {
     let (rest, info) = SubjectPublicKeyInfo::from_der(der)
-        .map_err(|_| "not a DER SubjectPublicKeyInfo".to_owned())?;
+        .map_err(|_| KeyError::malformed("not a DER SubjectPublicKeyInfo"))?;
     if !rest.is_empty() {
-        return Err("trailing bytes after the public key".to_owned());
+        return Err(KeyError::malformed("trailing bytes after the public key"));
     }
     let oid = info.algorithm.algorithm.to_id_string();
     match oid.as_str() {
         OID_RSA => match info.parsed() {
             Ok(ParsedKey::RSA(k)) => rsa(k.modulus, k.exponent),
-            _ => Err("an RSA key that does not parse".to_owned()),
+            _ => Err(KeyError::malformed("an RSA key that does not parse")),
         },
         OID_EC => {
             let curve = info
@@ -289,7 +354,11 @@ pub fn spki(der: &[u8]) -> Result<PublicKey, String> {
             let family = match curve.as_deref() {
                 Some(OID_P256) => Family::P256,
                 Some(OID_P384) => Family::P384,
-                _ => return Err("an EC key on a curve other than P-256 or P-384".to_owned()),
+                _ => {
+                    return Err(KeyError::unsupported(
+                        "an EC key on a curve other than P-256 or P-384",
+                    ));
+                }
             };
             ec(family, &info.subject_public_key.data)
         }
@@ -298,12 +367,12 @@ pub fn spki(der: &[u8]) -> Result<PublicKey, String> {
             if x.len() == 32 {
                 Ok(PublicKey::Ed25519(x.to_vec()))
             } else {
-                Err("an Ed25519 key that is not 32 bytes".to_owned())
+                Err(KeyError::malformed("an Ed25519 key that is not 32 bytes"))
             }
         }
-        other => Err(format!(
+        other => Err(KeyError::unsupported(format!(
             "a key of algorithm {other}: RSA, EC P-256/P-384 and Ed25519 are accepted"
-        )),
+        ))),
     }
 }
 
@@ -312,48 +381,49 @@ pub fn spki(der: &[u8]) -> Result<PublicKey, String> {
 /// verifier's config).
 ///
 /// # Errors
-/// What is wrong, in words.
-pub fn public_key_pem(pem: &str) -> Result<PublicKey, String> {
-    let sections = crate::x509::pem_sections(pem).map_err(|e| e.to_string())?;
+/// A [`KeyError`]: a private key, no key section, or what [`spki`] refuses.
+pub fn public_key_pem(pem: &str) -> Result<PublicKey, KeyError> {
+    let sections =
+        crate::x509::pem_sections(pem).map_err(|e| KeyError::malformed(e.to_string()))?;
     let mut found = None;
     for (kind, der) in sections {
         match kind {
             SectionKind::RsaPrivateKey | SectionKind::PrivateKey | SectionKind::EcPrivateKey => {
-                return Err(
-                    "a private key: a verifier takes the public key only (PUBLIC KEY)".to_owned(),
-                );
+                return Err(KeyError::new(
+                    KeyErrorKind::Private,
+                    "a private key: a verifier takes the public key only (PUBLIC KEY)",
+                ));
             }
             SectionKind::PublicKey if found.is_none() => found = Some(spki(&der)?),
             SectionKind::Certificate if found.is_none() => {
                 let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
-                    .map_err(|_| "a certificate that does not parse".to_owned())?;
+                    .map_err(|_| KeyError::malformed("a certificate that does not parse"))?;
                 found = Some(spki(cert.public_key().raw)?);
             }
             _ => {}
         }
     }
     if pem.contains("-----BEGIN RSA PUBLIC KEY-----") && found.is_none() {
-        return Err(
+        return Err(KeyError::malformed(
             "a PKCS#1 `RSA PUBLIC KEY`: give it as a `PUBLIC KEY` (openssl rsa \
-                    -RSAPublicKey_in -pubout)"
-                .to_owned(),
-        );
+             -RSAPublicKey_in -pubout)",
+        ));
     }
-    found.ok_or_else(|| "no `PUBLIC KEY` or `CERTIFICATE` section".to_owned())
+    found.ok_or_else(|| KeyError::malformed("no `PUBLIC KEY` or `CERTIFICATE` section"))
 }
 
 /// Attaches a JWK member's name to a message.
-fn at(member: &'static str) -> impl Fn(String) -> (String, String) {
-    move |e| (member.to_owned(), e)
+fn at<E: ToString>(member: &'static str) -> impl Fn(E) -> (String, String) {
+    move |e| (member.to_owned(), e.to_string())
 }
 
-fn b64(value: Option<&serde_json::Value>, member: &str) -> Result<Vec<u8>, String> {
+fn b64(value: Option<&serde_json::Value>, member: &str) -> Result<Vec<u8>, KeyError> {
     let text = value
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| format!("{member}: expected a base64url string"))?;
+        .ok_or_else(|| KeyError::malformed(format!("{member}: expected a base64url string")))?;
     URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
-        .map_err(|_| format!("{member}: not base64url"))
+        .map_err(|_| KeyError::malformed(format!("{member}: not base64url")))
 }
 
 /// Members that only a private or symmetric JWK has.

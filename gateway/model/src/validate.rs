@@ -1068,7 +1068,7 @@ fn validate_jwt_config(
                 ),
             ),
             Ok(_) => {}
-            Err(e) => problems.push(join(&verifier, "public_key"), e),
+            Err(e) => problems.push(join(&verifier, "public_key"), e.to_string()),
         }
     }
     if let Some(set) = &v.jwks {

@@ -14,7 +14,6 @@ mod issue;
 mod json;
 pub mod rotation;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -34,6 +33,7 @@ use serde_json::{Value, json};
 pub use gateway_httpd::{Request, Response};
 
 use crate::entitylog::{Change, Entity, EntityLog, LogError, RotationState, State};
+use crate::error::{GatewayError, GatewayErrorKind};
 use crate::node::Publisher;
 
 /// The OpenAPI 3 description of this API (one source: docs/admin-openapi.json).
@@ -1121,34 +1121,46 @@ impl Admin {
     }
 
     fn metrics(&self) -> Response {
+        use gateway_telemetry::prom::{self, MetricType};
         let snapshot = self.publisher.current();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_snapshot_generation Generation of the published snapshot."
+        prom::gauge(
+            &mut out,
+            "tollgate_snapshot_generation",
+            "Generation of the published snapshot.",
+            snapshot.generation,
         );
-        let _ = writeln!(out, "# TYPE tollgate_snapshot_generation gauge");
-        let _ = writeln!(out, "tollgate_snapshot_generation {}", snapshot.generation);
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_build_info The gateway's version.\n\
-             # TYPE tollgate_build_info gauge\n\
-             tollgate_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+        prom::family(
+            &mut out,
+            "tollgate_build_info",
+            "The gateway's version.",
+            MetricType::Gauge,
         );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_driver_info The IO driver the cores use."
+        prom::sample(
+            &mut out,
+            "tollgate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
         );
-        let _ = writeln!(out, "# TYPE tollgate_driver_info gauge");
-        let _ = writeln!(
-            out,
-            "tollgate_driver_info{{driver=\"{}\"}} 1",
-            escape_label(&self.options.driver)
+        prom::family(
+            &mut out,
+            "tollgate_driver_info",
+            "The IO driver the cores use.",
+            MetricType::Gauge,
+        );
+        prom::sample(
+            &mut out,
+            "tollgate_driver_info",
+            &[("driver", &self.options.driver)],
+            1,
         );
         self.publisher.render_metrics(&mut out);
-        let _ = writeln!(out, "# HELP tollgate_entities Live entities by kind.");
-        let _ = writeln!(out, "# TYPE tollgate_entities gauge");
+        prom::family(
+            &mut out,
+            "tollgate_entities",
+            "Live entities by kind.",
+            MetricType::Gauge,
+        );
         {
             let log = self.log();
             for kind in [
@@ -1159,52 +1171,51 @@ impl Admin {
                 EntityKind::Certificate,
             ] {
                 let n = log.state().list(kind).count();
-                let _ = writeln!(out, "tollgate_entities{{kind=\"{kind}\"}} {n}");
+                prom::sample(
+                    &mut out,
+                    "tollgate_entities",
+                    &[("kind", &kind.to_string())],
+                    n,
+                );
             }
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_entity_log_next_offset Offset of the next entity event."
+            prom::gauge(
+                &mut out,
+                "tollgate_entity_log_next_offset",
+                "Offset of the next entity event.",
+                log.next_offset(),
             );
-            let _ = writeln!(out, "# TYPE tollgate_entity_log_next_offset gauge");
-            let _ = writeln!(out, "tollgate_entity_log_next_offset {}", log.next_offset());
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_entity_events_written_total Entity events appended by this process."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_entity_events_written_total counter");
-        let _ = writeln!(
-            out,
-            "tollgate_entity_events_written_total {}",
-            self.events_written.load(Ordering::Relaxed)
+        prom::counter(
+            &mut out,
+            "tollgate_entity_events_written_total",
+            "Entity events appended by this process.",
+            self.events_written.load(Ordering::Relaxed),
         );
         if let Some(sent) = &self.events_sent {
-            let _ = writeln!(
-                out,
-                "# HELP tollgate_entity_events_sent_total Entity events of this node confirmed by Kafka."
-            );
-            let _ = writeln!(out, "# TYPE tollgate_entity_events_sent_total counter");
-            let _ = writeln!(
-                out,
-                "tollgate_entity_events_sent_total {}",
-                sent.load(Ordering::Relaxed)
+            prom::counter(
+                &mut out,
+                "tollgate_entity_events_sent_total",
+                "Entity events of this node confirmed by Kafka.",
+                sent.load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_admin_requests_total Admin API requests by path family and status."
+        prom::family(
+            &mut out,
+            "tollgate_admin_requests_total",
+            "Admin API requests by path family and status.",
+            MetricType::Counter,
         );
-        let _ = writeln!(out, "# TYPE tollgate_admin_requests_total counter");
         for ((path, status), n) in self
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "tollgate_admin_requests_total{{path=\"{}\",status=\"{status}\"}} {n}",
-                escape_label(path)
+            prom::sample(
+                &mut out,
+                "tollgate_admin_requests_total",
+                &[("path", path), ("status", &status.to_string())],
+                n,
             );
         }
         if let Some(stats) = self.http_stats.get() {
@@ -1230,9 +1241,7 @@ impl Admin {
                     &stats.too_large,
                 ),
             ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} counter");
-                let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+                prom::counter(&mut out, name, help, value.load(Ordering::Relaxed));
             }
         }
         Response::text(200, "text/plain; version=0.0.4", out)
@@ -1419,7 +1428,10 @@ fn entity_problems(entity: &Entity, problems: &mut Problems) {
 
 /// Other nodes' entity events pass the checks of a local write (ids, fields, plugins) before
 /// they are folded.
-fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
+///
+/// # Errors
+/// Every problem found, with its path.
+fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), Problems> {
     let mut problems = Problems::default();
     if !gateway_model::validate::id_ok(id) {
         problems.push("id", format!("not a valid id: `{}`", id.escape_debug()));
@@ -1432,7 +1444,7 @@ fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.to_string())
+        Err(problems)
     }
 }
 
@@ -1440,9 +1452,10 @@ fn remote_check(id: &str, entity: Option<&Entity>) -> Result<(), String> {
 /// Returns the reply (as `POST /api/import` gives it).
 ///
 /// # Errors
-/// A message when the log cannot be opened (a running node holds it: use the admin API), the
-/// document is not an entity document, or the resulting entities are invalid.
-pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Value, String> {
+/// [`GatewayErrorKind::Refused`] when the document is not an entity document or the resulting
+/// entities are invalid, [`GatewayErrorKind::EntityLog`] when the log cannot be written; the
+/// text is the reply `POST /api/import` would give.
+pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Value, GatewayError> {
     let result = import_into(bytes, log, now_ms, |log, changes| {
         candidate(log, &changes)?;
         log.commit(changes, "import", now_ms)
@@ -1451,7 +1464,14 @@ pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Val
     });
     match result {
         Ok((_, body)) => Ok(body),
-        Err(Failure(r)) => Err(String::from_utf8_lossy(&r.body).into_owned()),
+        Err(Failure(r)) => Err(GatewayError::new(
+            if r.status >= 500 {
+                GatewayErrorKind::EntityLog
+            } else {
+                GatewayErrorKind::Refused
+            },
+            String::from_utf8_lossy(&r.body),
+        )),
     }
 }
 
@@ -1460,27 +1480,36 @@ pub fn import_file(log: &mut EntityLog, bytes: &[u8], now_ms: i64) -> Result<Val
 /// (stopped) node under `quickstart_dir` without one. Returns the import report.
 ///
 /// # Errors
-/// A message when the config, the file or the log cannot be read, or the import is refused.
+/// [`GatewayErrorKind::Io`] or [`GatewayErrorKind::Config`] when the file or the config cannot
+/// be read, what opening the log or the import gives otherwise (through the admin API of a
+/// running node, the context says that the log is held).
 pub fn import_command(
     config: Option<&std::path::Path>,
     quickstart_dir: &std::path::Path,
     file: &std::path::Path,
-) -> Result<Value, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+) -> Result<Value, GatewayError> {
+    let bytes = std::fs::read(file).map_err(GatewayError::map(
+        GatewayErrorKind::Io,
+        file.display().to_string(),
+    ))?;
     let mut log = match config {
         Some(path) => {
             let cfg = crate::config::load(path).map_err(|problems| {
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {p}", path.display()))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                GatewayError::new(
+                    GatewayErrorKind::Config,
+                    problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", path.display()))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
             })?;
             match open_for(&cfg) {
                 Ok((log, _)) => log,
                 // A running node holds the log: send the document to its admin API instead.
-                Err(e) if e.contains("held by a running node") => {
-                    return import_through_api(&cfg, &bytes).map_err(|why| format!("{e}: {why}"));
+                Err(held) if held.kind == GatewayErrorKind::Locked => {
+                    return import_through_api(&cfg, &bytes)
+                        .map_err(|why| GatewayError::with(why.kind, held.to_string(), why));
                 }
                 Err(e) => return Err(e),
             }
@@ -1493,27 +1522,37 @@ pub fn import_command(
         )?,
     };
     let report = import_file(&mut log, &bytes, crate::core::now_ms())?;
-    log.write_snapshot().map_err(|e| e.to_string())?;
+    log.write_snapshot()
+        .map_err(|e| GatewayError::of(GatewayErrorKind::EntityLog, e))?;
     Ok(report)
 }
 
 /// `POST /api/import` to the running node of `cfg` (its `[admin] addr`, with its token).
-fn import_through_api(cfg: &crate::config::NodeConfig, bytes: &[u8]) -> Result<Value, String> {
+///
+/// # Errors
+/// [`GatewayErrorKind::Config`] when the config does not say where the admin API is,
+/// [`GatewayErrorKind::Io`] when it cannot be reached, [`GatewayErrorKind::Decode`] when its
+/// answer is not HTTP with a JSON body, [`GatewayErrorKind::Refused`] when it refuses.
+fn import_through_api(
+    cfg: &crate::config::NodeConfig,
+    bytes: &[u8],
+) -> Result<Value, GatewayError> {
     use std::io::{Read, Write};
     let addr = cfg.admin_addr;
     if addr.port() == 0 {
-        return Err(
+        return Err(GatewayError::new(
+            GatewayErrorKind::Config,
             "admin.addr has port 0, so the running node's admin API cannot be found: \
-                    POST the file to its /api/import"
-                .to_owned(),
-        );
+             POST the file to its /api/import",
+        ));
     }
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    let io = || GatewayError::map(GatewayErrorKind::Io, format!("admin API {addr}"));
+    let mut conn =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io())?;
     let timeout = Some(Duration::from_secs(120));
     conn.set_read_timeout(timeout)
         .and_then(|()| conn.set_write_timeout(timeout))
-        .map_err(|e| format!("admin API {addr}: {e}"))?;
+        .map_err(io())?;
     let head = format!(
         "POST /api/import HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1522,23 +1561,31 @@ fn import_through_api(cfg: &crate::config::NodeConfig, bytes: &[u8]) -> Result<V
     );
     conn.write_all(head.as_bytes())
         .and_then(|()| conn.write_all(bytes))
-        .map_err(|e| format!("admin API {addr}: {e}"))?;
+        .map_err(io())?;
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw)
-        .map_err(|e| format!("admin API {addr}: {e}"))?;
+    conn.read_to_end(&mut raw).map_err(io())?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("admin API {addr}: no HTTP response"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        GatewayError::new(
+            GatewayErrorKind::Decode,
+            format!("admin API {addr}: no HTTP response"),
+        )
+    })?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(0);
     if (200..300).contains(&status) {
-        serde_json::from_str(body).map_err(|e| format!("admin API {addr}: {e}"))
+        serde_json::from_str(body).map_err(GatewayError::map(
+            GatewayErrorKind::Decode,
+            format!("admin API {addr}"),
+        ))
     } else {
-        Err(format!("admin API {addr} answered {status}: {body}"))
+        Err(GatewayError::new(
+            GatewayErrorKind::Refused,
+            format!("admin API {addr} answered {status}: {body}"),
+        ))
     }
 }
 
@@ -1563,19 +1610,21 @@ pub fn seed(log: &mut EntityLog, entities: &Entities, now_ms: i64) -> Result<usi
 /// `<data_dir>/cluster.key`, generated with a warning when missing).
 ///
 /// # Errors
-/// A message naming the file or the journal when the key or the log cannot be opened.
+/// [`GatewayErrorKind::Locked`] when a running node holds the log, else
+/// [`GatewayErrorKind::EntityLog`], naming the file or the journal.
 pub fn open_log(
     data_dir: &std::path::Path,
     node_id: &str,
     key_file: Option<&std::path::Path>,
     snapshot_every: u64,
-) -> Result<EntityLog, String> {
+) -> Result<EntityLog, GatewayError> {
+    let log_error = |e: crate::seal::SealError| GatewayError::of(GatewayErrorKind::EntityLog, e);
     let key = match key_file {
-        Some(path) => crate::seal::ClusterKey::load(path).map_err(|e| e.to_string())?,
+        Some(path) => crate::seal::ClusterKey::load(path).map_err(log_error)?,
         None => {
             let path = data_dir.join("cluster.key");
             let (key, generated) =
-                crate::seal::ClusterKey::load_or_generate(&path).map_err(|e| e.to_string())?;
+                crate::seal::ClusterKey::load_or_generate(&path).map_err(log_error)?;
             if generated {
                 tracing::warn!(
                     path = %path.display(),
@@ -1592,13 +1641,18 @@ pub fn open_log(
         snapshot_every,
     };
     let (log, report) = EntityLog::open(&options, key).map_err(|e| match e {
-        LogError::Journal(crate::journal::JournalError::Locked { dir, holder }) => format!(
-            "the entity log {} is held by a running node ({}); change entities through its \
-             admin API (`POST /api/import` imports a file), or stop it first",
-            dir.display(),
-            holder.as_deref().unwrap_or("its process could not be told")
-        ),
-        other => format!("entity log: {other}"),
+        LogError::Journal(crate::journal::JournalError::Locked { dir, holder }) => {
+            GatewayError::new(
+                GatewayErrorKind::Locked,
+                format!(
+                    "the entity log {} is held by a running node ({}); change entities through \
+                     its admin API (`POST /api/import` imports a file), or stop it first",
+                    dir.display(),
+                    holder.as_deref().unwrap_or("its process could not be told")
+                ),
+            )
+        }
+        other => GatewayError::with(GatewayErrorKind::EntityLog, "entity log", other),
     })?;
     tracing::info!(
         replayed = report.replayed,
@@ -1613,8 +1667,11 @@ pub fn open_log(
 /// it with the admin API's options.
 ///
 /// # Errors
-/// A message when the log cannot be opened or seeded.
-pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOptions), String> {
+/// What [`open_log`] gives, or [`GatewayErrorKind::EntityLog`] when the seed cannot be
+/// written.
+pub fn open_for(
+    cfg: &crate::config::NodeConfig,
+) -> Result<(EntityLog, AdminOptions), GatewayError> {
     let mut log = open_log(
         &cfg.data_dir,
         &cfg.node_id,
@@ -1623,8 +1680,9 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
     )?;
     if log.is_empty() {
         if let Some((path, import)) = &cfg.seed {
-            let n = seed(&mut log, &import.entities, crate::core::now_ms())
-                .map_err(|e| format!("seeding the entity log: {e}"))?;
+            let n = seed(&mut log, &import.entities, crate::core::now_ms()).map_err(
+                GatewayError::map(GatewayErrorKind::EntityLog, "seeding the entity log"),
+            )?;
             tracing::info!(seed = %path.display(), events = n, "empty entity log seeded");
         }
     } else if cfg.seed.is_some() {
@@ -1659,11 +1717,11 @@ pub fn open_for(cfg: &crate::config::NodeConfig) -> Result<(EntityLog, AdminOpti
 /// the printed demo secret works while other changes made through the admin API are kept.
 ///
 /// # Errors
-/// A message when the log cannot be opened or written.
+/// What [`open_log`] gives, or [`GatewayErrorKind::EntityLog`] when the log cannot be written.
 pub fn open_quickstart(
     data_dir: &std::path::Path,
     entities: &Entities,
-) -> Result<EntityLog, String> {
+) -> Result<EntityLog, GatewayError> {
     let mut log = open_log(
         data_dir,
         "quickstart",
@@ -1682,7 +1740,7 @@ pub fn open_quickstart(
         })
         .collect();
     log.commit(changes, "quickstart", crate::core::now_ms())
-        .map_err(|e| format!("entity log: {e}"))?;
+        .map_err(GatewayError::map(GatewayErrorKind::EntityLog, "entity log"))?;
     Ok(log)
 }
 
@@ -2237,12 +2295,6 @@ fn metric_path(path: &str) -> String {
         [one] if ["health", "metrics", "openapi.json"].contains(one) => format!("/{one}"),
         _ => "other".to_owned(),
     }
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub use gateway_model::config::*;
 use gateway_model::import::{Import, import_document};
 use gateway_model::validate::Problems;
 
+use crate::error::{GatewayError, GatewayErrorKind};
+
 /// Checked `[http]` values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -309,25 +311,45 @@ pub fn preflight(file: &FileConfig, base: &Path) -> Problems {
     }
     let data_dir = base.join(file.node.data_dir.as_deref().unwrap_or("data"));
     if let Err(why) = writable_dir(&data_dir) {
-        p.push("node.data_dir", why);
+        p.push("node.data_dir", why.to_string());
     }
     p
 }
 
 /// Whether files can be created in `dir`, or (when it does not exist yet) in the nearest
 /// directory above it, which the node would create it in. Probes with a file it removes.
-fn writable_dir(dir: &Path) -> Result<(), String> {
+///
+/// # Errors
+/// [`GatewayErrorKind::Config`] when the path (or what is above it) is not a directory,
+/// [`GatewayErrorKind::Io`] when it cannot be read or written.
+fn writable_dir(dir: &Path) -> Result<(), GatewayError> {
     let mut at = dir.to_path_buf();
     loop {
         match std::fs::metadata(&at) {
             Ok(m) if m.is_dir() => break,
-            Ok(_) => return Err(format!("{}: not a directory", at.display())),
+            Ok(_) => {
+                return Err(GatewayError::new(
+                    GatewayErrorKind::Config,
+                    format!("{}: not a directory", at.display()),
+                ));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
                 Some(parent) if parent.as_os_str().is_empty() => at = PathBuf::from("."),
                 Some(parent) => at = parent.to_path_buf(),
-                None => return Err(format!("{}: no existing directory above it", dir.display())),
+                None => {
+                    return Err(GatewayError::new(
+                        GatewayErrorKind::Config,
+                        format!("{}: no existing directory above it", dir.display()),
+                    ));
+                }
             },
-            Err(e) => return Err(format!("{}: {e}", at.display())),
+            Err(e) => {
+                return Err(GatewayError::with(
+                    GatewayErrorKind::Io,
+                    at.display().to_string(),
+                    e,
+                ));
+            }
         }
     }
     let probe = at.join(format!(".tollgate-check-{}", std::process::id()));
@@ -340,11 +362,19 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(e) if at == dir => Err(format!("{}: cannot be written: {e}", dir.display())),
-        Err(e) => Err(format!(
-            "{}: does not exist and cannot be created: {} cannot be written: {e}",
-            dir.display(),
-            at.display()
+        Err(e) if at == dir => Err(GatewayError::with(
+            GatewayErrorKind::Io,
+            format!("{}: cannot be written", dir.display()),
+            e,
+        )),
+        Err(e) => Err(GatewayError::with(
+            GatewayErrorKind::Io,
+            format!(
+                "{}: does not exist and cannot be created: {} cannot be written",
+                dir.display(),
+                at.display()
+            ),
+            e,
         )),
     }
 }

@@ -25,6 +25,7 @@ use gateway_model::event::{EntityAction, EntityEvent, EntityKind};
 use gateway_model::import::Entities;
 use serde_json::{Value, json};
 
+use crate::error::{GatewayError, GatewayErrorKind};
 use crate::journal::{Journal, JournalError, JournalOptions, JournalReader, Stream, SyncPolicy};
 use crate::seal::{ClusterKey, REDACTED, SEALED_PREFIX, SealError};
 
@@ -61,10 +62,10 @@ pub enum LogError {
         reason: String,
     },
     /// Another node's event that this node's validation refuses (never folded).
-    #[error("entity event refused: {reason}")]
+    #[error("entity event refused: {problems}")]
     Refused {
-        /// Why.
-        reason: String,
+        /// Why: every problem, with its path.
+        problems: gateway_model::validate::Problems,
     },
     /// The snapshot file could not be written.
     #[error("entity snapshot {path}: {reason}")]
@@ -209,29 +210,33 @@ impl Entity {
     /// Reads an entity back from the log's JSON, opening sealed secrets.
     ///
     /// # Errors
-    /// A message when the JSON does not describe a `kind` entity or a secret does not open.
+    /// [`GatewayErrorKind::Sealed`] when a secret does not open with `key` (another cluster
+    /// key, or changed bytes); [`GatewayErrorKind::Decode`] when the JSON does not describe a
+    /// `kind` entity or a sealed value is malformed.
     pub fn from_log_json(
         kind: EntityKind,
         mut value: Value,
         key: &ClusterKey,
-    ) -> Result<Self, String> {
-        let parse = |v: Value| -> Result<Self, String> {
+    ) -> Result<Self, GatewayError> {
+        let json = |e: serde_json::Error| GatewayError::of(GatewayErrorKind::Decode, e);
+        let parse = |v: Value| -> Result<Self, GatewayError> {
             Ok(match kind {
-                EntityKind::Route => {
-                    Self::Route(serde_json::from_value(v).map_err(|e| e.to_string())?)
-                }
-                EntityKind::Backend => {
-                    Self::Backend(serde_json::from_value(v).map_err(|e| e.to_string())?)
-                }
-                EntityKind::Api => Self::Api(serde_json::from_value(v).map_err(|e| e.to_string())?),
+                EntityKind::Route => Self::Route(serde_json::from_value(v).map_err(json)?),
+                EntityKind::Backend => Self::Backend(serde_json::from_value(v).map_err(json)?),
+                EntityKind::Api => Self::Api(serde_json::from_value(v).map_err(json)?),
                 EntityKind::Certificate => {
-                    Self::Certificate(serde_json::from_value(v).map_err(|e| e.to_string())?)
+                    Self::Certificate(serde_json::from_value(v).map_err(json)?)
                 }
                 EntityKind::ApiKey => Self::ApiKey(
-                    serde_json::from_value(v).map_err(|e| e.to_string())?,
+                    serde_json::from_value(v).map_err(json)?,
                     RotationState::default(),
                 ),
-                other => return Err(format!("kind `{other}` is not a top-level entity")),
+                other => {
+                    return Err(GatewayError::new(
+                        GatewayErrorKind::Decode,
+                        format!("kind `{other}` is not a top-level entity"),
+                    ));
+                }
             })
         };
         let id_field = match kind {
@@ -244,12 +249,18 @@ impl Entity {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let open = |v: &Value, field: &str| -> Result<Value, String> {
+        let open = |v: &Value, field: &str| -> Result<Value, GatewayError> {
             match v.as_str() {
                 Some(s) if s.starts_with(SEALED_PREFIX) => key
                     .open(s, &context(kind, &id, field))
                     .map(Value::String)
-                    .map_err(|e| format!("{field}: {e}")),
+                    .map_err(|e| {
+                        let kind = match e {
+                            SealError::Open => GatewayErrorKind::Sealed,
+                            _ => GatewayErrorKind::Decode,
+                        };
+                        GatewayError::with(kind, field, e)
+                    }),
                 _ => Ok(v.clone()),
             }
         };
@@ -748,7 +759,7 @@ impl EntityLog {
     pub fn apply_remote(
         &mut self,
         event: &EntityEvent,
-        check: impl FnOnce(&str, Option<&Entity>) -> Result<(), String>,
+        check: impl FnOnce(&str, Option<&Entity>) -> Result<(), gateway_model::validate::Problems>,
     ) -> Result<bool, LogError> {
         let stamp = (event.at, event.id.clone());
         if written_by(&event.id, &self.node_id)
@@ -765,14 +776,15 @@ impl EntityLog {
             EntityAction::Deleted => None,
             _ => Some(
                 Entity::from_log_json(event.kind, event.entity.clone(), &self.key).map_err(
-                    |reason| LogError::Record {
+                    |e| LogError::Record {
                         offset: next,
-                        reason,
+                        reason: e.to_string(),
                     },
                 )?,
             ),
         };
-        check(&event.entity_id, entity.as_ref()).map_err(|reason| LogError::Refused { reason })?;
+        check(&event.entity_id, entity.as_ref())
+            .map_err(|problems| LogError::Refused { problems })?;
         // Opened first, so that an event this node cannot read is never appended.
         let mut probe = State::default();
         fold(&mut probe, event, &self.key, next)?;
@@ -884,14 +896,17 @@ fn fold(
     let entity = match event.action {
         EntityAction::Deleted => None,
         _ => Some(
-            Entity::from_log_json(event.kind, event.entity.clone(), key).map_err(|reason| {
-                if reason.contains("wrong cluster key") {
+            Entity::from_log_json(event.kind, event.entity.clone(), key).map_err(|e| {
+                if e.kind == GatewayErrorKind::Sealed {
                     LogError::Seal {
                         offset,
                         source: SealError::Open,
                     }
                 } else {
-                    LogError::Record { offset, reason }
+                    LogError::Record {
+                        offset,
+                        reason: e.to_string(),
+                    }
                 }
             })?,
         ),
@@ -915,29 +930,33 @@ fn read_snapshot(path: &Path, key: &ClusterKey) -> Option<(u64, State)> {
             return None;
         }
     };
-    let parsed = || -> Result<(u64, State), String> {
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let bad = |what: &str| GatewayError::new(GatewayErrorKind::Decode, what);
+    let json = |e: serde_json::Error| GatewayError::of(GatewayErrorKind::Decode, e);
+    let parsed = || -> Result<(u64, State), GatewayError> {
+        let doc: Value = serde_json::from_slice(&bytes).map_err(json)?;
         if doc.get("format").and_then(Value::as_u64) != Some(SNAPSHOT_FORMAT) {
-            return Err("unknown format".into());
+            return Err(bad("unknown format"));
         }
         let offset = doc
             .get("next_offset")
             .and_then(Value::as_u64)
-            .ok_or("no next_offset")?;
+            .ok_or_else(|| bad("no next_offset"))?;
         let mut state = State::default();
         for e in doc
             .get("entries")
             .and_then(Value::as_array)
-            .ok_or("no entries")?
+            .ok_or_else(|| bad("no entries"))?
         {
             let kind: EntityKind =
-                serde_json::from_value(e.get("kind").cloned().unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
-            let id = e.get("id").and_then(Value::as_str).ok_or("no id")?;
+                serde_json::from_value(e.get("kind").cloned().unwrap_or_default()).map_err(json)?;
+            let id = e
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no id"))?;
             let version = e
                 .get("version")
                 .and_then(Value::as_u64)
-                .ok_or("no version")?;
+                .ok_or_else(|| bad("no version"))?;
             let entity = match e.get("entity") {
                 Some(Value::Null) | None => None,
                 Some(v) => Some(Entity::from_log_json(kind, v.clone(), key)?),

@@ -20,6 +20,7 @@ pub mod certs;
 pub mod config;
 pub mod core;
 pub mod entitylog;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod node;
@@ -38,4 +39,5 @@ pub mod totals;
 pub mod upstream;
 pub mod worker;
 
+pub use error::{GatewayError, GatewayErrorKind};
 pub use gateway_events::{journal, kafka};

@@ -3,10 +3,11 @@
 //! its own [`CoreCell`] of atomics, which only that core writes and the admin API reads. A
 //! scrape sees figures at most one tick (50 ms) old.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use gateway_telemetry::prom::{self, MetricType::Counter};
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (then `+Inf`).
 pub const LATENCY_BOUNDS_US: [u64; 14] = [
@@ -309,10 +310,9 @@ pub struct EventSources {
     pub totals: Option<Arc<TotalsCounters>>,
 }
 
-fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name} {value}");
+/// `1xx` … `5xx` for status class index 0 … 4.
+fn status_class(index: usize) -> String {
+    format!("{}xx", index + 1)
 }
 
 impl NodeMetrics {
@@ -357,136 +357,118 @@ impl NodeMetrics {
     fn render_events(&self, out: &mut String) {
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(u) = events.usage.as_ref().map(|h| h.counters()) {
-            counter(
+            prom::counter(
                 out,
                 "tollgate_usage_batches_total",
                 "Usage batches appended to the journal.",
-                "counter",
                 u.batches,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_usage_entries_total",
                 "Usage entries in them.",
-                "counter",
                 u.entries,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_usage_journal_syncs_total",
                 "fdatasync calls of the usage journal.",
-                "counter",
                 u.syncs,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_usage_handover_refused_total",
                 "Batches a core kept because the sink channel was full (retried, not lost).",
-                "counter",
                 u.refused,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_usage_lost_total",
                 "Usage batches the journal could not take (logged as errors).",
-                "counter",
                 u.lost + u.encode_errors,
             );
         }
         if let Some(k) = events.kafka.as_ref().map(|h| h.counters()) {
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_sent_total",
                 "Usage batches confirmed by Kafka.",
-                "counter",
                 k.produced,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_spooled_total",
                 "Usage batches written to the disk spool.",
-                "counter",
                 k.spooled,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_forwarded_total",
                 "Journal records copied to the spool.",
-                "counter",
                 k.forwarded,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_delivery_errors_total",
                 "Delivery errors (the batch went back to the spool).",
-                "counter",
                 k.failed,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_lost_total",
                 "Usage batches given up on (logged as errors).",
-                "counter",
                 k.lost + k.encode_errors,
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_kafka_usage_corrupt_total",
                 "Journal records that could not be forwarded (corrupt).",
-                "counter",
                 k.corrupt,
             );
-            counter(
+            prom::gauge(
                 out,
                 "tollgate_kafka_spool_bytes",
                 "Bytes in the usage spool.",
-                "gauge",
                 k.spool_bytes,
             );
-            counter(
+            prom::gauge(
                 out,
                 "tollgate_kafka_spool_max_bytes",
                 "The usage spool's bound.",
-                "gauge",
                 k.spool_max_bytes,
             );
-            counter(
+            prom::gauge(
                 out,
                 "tollgate_kafka_spool_records",
                 "Usage batches in the spool not yet confirmed.",
-                "gauge",
                 k.spool_records,
             );
-            counter(
+            prom::gauge(
                 out,
                 "tollgate_kafka_in_flight_batches",
                 "Usage batches in the Kafka client.",
-                "gauge",
                 k.in_flight,
             );
         }
         if let Some(t) = events.totals.as_ref() {
-            counter(
+            prom::counter(
                 out,
                 "tollgate_totals_applied_total",
                 "Totals records from the ledger applied to the quota pool.",
-                "counter",
                 t.applied.load(Ordering::Relaxed),
             );
-            counter(
+            prom::counter(
                 out,
                 "tollgate_totals_invalid_total",
                 "Totals records that did not decode.",
-                "counter",
                 t.invalid.load(Ordering::Relaxed),
             );
             #[allow(clippy::cast_precision_loss)]
             let newest = t.newest_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-            counter(
+            prom::gauge(
                 out,
                 "tollgate_totals_newest_timestamp_seconds",
                 "updated_at of the newest totals record applied (seconds since the epoch).",
-                "gauge",
                 newest,
             );
         }
@@ -524,9 +506,7 @@ impl NodeMetrics {
                     a.errors.load(Relaxed),
                 ),
             ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} counter");
-                let _ = writeln!(out, "{name} {value}");
+                prom::counter(out, name, help, value);
             }
         }
         let mut cells: Vec<(usize, CoreStats)> = self
@@ -537,41 +517,27 @@ impl NodeMetrics {
             .map(|(i, c)| (*i, c.read()))
             .collect();
         cells.sort_by_key(|(i, _)| *i);
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_requests_total Requests answered, by core."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_requests_total counter");
+        const REQUESTS: &str = "tollgate_requests_total";
+        prom::family(out, REQUESTS, "Requests answered, by core.", Counter);
         for (i, s) in &cells {
-            let _ = writeln!(
-                out,
-                "tollgate_requests_total{{core=\"{i}\"}} {}",
-                s.requests
-            );
+            prom::sample(out, REQUESTS, &[("core", &i.to_string())], s.requests);
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_responses_total Responses by status class."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_responses_total counter");
+        const RESPONSES: &str = "tollgate_responses_total";
+        prom::family(out, RESPONSES, "Responses by status class.", Counter);
         for class in 0..5 {
             let n: u64 = cells
                 .iter()
                 .filter_map(|(_, s)| s.statuses.get(class))
                 .sum();
-            let _ = writeln!(
-                out,
-                "tollgate_responses_total{{class=\"{}xx\"}} {n}",
-                class + 1
-            );
+            prom::sample(out, RESPONSES, &[("class", &status_class(class))], n);
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_quota_rejections_total Requests refused by a quota (429)."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_quota_rejections_total counter");
         let rejected: u64 = cells.iter().map(|(_, s)| s.quota_rejections).sum();
-        let _ = writeln!(out, "tollgate_quota_rejections_total {rejected}");
+        prom::counter(
+            out,
+            "tollgate_quota_rejections_total",
+            "Requests refused by a quota (429).",
+            rejected,
+        );
         let mut routes: std::collections::BTreeMap<(Box<str>, Option<Box<str>>), RouteCounts> =
             std::collections::BTreeMap::new();
         for (_, s) in &cells {
@@ -579,62 +545,64 @@ impl NodeMetrics {
                 routes.entry((id, api)).or_default().add(&counts);
             }
         }
-        let _ = writeln!(
+        const ROUTE_REQUESTS: &str = "tollgate_route_requests_total";
+        prom::family(
             out,
-            "# HELP tollgate_route_requests_total Requests by route, API and status class."
+            ROUTE_REQUESTS,
+            "Requests by route, API and status class.",
+            Counter,
         );
-        let _ = writeln!(out, "# TYPE tollgate_route_requests_total counter");
         for ((id, api), counts) in &routes {
             for (class, n) in counts.statuses.iter().enumerate() {
                 if *n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "tollgate_route_requests_total{{route=\"{id}\",api=\"{}\",class=\"{}xx\"}} {n}",
-                        api.as_deref().unwrap_or(""),
-                        class + 1
-                    );
+                    let labels = [
+                        ("route", &**id),
+                        ("api", api.as_deref().unwrap_or("")),
+                        ("class", &status_class(class)),
+                    ];
+                    prom::sample(out, ROUTE_REQUESTS, &labels, n);
                 }
             }
         }
-        let _ = writeln!(
+        const ROUTE_DURATION: &str = "tollgate_route_request_duration_seconds_total";
+        prom::family(
             out,
-            "# HELP tollgate_route_request_duration_seconds_total Time spent on each route's requests."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE tollgate_route_request_duration_seconds_total counter"
+            ROUTE_DURATION,
+            "Time spent on each route's requests.",
+            Counter,
         );
         for ((id, api), counts) in &routes {
-            let _ = writeln!(
+            let labels = [("route", &**id), ("api", api.as_deref().unwrap_or(""))];
+            prom::sample(
                 out,
-                "tollgate_route_request_duration_seconds_total{{route=\"{id}\",api=\"{}\"}} {}",
-                api.as_deref().unwrap_or(""),
-                counts.latency_sum_us as f64 / 1e6
+                ROUTE_DURATION,
+                &labels,
+                counts.latency_sum_us as f64 / 1e6,
             );
         }
-        let _ = writeln!(
+        const REJECTIONS: &str = "tollgate_rejections_total";
+        prom::family(
             out,
-            "# HELP tollgate_rejections_total Requests refused by the flow, by reason (an unknown \
-             client id and a wrong secret answer alike but count apart)."
+            REJECTIONS,
+            "Requests refused by the flow, by reason (an unknown client id and a wrong secret \
+             answer alike but count apart).",
+            Counter,
         );
-        let _ = writeln!(out, "# TYPE tollgate_rejections_total counter");
         for (i, reason) in gateway_core::flow::REJECTION_REASONS.iter().enumerate() {
             let n: u64 = cells.iter().filter_map(|(_, s)| s.rejections.get(i)).sum();
-            let _ = writeln!(out, "tollgate_rejections_total{{reason=\"{reason}\"}} {n}");
+            prom::sample(out, REJECTIONS, &[("reason", reason)], n);
         }
-        let _ = writeln!(
+        const MALFORMED: &str = "tollgate_malformed_requests_total";
+        prom::family(
             out,
-            "# HELP tollgate_malformed_requests_total Requests refused by the HTTP/1.1 parser \
-             (answered 400, 413, 431, 501 or 505, connection closed), by error code."
+            MALFORMED,
+            "Requests refused by the HTTP/1.1 parser (answered 400, 413, 431, 501 or 505, \
+             connection closed), by error code.",
+            Counter,
         );
-        let _ = writeln!(out, "# TYPE tollgate_malformed_requests_total counter");
         for (i, kind) in gateway_core::http::ErrorKind::ALL.iter().enumerate() {
             let n: u64 = cells.iter().filter_map(|(_, s)| s.malformed.get(i)).sum();
-            let _ = writeln!(
-                out,
-                "tollgate_malformed_requests_total{{code=\"{}\"}} {n}",
-                kind.code()
-            );
+            prom::sample(out, MALFORMED, &[("code", kind.code())], n);
         }
         for (name, help, value) in [
             (
@@ -654,39 +622,34 @@ impl NodeMetrics {
                     .sum::<u64>(),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {value}");
+            prom::counter(out, name, help, value);
         }
-        let _ = writeln!(
+        prom::family(
             out,
-            "# HELP tollgate_request_duration_seconds Time from the request head to the end of the response."
+            "tollgate_request_duration_seconds",
+            "Time from the request head to the end of the response.",
+            prom::MetricType::Histogram,
         );
-        let _ = writeln!(out, "# TYPE tollgate_request_duration_seconds histogram");
+        const BUCKET: &str = "tollgate_request_duration_seconds_bucket";
         let mut cumulative = 0u64;
         for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
             cumulative += cells
                 .iter()
                 .filter_map(|(_, s)| s.latency.get(b))
                 .sum::<u64>();
-            let _ = writeln!(
-                out,
-                "tollgate_request_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
-            );
+            let le = (*bound as f64 / 1e6).to_string();
+            prom::sample(out, BUCKET, &[("le", &le)], cumulative);
         }
         let total: u64 = cells.iter().map(|(_, s)| s.requests).sum();
-        let _ = writeln!(
-            out,
-            "tollgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}"
-        );
+        prom::sample(out, BUCKET, &[("le", "+Inf")], total);
         let sum: u64 = cells.iter().map(|(_, s)| s.latency_sum_us).sum();
-        let _ = writeln!(
+        prom::sample(
             out,
-            "tollgate_request_duration_seconds_sum {}",
-            sum as f64 / 1e6
+            "tollgate_request_duration_seconds_sum",
+            &[],
+            sum as f64 / 1e6,
         );
-        let _ = writeln!(out, "tollgate_request_duration_seconds_count {total}");
+        prom::sample(out, "tollgate_request_duration_seconds_count", &[], total);
     }
 }
 

@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::HttpLimits;
 use crate::core::{Core, NodeShared};
+use crate::error::{GatewayError, GatewayErrorKind};
 use crate::runtime::{self, Driver, IoMode};
 use crate::snapshot::{QuotaSetup, Snapshot, SystemResolver};
 
@@ -225,7 +226,7 @@ impl Node {
         // The boot epoch distinguishes this run's batch sequences from the previous run's.
         let epoch = u64::try_from(crate::core::now_ms()).unwrap_or(0);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, GatewayError>>();
         let mut threads = Vec::new();
         for (i, (std_plain, std_secure)) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
@@ -245,7 +246,11 @@ impl Node {
                     let (mut rt, driver) = match runtime::build(io_mode) {
                         Ok(built) => built,
                         Err(e) => {
-                            let _ = ready.send(Err(format!("core {i}: {e}")));
+                            let _ = ready.send(Err(GatewayError::with(
+                                GatewayErrorKind::Driver,
+                                format!("core {i}"),
+                                e,
+                            )));
                             return;
                         }
                     };
@@ -257,7 +262,11 @@ impl Node {
                         let (plain, secure) = match (to_monoio(std_plain), to_monoio(std_secure)) {
                             (Ok(p), Ok(s)) => (p, s),
                             (Err(e), _) | (_, Err(e)) => {
-                                let _ = ready.send(Err(format!("core {i}: listener: {e}")));
+                                let _ = ready.send(Err(GatewayError::with(
+                                    GatewayErrorKind::Io,
+                                    format!("core {i}: listener"),
+                                    e,
+                                )));
                                 return;
                             }
                         };
@@ -289,7 +298,11 @@ impl Node {
                             let tally = match tally {
                                 Ok(t) => t,
                                 Err(e) => {
-                                    let _ = ready.send(Err(format!("core {i}: usage tally: {e}")));
+                                    let _ = ready.send(Err(GatewayError::with(
+                                        GatewayErrorKind::Io,
+                                        format!("core {i}: usage tally"),
+                                        e,
+                                    )));
                                     return;
                                 }
                             };
@@ -319,7 +332,12 @@ impl Node {
             match ready_rx.recv() {
                 Ok(Ok(d)) => driver = Some(d),
                 Ok(Err(e)) => failure = Some(e),
-                Err(_) => failure = Some("a core exited while starting".to_owned()),
+                Err(_) => {
+                    failure = Some(GatewayError::new(
+                        GatewayErrorKind::Internal,
+                        "a core exited while starting",
+                    ));
+                }
             }
         }
         if let Some(e) = failure {

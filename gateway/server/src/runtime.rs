@@ -10,6 +10,8 @@ use std::io;
 use std::str::FromStr;
 
 use monoio::time::TimeDriver;
+
+use crate::error::{GatewayError, GatewayErrorKind};
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 /// The runtime type every core runs.
@@ -28,13 +30,16 @@ pub enum IoMode {
 }
 
 impl FromStr for IoMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = GatewayError;
+    fn from_str(s: &str) -> Result<Self, GatewayError> {
         match s {
             "auto" => Ok(Self::Auto),
             "uring" | "io_uring" => Ok(Self::Uring),
             "epoll" | "legacy" => Ok(Self::Epoll),
-            other => Err(format!("expected auto, uring or epoll, got {other:?}")),
+            other => Err(GatewayError::new(
+                GatewayErrorKind::Config,
+                format!("expected auto, uring or epoll, got {other:?}"),
+            )),
         }
     }
 }
@@ -94,15 +99,19 @@ const LEVELS: &[(&str, SetUp)] = &[
     ("default", |_| {}),
 ];
 
-fn uring() -> Result<(Runtime, Driver), String> {
+/// An io_uring runtime with the cheapest ring set-up the kernel takes.
+///
+/// # Errors
+/// A [`GatewayErrorKind::Driver`] error: the probe failed, or the last set-up's refusal.
+fn uring() -> Result<(Runtime, Driver), GatewayError> {
     if !monoio::utils::detect_uring() {
-        return Err(
+        return Err(GatewayError::new(
+            GatewayErrorKind::Driver,
             "io_uring unavailable: the probe failed (seccomp filter, old kernel, \
-                    kernel.io_uring_disabled, or MONOIO_FORCE_LEGACY_DRIVER)"
-                .to_owned(),
-        );
+             kernel.io_uring_disabled, or MONOIO_FORCE_LEGACY_DRIVER)",
+        ));
     }
-    let mut last = String::new();
+    let mut last = GatewayError::new(GatewayErrorKind::Driver, "no ring set-up to try");
     for (flags, set) in LEVELS {
         let mut builder = io_uring::IoUring::builder();
         set(&mut builder);
@@ -113,7 +122,13 @@ fn uring() -> Result<(Runtime, Driver), String> {
             .build()
         {
             Ok(rt) => return Ok((rt.into(), Driver::Uring { flags })),
-            Err(e) => last = format!("ring set-up `{flags}` refused: {e}"),
+            Err(e) => {
+                last = GatewayError::with(
+                    GatewayErrorKind::Driver,
+                    format!("ring set-up `{flags}` refused"),
+                    e,
+                );
+            }
         }
     }
     Err(last)
@@ -136,7 +151,7 @@ pub fn build(mode: IoMode) -> io::Result<(Runtime, Driver)> {
         IoMode::Uring => uring().map_err(io::Error::other),
         IoMode::Auto => match uring() {
             Ok(ok) => Ok(ok),
-            Err(reason) => epoll(reason),
+            Err(reason) => epoll(reason.to_string()),
         },
     }
 }

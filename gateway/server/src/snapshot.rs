@@ -19,6 +19,8 @@ use gateway_core::window::Calendar;
 use gateway_model::entity::{Backend, MockResponse, Route};
 use gateway_model::import::Entities;
 
+use crate::error::{GatewayError, GatewayErrorKind};
+
 /// One upstream server, resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedTarget {
@@ -161,14 +163,14 @@ pub enum SnapshotError {
     #[error(transparent)]
     Keys(#[from] StoreError),
     /// A `tls: true` target's TLS cannot be set up.
-    #[error("backend `{backend}`: targets[{target}]: tls: {message}")]
+    #[error("backend `{backend}`: targets[{target}]: tls: {source}")]
     TargetTls {
         /// Backend id.
         backend: String,
         /// Target index.
         target: usize,
         /// What is wrong.
-        message: String,
+        source: crate::error::GatewayError,
     },
     /// A certificate entity does not parse.
     #[error(transparent)]
@@ -226,10 +228,10 @@ fn resolve_backend(
             format!("{}:{}", t.hostname, t.port)
         };
         let tls = if t.tls {
-            let err = |message: String| SnapshotError::TargetTls {
+            let err = |source| SnapshotError::TargetTls {
                 backend: id.to_owned(),
                 target: i,
-                message,
+                source,
             };
             let target_tls = target_tls(
                 t.hostname.trim_start_matches('[').trim_end_matches(']'),
@@ -266,17 +268,27 @@ fn resolve_backend(
 /// What a `tls: true` target's TLS is made of: the system roots, or the CA certificates its
 /// `tls_config.trusted_certs` name; a client certificate from `tls_config.certs`; `loose` and
 /// `trust_all`. Revoked certificates are never used.
+/// A target's TLS from its `tls_config` and the certificate entities.
+///
+/// # Errors
+/// [`GatewayErrorKind::Config`] for a certificate that is missing, revoked or without its
+/// key; [`GatewayErrorKind::Tls`] for a trusted certificate rustls refuses.
 fn target_tls<'a>(
     hostname: &'a str,
     config: Option<&gateway_model::entity::TlsConfig>,
     certificates: &[crate::certs::CertificateRuntime],
-) -> Result<crate::tls::client::TargetTls<'a>, String> {
+) -> Result<crate::tls::client::TargetTls<'a>, GatewayError> {
     use crate::tls::client::{TargetTls, Verify, system_roots};
     let find = |cert_id: &str| {
         certificates
             .iter()
             .find(|c| &*c.id == cert_id && !c.revoked)
-            .ok_or_else(|| format!("no usable certificate `{cert_id}`"))
+            .ok_or_else(|| {
+                GatewayError::new(
+                    GatewayErrorKind::Config,
+                    format!("no usable certificate `{cert_id}`"),
+                )
+            })
     };
     let Some(config) = config else {
         return Ok(TargetTls {
@@ -292,9 +304,10 @@ fn target_tls<'a>(
         let mut roots = rustls::RootCertStore::empty();
         for cert_id in &config.trusted_certs {
             for der in &find(cert_id)?.chain {
-                roots
-                    .add(der.clone())
-                    .map_err(|e| format!("trusted certificate `{cert_id}`: {e}"))?;
+                roots.add(der.clone()).map_err(GatewayError::map(
+                    GatewayErrorKind::Tls,
+                    format!("trusted certificate `{cert_id}`"),
+                ))?;
             }
         }
         std::sync::Arc::new(roots)
@@ -302,10 +315,12 @@ fn target_tls<'a>(
     let client_cert = match config.certs.first() {
         Some(cert_id) => {
             let cert = find(cert_id)?;
-            let key = cert
-                .key
-                .as_ref()
-                .ok_or_else(|| format!("client certificate `{cert_id}` has no private key"))?;
+            let key = cert.key.as_ref().ok_or_else(|| {
+                GatewayError::new(
+                    GatewayErrorKind::Config,
+                    format!("client certificate `{cert_id}` has no private key"),
+                )
+            })?;
             Some((cert.chain.clone(), key.clone_key()))
         }
         None => None,

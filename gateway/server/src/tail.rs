@@ -18,6 +18,8 @@ use gateway_events::journal::{JournalError, JournalReader, Stream};
 use gateway_events::kafka::Topics;
 use serde_json::{Value, json};
 
+use crate::error::{GatewayError, GatewayErrorKind};
+
 /// Which streams to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -97,13 +99,18 @@ impl TailReport {
 }
 
 /// The JSON of one record's payload.
-pub fn record_json(stream: Stream, payload: &[u8]) -> Result<Value, String> {
+///
+/// # Errors
+/// A [`GatewayErrorKind::Decode`] error: the decoder's message.
+pub fn record_json(stream: Stream, payload: &[u8]) -> Result<Value, GatewayError> {
+    let decode =
+        |e: Box<dyn std::error::Error + Send + Sync>| GatewayError::of(GatewayErrorKind::Decode, e);
     match stream {
         Stream::Usage => gateway_model::event::decode(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::to_value(b).map_err(|e| e.to_string())),
+            .map_err(|e| decode(e.into()))
+            .and_then(|b| serde_json::to_value(b).map_err(|e| decode(e.into()))),
         Stream::Entities | Stream::Totals => {
-            serde_json::from_slice::<Value>(payload).map_err(|e| e.to_string())
+            serde_json::from_slice::<Value>(payload).map_err(|e| decode(e.into()))
         }
     }
 }
@@ -116,7 +123,7 @@ fn line(stream: Stream, offset: u64, partition: Option<i32>, payload: &[u8]) -> 
     if let Some(map) = v.as_object_mut() {
         match record_json(stream, payload) {
             Ok(event) => map.insert("event".into(), event),
-            Err(e) => map.insert("error".into(), e.into()),
+            Err(e) => map.insert("error".into(), e.to_string().into()),
         };
     }
     v

@@ -1,4 +1,5 @@
-//! gateway-telemetry: how the `gateway` and `ledger` processes write their own log lines.
+//! gateway-telemetry: how the `gateway` and `ledger` processes write their own log lines and
+//! their metrics text.
 //!
 //! One set-up for both binaries, from the `[log]` section of `tollgate.toml`: `tracing` events to
 //! stderr as text (`time level target: message key=value…`, colours only when stderr is a
@@ -9,6 +10,8 @@
 //!
 //! It never runs on a core's request path and never decides what is logged: callers log fields
 //! first, message last, and never a secret.
+//!
+//! [`prom`] writes the Prometheus text format of both processes' `/metrics`.
 #![cfg_attr(
     not(test),
     deny(
@@ -26,6 +29,8 @@ use gateway_model::config::LogSection;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
+
+pub mod prom;
 
 /// The filter when `[log] level` is not set.
 pub const DEFAULT_LEVEL: &str = "info";
@@ -80,7 +85,7 @@ impl LogSettings {
             .clone()
             .unwrap_or_else(|| DEFAULT_LEVEL.to_owned());
         if let Err(e) = parse_filter(&level) {
-            problems.push(("log.level".to_owned(), e));
+            problems.push(("log.level".to_owned(), e.message));
         }
         let format = match section.format.as_deref() {
             None | Some("text") => Format::Text,
@@ -101,33 +106,80 @@ impl LogSettings {
     }
 }
 
+/// What kind of problem a [`TelemetryError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TelemetryErrorKind {
+    /// Filter directives that do not parse or are refused (not ASCII, field filters, too
+    /// long).
+    Filter,
+    /// The running filter could not be replaced.
+    Reload,
+}
+
+impl TelemetryErrorKind {
+    /// Lowercase name for logs and JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::Reload => "reload",
+        }
+    }
+}
+
+impl fmt::Display for TelemetryErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The crate's one error type: a kind callers can match, and what is wrong in words (shown by
+/// `gateway check` under `log.level`, and in the SIGHUP log line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TelemetryError {
+    /// What kind of problem.
+    pub kind: TelemetryErrorKind,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl TelemetryError {
+    fn filter(message: String) -> Self {
+        Self {
+            kind: TelemetryErrorKind::Filter,
+            message,
+        }
+    }
+}
+
 /// The longest `[log] level` (or `RUST_LOG`) accepted.
 const MAX_DIRECTIVES_LEN: usize = 1024;
 
-fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
+fn parse_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
     // tracing-subscriber 0.3 slices directives by byte offsets and panics inside a multi-byte
     // character (found by fuzz/config_toml): targets, levels and span names are ASCII, so
     // anything else is refused before it gets there.
     if !directives.is_ascii() {
-        return Err(format!(
+        return Err(TelemetryError::filter(format!(
             "expected filter directives in ASCII such as \"info\" or \"info,gateway::admin=debug\", \
              got {directives:?}"
-        ));
+        )));
     }
     // Field filters (`span{field=value}`) compile their values into regular expressions whose
     // automata can take gigabytes and minutes to build (found by fuzz/config_toml: 2 GB, 697 s
     // for one 300-byte level): refused, with an overall length bound.
     if directives.contains(['{', '}']) || directives.len() > MAX_DIRECTIVES_LEN {
-        return Err(format!(
+        return Err(TelemetryError::filter(format!(
             "expected filter directives without field filters (`{{…}}`), at most \
              {MAX_DIRECTIVES_LEN} bytes, such as \"info,gateway::admin=debug\""
-        ));
+        )));
     }
     EnvFilter::builder().parse(directives).map_err(|e| {
-        format!(
+        TelemetryError::filter(format!(
             "expected filter directives such as \"info\" or \"info,gateway::admin=debug\", \
              got {directives:?}: {e}"
-        )
+        ))
     })
 }
 
@@ -217,8 +269,9 @@ impl LogHandle {
     /// restart: compare [`LogHandle::settings`] first.
     ///
     /// # Errors
-    /// When the directives do not parse (the running filter is kept).
-    pub fn reload(&mut self, settings: &LogSettings) -> Result<Reloaded, String> {
+    /// A [`TelemetryError`] when the directives do not parse (kind `Filter`) or the filter
+    /// cannot be swapped (kind `Reload`); the running filter is kept.
+    pub fn reload(&mut self, settings: &LogSettings) -> Result<Reloaded, TelemetryError> {
         let Some(handle) = &self.filter else {
             return Ok(Reloaded::NotOurs);
         };
@@ -229,9 +282,10 @@ impl LogHandle {
             return Ok(Reloaded::Unchanged);
         }
         let filter = parse_filter(&settings.level)?;
-        handle
-            .reload(filter)
-            .map_err(|e| format!("log filter not reloaded: {e}"))?;
+        handle.reload(filter).map_err(|e| TelemetryError {
+            kind: TelemetryErrorKind::Reload,
+            message: format!("log filter not reloaded: {e}"),
+        })?;
         let from = std::mem::replace(&mut self.settings.level, settings.level.clone());
         Ok(Reloaded::Level {
             from,
@@ -457,6 +511,18 @@ mod tests {
             })
             .unwrap_err();
             assert_eq!(bad[0].0, "log.level", "{level}");
+        }
+    }
+
+    #[test]
+    fn refused_directives_are_filter_errors() {
+        for level in ["caf\u{e9}", "info,x{a=1}", "info,gateway=loud"] {
+            let e = parse_filter(level).unwrap_err();
+            assert_eq!(e.kind, TelemetryErrorKind::Filter, "{level}");
+            assert!(
+                e.to_string().starts_with("expected filter directives"),
+                "{e}"
+            );
         }
     }
 

@@ -16,6 +16,8 @@
 
 use regex::RegexSet;
 
+use crate::error::CoreError;
+
 /// One certificate of a client's chain, for matching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainEntry {
@@ -79,7 +81,7 @@ pub struct CertHeaders {
     pub chain: Option<Box<str>>,
 }
 
-fn strings(config: &serde_json::Value, field: &str) -> Result<Vec<String>, String> {
+fn strings(config: &serde_json::Value, field: &str) -> Result<Vec<String>, CoreError> {
     match config.get(field) {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) => items
@@ -87,10 +89,12 @@ fn strings(config: &serde_json::Value, field: &str) -> Result<Vec<String>, Strin
             .map(|v| {
                 v.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| format!("{field}: expected strings"))
+                    .ok_or_else(|| CoreError::field(format!("{field}: expected strings")))
             })
             .collect(),
-        Some(_) => Err(format!("{field}: expected an array of strings")),
+        Some(_) => Err(CoreError::field(format!(
+            "{field}: expected an array of strings"
+        ))),
     }
 }
 
@@ -107,9 +111,9 @@ impl CertMatch {
     /// Compiles the plugin's config.
     ///
     /// # Errors
-    /// What is wrong, naming the config field.
-    pub fn from_config(config: &serde_json::Value) -> Result<Self, String> {
-        let set = |exact: &str, regex: &str| -> Result<Option<RegexSet>, String> {
+    /// A [`CoreError`] saying what is wrong, naming the config field.
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, CoreError> {
+        let set = |exact: &str, regex: &str| -> Result<Option<RegexSet>, CoreError> {
             let mut patterns: Vec<String> = strings(config, exact)?
                 .iter()
                 .map(|p| format!("^(?:{})$", wildcard(p)))
@@ -122,7 +126,7 @@ impl CertMatch {
             }
             RegexSet::new(patterns)
                 .map(Some)
-                .map_err(|e| format!("{regex}: invalid regex: {e}"))
+                .map_err(|e| CoreError::regex(format!("{regex}: invalid regex: {e}")))
         };
         Ok(Self {
             serials: strings(config, "serial_numbers")?
@@ -166,23 +170,25 @@ impl CertHeaders {
     /// Reads the plugin's config.
     ///
     /// # Errors
-    /// A field name that is not a token, or a value of the wrong type.
-    pub fn from_config(config: &serde_json::Value) -> Result<Self, String> {
+    /// A [`CoreError`]: a field name that is not a token, or a value of the wrong type.
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, CoreError> {
         let flag = |f: &str| match config.get(f) {
             None | Some(serde_json::Value::Null) => Ok(false),
             Some(serde_json::Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(format!("{f}: expected a boolean")),
+            Some(_) => Err(CoreError::field(format!("{f}: expected a boolean"))),
         };
-        let name = |f: &str, default: &str| -> Result<Box<str>, String> {
+        let name = |f: &str, default: &str| -> Result<Box<str>, CoreError> {
             let n = match config.get(f) {
                 None | Some(serde_json::Value::Null) => default,
                 Some(serde_json::Value::String(s)) => s.as_str(),
-                Some(_) => return Err(format!("{f}: expected a header name")),
+                Some(_) => return Err(CoreError::field(format!("{f}: expected a header name"))),
             };
             if gateway_model::validate::field_name_ok(n) {
                 Ok(n.into())
             } else {
-                Err(format!("{f}: expected a header name (token), got {n:?}"))
+                Err(CoreError::field(format!(
+                    "{f}: expected a header name (token), got {n:?}"
+                )))
             }
         };
         Ok(Self {

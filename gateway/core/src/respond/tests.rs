@@ -107,3 +107,16 @@ fn unknown_status_has_empty_phrase_and_still_parses() {
     assert!(out.starts_with(b"HTTP/1.1 599 \r\n"));
     assert_eq!(parse(&out).0, 599);
 }
+
+#[test]
+fn the_hot_path_body_is_the_shape_of_error_json() {
+    for reply in [
+        ErrorReply::new(401, "no_api_key", "no apikey"),
+        ErrorReply::new(400, "bad\"code\\", "line\nbreak \u{1} caf\u{e9}"),
+    ] {
+        let mut out = Vec::new();
+        write_body(&mut out, &reply);
+        let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(written, error_json(reply.code, reply.description));
+    }
+}

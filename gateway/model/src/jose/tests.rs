@@ -96,7 +96,8 @@ fn pem_public_keys_of_every_family_are_read_and_round_trip_as_jwks() {
         assert_eq!(back.kid.as_deref(), Some(name));
         // A private key is never a verifier's key.
         let err = public_key_pem(&private).unwrap_err();
-        assert!(err.contains("private key"), "{name}: {err}");
+        assert_eq!(err.kind, KeyErrorKind::Private, "{name}: {err}");
+        assert!(err.to_string().contains("private key"), "{name}: {err}");
     }
     // A certificate gives its key.
     s.openssl(&[
@@ -114,31 +115,31 @@ fn weak_odd_and_misencoded_keys_are_refused_in_words() {
         "small",
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
     );
-    assert!(public_key_pem(&rsa1024).unwrap_err().contains("1024 bits"));
+    let err = public_key_pem(&rsa1024).unwrap_err();
+    assert_eq!(err.kind, KeyErrorKind::Weak);
+    assert!(err.to_string().contains("1024 bits"), "{err}");
     let (_, p521) = s.key(
         "p521",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
     );
-    assert!(
-        public_key_pem(&p521)
-            .unwrap_err()
-            .contains("P-256 or P-384")
-    );
+    let err = public_key_pem(&p521).unwrap_err();
+    assert_eq!(err.kind, KeyErrorKind::Unsupported);
+    assert!(err.to_string().contains("P-256 or P-384"), "{err}");
     s.key(
         "r",
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
     );
     let pkcs1 = s.openssl(&["rsa", "-in", "r.key", "-RSAPublicKey_out"]);
-    assert!(
-        public_key_pem(&pkcs1)
-            .unwrap_err()
-            .contains("RSA PUBLIC KEY")
+    let err = public_key_pem(&pkcs1).unwrap_err();
+    assert_eq!(err.kind, KeyErrorKind::Malformed);
+    assert_eq!(
+        err.to_string(),
+        "a PKCS#1 `RSA PUBLIC KEY`: give it as a `PUBLIC KEY` (openssl rsa -RSAPublicKey_in \
+         -pubout)"
     );
-    assert!(
-        public_key_pem("not pem")
-            .unwrap_err()
-            .contains("no `PUBLIC KEY`")
-    );
+    let err = public_key_pem("not pem").unwrap_err();
+    assert_eq!(err.kind, KeyErrorKind::Malformed);
+    assert!(err.to_string().contains("no `PUBLIC KEY`"), "{err}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use rcgen::{
 use sha2::{Digest as _, Sha256};
 
 use crate::entitylog::{Entity, State};
+use crate::error::{GatewayError, GatewayErrorKind};
 
 /// An API's CA: its certificate and key (PEM).
 #[derive(Debug, Clone)]
@@ -93,15 +94,20 @@ pub(super) fn find_ca(state: &State, api: &str) -> Option<Ca> {
         })
 }
 
+/// A [`GatewayErrorKind::Crypto`] error that is what rcgen (or the entity's encoding) said.
+fn crypto(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> GatewayError {
+    GatewayError::of(GatewayErrorKind::Crypto, e)
+}
+
 /// A new CA for `api`, and its entity.
 ///
 /// # Errors
-/// What rcgen or the certificate's parsing said.
-pub(super) fn new_ca(api: &str, id: String) -> Result<(Ca, Certificate), String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+/// A [`GatewayErrorKind::Crypto`] error: what rcgen or the certificate's parsing said.
+pub(super) fn new_ca(api: &str, id: String) -> Result<(Ca, Certificate), GatewayError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = ca_params(api, this_year());
     params.serial_number = Some(serial());
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(crypto)?;
     let ca = Ca {
         cert_pem: cert.pem(),
         key_pem: Secret::new(key.serialize_pem()),
@@ -115,20 +121,20 @@ pub(super) fn new_ca(api: &str, id: String) -> Result<(Ca, Certificate), String>
         "ca": true,
         "metadata": {API_CA_META: api},
     }))
-    .map_err(|e| e.to_string())?;
-    entity.fill_derived().map_err(|e| e.to_string())?;
+    .map_err(crypto)?;
+    entity.fill_derived().map_err(crypto)?;
     Ok((ca, entity))
 }
 
 /// A client certificate for subscription `sub` of `api`, signed by `ca`.
 ///
 /// # Errors
-/// What rcgen said (a CA key that does not load, …).
-pub(super) fn client_cert(ca: &Ca, api: &str, sub: &str) -> Result<IssuedCert, String> {
-    let ca_key = KeyPair::from_pem(ca.key_pem.expose()).map_err(|e| e.to_string())?;
+/// A [`GatewayErrorKind::Crypto`] error: what rcgen said (a CA key that does not load, …).
+pub(super) fn client_cert(ca: &Ca, api: &str, sub: &str) -> Result<IssuedCert, GatewayError> {
+    let ca_key = KeyPair::from_pem(ca.key_pem.expose()).map_err(crypto)?;
     let year = this_year();
     let issuer = Issuer::new(ca_params(api, year), ca_key);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     // `CN=<subscription>, O=<api>` in RFC 4514 order.
@@ -142,7 +148,7 @@ pub(super) fn client_cert(ca: &Ca, api: &str, sub: &str) -> Result<IssuedCert, S
     params.serial_number = Some(serial());
     params.not_before = date_time_ymd(year - 1, 1, 1);
     params.not_after = date_time_ymd(year + 2, 1, 1);
-    let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    let cert = params.signed_by(&key, &issuer).map_err(crypto)?;
     let fingerprint = Sha256::digest(cert.der().as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -183,9 +189,9 @@ pub(super) fn token_keys(state: &State) -> Vec<Certificate> {
 /// certificate for the key, which only carries it), its private key sealed in the entity log.
 ///
 /// # Errors
-/// What rcgen or the certificate's parsing said.
-pub(super) fn new_token_key(id: String, now_ms: i64) -> Result<Certificate, String> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+/// A [`GatewayErrorKind::Crypto`] error: what rcgen or the certificate's parsing said.
+pub(super) fn new_token_key(id: String, now_ms: i64) -> Result<Certificate, GatewayError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Tollgate");
@@ -196,7 +202,7 @@ pub(super) fn new_token_key(id: String, now_ms: i64) -> Result<Certificate, Stri
     let year = this_year();
     params.not_before = date_time_ymd(year - 1, 1, 1);
     params.not_after = date_time_ymd(year + 10, 1, 1);
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(crypto)?;
     let mut entity: Certificate = serde_json::from_value(serde_json::json!({
         "id": id,
         "name": "Tollgate token key",
@@ -206,7 +212,7 @@ pub(super) fn new_token_key(id: String, now_ms: i64) -> Result<Certificate, Stri
         "keypair": true,
         "metadata": {TOKEN_KEY_META: "ES256", TOKEN_KEY_CREATED_META: now_ms.to_string()},
     }))
-    .map_err(|e| e.to_string())?;
-    entity.fill_derived().map_err(|e| e.to_string())?;
+    .map_err(crypto)?;
+    entity.fill_derived().map_err(crypto)?;
     Ok(entity)
 }

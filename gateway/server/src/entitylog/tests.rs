@@ -241,7 +241,19 @@ fn certificate_private_keys_are_sealed_bound_and_redacted() {
     // A sealed key moved to another certificate does not open.
     let mut moved = written[0].1.entity.clone();
     moved["id"] = json!("c2");
-    assert!(Entity::from_log_json(EntityKind::Certificate, moved, &key()).is_err());
+    let e = Entity::from_log_json(EntityKind::Certificate, moved, &key()).unwrap_err();
+    assert_eq!(e.kind, crate::error::GatewayErrorKind::Sealed, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "privateKey: cannot open a sealed value: wrong cluster key or tampered bytes"
+    );
+    // A value that is not a sealed value's encoding, and JSON of another shape, do not decode.
+    let mut garbled = written[0].1.entity.clone();
+    garbled["privateKey"] = json!("sealed:v1:!!");
+    let e = Entity::from_log_json(EntityKind::Certificate, garbled, &key()).unwrap_err();
+    assert_eq!(e.kind, crate::error::GatewayErrorKind::Decode, "{e}");
+    let e = Entity::from_log_json(EntityKind::Route, json!({"id": 3}), &key()).unwrap_err();
+    assert_eq!(e.kind, crate::error::GatewayErrorKind::Decode, "{e}");
     // A private key left in clear in some JSON is redacted too.
     let mut stray = json!({"certs": [{"privateKey": pem, "password": "pw", "name": "x"}]});
     redact(&mut stray);

@@ -15,6 +15,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
+use crate::error::{GatewayError, GatewayErrorKind};
+
 /// How far the upstream's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verify {
@@ -77,21 +79,24 @@ pub struct TargetTls<'a> {
 /// Builds a target's TLS config.
 ///
 /// # Errors
-/// An invalid host name, or a client certificate rustls refuses.
-pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, String> {
+/// A [`GatewayErrorKind::Tls`] error: an invalid host name, or a client certificate rustls
+/// refuses.
+pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, GatewayError> {
     let identity = identity(&t);
     let provider = super::provider();
-    let server_name = ServerName::try_from(t.hostname.to_owned())
-        .map_err(|e| format!("host name `{}`: {e}", t.hostname))?;
+    let server_name = ServerName::try_from(t.hostname.to_owned()).map_err(GatewayError::map(
+        GatewayErrorKind::Tls,
+        format!("host name `{}`", t.hostname),
+    ))?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| GatewayError::of(GatewayErrorKind::Tls, e))?;
     let builder = match t.verify {
         Verify::Full => builder.with_root_certificates(t.roots),
         Verify::Chain | Verify::Nothing => {
             let webpki = WebPkiServerVerifier::builder_with_provider(t.roots, provider.clone())
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| GatewayError::of(GatewayErrorKind::Tls, e))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Lenient {
@@ -102,9 +107,14 @@ pub fn build(t: TargetTls<'_>) -> Result<UpstreamTls, String> {
         }
     };
     let mut config = match t.client_cert {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("client certificate: {e}"))?,
+        Some((chain, key)) => {
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(GatewayError::map(
+                    GatewayErrorKind::Tls,
+                    "client certificate",
+                ))?
+        }
         None => builder.with_no_client_auth(),
     };
     config.resumption = rustls::client::Resumption::disabled();

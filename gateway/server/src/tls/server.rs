@@ -14,6 +14,7 @@ use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 use super::sessions::CoreSessionCache;
 use super::tickets::{CoreTicketer, TicketKeys};
+use crate::error::{GatewayError, GatewayErrorKind};
 
 /// Whether clients present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -196,13 +197,13 @@ impl ListenerTls {
     /// tickets sealed with `keys`, the core's own session cache.
     ///
     /// # Errors
-    /// When rustls refuses the combination (never expected with these settings), or no
-    /// randomness can be read for the ticketer.
+    /// A [`GatewayErrorKind::Tls`] error when rustls refuses the combination (never expected
+    /// with these settings), or no randomness can be read for the ticketer.
     pub fn core_config(
         &self,
         store: Arc<CertStore>,
         keys: &Arc<TicketKeys>,
-    ) -> Result<Arc<ServerConfig>, String> {
+    ) -> Result<Arc<ServerConfig>, GatewayError> {
         let verifier = self.verifier_with(&store.client_cas)?;
         let resolver = SniResolver {
             store,
@@ -212,12 +213,14 @@ impl ListenerTls {
         };
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(&self.versions)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| GatewayError::of(GatewayErrorKind::Tls, e))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = super::ALPN.iter().map(|p| p.to_vec()).collect();
         config.session_storage = Arc::new(CoreSessionCache);
-        config.ticketer = Arc::new(CoreTicketer::new(keys).map_err(|e| e.to_string())?);
+        config.ticketer = Arc::new(
+            CoreTicketer::new(keys).map_err(|e| GatewayError::of(GatewayErrorKind::Tls, e))?,
+        );
         Ok(Arc::new(config))
     }
 
@@ -228,7 +231,7 @@ impl ListenerTls {
     fn verifier_with(
         &self,
         cas: &[CertificateDer<'static>],
-    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, GatewayError> {
         if cas.is_empty() || self.client_auth == ClientAuth::None {
             return Ok(self.verifier.clone());
         }
@@ -245,7 +248,9 @@ impl ListenerTls {
         } else {
             builder
         };
-        builder.build().map_err(|e| e.to_string())
+        builder
+            .build()
+            .map_err(|e| GatewayError::of(GatewayErrorKind::Tls, e))
     }
 
     /// Whether a default (file) certificate is configured.
