@@ -129,9 +129,20 @@ impl<'a> Headers<'a> {
     }
 
     /// The fields a proxy forwards: every field that is not hop-by-hop for this message.
+    ///
+    /// The Connection header is read once: when it lists only options that are hop-by-hop anyway
+    /// (`keep-alive`, `upgrade`, `te`…, the usual case), no field needs it checked again.
     pub fn end_to_end(&self) -> impl Iterator<Item = Header<'a>> + use<'a> {
         let this = *self;
-        self.iter().filter(move |h| !this.is_hop_by_hop(h.name))
+        let lists_others = self.has_connection
+            && self.get_all("connection").any(|value| {
+                hop::list_elements(value).any(|token| !hop::is_always_hop_by_hop(token))
+            });
+        self.iter().filter(move |h| {
+            let name = h.name.as_bytes();
+            !(hop::is_always_hop_by_hop(name)
+                || (lists_others && hop::connection_lists(this.get_all("connection"), name)))
+        })
     }
 }
 

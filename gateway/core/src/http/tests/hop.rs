@@ -51,3 +51,39 @@ fn end_to_end_drops_hop_by_hop_fields_of_the_message() {
     assert!(head.headers().is_hop_by_hop("x-internal"));
     assert!(!head.headers().is_hop_by_hop("accept"));
 }
+
+proptest::proptest! {
+    /// `end_to_end` (which reads the Connection header once) keeps exactly the fields that
+    /// `is_hop_by_hop` (which reads it per field) would keep, whatever Connection lists.
+    #[test]
+    fn end_to_end_agrees_with_is_hop_by_hop_field_by_field(
+        connection in proptest::collection::vec(
+            proptest::sample::select(vec!["keep-alive", "close", "Upgrade", "te", "X-A", "x-b", ""]),
+            0..4,
+        ),
+        names in proptest::collection::vec(
+            proptest::sample::select(vec!["X-A", "x-b", "X-C", "Close", "Keep-Alive", "TE", "Accept"]),
+            0..6,
+        ),
+        with_connection in proptest::bool::ANY,
+    ) {
+        let mut buf = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        if with_connection {
+            buf.push_str(&format!("Connection: {}\r\n", connection.join(", ")));
+        }
+        for n in &names {
+            buf.push_str(&format!("{n}: v\r\n"));
+        }
+        buf.push_str("\r\n");
+        let mut parser = HeadParser::default();
+        let head = parser.parse_request(buf.as_bytes()).unwrap().unwrap();
+        let headers = head.headers();
+        let fast: Vec<&str> = headers.end_to_end().map(|h| h.name).collect();
+        let slow: Vec<&str> = headers
+            .iter()
+            .filter(|h| !headers.is_hop_by_hop(h.name))
+            .map(|h| h.name)
+            .collect();
+        proptest::prop_assert_eq!(fast, slow);
+    }
+}
