@@ -504,6 +504,9 @@ fn cert_header_plugins_are_selected_by_their_scopes() {
     assert_eq!(fields(plugins.select("/v1")), ["X-Client-Cert-DNs"]);
     assert_eq!(fields(0b11), ["X-Client-Cert-DNs", "X-Client-Cert-Chain"]);
     assert_eq!(fields(0b10), ["X-Client-Cert-Chain"]);
+    // A client's own field of a name a selected plugin writes is dropped; others stay.
+    let dns = plugins.selected(0b01).next().unwrap();
+    assert!(dns.sets("x-client-cert-dns") && !dns.sets("X-Client-Cert-Chain"));
 }
 
 #[test]
