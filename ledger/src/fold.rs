@@ -96,6 +96,8 @@ impl ProducerState {
     #[must_use]
     pub fn classify(&self, sequence: u64) -> SequenceClass {
         let frontier = self.frontier();
+        // `sequence == frontier` is taken before `sequence > frontier`: `>=` there would be an
+        // equivalent mutant.
         if sequence < self.next || self.above.contains(&sequence) {
             SequenceClass::Duplicate
         } else if sequence == frontier {

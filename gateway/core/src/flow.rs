@@ -371,6 +371,9 @@ pub const MAX_HEADER_PLUGINS: usize = 64;
 
 impl AddedHeaders {
     /// Which plugins apply to `path`, as a bit mask for [`AddedHeaders::selected`].
+    ///
+    /// Each bit is set once, so `^` would do as well as `|` (an equivalent mutant; so in
+    /// [`CertHeaderPlugins::select`]).
     pub fn select(&self, path: &str) -> u64 {
         self.scopes
             .iter()
@@ -433,6 +436,8 @@ impl CertHeaderPlugins {
         self.headers
             .iter()
             .enumerate()
+            // `build` allows at most 64 plugins: `*i < 64` only guards the shift (`<=` would be
+            // an equivalent mutant).
             .filter(move |(i, _)| *i < 64 && mask & (1 << i) != 0)
             .map(|(_, h)| h)
     }
@@ -656,11 +661,6 @@ impl Flow {
     pub fn with_api_consumers(mut self, consumers: Option<ApiConsumers>) -> Self {
         self.api = consumers;
         self
-    }
-
-    /// The consumers of the route's API, if it declares some.
-    pub fn api_consumers(&self) -> Option<&ApiConsumers> {
-        self.api.as_ref()
     }
 
     /// The extractors whose credential headers are removed before the request goes upstream:

@@ -72,12 +72,70 @@ fn sequences_dedupe_count_gaps_and_fill_holes() {
 fn out_of_order_state_stays_bounded() {
     let mut p = ProducerState::default();
     let mut abandoned = 0;
-    for seq in 10..(10 + MAX_OUT_OF_ORDER as u64 + 1) {
+    for seq in 10..(10 + MAX_OUT_OF_ORDER as u64) {
         abandoned += p.mark(seq);
     }
+    // Exactly MAX_OUT_OF_ORDER above the hole: still waiting for it.
+    assert_eq!(
+        (abandoned, p.above.len(), p.missing()),
+        (0, MAX_OUT_OF_ORDER, 10)
+    );
+    abandoned += p.mark(10 + MAX_OUT_OF_ORDER as u64);
     assert_eq!(abandoned, 10);
     assert!(p.above.is_empty());
     assert_eq!(p.next, 10 + MAX_OUT_OF_ORDER as u64 + 1);
+}
+
+#[test]
+fn gaps_and_fills_are_counted() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let t = ms("2026-11-22", 10);
+    for (offset, sequence) in [0, 3, 1, 2].into_iter().enumerate() {
+        let b = batch(sequence, t, t + 100, vec![entry("k1", 20261122, 1)]);
+        assert_eq!(fold.apply_usage("s", offset as u64, &b), Outcome::Applied);
+    }
+    let s = fold.delta().stats;
+    assert_eq!(
+        (
+            s.entries,
+            s.batches,
+            s.gaps,
+            s.missing_opened,
+            s.filled,
+            s.abandoned
+        ),
+        (4, 4, 1, 2, 2, 0)
+    );
+}
+
+#[test]
+fn a_window_counts_in_its_first_bucket_unless_an_entry_is_of_the_next_day() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    const QUARTER: i64 = 15 * 60_000;
+    // 10:14:59.950 to 10:15:00.050: one day, two 15-minute buckets.
+    let t = ms("2026-11-22", 10) + QUARTER - 50;
+    let b = batch(0, t, t + 100, vec![entry("k1", 20261122, 1)]);
+    assert_eq!(fold.apply_usage("s", 0, &b), Outcome::Applied);
+    // 23:59:59.950 to 00:00:00.050: each day's entry in its own day's bucket.
+    let midnight = ms("2026-11-23", 0);
+    let entries = vec![entry("k1", 20261122, 2), entry("k1", 20261123, 3)];
+    let b = batch(1, midnight - 50, midnight + 50, entries);
+    assert_eq!(fold.apply_usage("s", 1, &b), Outcome::Applied);
+    let mut rows: Vec<(u32, i64)> = fold
+        .delta()
+        .rows
+        .iter()
+        .map(|(row, _)| (row.day, row.bucket_ms))
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(
+        rows,
+        [
+            (20261122, ms("2026-11-22", 10)),
+            (20261122, midnight - QUARTER),
+            (20261123, midnight),
+        ]
+    );
 }
 
 #[test]
@@ -95,9 +153,15 @@ fn replays_change_nothing_and_positions_skip() {
     commit(&mut fold, &store);
     assert_eq!(store.state_hash().unwrap(), hash);
     let stats = store.stats().unwrap();
+    // Records read: offsets 0, 1 and 2 (the second read of offset 0 is a replayed record).
     assert_eq!(
-        (stats.batches, stats.duplicates, stats.replayed_records),
-        (1, 2, 1)
+        (
+            stats.records,
+            stats.batches,
+            stats.duplicates,
+            stats.replayed_records
+        ),
+        (3, 1, 2, 1)
     );
     let totals = store.totals("k1", 20261122, 0, None).unwrap().unwrap();
     assert_eq!((totals.daily_calls, totals.monthly_calls), (5, 5));

@@ -72,6 +72,7 @@ impl KeyStore {
     /// As [`KeyStore::build`]; a holder whose id is a key's is a duplicate.
     pub fn build_with(keys: &[ApiKey], holders: &[QuotaHolder]) -> Result<Self, StoreError> {
         let mut map: FxHashMap<Box<str>, KeyEntry> = FxHashMap::default();
+        // Capacity only: a wrong size costs rehashes, nothing else (equivalent mutants with `*`).
         map.reserve(keys.len() + holders.len());
         for (index, key) in keys.iter().enumerate() {
             if key.client_id.is_empty() {
@@ -117,6 +118,9 @@ impl KeyStore {
 
     /// The work of a secret comparison, for an unknown client id: an unknown id and a wrong
     /// secret take the same time.
+    ///
+    /// Its effect is only time: removing it (or [`KeyStore::burn_bearer`]) changes no answer,
+    /// so no unit test sees it (equivalent mutants, docs/testing.md).
     pub(crate) fn burn_secret(presented: &[u8]) {
         const DUMMY: [u8; 128] = [0x5a; 128];
         let n = presented.len().min(DUMMY.len());
@@ -486,6 +490,7 @@ fn decode_hex32(hex: &[u8]) -> Option<[u8; 32]> {
             _ => return None,
         };
         invalid |= (hi | lo) & 0xf0;
+        // Disjoint bits: `^` would do as well as `|` (an equivalent mutant).
         *byte = (hi << 4) | (lo & 0x0f);
     }
     (invalid == 0).then_some(out)

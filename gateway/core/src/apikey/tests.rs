@@ -801,6 +801,48 @@ fn otoapk_with_next_secret() {
 }
 
 #[test]
+fn a_next_secret_equal_to_the_secret_still_accepts_it() {
+    let s = one(json!({"rotation": {"nextSecret": "s3cret"}}));
+    assert_eq!(
+        auth(&s, &[("Authorization", &basic("k1", "s3cret"))]).unwrap(),
+        "k1"
+    );
+    assert_eq!(
+        auth(&s, &[("Otoroshi-Token", &otoapk("k1", "s3cret"))]).unwrap(),
+        "k1"
+    );
+}
+
+#[test]
+fn otoapk_signature_with_non_hex_digits_is_refused() {
+    // A secret whose signature has a 0xff byte: non-hex digits in its place must not read as
+    // `ff` (a digit's value ORed into the byte would).
+    let (secret, at) = (0..1000)
+        .map(|i| format!("s{i}"))
+        .find_map(|secret| {
+            let bearer = otoapk("k1", &secret);
+            let sig = bearer.len() - 64;
+            let at = (sig..bearer.len())
+                .step_by(2)
+                .find(|&at| &bearer[at..at + 2] == "ff")?;
+            Some((secret, at))
+        })
+        .unwrap();
+    let s = one(json!({"clientSecret": secret}));
+    let good = otoapk("k1", &secret);
+    assert_eq!(auth(&s, &[("Otoroshi-Token", &good)]).unwrap(), "k1");
+    for pair in ["zz", "zf", "fz"] {
+        let mut bad = good.clone();
+        bad.replace_range(at..at + 2, pair);
+        assert_eq!(
+            auth(&s, &[("Otoroshi-Token", &bad)]),
+            Err(KeyRejection::BadBearer),
+            "{pair}"
+        );
+    }
+}
+
+#[test]
 fn otoapk_wrong_signature() {
     let s = store(vec![
         key(json!({})),
@@ -1229,9 +1271,56 @@ fn store_entry_exposes_what_the_flow_needs() {
 }
 
 #[test]
+fn store_entry_reports_its_name_expiry_and_tags() {
+    let s = one(json!({"clientName": "Acme app", "validUntil": NOW, "tags": ["gold", "eu"]}));
+    assert!(!s.is_empty());
+    let k = s.get("k1").unwrap();
+    assert_eq!(k.client_name(), "Acme app");
+    assert_eq!(k.valid_until(), Some(NOW));
+    let tags: Vec<&str> = k.tags().iter().map(|t| &**t).collect();
+    assert_eq!(tags, ["gold", "eu"]);
+    assert!(k.has_tag("eu") && !k.has_tag("us"));
+    assert_eq!(one(json!({})).get("k1").unwrap().valid_until(), None);
+    assert!(store(vec![]).is_empty());
+}
+
+#[test]
+fn quota_holders_follow_the_keys_and_no_credential_finds_them() {
+    let holder = |id: &str| QuotaHolder {
+        id: id.into(),
+        quotas: Quotas {
+            throttling: 1,
+            daily: 2,
+            monthly: 3,
+        },
+    };
+    let keys = [key(json!({"clientId": "a"})), key(json!({"clientId": "b"}))];
+    let s = KeyStore::build_with(&keys, &[holder("keyless:x:1"), holder("keyless:x:2")]).unwrap();
+    let indexes: Vec<usize> = ["a", "b", "keyless:x:1", "keyless:x:2"]
+        .iter()
+        .map(|id| s.get(id).unwrap().index())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+    let h = s.get("keyless:x:2").unwrap();
+    assert!(h.is_holder() && !s.get("b").unwrap().is_holder());
+    assert_eq!(h.quotas().monthly, 3);
+    assert!(s.lookup(b"keyless:x:2").is_none() && s.lookup(b"a").is_some());
+    // Holders without any key (an API with keyless consumers only).
+    let only = KeyStore::build_with(&[], &[holder("keyless:y:1")]).unwrap();
+    assert_eq!(only.get("keyless:y:1").unwrap().index(), 0);
+    let err = KeyStore::build_with(&keys, &[holder("b")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "apikeys[2].clientId: \"b\" is already the id of apikeys[1]"
+    );
+}
+
+#[test]
 fn nothing_secret_in_debug_output() {
     let s = one(json!({"clientSecret": "TOPSECRET", "rotation": {"nextSecret": "NEXTSECRET"}}));
     let entry = s.get("k1").unwrap();
+    // It shows the key (a `Debug` that printed nothing would hide no secret either).
+    assert!(format!("{entry:?}").contains(r#"client_id: "k1""#));
     let text = format!("{entry:?} {s:?}");
     assert!(
         !text.contains("TOPSECRET") && !text.contains("NEXTSECRET"),

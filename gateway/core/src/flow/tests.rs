@@ -421,3 +421,209 @@ fn client_certificate_validators() {
         .is_err()
     );
 }
+
+#[test]
+fn plugin_scopes_include_and_exclude_full_paths() {
+    let flow = Flow::build(&route(json!([{
+        "plugin": "cp:otoroshi.next.plugins.ReadOnlyCalls",
+        "include": ["/admin/.*"], "exclude": ["/admin/public/.*"]
+    }])))
+    .unwrap();
+    let keys = store(json!({}));
+    let post = |path| run(&flow, &keys, "POST", path, &[], &mut AdmitAll);
+    assert_eq!(post("/admin/users"), Err(Rejection::ReadOnlyRoute));
+    assert_eq!(post("/admin/public/x"), Ok(None));
+    assert_eq!(post("/other"), Ok(None));
+    // A full match: a path that only contains an included one is not included.
+    assert_eq!(post("/x/admin/users"), Ok(None));
+    let err = Flow::build(&route(json!([{
+        "plugin": "cp:otoroshi.next.plugins.ReadOnlyCalls", "exclude": ["(unclosed"]
+    }])))
+    .unwrap_err();
+    assert!(matches!(err, FlowError::Scope { .. }), "{err}");
+}
+
+#[test]
+fn header_plugins_are_selected_by_their_scopes() {
+    let flow = Flow::build(&route(json!([
+        {"plugin": "AdditionalHeadersIn", "config": {"headers": {"X-All": "1"}}},
+        {"plugin": "AdditionalHeadersIn", "include": ["/v2/.*"],
+            "config": {"headers": {"X-V2": "2"}}},
+        {"plugin": "AdditionalHeadersOut", "exclude": ["/v2/.*"],
+            "config": {"headers": {"X-Out": "3"}}},
+    ])))
+    .unwrap();
+    let names = |added: &AddedHeaders, path: &str| -> Vec<String> {
+        added
+            .selected(added.select(path))
+            .iter()
+            .map(|h| h.name.to_string())
+            .collect()
+    };
+    let (added_in, added_out) = (flow.headers_in(), flow.headers_out());
+    assert_eq!(
+        (added_in.select("/v1"), added_in.select("/v2/x")),
+        (0b01, 0b11)
+    );
+    assert_eq!(names(added_in, "/v1"), ["X-All"]);
+    assert_eq!(names(added_in, "/v2/x"), ["X-All", "X-V2"]);
+    assert_eq!(
+        (names(added_out, "/v1"), names(added_out, "/v2/x")),
+        (vec!["X-Out".to_owned()], vec![])
+    );
+    assert!(!added_in.is_empty() && !added_out.is_empty());
+    assert!(
+        Flow::build(&route(json!([])))
+            .unwrap()
+            .headers_in()
+            .is_empty()
+    );
+}
+
+#[test]
+fn cert_header_plugins_are_selected_by_their_scopes() {
+    let flow = Flow::build(&route(json!([
+        {"plugin": "NgClientCertChainHeader", "config": {"send_dns": true}},
+        {"plugin": "NgClientCertChainHeader", "include": ["/v2/.*"],
+            "config": {"send_chain": true}},
+    ])))
+    .unwrap();
+    let plugins = flow.cert_headers();
+    let c = cert("CN=a", "CN=b", "1");
+    let fields = |mask: u64| -> Vec<String> {
+        plugins
+            .selected(mask)
+            .flat_map(|h| h.fields(&c))
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    };
+    assert_eq!(
+        (plugins.select("/v1"), plugins.select("/v2/x")),
+        (0b01, 0b11)
+    );
+    assert_eq!(fields(plugins.select("/v1")), ["X-Client-Cert-DNs"]);
+    assert_eq!(fields(0b11), ["X-Client-Cert-DNs", "X-Client-Cert-Chain"]);
+    assert_eq!(fields(0b10), ["X-Client-Cert-Chain"]);
+    // A client's own field of a name a selected plugin writes is dropped; others stay.
+    let dns = plugins.selected(0b01).next().unwrap();
+    assert!(dns.sets("x-client-cert-dns") && !dns.sets("X-Client-Cert-Chain"));
+}
+
+#[test]
+fn at_most_64_header_plugins_of_each_kind() {
+    let many = |n: usize, plugin: &str, config: serde_json::Value| {
+        route(serde_json::Value::Array(
+            (0..n)
+                .map(|_| json!({"plugin": plugin, "config": config}))
+                .collect(),
+        ))
+    };
+    let headers = json!({"headers": {"X-A": "1"}});
+    let flow = Flow::build(&many(64, "AdditionalHeadersIn", headers.clone())).unwrap();
+    assert_eq!(flow.headers_in().select("/"), u64::MAX);
+    let err = Flow::build(&many(65, "AdditionalHeadersIn", headers)).unwrap_err();
+    assert!(matches!(err, FlowError::Headers { .. }), "{err}");
+    let chain = json!({"send_chain": true});
+    let flow = Flow::build(&many(64, "NgClientCertChainHeader", chain.clone())).unwrap();
+    assert_eq!(flow.cert_headers().select("/"), u64::MAX);
+    let err = Flow::build(&many(65, "NgClientCertChainHeader", chain)).unwrap_err();
+    assert!(matches!(err, FlowError::Plugin { .. }), "{err}");
+}
+
+#[test]
+fn credential_headers_are_the_extractors_own() {
+    let flow = Flow::build(&route(json!([apikey_plugin()]))).unwrap();
+    let ex = flow.credentials().unwrap();
+    for name in [
+        "otoroshi-client-id",
+        "Otoroshi-Client-Secret",
+        "Otoroshi-Authorization",
+        "Otoroshi-Token",
+        "X-Api-Key",
+        "Authorization",
+    ] {
+        assert!(ex.reads_header(name), "{name}");
+    }
+    for name in ["Accept", "Cookie", "X-Client-Id"] {
+        assert!(!ex.reads_header(name), "{name}");
+    }
+    // One extractor at a time: `Authorization` carries a credential for basic, JWT and
+    // `otoapk_` bearers; the client-id header is read for `otoapk_` bearers in any case.
+    let only = |extractor: &str| {
+        let mut extractors = json!({
+            "basic": {"enabled": false}, "custom_headers": {"enabled": false},
+            "jwt": {"enabled": false}, "oto_bearer": {"enabled": false},
+            "client_id": {"enabled": false}});
+        extractors[extractor]["enabled"] = json!(true);
+        let mut plugin = apikey_plugin();
+        plugin["config"] = json!({ "extractors": extractors });
+        let flow = Flow::build(&route(json!([plugin]))).unwrap();
+        let ex = flow.credentials().unwrap();
+        [
+            "Authorization",
+            "Otoroshi-Authorization",
+            "Otoroshi-Token",
+            "Otoroshi-Client-Id",
+            "x-api-key",
+        ]
+        .map(|name| ex.reads_header(name))
+    };
+    assert_eq!(only("basic"), [true, true, false, false, true]);
+    assert_eq!(only("jwt"), [true, false, true, false, true]);
+    assert_eq!(only("oto_bearer"), [true, false, true, false, true]);
+    assert_eq!(only("custom_headers"), [false, false, false, true, true]);
+    assert!(
+        Flow::build(&route(json!([])))
+            .unwrap()
+            .credentials()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_consumer_reads_a_parsed_request_heads_fields() {
+    let flow = Flow::build(&route(json!([apikey_plugin()]))).unwrap();
+    let keys = store(json!({}));
+    let buf = b"GET /x HTTP/1.1\r\nHost: api.local\r\nOtoroshi-Client-Id: k1\r\n\
+Otoroshi-Client-Secret: s1\r\n\r\n";
+    let mut parser = crate::http::HeadParser::default();
+    let head = parser.parse_request(buf).unwrap().unwrap();
+    let headers = head.headers();
+    let req = RequestView {
+        method: "GET",
+        host: "api.local",
+        path: "/x",
+        headers: &headers,
+        client_cert: None,
+    };
+    let admitted = flow
+        .on_request(&req, &keys, &mut AdmitAll, NOW, &mut FlowScratch::new())
+        .unwrap();
+    assert_eq!(admitted.key.map(KeyEntry::client_id), Some("k1"));
+}
+
+#[test]
+fn every_rejection_counts_in_a_metrics_slot() {
+    let subscriptions = [
+        SubscriptionRejection::NotIdentified,
+        SubscriptionRejection::Pending,
+        SubscriptionRejection::Disabled,
+        SubscriptionRejection::Closed,
+    ]
+    .map(Rejection::Subscription);
+    let others = [
+        Rejection::Key(KeyRejection::NoKey),
+        Rejection::ReadOnlyRoute,
+        Rejection::ClientCert(CertRejection::Missing),
+    ];
+    for r in subscriptions.iter().chain(&others) {
+        // A reason missing from the list counts in the last slot, `other`; none is dropped.
+        let slot = r.slot();
+        assert!(slot < REJECTION_REASONS.len(), "{}", r.reason());
+        assert!(
+            [r.reason(), "other"].contains(&REJECTION_REASONS[slot]),
+            "{}",
+            r.reason()
+        );
+    }
+}

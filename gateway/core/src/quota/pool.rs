@@ -63,6 +63,8 @@ impl Period {
     }
 
     fn pack(self, id: u32, count: u64) -> u64 {
+        // The id and the clamped count occupy disjoint bits: `^` would do as well as `|`
+        // (an equivalent mutant, docs/testing.md).
         (u64::from(id) << self.bits()) | count.min(self.capacity())
     }
 
@@ -110,6 +112,7 @@ pub(crate) struct Slot {
     reset_at: AtomicI64,
 }
 
+// Diagnostics only (its mutants are equivalent, docs/testing.md); so is `NodePool`'s.
 impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Slot")
@@ -535,6 +538,8 @@ impl NodePool {
 
     /// The slot of `key`: by index, checked against the client id, else by client id.
     pub(crate) fn slot_of(&self, key: &KeyEntry) -> Option<&Arc<Slot>> {
+        // The index is a fast path only: when the check fails, the lookup by client id finds
+        // the same slot (a mutant that always fails the check is equivalent, docs/testing.md).
         match self.slots.get(key.index()) {
             Some(Some(slot)) if slot.client_id() == key.client_id() => Some(slot),
             _ => self.by_client.get(key.client_id()),

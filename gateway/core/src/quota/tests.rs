@@ -725,6 +725,34 @@ fn reset_gives_the_full_quota_back() {
 }
 
 #[test]
+fn reset_keeps_the_window_ids_so_records_of_older_windows_are_still_ignored() {
+    let keys = one(BIG, 10, 100);
+    let node = Node::new(1, &keys);
+    // now() is on 2026-11-22: counts of today and this month, then the reset.
+    assert!(node.pool.restore("k", 20261122, 3, 202611, 3));
+    assert!(node.pool.set_remote("k", 20261122, 4, 202611, 4));
+    assert!(node.pool.reset("k"));
+    // Records of an older day and month that arrive after the reset are still older than
+    // what every counter counts: neither restore nor the ledger's totals take them.
+    assert!(node.pool.restore("k", 20261031, 7, 202610, 7));
+    assert!(node.pool.set_remote("k", 20261031, 5, 202610, 5));
+    let last_month = utc(2026, 10, 31, 12, 0, 0, 0);
+    assert_eq!(node.pool.taken("k", last_month), Some((0, 0)));
+    let u = node.pool.consumption("k", last_month).unwrap();
+    assert_eq!((u.current_calls_per_day, u.current_calls_per_month), (0, 0));
+}
+
+#[test]
+fn the_pool_reports_its_cores_and_keys() {
+    let keys = store(&[("a", 1, 1, 1), ("b", 1, 1, 1)]);
+    let pool = NodePool::new(Calendar::new("UTC").unwrap(), 3, &keys);
+    assert_eq!((pool.cores(), pool.len(), pool.is_empty()), (3, 2, false));
+    // A node has at least one core.
+    let empty = NodePool::new(Calendar::new("UTC").unwrap(), 0, &KeyStore::default());
+    assert_eq!((empty.cores(), empty.len(), empty.is_empty()), (1, 0, true));
+}
+
+#[test]
 fn a_new_snapshot_keeps_consumption_under_new_quotas_and_adds_keys() {
     let keys = one(BIG, 10, 100);
     let mut node = Node::new(1, &keys);

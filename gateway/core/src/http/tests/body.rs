@@ -52,6 +52,16 @@ fn eof_before_the_end_is_an_incomplete_body() {
 }
 
 #[test]
+fn a_complete_chunked_body_is_done_and_eof_after_it_is_no_error() {
+    let mut d = BodyDecoder::response(BodyFraming::Chunked, BodyLimits::default()).unwrap();
+    assert!(!d.is_done());
+    let out = decode_fed(&mut d, b"2\r\nab\r\n0\r\n\r\n", &[]).unwrap();
+    assert_eq!((out.payload.as_slice(), out.done), (&b"ab"[..], true));
+    assert!(d.is_done());
+    d.on_eof().unwrap();
+}
+
+#[test]
 fn close_delimited_body_ends_at_eof() {
     let mut d = BodyDecoder::response(BodyFraming::UntilClose, BodyLimits::default()).unwrap();
     let out = d.decode(b"anything at all").unwrap();
