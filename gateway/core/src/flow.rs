@@ -224,6 +224,10 @@ pub const REJECTION_REASONS: &[&str] = &[
     "quota_throttled",
     "quota_daily",
     "quota_monthly",
+    "no_subscription",
+    "subscription_pending",
+    "subscription_disabled",
+    "subscription_closed",
     "other",
 ];
 
