@@ -731,7 +731,7 @@ fn reset_keeps_the_window_ids_so_records_of_older_windows_are_still_ignored() {
     // now() is on 2026-11-22: counts of today and this month, then the reset.
     assert!(node.pool.restore("k", 20261122, 3, 202611, 3));
     assert!(node.pool.set_remote("k", 20261122, 4, 202611, 4));
-    assert!(node.pool.reset("k"));
+    assert!(node.pool.reset("k", now()));
     // Records of an older day and month that arrive after the reset are still older than
     // what every counter counts: neither restore nor the ledger's totals take them.
     assert!(node.pool.restore("k", 20261031, 7, 202610, 7));
