@@ -814,10 +814,7 @@ impl Conn {
                 BodyMode::None | BodyMode::Buffered => None,
             };
             // Every pooled connection is checked to be silent before it is reused.
-            let pooled = core
-                .pool
-                .borrow_mut()
-                .take(key, plan.started, idle_timeout);
+            let pooled = core.pool.borrow_mut().take(key, plan.started, idle_timeout);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {
@@ -903,9 +900,7 @@ impl Conn {
                         self.access.upstream = Some((addr, self.access.upstream_us));
                     }
                     if upstream_reusable {
-                        core.pool
-                            .borrow_mut()
-                            .put(key, up, plan.started, max_open);
+                        core.pool.borrow_mut().put(key, up, plan.started, max_open);
                     }
                     return client_next;
                 }
