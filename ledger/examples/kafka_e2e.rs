@@ -138,14 +138,12 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ledger-{id}"));
     std::fs::create_dir_all(&dir)?;
     let mut config = LedgerConfig::journal(&dir);
-    config.source = SourceConfig::Kafka {
-        brokers: args.brokers.clone(),
-        usage_topic: topics.usage.clone(),
-        entities_topic: topics.entities.clone(),
-        totals_topic: topics.totals.clone(),
-        group: format!("ledger-{id}"),
-        partitions: args.partitions,
-    };
+    config.source = SourceConfig::kafka(
+        &args.brokers,
+        &topics,
+        &format!("ledger-{id}"),
+        args.partitions,
+    );
     let ledger = Ledger::start(config)?;
     let handle = ledger.handle();
 

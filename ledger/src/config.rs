@@ -45,6 +45,27 @@ pub enum SourceConfig {
     },
 }
 
+impl SourceConfig {
+    /// Every partition of `topics` on `brokers` (`partitions` when the ledger creates them),
+    /// reporting `group` as its client's group id.
+    #[must_use]
+    pub fn kafka(
+        brokers: &str,
+        topics: &gateway_events::kafka::Topics,
+        group: &str,
+        partitions: u32,
+    ) -> Self {
+        Self::Kafka {
+            brokers: brokers.to_owned(),
+            usage_topic: topics.usage.clone(),
+            entities_topic: topics.entities.clone(),
+            totals_topic: topics.totals.clone(),
+            group: group.to_owned(),
+            partitions,
+        }
+    }
+}
+
 /// The checked configuration of a ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {

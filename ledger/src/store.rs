@@ -599,52 +599,17 @@ impl Store {
         node: Option<&str>,
     ) -> Result<Option<TotalsRecord>, LedgerError> {
         let month = day / 100;
-        let mut nodes: BTreeMap<String, NodeCalls> = BTreeMap::new();
-        for (period, value) in [(0u8, day), (1u8, month)] {
-            let prefix = totals_key(period, apikey, value, "");
-            self.scan(TOTALS, &prefix, |k, v| {
-                if !k.starts_with(&prefix) {
-                    return Ok(false);
-                }
-                let node_id = k
-                    .get(prefix.len()..)
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .ok_or_else(|| corrupt("totals key"))?;
-                let calls = read_u64(v);
-                let slot = nodes.entry(node_id.to_owned()).or_default();
-                if period == 0 {
-                    slot.daily_calls = calls;
-                } else {
-                    slot.monthly_calls = calls;
-                }
-                Ok(true)
-            })?;
-        }
+        let mut nodes = self.node_calls(TOTALS, apikey, day)?;
         if nodes.is_empty() {
             return Ok(None);
         }
         let quotas_reset_at = self.reset_of(apikey)?;
         if quotas_reset_at.is_some() {
-            for (period, value) in [(0u8, day), (1u8, month)] {
-                let prefix = totals_key(period, apikey, value, "");
-                self.scan(BASELINE, &prefix, |k, v| {
-                    if !k.starts_with(&prefix) {
-                        return Ok(false);
-                    }
-                    let node_id = k
-                        .get(prefix.len()..)
-                        .and_then(|n| std::str::from_utf8(n).ok())
-                        .ok_or_else(|| corrupt("reset baseline key"))?;
-                    if let Some(slot) = nodes.get_mut(node_id) {
-                        let before = read_u64(v);
-                        if period == 0 {
-                            slot.daily_calls = slot.daily_calls.saturating_sub(before);
-                        } else {
-                            slot.monthly_calls = slot.monthly_calls.saturating_sub(before);
-                        }
-                    }
-                    Ok(true)
-                })?;
+            for (node_id, before) in self.node_calls(BASELINE, apikey, day)? {
+                if let Some(slot) = nodes.get_mut(&node_id) {
+                    slot.daily_calls = slot.daily_calls.saturating_sub(before.daily_calls);
+                    slot.monthly_calls = slot.monthly_calls.saturating_sub(before.monthly_calls);
+                }
             }
         }
         let (daily, monthly) = nodes.values().fold((0u64, 0u64), |(d, m), n| {
@@ -664,6 +629,38 @@ impl Store {
             nodes,
             quotas_reset_at,
         }))
+    }
+
+    /// `apikey`'s calls by node on `day` (`YYYYMMDD`) and in its month, from `table` (`totals`
+    /// or `reset_baseline`, keyed alike).
+    fn node_calls(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        apikey: &str,
+        day: u32,
+    ) -> Result<BTreeMap<String, NodeCalls>, LedgerError> {
+        let mut nodes: BTreeMap<String, NodeCalls> = BTreeMap::new();
+        for (period, value) in [(0u8, day), (1u8, day / 100)] {
+            let prefix = totals_key(period, apikey, value, "");
+            self.scan(table, &prefix, |k, v| {
+                if !k.starts_with(&prefix) {
+                    return Ok(false);
+                }
+                let node_id = k
+                    .get(prefix.len()..)
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .ok_or_else(|| corrupt("totals key"))?;
+                let calls = read_u64(v);
+                let slot = nodes.entry(node_id.to_owned()).or_default();
+                if period == 0 {
+                    slot.daily_calls = calls;
+                } else {
+                    slot.monthly_calls = calls;
+                }
+                Ok(true)
+            })?;
+        }
+        Ok(nodes)
     }
 
     /// The latest quota reset of `apikey` folded, if any (ms since the epoch).

@@ -185,14 +185,7 @@ fn kafka_batches_fold_exactly_once_and_totals_are_published() {
 
     let data = temp_dir("kafka");
     let mut config = LedgerConfig::journal(&data);
-    config.source = SourceConfig::Kafka {
-        brokers: brokers.clone(),
-        usage_topic: topics.usage.clone(),
-        entities_topic: topics.entities.clone(),
-        totals_topic: topics.totals.clone(),
-        group: format!("ledger-{id}"),
-        partitions: PARTITIONS,
-    };
+    config.source = SourceConfig::kafka(&brokers, &topics, &format!("ledger-{id}"), PARTITIONS);
     let exact = |ledger: &Ledger, expected: &BTreeMap<String, u64>| {
         expected.iter().all(|(k, calls)| {
             ledger
@@ -305,14 +298,7 @@ fn a_stale_member_of_the_ledgers_group_takes_no_partition_from_it() {
 
     let data = temp_dir("kafka-stale");
     let mut config = LedgerConfig::journal(&data);
-    config.source = SourceConfig::Kafka {
-        brokers: brokers.clone(),
-        usage_topic: topics.usage.clone(),
-        entities_topic: topics.entities.clone(),
-        totals_topic: topics.totals.clone(),
-        group,
-        partitions: PARTITIONS,
-    };
+    config.source = SourceConfig::kafka(&brokers, &topics, &group, PARTITIONS);
     let ledger = Ledger::start(config).unwrap();
     let exact = || {
         expected.iter().all(|(k, calls)| {

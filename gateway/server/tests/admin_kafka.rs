@@ -355,14 +355,8 @@ fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
     };
     let (a, b) = (start("node-a", dir_a.path()), start("node-b", dir_b.path()));
     let mut config = ledger::LedgerConfig::journal(dir_l.path());
-    config.source = ledger::config::SourceConfig::Kafka {
-        brokers: brokers.clone(),
-        usage_topic: topics.usage.clone(),
-        entities_topic: topics.entities.clone(),
-        totals_topic: topics.totals.clone(),
-        group: unique("reset-ledger"),
-        partitions: 2,
-    };
+    config.source =
+        ledger::config::SourceConfig::kafka(&brokers, &topics, &unique("reset-ledger"), 2);
     let ledger = ledger::Ledger::start(config).unwrap();
 
     const QUOTA: u64 = 20;

@@ -528,14 +528,8 @@ fn two_nodes_share_a_quota_through_the_ledger_totals() {
     let b = kafka_node(&brokers, &id, "node-b", dir_b.path(), &doc, 1);
     let topics = Topics::with_suffix(&id);
     let mut config = ledger::LedgerConfig::journal(dir_l.path());
-    config.source = ledger::config::SourceConfig::Kafka {
-        brokers: brokers.clone(),
-        usage_topic: topics.usage.clone(),
-        entities_topic: topics.entities.clone(),
-        totals_topic: topics.totals.clone(),
-        group: unique("ledger-group"),
-        partitions: PARTITIONS,
-    };
+    config.source =
+        ledger::config::SourceConfig::kafka(&brokers, &topics, &unique("ledger-group"), PARTITIONS);
     let ledger = ledger::Ledger::start(config).unwrap();
 
     // Propagation: one call on A, until B's pool counts it.
