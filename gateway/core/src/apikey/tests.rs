@@ -1532,3 +1532,27 @@ mod props {
         }
     }
 }
+
+/// The constant-time comparison answers exactly `==`: equal slices of every length up to three
+/// words and a tail, and every one-byte change in every position (in a word or in the tail)
+/// refused, as is a length change.
+#[test]
+fn constant_time_eq_is_equality() {
+    for len in 0..=27usize {
+        let a: Vec<u8> = (0..len)
+            .map(|i| u8::try_from(i * 37 % 251 + 1).unwrap())
+            .collect();
+        assert!(ct::eq(&a, &a.clone()), "equal, {len} bytes");
+        for i in 0..len {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut b = a.clone();
+                b[i] ^= flip;
+                assert!(!ct::eq(&a, &b), "byte {i} of {len} changed by {flip:#x}");
+            }
+        }
+        let mut longer = a.clone();
+        longer.push(0);
+        assert!(!ct::eq(&a, &longer), "{len} bytes against {}", len + 1);
+        assert!(!ct::eq(&longer, &a));
+    }
+}
