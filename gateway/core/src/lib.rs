@@ -25,6 +25,7 @@ pub mod error;
 pub mod flow;
 pub mod http;
 pub mod jose;
+pub mod lifecycle;
 pub mod oauth;
 pub mod quota;
 pub mod respond;

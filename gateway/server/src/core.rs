@@ -292,7 +292,7 @@ impl Core {
         &self,
         snap: &CoreSnapshot,
         backend: usize,
-        peer: SocketAddr,
+        peer: std::net::IpAddr,
         header_value: Option<&[u8]>,
         now: i64,
     ) -> Option<(Ticket, SocketAddr)> {
@@ -301,7 +301,7 @@ impl Core {
         let balancer = balancers.get_mut(&spec.id)?;
         let ip_v4;
         let ip_v6;
-        let client_ip: &[u8] = match peer.ip() {
+        let client_ip: &[u8] = match peer {
             std::net::IpAddr::V4(ip) => {
                 ip_v4 = ip.octets();
                 &ip_v4

@@ -89,8 +89,7 @@ struct Plan {
     snap: Option<Rc<crate::core::CoreSnapshot>>,
     /// Route slot, once routed.
     route: Option<usize>,
-    /// The `AdditionalHeadersIn` / `Out` plugins that apply (bit masks of the flow's).
-    added_in: u64,
+    /// The `AdditionalHeadersOut` plugins that apply (a bit mask of the flow's).
     added_out: u64,
     /// `KeyEntry::index` of the verified key (usage is charged to it).
     key: Option<usize>,
@@ -113,9 +112,6 @@ struct OAuthCall {
     authorization: Option<Box<[u8]>>,
     content_type: Option<Box<[u8]>>,
 }
-
-/// The largest body an OAuth2 endpoint reads (a form of a few fields).
-const OAUTH_MAX_BODY: u64 = 8 * 1024;
 
 enum Action {
     /// Answer with an error; `conn.out` is unused.
@@ -955,7 +951,7 @@ impl Conn {
                 let next = if counted {
                     core.pick_retry(snap, backend, failed_id)
                 } else {
-                    core.pick(snap, backend, self.peer, None, now_ms())
+                    core.pick(snap, backend, self.peer.ip(), None, now_ms())
                 };
                 // Nothing left to try: the failure is the answer.
                 next.ok_or_else(|| error.reply())

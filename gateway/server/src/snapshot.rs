@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use gateway_core::apikey::{KeyStore, StoreError};
 use gateway_core::flow::{ApiConsumers, Directory, Flow, FlowError};
+use gateway_core::lifecycle::RouteEntry;
 use gateway_core::quota::NodePool;
 use gateway_core::route::{BuildError, RouteDef, RouteTable};
 use gateway_core::window::Calendar;
@@ -91,27 +92,6 @@ impl MockBytes {
     }
 }
 
-/// A route as the request path uses it.
-#[derive(Debug, Clone)]
-pub struct RouteRuntime {
-    /// Route id.
-    pub id: Box<str>,
-    /// API id, for routes compiled from an API.
-    pub api: Option<Box<str>>,
-    /// The compiled flow.
-    pub flow: Flow,
-    /// Index into [`Snapshot::backends`].
-    pub backend: usize,
-    /// Backend root without a trailing `/` (empty for `/`).
-    pub root: Box<str>,
-    /// Send the client's Host upstream.
-    pub keep_host: bool,
-    /// Largest request body; `None` for the listener's default.
-    pub max_body_bytes: Option<u64>,
-    /// Paths with encoded separators are kept encoded instead of refused.
-    pub allow_encoded_slashes: bool,
-}
-
 /// Everything the request path reads.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -120,7 +100,7 @@ pub struct Snapshot {
     /// Host/path → route slot.
     pub table: RouteTable,
     /// Route slots.
-    pub routes: Vec<RouteRuntime>,
+    pub routes: Vec<RouteEntry>,
     /// Backends (stored, API-local and inline).
     pub backends: Vec<BackendRuntime>,
     /// API keys (and the quota holders of keyless API consumers).
@@ -594,7 +574,7 @@ impl Snapshot {
                     })?,
                 None => None,
             };
-            routes.push(RouteRuntime {
+            routes.push(RouteEntry {
                 id: route.id.as_str().into(),
                 api: api.map(Into::into),
                 flow: Flow::build(&route)?.with_api_consumers(consumers),

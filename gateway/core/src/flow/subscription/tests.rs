@@ -714,7 +714,7 @@ fn a_token_names_its_subscription_and_the_furthest_refusal_answers() {
     assert_eq!(token(OTHER_SECRET, "alice"), Err("token_unknown_subject"));
     assert_eq!(token(THIRD_SECRET, "alice"), Err("token_bad_signature"));
 
-    let mut with = |name: &str, value: &[u8]| {
+    let with = |name: &str, value: &[u8]| {
         call_as(&w, 0, None, &[(name, value)], None, &mut FlowScratch::new())
     };
     // Only `Bearer <three parts>` is a token (the scheme in any case).
@@ -803,7 +803,7 @@ fn a_client_certificate_names_its_subscription_when_the_dns_match() {
     );
     let w = world(vec![shop], &[], None);
     let fp = fingerprint();
-    let mut with_cert = |subject: &str, issuer: &str, sha256: &str| {
+    let with_cert = |subject: &str, issuer: &str, sha256: &str| {
         let cert = client_cert(subject, issuer, sha256);
         // A bearer token too: no jwt consumer reads it.
         let auth = bearer("a.b.c");
@@ -868,7 +868,7 @@ fn a_credential_is_ignored_only_when_no_identifying_consumer_serves() {
     let anonymous = who("free", None, "keyless:shop:free");
 
     let staging = world(vec![api("staging")], &["key-g"], None);
-    let mut call = |headers: &[(&str, &[u8])], cert: Option<&crate::flow::ClientCert>| {
+    let call = |headers: &[(&str, &[u8])], cert: Option<&crate::flow::ClientCert>| {
         call_as(&staging, 0, None, headers, cert, &mut FlowScratch::new())
     };
     // The refused token makes the call anonymous: neither the certificate nor the key (of
@@ -882,7 +882,7 @@ fn a_credential_is_ignored_only_when_no_identifying_consumer_serves() {
     assert_eq!(call(&[], Some(&cert)), Err("unauthorized"));
 
     let serving = world(vec![api("published")], &["key-g"], None);
-    let mut call = |headers: &[(&str, &[u8])], cert: Option<&crate::flow::ClientCert>| {
+    let call = |headers: &[(&str, &[u8])], cert: Option<&crate::flow::ClientCert>| {
         call_as(&serving, 0, None, headers, cert, &mut FlowScratch::new())
     };
     assert_eq!(call(&all, Some(&cert)), Err("token_bad_signature"));
