@@ -72,12 +72,11 @@ pub struct Core {
     /// Upstream connections.
     pub pool: RefCell<Pool>,
     balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
-    /// Flow buffers.
-    pub scratch: RefCell<FlowScratch>,
     /// Failed OAuth2 client authentications on this core (`gateway_core::oauth`).
     pub oauth_throttle: RefCell<gateway_core::oauth::Throttle>,
-    /// This core's quota leases.
-    pub quota: RefCell<gateway_core::quota::QuotaShard>,
+    /// What the lifecycle's decisions change: this core's quota leases and flow buffers
+    /// (`gateway_core::lifecycle::CoreState` borrows both from one cell).
+    pub lifecycle: RefCell<LifecycleParts>,
     /// This core's usage counters and its way to the event sink (none without a data dir).
     pub usage: RefCell<Option<CoreUsage>>,
     /// Request counters, plain; published into `metrics_cell` once per tick.
@@ -124,6 +123,15 @@ struct CoreTls {
     handshake_timeout: Duration,
 }
 
+/// The per-core state `gateway_core::lifecycle::decide` changes.
+#[derive(Debug)]
+pub struct LifecycleParts {
+    /// This core's quota leases.
+    pub shard: gateway_core::quota::QuotaShard,
+    /// Flow buffers.
+    pub scratch: FlowScratch,
+}
+
 /// A core's usage pipeline: its accumulator (mirrored in the core's tally file) and the sink it
 /// hands batches to.
 #[derive(Debug)]
@@ -167,9 +175,11 @@ impl Core {
             current: RefCell::new(Rc::new(CoreSnapshot::new(snapshot.clone()))),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(FxHashMap::default()),
-            scratch: RefCell::new(FlowScratch::new()),
             oauth_throttle: RefCell::default(),
-            quota: RefCell::new(gateway_core::quota::QuotaShard::new()),
+            lifecycle: RefCell::new(LifecycleParts {
+                shard: gateway_core::quota::QuotaShard::new(),
+                scratch: FlowScratch::new(),
+            }),
             usage: RefCell::new(None),
             stats: RefCell::new(crate::metrics::CoreStats::default()),
             tls: RefCell::new(None),
@@ -503,10 +513,10 @@ impl Core {
         self.metrics_cell.publish(&self.stats.borrow());
         // This core's admitted calls go to the pool (the quota headers of every core count
         // them within a tick); leases a core has not used for a second go back.
-        let mut quota = self.quota.borrow_mut();
-        quota.report_admitted();
-        quota.reclaim_idle(now_ms(), 1_000);
-        drop(quota);
+        let mut parts = self.lifecycle.borrow_mut();
+        parts.shard.report_admitted();
+        parts.shard.reclaim_idle(now_ms(), 1_000);
+        drop(parts);
         if self.node_shared.is_shutting_down() && !self.draining.get() {
             self.draining.set(true);
             let idle = self.idle_cancel.replace(Canceller::new());

@@ -122,11 +122,11 @@ pub(super) fn plan(
         max_body: core.limits.max_body_bytes,
     };
     let decision = {
-        let mut scratch = core.scratch.borrow_mut();
-        let mut shard = core.quota.borrow_mut();
+        let mut parts = core.lifecycle.borrow_mut();
+        let parts = &mut *parts;
         let state = CoreState {
-            shard: &mut shard,
-            scratch: &mut scratch,
+            shard: &mut parts.shard,
+            scratch: &mut parts.scratch,
         };
         let mut upstreams = CoreUpstreams { core, snap: &snap };
         lifecycle::decide(&tables, &mut upstreams, state, &req, path_buf, out)
