@@ -283,7 +283,8 @@ pub fn decide<'t>(
     };
     let path = path_buf.as_str();
     let mut host_buf = [0u8; MAX_HOST];
-    let host_str = canonical_host(host, &mut host_buf).unwrap_or_default();
+    let canonical = canonical_host(host, &mut host_buf);
+    let host_str = canonical.unwrap_or_default();
     // The OAuth2 endpoints of the APIs with an `oauth` consumer, on each of their hosts.
     if let Some(endpoint) = Endpoint::of(path) {
         if let Some((api_id, api)) = tables.oauth_hosts.get(host_str) {
@@ -300,12 +301,15 @@ pub fn decide<'t>(
             return decision;
         }
     }
-    let Some(found) = tables
-        .table
-        .lookup(host, method.as_bytes(), path, query.as_bytes(), |n| {
-            headers.get(n)
-        })
-    else {
+    // A host without a canonical form matches no route (not even `*`).
+    let found = canonical.and_then(|host| {
+        tables
+            .table
+            .lookup_canonical(host, method.as_bytes(), path, query.as_bytes(), |n| {
+                headers.get(n)
+            })
+    });
+    let Some(found) = found else {
         return decision;
     };
     let (Some(route), Some(flow)) = (tables.routes.get(found.slot), tables.flows.get(found.slot))

@@ -215,9 +215,12 @@ pub fn write_request_head(
             }
         }
     }
+    let peer_at = out.len();
     push_ip(out, req.peer);
+    let peer_end = out.len();
     out.extend_from_slice(b"\r\nx-real-ip: ");
-    push_ip(out, req.peer);
+    // The same text again, copied rather than formatted twice.
+    out.extend_from_within(peer_at..peer_end);
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
     out.extend_from_slice(req.proto.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-host: ");

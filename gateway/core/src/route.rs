@@ -325,6 +325,22 @@ impl RouteTable {
     {
         let mut buf = [0u8; crate::http::MAX_HOST];
         let host = crate::http::canonical_host(host, &mut buf)?;
+        self.lookup_canonical(host, method, path, query, header)
+    }
+
+    /// [`RouteTable::lookup`] for a host already in canonical form
+    /// ([`crate::http::canonical_host`]: no port, lower case, no trailing dot).
+    pub fn lookup_canonical<'h, H>(
+        &self,
+        host: &str,
+        method: &[u8],
+        path: &str,
+        query: &[u8],
+        header: H,
+    ) -> Option<RouteMatch>
+    where
+        H: Fn(&str) -> Option<&'h [u8]>,
+    {
         let req = Request {
             method,
             query,

@@ -121,9 +121,16 @@ fn hex_byte(two: &[u8]) -> Option<u8> {
 
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(*HEX.get(usize::from(b >> 4)).unwrap_or(&b'0'));
-        out.push(*HEX.get(usize::from(b & 0xf)).unwrap_or(&b'0'));
+    // Written into a stack buffer, then appended once (one capacity check, not two per byte).
+    let mut hex = [0u8; 32];
+    for chunk in bytes.chunks(16) {
+        for (pair, b) in hex.chunks_exact_mut(2).zip(chunk) {
+            if let [hi, lo] = pair {
+                *hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+                *lo = HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0');
+            }
+        }
+        out.extend_from_slice(hex.get(..chunk.len() * 2).unwrap_or_default());
     }
 }
 

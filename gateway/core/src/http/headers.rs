@@ -28,6 +28,18 @@ impl HeaderSpan {
         }
     }
 
+    /// The field name's bytes.
+    fn name<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(range(self.name_start, self.name_end))
+            .unwrap_or_default()
+    }
+
+    /// The field value's bytes.
+    fn value<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(range(self.value_start, self.value_end))
+            .unwrap_or_default()
+    }
+
     fn resolve<'a>(&self, buf: &'a [u8]) -> Header<'a> {
         let name = buf
             .get(range(self.name_start, self.name_end))
@@ -114,9 +126,12 @@ impl<'a> Headers<'a> {
 
     /// The values of every field named `name` (ASCII case-insensitive), in order.
     pub fn get_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        // Compared as bytes: a field that does not match is never resolved into a `Header`.
+        let buf = self.buf;
+        self.spans
+            .iter()
+            .filter(move |span| span.name(buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |span| span.value(buf))
     }
 
     /// Whether a proxy must remove the field `name` before forwarding this message: it is always
