@@ -879,17 +879,19 @@ impl apikey::Extractors {
     /// Whether `name` is one of the headers these extractors read credentials from: the proxy
     /// removes them before the request goes upstream (Otoroshi's `wipe_backend_request`, on by
     /// default), so a key's secret never reaches the backend.
-    pub fn reads_header(&self, name: &str) -> bool {
-        let is = |h: &Option<Box<str>>| h.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(name));
-        self.custom.as_ref().is_some_and(|(id, secret)| {
-            id.eq_ignore_ascii_case(name) || secret.eq_ignore_ascii_case(name)
-        }) || is(&self.basic)
+    pub fn reads_header(&self, name: &[u8]) -> bool {
+        let eq = |h: &str| h.as_bytes().eq_ignore_ascii_case(name);
+        let is = |h: &Option<Box<str>>| h.as_deref().is_some_and(eq);
+        self.custom
+            .as_ref()
+            .is_some_and(|(id, secret)| eq(id) || eq(secret))
+            || is(&self.basic)
             || is(&self.jwt)
             || is(&self.bearer)
             || is(&self.client_id)
-            || self.api_key_header.eq_ignore_ascii_case(name)
+            || eq(&self.api_key_header)
             || ((self.basic.is_some() || self.jwt.is_some() || self.bearer.is_some())
-                && name.eq_ignore_ascii_case(apikey::AUTHORIZATION))
+                && eq(apikey::AUTHORIZATION))
     }
 }
 

@@ -124,8 +124,9 @@ impl<'a> Added<'a> {
 
     /// Whether `name` is one of the selected fields (case-insensitive).
     #[must_use]
-    pub fn sets(self, name: &str) -> bool {
-        self.iter().any(|a| name.eq_ignore_ascii_case(&a.name))
+    pub fn sets(self, name: &[u8]) -> bool {
+        self.iter()
+            .any(|a| name.eq_ignore_ascii_case(a.name.as_bytes()))
     }
 }
 
@@ -199,12 +200,11 @@ pub fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(req.host);
     out.extend_from_slice(b"\r\n");
-    for h in headers.end_to_end() {
-        let name = h.name;
+    for (name, value) in headers.end_to_end_fields() {
         if request_field_dropped(name, req, policy) {
             continue;
         }
-        push_field(out, name.as_bytes(), h.value);
+        push_field(out, name, value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if policy.forwarded_for == ForwardedFor::Append {
@@ -255,8 +255,12 @@ pub fn write_request_head(
 }
 
 /// The client fields the upstream never sees as sent (hop-by-hop ones are already gone).
-fn request_field_dropped(name: &str, req: &UpstreamRequest<'_>, policy: &HeaderPolicy<'_>) -> bool {
-    let eq = |other: &str| name.eq_ignore_ascii_case(other);
+fn request_field_dropped(
+    name: &[u8],
+    req: &UpstreamRequest<'_>,
+    policy: &HeaderPolicy<'_>,
+) -> bool {
+    let eq = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
     eq("host")
         || eq("content-length")
         || eq("expect")
@@ -265,7 +269,7 @@ fn request_field_dropped(name: &str, req: &UpstreamRequest<'_>, policy: &HeaderP
         || (req.trace.is_some() && eq("traceparent"))
         || name
             .get(..12)
-            .is_some_and(|p| p.eq_ignore_ascii_case("x-forwarded-"))
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"x-forwarded-"))
         || eq(policy.request_id_header)
         || req.credentials.is_some_and(|c| c.reads_header(name))
         || req.added.sets(name)
@@ -311,7 +315,7 @@ pub fn write_response_head(
     for h in head.headers().end_to_end() {
         let name = h.name;
         if name.eq_ignore_ascii_case(policy.request_id_header)
-            || resp.added.sets(name)
+            || resp.added.sets(name.as_bytes())
             || (resp.quota.is_some() && is_quota_field(name))
         {
             continue;

@@ -216,10 +216,10 @@ impl CertHeaders {
     }
 
     /// Whether `name` is one of the fields this plugin writes (the client's own are dropped).
-    pub fn sets(&self, name: &str) -> bool {
+    pub fn sets(&self, name: &[u8]) -> bool {
         [&self.pem, &self.dns, &self.chain]
             .into_iter()
             .flatten()
-            .any(|n| n.eq_ignore_ascii_case(name))
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
     }
 }

@@ -148,13 +148,27 @@ impl<'a> Headers<'a> {
     /// The Connection header is read once: when it lists only options that are hop-by-hop anyway
     /// (`keep-alive`, `upgrade`, `te`…, the usual case), no field needs it checked again.
     pub fn end_to_end(&self) -> impl Iterator<Item = Header<'a>> + use<'a> {
+        let buf = self.buf;
+        self.end_to_end_spans().map(move |span| span.resolve(buf))
+    }
+
+    /// [`Headers::end_to_end`] as raw (name, value) bytes: what a proxy copies, without turning
+    /// each name into a `&str`.
+    pub fn end_to_end_fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        let buf = self.buf;
+        self.end_to_end_spans()
+            .map(move |span| (span.name(buf), span.value(buf)))
+    }
+
+    fn end_to_end_spans(&self) -> impl Iterator<Item = &'a HeaderSpan> + use<'a> {
         let this = *self;
+        let buf = self.buf;
         let lists_others = self.has_connection
             && self.get_all("connection").any(|value| {
                 hop::list_elements(value).any(|token| !hop::is_always_hop_by_hop(token))
             });
-        self.iter().filter(move |h| {
-            let name = h.name.as_bytes();
+        self.spans.iter().filter(move |span| {
+            let name = span.name(buf);
             !(hop::is_always_hop_by_hop(name)
                 || (lists_others && hop::connection_lists(this.get_all("connection"), name)))
         })
