@@ -1447,6 +1447,43 @@ fn rejection_table() {
     }
 }
 
+/// Each rejection's `error_description`, the text the client reads in the JSON body.
+#[test]
+fn every_rejection_has_its_error_description() {
+    use KeyRejection as R;
+    let described = [
+        (R::NoKey, "no apikey"),
+        (R::Malformed, "malformed apikey credential"),
+        (R::UnknownKey, "bad apikey"),
+        (R::BadSecret, "bad apikey"),
+        (R::BadBearer, "bad apikey"),
+        (R::ClientIdOnlyNotAllowed, "bad apikey"),
+        (R::Jwt(JwtError::Malformed), "malformed jwt"),
+        (R::Jwt(JwtError::Algorithm), "unsupported jwt algorithm"),
+        (R::Jwt(JwtError::NoClientId), "no client id in jwt"),
+        (R::Jwt(JwtError::Signature), "bad jwt signature"),
+        (R::Jwt(JwtError::Expired), "jwt expired"),
+        (R::Jwt(JwtError::NotYetValid), "jwt not valid yet"),
+        (R::Jwt(JwtError::IssuedInFuture), "jwt issued in the future"),
+        (
+            R::Jwt(JwtError::Lifespan),
+            "jwt lifespan too long or undefined",
+        ),
+        (R::Disabled, "apikey disabled"),
+        (R::Expired, "apikey expired"),
+        (R::NotAuthorized, "apikey not authorized on this route"),
+        (
+            R::ConstrainedOnly,
+            "apikey only usable on routes with routing constraints",
+        ),
+        (R::RoutingMismatch, "invalid apikey"),
+        (R::ReadOnly, "method not allowed for a read-only apikey"),
+    ];
+    for (r, text) in described {
+        assert_eq!(r.description(), text, "{r:?}");
+    }
+}
+
 #[test]
 fn config_from_otoroshi_json() {
     // Otoroshi's documented default config (with fields Tollgate ignores).
