@@ -664,6 +664,30 @@ fn the_directory_indexes_every_consumer_and_subscription_of_every_api() {
 
 /// A jwt consumer names the subscription by the token's subject; when every consumer refuses
 /// the token, the refusal of the one that got furthest is the answer.
+/// The jwt and mtls subscriptions of a staging or disabled API get no quota holder; those of a
+/// serving API do.
+#[test]
+fn subscriptions_of_an_api_serving_no_traffic_have_no_quota_holder() {
+    let consumers = json!([
+        jwt_consumer("idp", "published", SECRET),
+        {"id": "certs", "kind": "mtls"},
+    ]);
+    let subscriptions = json!([
+        {"id": "sj", "consumer_ref": "idp", "subject": "alice"},
+        {"id": "sm", "consumer_ref": "certs", "fingerprint": FINGERPRINT},
+    ]);
+    let serving = api_json("a", consumers.clone(), subscriptions.clone());
+    let mut staging = api_json("b", consumers.clone(), subscriptions.clone());
+    staging.state = ApiState::Staging;
+    let mut disabled = api_json("c", consumers, subscriptions);
+    disabled.enabled = false;
+    let ids: Vec<String> = Directory::holders(&[serving, staging, disabled])
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(ids, ["sub:a:sj", "sub:a:sm"]);
+}
+
 #[test]
 fn a_token_names_its_subscription_and_the_furthest_refusal_answers() {
     let shop = api_json(
