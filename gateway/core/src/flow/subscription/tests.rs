@@ -973,6 +973,73 @@ fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
     );
 }
 
+/// A serving oauth consumer identifies callers: beside a keyless consumer, a token it refuses
+/// is the answer rather than an anonymous call.
+#[test]
+fn a_token_a_serving_oauth_consumer_refuses_is_the_answer_beside_a_keyless_one() {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let token_keys = TokenKeys {
+        signer: None,
+        public: vec![crate::jose::TokenPublicKey {
+            kid: "k1".into(),
+            key: gateway_model::jose::PublicKey::P256(pair.public_key().as_ref().to_vec()),
+            retire_at_ms: None,
+        }],
+    };
+    let shop = api_json(
+        "shop",
+        json!([{"id": "auth", "kind": "oauth"}, {"id": "free", "kind": "keyless"}]),
+        json!([{"id": "so", "consumer_ref": "auth", "apikeys": ["client-o"]}]),
+    );
+    let w = world(vec![shop], &["client-o"], Some(token_keys));
+    let forged = bearer(&hs256(SECRET, "so"));
+    let call =
+        |headers: &[(&str, &[u8])]| call_as(&w, 0, None, headers, None, &mut FlowScratch::new());
+    assert_eq!(
+        call(&[("Authorization", forged.as_slice())]),
+        Err("token_bad_signature")
+    );
+    assert_eq!(call(&[]), who("free", None, "keyless:shop:free"));
+}
+
+/// The credential headers removed before an API route's request goes upstream are those of its
+/// API's `apikey` consumer (staging or serving), and none when the API has no such consumer.
+#[test]
+fn an_api_routes_credential_headers_are_its_apikey_consumers() {
+    let with_key = api_json(
+        "a",
+        json!([{"id": "gold", "kind": "apikey", "status": "staging"}, {"id": "free", "kind": "keyless"}]),
+        json!([]),
+    );
+    let without = api_json(
+        "b",
+        json!([jwt_consumer("idp", "published", SECRET), {"id": "free", "kind": "keyless"}]),
+        json!([]),
+    );
+    let w = world(vec![with_key, without], &[], None);
+    let credentials = |api: &Api| {
+        let route: Route = serde_json::from_value(json!({
+            "id": format!("{}-r", api.id), "frontend": {"domains": ["shop.local"]},
+            "backend_ref": "b", "metadata": {"Otoroshi-Api-Ref": api.id},
+        }))
+        .unwrap();
+        let groups = vec![format!("virtual_group_for_{}", api.id)];
+        let consumers = ApiConsumers::build(&w.directory, api, &route.id, &groups).unwrap();
+        assert!(consumers.is_some(), "{}", api.id);
+        Flow::build(&route)
+            .unwrap()
+            .with_api_consumers(consumers)
+            .credentials()
+            .cloned()
+    };
+    assert_eq!(credentials(&w.apis[0]), Some(apikey::Extractors::default()));
+    assert_eq!(credentials(&w.apis[1]), None);
+}
+
 /// A key issued to a subscription of another API names no subscription here: only a keyless
 /// consumer admits the call, as itself.
 #[test]
