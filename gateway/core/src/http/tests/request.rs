@@ -361,6 +361,26 @@ fn parser_is_reusable_after_success_and_after_error() {
     assert_eq!((head.path(), head.headers().len()), ("/b", 1));
 }
 
+/// A buffer replaced without reset() whose head ends before the stale scan's progress: the
+/// scanner and httparse disagree on where the head ends, and the head is refused.
+#[test]
+fn a_head_ending_before_a_stale_scan_is_refused() {
+    let mut parser = HeadParser::default();
+    let partial = [&b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: "[..], &[b'a'; 30]].concat();
+    assert!(parser.parse_request(&partial).unwrap().is_none());
+    let replaced = [
+        &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX-Filler: "[..],
+        &[b'z'; 60],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let e = parser.parse_request(&replaced).unwrap_err();
+    assert_eq!(
+        (e.side(), e.kind()),
+        (Side::Downstream, ErrorKind::InvalidHeaderName)
+    );
+}
+
 #[test]
 fn a_shorter_buffer_restarts_the_scan() {
     let mut parser = HeadParser::default();

@@ -172,6 +172,35 @@ fn malformed_status_lines() {
     );
 }
 
+/// A buffer replaced without reset() whose head ends before the stale scan's progress: the
+/// scanner and httparse disagree on where the head ends, and the head is refused.
+#[test]
+fn a_response_head_ending_before_a_stale_scan_is_refused() {
+    let mut parser = HeadParser::default();
+    let partial = [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: "[..],
+        &[b'a'; 30],
+    ]
+    .concat();
+    assert!(
+        parser
+            .parse_response(&partial, Method::Get)
+            .unwrap()
+            .is_none()
+    );
+    let replaced = [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nX-Filler: "[..],
+        &[b'z'; 60],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let e = parser.parse_response(&replaced, Method::Get).unwrap_err();
+    assert_eq!(
+        (e.side(), e.kind()),
+        (Side::Upstream, ErrorKind::InvalidHeaderName)
+    );
+}
+
 #[test]
 fn response_head_split_anywhere_parses_identically() {
     let buf = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nVary: Accept\r\n\r\n";
