@@ -102,6 +102,22 @@ fn missing_reason_phrase_is_fine() {
     assert_eq!((r.status, r.reason.as_str()), (404, ""));
 }
 
+/// A head without field lines has empty headers; one with a field does not.
+#[test]
+fn headers_are_empty_only_without_field_lines() {
+    let mut parser = HeadParser::default();
+    let bare = parser
+        .parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", Method::Get)
+        .unwrap()
+        .unwrap();
+    assert_eq!((bare.headers().len(), bare.headers().is_empty()), (0, true));
+    let one = parser
+        .parse_response(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", Method::Get)
+        .unwrap()
+        .unwrap();
+    assert_eq!((one.headers().len(), one.headers().is_empty()), (1, false));
+}
+
 #[test]
 fn response_framing_errors_are_upstream_502() {
     let cases: [(&[u8], ErrorKind); 8] = [
