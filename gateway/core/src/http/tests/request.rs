@@ -336,6 +336,27 @@ fn invalid_method_target_and_version() {
     );
 }
 
+/// Each standard method token has its own variant; any other token, or another case, is
+/// `Other`.
+#[test]
+fn every_standard_method_token_has_its_variant() {
+    for (token, method) in [
+        ("GET", Method::Get),
+        ("HEAD", Method::Head),
+        ("POST", Method::Post),
+        ("PUT", Method::Put),
+        ("DELETE", Method::Delete),
+        ("CONNECT", Method::Connect),
+        ("OPTIONS", Method::Options),
+        ("TRACE", Method::Trace),
+        ("PATCH", Method::Patch),
+        ("head", Method::Other),
+        ("PROPFIND", Method::Other),
+    ] {
+        assert_eq!(Method::from_token(token), method, "{token}");
+    }
+}
+
 #[test]
 fn parser_is_reusable_after_success_and_after_error() {
     let mut parser = HeadParser::default();
