@@ -598,6 +598,25 @@ fn retry_after_counts_the_wait_for_the_next_token_on_a_clock_that_stepped_back()
     );
 }
 
+/// The tick reports only the keys a core admitted calls of since its last report: a key idle on
+/// a core keeps its view of the other cores' calls until it has calls to report again.
+#[test]
+fn a_key_idle_on_a_core_keeps_its_last_view_at_the_tick() {
+    let keys = one(BIG, 1_000_000, BIG);
+    let mut node = Node::new(2, &keys);
+    let k = key(&keys, "k");
+    let t = now();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_999);
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit_n(1, k, t, 5), 5);
+    node.shards[1].report_admitted();
+    // Nothing to report on core 0: it does not read core 1's five calls back.
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_998);
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_992);
+}
+
 #[test]
 fn the_month_rolls_over_at_local_midnight_of_the_first() {
     let zone = "America/New_York";
