@@ -137,12 +137,6 @@ impl From<&RoutingConfig> for RoutingConstraints {
 }
 
 impl RoutingConstraints {
-    /// Whether the constraints are checked at all.
-    #[must_use]
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// Whether the constraints are enabled and say something: a `constrainedServicesOnly` key is
     /// accepted only on such routes.
     #[must_use]

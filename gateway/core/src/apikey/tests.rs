@@ -486,6 +486,23 @@ fn jwt_leeway_is_configurable() {
     );
 }
 
+/// A leeway of exactly a day is accepted (as 86,400,000 ms); a second more is refused.
+#[test]
+fn jwt_leeway_of_a_day_is_the_largest_accepted() {
+    let extractors = |leeway: u64| {
+        let c =
+            ApikeyCallsConfig::from_json(&json!({"extractors": {"jwt": {"leeway_sec": leeway}}}))
+                .unwrap();
+        Extractors::try_from(&c.extractors)
+    };
+    assert_eq!(
+        extractors(86_400).unwrap().jwt_rules().leeway_ms,
+        86_400_000
+    );
+    let err = extractors(86_401).unwrap_err();
+    assert_eq!(&*err.field, "extractors.jwt.leeway_sec");
+}
+
 #[test]
 fn jwt_nbf_in_the_future() {
     let s = one(json!({}));
@@ -873,6 +890,45 @@ fn otoapk_wrong_signature() {
     assert_eq!(
         auth(&s, &[("Otoroshi-Token", &otoapk("nobody", "x"))]),
         Err(KeyRejection::UnknownKey)
+    );
+}
+
+/// An `otoapk_` bearer with an empty client id or an empty signature is malformed, and the
+/// search goes on to the next header that may hold a bearer.
+#[test]
+fn otoapk_with_an_empty_client_id_or_signature_is_malformed_and_the_search_goes_on() {
+    let s = one(json!({}));
+    let good = otoapk("k1", "s3cret");
+    let sig = &good["otoapk_k1_".len()..];
+    let no_id = format!("otoapk__{sig}");
+    for bad in [no_id.as_str(), "otoapk_k1_"] {
+        assert_eq!(
+            auth(&s, &[("Otoroshi-Token", bad)]),
+            Err(KeyRejection::Malformed),
+            "{bad}"
+        );
+        assert_eq!(
+            auth(&s, &[("Otoroshi-Token", bad), ("x-api-key", &good)]).unwrap(),
+            "k1",
+            "{bad}"
+        );
+    }
+}
+
+/// With the JWT and bearer extractors on different headers, each reads its own: an `otoapk_`
+/// bearer is found in the bearer header and not in the JWT header.
+#[test]
+fn otoapk_bearers_are_read_from_the_bearer_header_not_the_jwt_header() {
+    let s = one(json!({}));
+    let r = route_with(json!({"extractors": {"jwt": {"header_name": "X-Jwt"}}}));
+    let b = otoapk("k1", "s3cret");
+    assert_eq!(
+        auth_on(&s, &r, &[("Otoroshi-Token", &b)], "GET", NOW).unwrap(),
+        "k1"
+    );
+    assert_eq!(
+        auth_on(&s, &r, &[("X-Jwt", &b)], "GET", NOW),
+        Err(KeyRejection::NoKey)
     );
 }
 
@@ -1388,6 +1444,43 @@ fn rejection_table() {
             r.reason()
         );
         assert_eq!(r.to_string(), r.description());
+    }
+}
+
+/// Each rejection's `error_description`, the text the client reads in the JSON body.
+#[test]
+fn every_rejection_has_its_error_description() {
+    use KeyRejection as R;
+    let described = [
+        (R::NoKey, "no apikey"),
+        (R::Malformed, "malformed apikey credential"),
+        (R::UnknownKey, "bad apikey"),
+        (R::BadSecret, "bad apikey"),
+        (R::BadBearer, "bad apikey"),
+        (R::ClientIdOnlyNotAllowed, "bad apikey"),
+        (R::Jwt(JwtError::Malformed), "malformed jwt"),
+        (R::Jwt(JwtError::Algorithm), "unsupported jwt algorithm"),
+        (R::Jwt(JwtError::NoClientId), "no client id in jwt"),
+        (R::Jwt(JwtError::Signature), "bad jwt signature"),
+        (R::Jwt(JwtError::Expired), "jwt expired"),
+        (R::Jwt(JwtError::NotYetValid), "jwt not valid yet"),
+        (R::Jwt(JwtError::IssuedInFuture), "jwt issued in the future"),
+        (
+            R::Jwt(JwtError::Lifespan),
+            "jwt lifespan too long or undefined",
+        ),
+        (R::Disabled, "apikey disabled"),
+        (R::Expired, "apikey expired"),
+        (R::NotAuthorized, "apikey not authorized on this route"),
+        (
+            R::ConstrainedOnly,
+            "apikey only usable on routes with routing constraints",
+        ),
+        (R::RoutingMismatch, "invalid apikey"),
+        (R::ReadOnly, "method not allowed for a read-only apikey"),
+    ];
+    for (r, text) in described {
+        assert_eq!(r.description(), text, "{r:?}");
     }
 }
 

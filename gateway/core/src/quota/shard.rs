@@ -260,22 +260,17 @@ impl Entry {
         self.report();
         if let Some(l) = month_lease {
             self.month = l.units;
-            if l.id != self.month_id {
-                self.seen_month = 0;
-            }
             self.month_id = l.id;
             self.month_limit = l.limit;
         }
         if let Some(l) = day_lease {
             self.day = l.units;
-            if l.id != self.day_id {
-                self.seen_day = 0;
-            }
             self.day_id = l.id;
             self.day_limit = l.limit;
         }
         self.windows = windows(self.day_id, self.month_id);
         self.refused = None;
+        // Reads back the node's counts in the leases' windows (0 in one the pool has not counted).
         self.report();
         Ok(())
     }

@@ -580,6 +580,43 @@ fn a_core_whose_clock_lags_counts_in_the_pools_newer_day() {
     assert_eq!(node.usage(end).current_calls_per_day, 2);
 }
 
+/// After the clock steps back, `Retry-After` counts the wait for the next token on the
+/// caller's clock, not one second.
+#[test]
+fn retry_after_counts_the_wait_for_the_next_token_on_a_clock_that_stepped_back() {
+    let keys = one(10, BIG, BIG);
+    let mut node = Node::new(1, &keys);
+    let k = key(&keys, "k");
+    let t = now();
+    assert_eq!(node.admit_n(0, k, t, 10), 10);
+    // The next token comes at t + 100 ms: 3.1 s after t - 3 s.
+    assert_eq!(
+        node.admit(0, k, t - 3_000).unwrap_err(),
+        QuotaExceeded::Throttled {
+            retry_after_secs: 4
+        }
+    );
+}
+
+/// The tick reports only the keys a core admitted calls of since its last report: a key idle on
+/// a core keeps its view of the other cores' calls until it has calls to report again.
+#[test]
+fn a_key_idle_on_a_core_keeps_its_last_view_at_the_tick() {
+    let keys = one(BIG, 1_000_000, BIG);
+    let mut node = Node::new(2, &keys);
+    let k = key(&keys, "k");
+    let t = now();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_999);
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit_n(1, k, t, 5), 5);
+    node.shards[1].report_admitted();
+    // Nothing to report on core 0: it does not read core 1's five calls back.
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_998);
+    node.shards[0].report_admitted();
+    assert_eq!(node.admit(0, k, t).unwrap().daily_remaining(), 999_992);
+}
+
 #[test]
 fn the_month_rolls_over_at_local_midnight_of_the_first() {
     let zone = "America/New_York";
@@ -860,6 +897,37 @@ fn state(refused: Option<QuotaExceeded>) -> QuotaState {
         month_end_ms: now + 30 * 86_400_000,
         refused,
     }
+}
+
+/// The longest header lines (every value at its widest, on a refusal) are written whole.
+#[test]
+fn the_longest_quota_headers_are_written_whole() {
+    let widest = Allowance {
+        limit: u64::MAX,
+        remaining: u64::MAX,
+    };
+    let worst = QuotaState {
+        throttling: widest,
+        daily: widest,
+        monthly: widest,
+        now_ms: 0,
+        day_end_ms: i64::MAX,
+        month_end_ms: i64::MAX,
+        refused: Some(QuotaExceeded::Monthly {
+            retry_after_secs: u64::MAX,
+        }),
+    };
+    let mut out = Vec::new();
+    worst.write_headers(&mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "Otoroshi-Daily-Calls-Remaining: 18446744073709551615\r\n\
+         Otoroshi-Monthly-Calls-Remaining: 18446744073709551615\r\n\
+         RateLimit-Limit: 18446744073709551615\r\n\
+         RateLimit-Remaining: 0\r\n\
+         RateLimit-Reset: 18446744073709551615\r\n\
+         Retry-After: 18446744073709551615\r\n"
+    );
 }
 
 #[test]

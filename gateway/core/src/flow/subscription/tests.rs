@@ -664,6 +664,30 @@ fn the_directory_indexes_every_consumer_and_subscription_of_every_api() {
 
 /// A jwt consumer names the subscription by the token's subject; when every consumer refuses
 /// the token, the refusal of the one that got furthest is the answer.
+/// The jwt and mtls subscriptions of a staging or disabled API get no quota holder; those of a
+/// serving API do.
+#[test]
+fn subscriptions_of_an_api_serving_no_traffic_have_no_quota_holder() {
+    let consumers = json!([
+        jwt_consumer("idp", "published", SECRET),
+        {"id": "certs", "kind": "mtls"},
+    ]);
+    let subscriptions = json!([
+        {"id": "sj", "consumer_ref": "idp", "subject": "alice"},
+        {"id": "sm", "consumer_ref": "certs", "fingerprint": FINGERPRINT},
+    ]);
+    let serving = api_json("a", consumers.clone(), subscriptions.clone());
+    let mut staging = api_json("b", consumers.clone(), subscriptions.clone());
+    staging.state = ApiState::Staging;
+    let mut disabled = api_json("c", consumers, subscriptions);
+    disabled.enabled = false;
+    let ids: Vec<String> = Directory::holders(&[serving, staging, disabled])
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(ids, ["sub:a:sj", "sub:a:sm"]);
+}
+
 #[test]
 fn a_token_names_its_subscription_and_the_furthest_refusal_answers() {
     let shop = api_json(
@@ -947,6 +971,73 @@ fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
         call_as(&w, 0, None, &as_key, None, &mut FlowScratch::new()),
         Err("unauthorized")
     );
+}
+
+/// A serving oauth consumer identifies callers: beside a keyless consumer, a token it refuses
+/// is the answer rather than an anonymous call.
+#[test]
+fn a_token_a_serving_oauth_consumer_refuses_is_the_answer_beside_a_keyless_one() {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let token_keys = TokenKeys {
+        signer: None,
+        public: vec![crate::jose::TokenPublicKey {
+            kid: "k1".into(),
+            key: gateway_model::jose::PublicKey::P256(pair.public_key().as_ref().to_vec()),
+            retire_at_ms: None,
+        }],
+    };
+    let shop = api_json(
+        "shop",
+        json!([{"id": "auth", "kind": "oauth"}, {"id": "free", "kind": "keyless"}]),
+        json!([{"id": "so", "consumer_ref": "auth", "apikeys": ["client-o"]}]),
+    );
+    let w = world(vec![shop], &["client-o"], Some(token_keys));
+    let forged = bearer(&hs256(SECRET, "so"));
+    let call =
+        |headers: &[(&str, &[u8])]| call_as(&w, 0, None, headers, None, &mut FlowScratch::new());
+    assert_eq!(
+        call(&[("Authorization", forged.as_slice())]),
+        Err("token_bad_signature")
+    );
+    assert_eq!(call(&[]), who("free", None, "keyless:shop:free"));
+}
+
+/// The credential headers removed before an API route's request goes upstream are those of its
+/// API's `apikey` consumer (staging or serving), and none when the API has no such consumer.
+#[test]
+fn an_api_routes_credential_headers_are_its_apikey_consumers() {
+    let with_key = api_json(
+        "a",
+        json!([{"id": "gold", "kind": "apikey", "status": "staging"}, {"id": "free", "kind": "keyless"}]),
+        json!([]),
+    );
+    let without = api_json(
+        "b",
+        json!([jwt_consumer("idp", "published", SECRET), {"id": "free", "kind": "keyless"}]),
+        json!([]),
+    );
+    let w = world(vec![with_key, without], &[], None);
+    let credentials = |api: &Api| {
+        let route: Route = serde_json::from_value(json!({
+            "id": format!("{}-r", api.id), "frontend": {"domains": ["shop.local"]},
+            "backend_ref": "b", "metadata": {"Otoroshi-Api-Ref": api.id},
+        }))
+        .unwrap();
+        let groups = vec![format!("virtual_group_for_{}", api.id)];
+        let consumers = ApiConsumers::build(&w.directory, api, &route.id, &groups).unwrap();
+        assert!(consumers.is_some(), "{}", api.id);
+        Flow::build(&route)
+            .unwrap()
+            .with_api_consumers(consumers)
+            .credentials()
+            .cloned()
+    };
+    assert_eq!(credentials(&w.apis[0]), Some(apikey::Extractors::default()));
+    assert_eq!(credentials(&w.apis[1]), None);
 }
 
 /// A key issued to a subscription of another API names no subscription here: only a keyless

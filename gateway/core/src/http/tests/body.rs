@@ -72,6 +72,26 @@ fn close_delimited_body_ends_at_eof() {
     assert!(d.decode(b"").unwrap().done);
 }
 
+/// A close-delimited body may reach `max_body_bytes`; one byte more is too large.
+#[test]
+fn close_delimited_body_may_reach_the_body_limit_but_not_pass_it() {
+    let limits = BodyLimits {
+        max_body_bytes: 10,
+        ..BodyLimits::default()
+    };
+    let mut d = BodyDecoder::response(BodyFraming::UntilClose, limits).unwrap();
+    assert_eq!(d.decode(b"hello").unwrap().consumed, 5);
+    assert_eq!(d.decode(b"world").unwrap().consumed, 5);
+    d.on_eof().unwrap();
+    let mut d = BodyDecoder::response(BodyFraming::UntilClose, limits).unwrap();
+    d.decode(b"hello").unwrap();
+    let e = d.decode(b"world!").unwrap_err();
+    assert_eq!(
+        (e.kind(), e.side()),
+        (ErrorKind::BodyTooLarge, Side::Upstream)
+    );
+}
+
 #[test]
 fn chunked_body_with_extensions_and_no_trailers() {
     let input = b"4;name=value;flag\r\nWiki\r\n5; q=\"a;b\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\nNEXT";

@@ -133,11 +133,14 @@ fn duplicate_content_length_is_rejected_even_when_equal() {
 
 #[test]
 fn bare_lf_anywhere_in_the_head() {
-    let cases: [&[u8]; 4] = [
+    let cases: [&[u8]; 6] = [
         b"GET / HTTP/1.1\nHost: h\n\n",
         b"GET / HTTP/1.1\r\nHost: h\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\n\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nb\r\n\r\n",
+        // A bare LF as an empty line before the request line, alone or with others after it.
+        b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"\nGET / HTTP/1.1\nHost: h\n\n",
     ];
     for buf in cases {
         let e = req_err(buf);
@@ -151,6 +154,18 @@ fn bare_lf_is_reported_before_the_head_completes() {
     let mut parser = HeadParser::default();
     let e = parser.parse_request(b"GET / HTTP/1.1\n").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BareLf);
+}
+
+/// A bare LF after leading empty lines is refused, whether the head comes whole or in two
+/// pieces split anywhere.
+#[test]
+fn bare_lf_after_leading_empty_lines_is_refused_however_the_head_is_split() {
+    let buf = b"\r\n\r\n\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert_eq!(req_err(buf).kind(), ErrorKind::BareLf);
+    for cut in 1..buf.len() {
+        let e = req_fed(buf, &[cut]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BareLf, "cut at {cut}");
+    }
 }
 
 #[test]

@@ -336,6 +336,27 @@ fn invalid_method_target_and_version() {
     );
 }
 
+/// Each standard method token has its own variant; any other token, or another case, is
+/// `Other`.
+#[test]
+fn every_standard_method_token_has_its_variant() {
+    for (token, method) in [
+        ("GET", Method::Get),
+        ("HEAD", Method::Head),
+        ("POST", Method::Post),
+        ("PUT", Method::Put),
+        ("DELETE", Method::Delete),
+        ("CONNECT", Method::Connect),
+        ("OPTIONS", Method::Options),
+        ("TRACE", Method::Trace),
+        ("PATCH", Method::Patch),
+        ("head", Method::Other),
+        ("PROPFIND", Method::Other),
+    ] {
+        assert_eq!(Method::from_token(token), method, "{token}");
+    }
+}
+
 #[test]
 fn parser_is_reusable_after_success_and_after_error() {
     let mut parser = HeadParser::default();
@@ -361,12 +382,31 @@ fn parser_is_reusable_after_success_and_after_error() {
     assert_eq!((head.path(), head.headers().len()), ("/b", 1));
 }
 
+/// A buffer replaced without reset() whose head ends before the stale scan's progress: the
+/// scanner and httparse disagree on where the head ends, and the head is refused.
+#[test]
+fn a_head_ending_before_a_stale_scan_is_refused() {
+    let mut parser = HeadParser::default();
+    let partial = [&b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: "[..], &[b'a'; 30]].concat();
+    assert!(parser.parse_request(&partial).unwrap().is_none());
+    let replaced = [
+        &b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX-Filler: "[..],
+        &[b'z'; 60],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let e = parser.parse_request(&replaced).unwrap_err();
+    assert_eq!(
+        (e.side(), e.kind()),
+        (Side::Downstream, ErrorKind::InvalidHeaderName)
+    );
+}
+
 #[test]
 fn a_shorter_buffer_restarts_the_scan() {
     let mut parser = HeadParser::default();
     let long = b"GET /long-path-here HTTP/1.1\r\nHost: a\r\n";
     assert!(parser.parse_request(long).unwrap().is_none());
-    parser.reset();
     // The caller replaced its buffer without reset(): stale progress must not be trusted.
     let e = parser.parse_request(b"GET / HTTP/1.1\r\n\r\n").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MissingHost);

@@ -102,6 +102,22 @@ fn missing_reason_phrase_is_fine() {
     assert_eq!((r.status, r.reason.as_str()), (404, ""));
 }
 
+/// A head without field lines has empty headers; one with a field does not.
+#[test]
+fn headers_are_empty_only_without_field_lines() {
+    let mut parser = HeadParser::default();
+    let bare = parser
+        .parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", Method::Get)
+        .unwrap()
+        .unwrap();
+    assert_eq!((bare.headers().len(), bare.headers().is_empty()), (0, true));
+    let one = parser
+        .parse_response(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", Method::Get)
+        .unwrap()
+        .unwrap();
+    assert_eq!((one.headers().len(), one.headers().is_empty()), (1, false));
+}
+
 #[test]
 fn response_framing_errors_are_upstream_502() {
     let cases: [(&[u8], ErrorKind); 8] = [
@@ -169,6 +185,35 @@ fn malformed_status_lines() {
     assert_eq!(
         res_err(b"HTTP/1.1 200 OK\n\n", Method::Get).kind(),
         ErrorKind::BareLf
+    );
+}
+
+/// A buffer replaced without reset() whose head ends before the stale scan's progress: the
+/// scanner and httparse disagree on where the head ends, and the head is refused.
+#[test]
+fn a_response_head_ending_before_a_stale_scan_is_refused() {
+    let mut parser = HeadParser::default();
+    let partial = [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: "[..],
+        &[b'a'; 30],
+    ]
+    .concat();
+    assert!(
+        parser
+            .parse_response(&partial, Method::Get)
+            .unwrap()
+            .is_none()
+    );
+    let replaced = [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nX-Filler: "[..],
+        &[b'z'; 60],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let e = parser.parse_response(&replaced, Method::Get).unwrap_err();
+    assert_eq!(
+        (e.side(), e.kind()),
+        (Side::Upstream, ErrorKind::InvalidHeaderName)
     );
 }
 
