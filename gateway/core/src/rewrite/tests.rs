@@ -121,6 +121,32 @@ fn the_client_response_follows_the_policy_table() {
     let got = String::from_utf8(out).unwrap();
     assert!(!got.contains("999999"), "{got}");
     assert_eq!(got.matches("RateLimit-Remaining").count(), 1, "{got}");
+    // Only the quota fields are the gateway's: the upstream's other fields still go through.
+    assert!(
+        got.contains("\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"),
+        "{got}"
+    );
+    // The connection's fate: `close` when closing, `keep-alive` for an HTTP/1.0 client kept.
+    for (close, http10, field) in [
+        (true, false, Some("connection: close")),
+        (true, true, Some("connection: close")),
+        (false, true, Some("connection: keep-alive")),
+        (false, false, None),
+    ] {
+        let mut out = Vec::new();
+        let resp = ClientResponse {
+            close,
+            http10,
+            ..resp
+        };
+        write_response_head(&mut out, &head, &resp, &policy(ForwardedFor::Append));
+        let got = String::from_utf8(out).unwrap();
+        let fields: Vec<&str> = got
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("connection:"))
+            .collect();
+        assert_eq!(fields, field.into_iter().collect::<Vec<_>>(), "{got}");
+    }
 }
 
 #[test]
