@@ -39,7 +39,7 @@ mod attempts;
 mod breaker;
 mod policy;
 mod retry;
-mod rng;
+pub(crate) mod rng;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use gateway_model::entity::{ApiKey, Backend, ClientConfig, Route};
 use serde_json::json;
 
 use super::*;
+use crate::balance::rng::Rng;
 use crate::balance::{
     Attempts, Balancer, BreakerState, Outcome, PickHint, RetrySchedule, Step, UpstreamError,
 };
@@ -24,21 +25,9 @@ const START: i64 = 1_795_219_140_000;
 const DAY_MS: i64 = 86_400_000;
 const DAILY: u64 = 40;
 
-/// A small deterministic generator (xorshift), so a failing seed replays.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
-        let i = usize::try_from(self.next() % from.len() as u64).unwrap();
-        &from[i]
-    }
+/// One of `from`, drawn with the balancers' own seedable generator (a failing seed replays).
+fn pick<'a, T>(rng: &mut Rng, from: &'a [T]) -> &'a T {
+    &from[usize::try_from(rng.below(from.len() as u64)).unwrap()]
 }
 
 fn route(v: serde_json::Value) -> Route {
@@ -199,7 +188,7 @@ fn generated_requests_get_what_the_contract_says_and_quota_is_exact() {
     let mut scratch = FlowScratch::new();
     let mut parser = HeadParser::default();
     let (mut path_buf, mut out) = (String::new(), Vec::new());
-    let mut rng = Gen(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
     let mut now = START;
     // Per key and day: the calls the flow admitted (the oracle's count).
     let mut used: FxHashMap<(&str, i64), u64> = FxHashMap::default();
@@ -228,13 +217,16 @@ fn generated_requests_get_what_the_contract_says_and_quota_is_exact() {
         Some(("k1", "wrong")),
     ];
     for n in 0..20_000u32 {
-        now += i64::try_from(rng.next() % 25).unwrap();
-        let host = *rng.pick(&hosts);
-        let path = *rng.pick(&paths);
-        let fragment = rng.next() % 50 == 0;
-        let method = *rng.pick(&["GET", "POST", "HEAD"]);
-        let cred = *rng.pick(&creds);
-        let size = *rng.pick(&[None, Some(10u64), Some(8192), Some(8193), Some(10_000)]);
+        now += i64::try_from(rng.next_u64() % 25).unwrap();
+        let host = *pick(&mut rng, &hosts);
+        let path = *pick(&mut rng, &paths);
+        let fragment = rng.next_u64() % 50 == 0;
+        let method = *pick(&mut rng, &["GET", "POST", "HEAD"]);
+        let cred = *pick(&mut rng, &creds);
+        let size = *pick(
+            &mut rng,
+            &[None, Some(10u64), Some(8192), Some(8193), Some(10_000)],
+        );
         let mut raw = format!("{method} {path}");
         if fragment {
             raw.push_str("?a=1#frag");
@@ -412,16 +404,19 @@ fn generated_requests_get_what_the_contract_says_and_quota_is_exact() {
                 let mut ticket = ticket;
                 loop {
                     now += 1;
-                    if rng.next() % 10 != 0 {
+                    if rng.next_u64() % 10 != 0 {
                         b.finish(ticket, Outcome::Success, now);
                         break;
                     }
-                    let error = *rng.pick(&[
-                        UpstreamError::ConnectFailed,
-                        UpstreamError::Timeout,
-                        UpstreamError::Closed,
-                    ]);
-                    let (outcome, step) = attempts.failed(error, rng.next() % 2 == 0);
+                    let error = *pick(
+                        &mut rng,
+                        &[
+                            UpstreamError::ConnectFailed,
+                            UpstreamError::Timeout,
+                            UpstreamError::Closed,
+                        ],
+                    );
+                    let (outcome, step) = attempts.failed(error, rng.next_u64() % 2 == 0);
                     let failed = ticket.target();
                     b.finish(ticket, outcome, now);
                     match step {
