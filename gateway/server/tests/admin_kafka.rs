@@ -390,6 +390,14 @@ fn a_quota_reset_applies_on_every_node_and_in_the_ledgers_totals() {
             .is_some()),
         "the key never reached node B"
     );
+    // ... and every core of B serves that snapshot (each takes it on its next tick).
+    let generation = b.node().current().generation;
+    assert!(
+        b.node()
+            .publisher()
+            .wait_applied(generation, Duration::from_secs(10)),
+        "node B's cores never took the snapshot with the key"
+    );
     let counted = |s: &Stack| {
         s.node()
             .current()
