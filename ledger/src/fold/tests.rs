@@ -6,6 +6,7 @@ use crate::query::{self, Granularity};
 use crate::store::{Dimension, Store};
 
 mod resets;
+mod rows;
 
 const HOUR: i64 = 3_600_000;
 
@@ -390,4 +391,103 @@ fn usage_per_subscription_and_the_billing_export_by_subscription() {
         csv.starts_with("2026-11,UTC,api-1,gold,acme,3,0,30,"),
         "{csv}"
     );
+}
+
+/// Every counter is set by its name (an unknown name is ignored) and added to the same counter.
+#[test]
+fn stats_are_set_by_name_and_added_counter_by_counter() {
+    let mut stats = FoldStats::default();
+    let mut more = FoldStats::default();
+    for (i, (name, _)) in (1u64..).zip(FoldStats::default().fields()) {
+        stats.set(name, i);
+        more.set(name, 100 * i);
+    }
+    stats.set("a_newer_stores_counter", 7);
+    let values = |s: &FoldStats| s.fields().map(|(_, v)| v);
+    assert_eq!(values(&stats), std::array::from_fn(|i| i as u64 + 1));
+    stats.add(&more);
+    assert_eq!(
+        values(&stats),
+        std::array::from_fn(|i| 101 * (i as u64 + 1))
+    );
+}
+
+/// A chunk that only moved a position is not empty (the move must be committed).
+#[test]
+fn a_chunk_with_only_a_position_move_is_not_empty() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    assert!(fold.delta().is_empty());
+    fold.apply_gone("j", 0, 5);
+    assert!(fold.delta().producers.is_empty());
+    assert!(!fold.delta().is_empty());
+    fold.take_delta();
+    assert!(fold.delta().is_empty());
+}
+
+/// Records lost to retention and damaged frames are counted, and the source continues after them.
+#[test]
+fn gone_records_and_corrupt_frames_are_counted_and_skipped() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    assert_eq!(fold.position("j"), None);
+    fold.apply_gone("j", 3, 10);
+    let at = |next, high_water_ms| {
+        Some(SourcePos {
+            next,
+            high_water_ms,
+        })
+    };
+    assert_eq!(fold.position("j"), at(10, 0));
+    fold.apply_corrupt("j", 10, 25, "bad checksum", b"raw-1");
+    assert_eq!(fold.position("j"), at(25, 0));
+    fold.apply_corrupt("j", 25, 30, "bad length", b"raw-2");
+    let t = ms("2026-11-22", 10);
+    let b = batch(0, t, t + 100, vec![entry("k1", 20261122, 1)]);
+    assert_eq!(fold.apply_usage("j", 30, &b), Outcome::Applied);
+    assert_eq!(fold.position("j"), at(31, t + 100));
+    fold.apply_gone("j", 31, 40);
+    assert_eq!(fold.position("j"), at(40, t + 100));
+    assert_eq!(fold.position("other"), None);
+    let s = fold.delta().stats;
+    assert_eq!(
+        (s.records, s.offset_gone, s.corrupt_skipped, s.quarantined),
+        (3, 16, 2, 2)
+    );
+    let quarantined: Vec<_> = fold
+        .delta()
+        .quarantine
+        .iter()
+        .map(|q| {
+            (
+                q.source.as_str(),
+                q.offset,
+                q.kind.as_str(),
+                q.error.as_str(),
+                q.payload.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        quarantined,
+        [
+            ("j", 10, "checksum", "bad checksum", &b"raw-1"[..]),
+            ("j", 25, "checksum", "bad length", &b"raw-2"[..]),
+        ]
+    );
+}
+
+/// The cache of periods by bucket is cleared when it would pass 100,000 buckets (bounds memory).
+#[test]
+fn the_period_cache_is_cleared_past_100_000_buckets() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let quarter = 15 * 60_000;
+    let t = ms("2026-11-22", 0);
+    for i in 0..100_001 {
+        fold.state.period(t + i * quarter);
+    }
+    assert_eq!(fold.state.periods.len(), 100_001);
+    // A hit adds nothing; the next new bucket starts the cache over.
+    assert_eq!(fold.state.period(t).day, 20261122);
+    assert_eq!(fold.state.periods.len(), 100_001);
+    assert_eq!(fold.state.period(t - quarter).day, 20261121);
+    assert_eq!(fold.state.periods.len(), 1);
 }

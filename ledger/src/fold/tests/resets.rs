@@ -8,7 +8,12 @@ use super::*;
 const DAY: u32 = 20261122;
 
 fn reset_event(version: u64, at: Option<i64>) -> Vec<u8> {
-    let mut entity = serde_json::json!({"clientId": "k1", "clientSecret": "sealed:x"});
+    reset_event_of("k1", version, at)
+}
+
+/// An API key's entity event, with a quota reset at `at` if any.
+fn reset_event_of(apikey: &str, version: u64, at: Option<i64>) -> Vec<u8> {
+    let mut entity = serde_json::json!({"clientId": apikey, "clientSecret": "sealed:x"});
     if let Some(at) = at {
         entity["_rotation"] = serde_json::json!({"quotasResetAt": at});
     }
@@ -22,7 +27,7 @@ fn reset_event(version: u64, at: Option<i64>) -> Vec<u8> {
             EntityAction::Updated
         },
         kind: EntityKind::ApiKey,
-        entity_id: "k1".into(),
+        entity_id: apikey.into(),
         version,
         entity,
     }
@@ -182,4 +187,34 @@ fn a_reset_is_in_the_dump_and_left_out_of_the_state_hash() {
             && dump.contains(r#""type":"daily_calls_before_reset""#),
         "{dump}"
     );
+}
+
+/// A reset takes only its own key's calls of the chunk and drops only its own key's baseline.
+#[test]
+fn a_reset_takes_its_own_keys_calls_and_drops_only_its_own_baseline() {
+    let mut fold = Fold::new(Calendar::utc(), HOUR);
+    let t = ms("2026-11-22", 10);
+    let first = t + 1_000;
+    fold.apply_entity("e", 0, &reset_event_of("k2", 1, Some(first)));
+    fold.apply_entity("e", 1, &reset_event(1, Some(first)));
+    // Ended before both resets: in both keys' baselines.
+    let entries = vec![entry("k1", DAY, 3), entry("k2", DAY, 4)];
+    fold.apply_usage("u", 0, &batch(0, t, t + 100, entries));
+    // k1's second reset takes k1's 3 calls as before it; k2's baseline stays.
+    fold.apply_entity("e", 2, &reset_event(2, Some(first + 1_000)));
+    let delta = fold.delta();
+    assert_eq!(delta.resets.len(), 3);
+    let node = || "gw-a".to_owned();
+    assert_eq!(
+        delta.resets[2].chunk_calls,
+        BTreeMap::from([((0, DAY, node()), 3), ((1, DAY / 100, node()), 3)])
+    );
+    assert_eq!(
+        delta.baseline,
+        BTreeMap::from([
+            ((0, "k2".to_owned(), DAY, node()), 4),
+            ((1, "k2".to_owned(), DAY / 100, node()), 4),
+        ])
+    );
+    assert_eq!(delta.stats.entity_events, 3);
 }
