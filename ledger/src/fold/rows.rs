@@ -111,7 +111,8 @@ fn push(arena: &mut String, s: Option<&str>) -> Span {
 }
 
 impl RowRef<'_> {
-    fn hash(&self) -> u64 {
+    /// The row's hash (its chain in the table).
+    pub(super) fn hash(&self) -> u64 {
         let mut h = hash_bytes(SEED, self.apikey.as_bytes());
         h = hash_bytes(h, self.route.as_bytes());
         h = hash_bytes(h, self.node.as_bytes());
