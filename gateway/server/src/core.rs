@@ -69,9 +69,8 @@ pub struct Core {
     pub limits: HttpLimits,
     node_shared: Arc<NodeShared>,
     current: RefCell<Rc<CoreSnapshot>>,
-    /// Upstream connections.
-    pub pool: RefCell<Pool>,
-    balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
+    /// Upstream connections and the backends' balancers.
+    pub upstreams: Upstreams,
     /// Failed OAuth2 client authentications on this core (`gateway_core::oauth`).
     pub oauth_throttle: RefCell<gateway_core::oauth::Throttle>,
     /// What the lifecycle's decisions change: this core's quota leases and flow buffers
@@ -93,7 +92,6 @@ pub struct Core {
     idle_cancel: RefCell<Canceller>,
     pub(crate) accept_cancel: RefCell<Canceller>,
     requests: Cell<u64>,
-    seed: Cell<u64>,
     /// State of the per-core id generator (trace and span ids; splitmix64, seeded at start).
     ids: Cell<u64>,
     health_seen: Cell<u64>,
@@ -121,6 +119,147 @@ struct CoreTls {
     certs: Arc<crate::tls::CertStore>,
     key_generation: u32,
     handshake_timeout: Duration,
+}
+
+/// A core's upstream side: its connection pool and the backends' balancers (their targets'
+/// breakers, health and in-flight counts), owned by the core and touched by its requests only.
+pub struct Upstreams {
+    /// Idle and reserved upstream connections.
+    pub pool: RefCell<Pool>,
+    balancers: RefCell<FxHashMap<Box<str>, Balancer>>,
+    /// Seeds the balancers' random policies (a different stream per core and per rebuild).
+    seed: Cell<u64>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("balancers", &self.balancers.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    fn new(core: usize) -> Self {
+        Self {
+            pool: RefCell::new(Pool::default()),
+            balancers: RefCell::new(FxHashMap::default()),
+            seed: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (core as u64 + 1)),
+        }
+    }
+
+    /// Balancers for `snapshot`'s backends: a backend kept by id keeps its balancer's state
+    /// (breakers, in-flight counts); then the health verdicts.
+    fn rebuild(&self, snapshot: &Snapshot, verdicts: &Verdicts, now: i64) {
+        let mut old = self.balancers.take();
+        let mut new = FxHashMap::default();
+        for b in &snapshot.backends {
+            if b.mock.is_some() {
+                continue;
+            }
+            let seed = self
+                .seed
+                .get()
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            self.seed.set(seed);
+            let built = match old.remove(&b.id) {
+                Some(prev) => Balancer::rebuild_from(&prev, &b.spec),
+                None => Balancer::new(&b.spec, seed),
+            };
+            if let Ok(balancer) = built {
+                new.insert(b.id.clone(), balancer);
+            }
+        }
+        *self.balancers.borrow_mut() = new;
+        self.apply_health(snapshot, verdicts, now);
+    }
+
+    /// Unresolved targets and targets failing their health check are skipped.
+    fn apply_health(&self, snapshot: &Snapshot, verdicts: &Verdicts, now: i64) {
+        let mut balancers = self.balancers.borrow_mut();
+        for b in &snapshot.backends {
+            let Some(balancer) = balancers.get_mut(&b.id) else {
+                continue;
+            };
+            for (i, t) in b.targets.iter().enumerate() {
+                let checked = verdicts.get(&(b.id.clone(), i)).copied().unwrap_or(true);
+                if let Some(id) = balancer.id_at(i) {
+                    let healthy = t.addr.is_some() && checked;
+                    let was = balancer.target(id, now).is_some_and(|s| s.healthy);
+                    if was != healthy {
+                        balancer.set_health(id, healthy);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a target of `backend` for a client at `peer` and starts the call on it.
+    pub fn pick(
+        &self,
+        snapshot: &Snapshot,
+        backend: usize,
+        peer: std::net::IpAddr,
+        header_value: Option<&[u8]>,
+        now: i64,
+    ) -> Option<(Ticket, SocketAddr)> {
+        let spec = snapshot.backends.get(backend)?;
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get_mut(&spec.id)?;
+        let ip_v4;
+        let ip_v6;
+        let client_ip: &[u8] = match peer {
+            std::net::IpAddr::V4(ip) => {
+                ip_v4 = ip.octets();
+                &ip_v4
+            }
+            std::net::IpAddr::V6(ip) => {
+                ip_v6 = ip.octets();
+                &ip_v6
+            }
+        };
+        let hint = PickHint {
+            client_ip: Some(client_ip),
+            header_value,
+        };
+        let id = balancer.pick(now, hint)?;
+        let addr = spec.targets.get(id.index())?.addr?;
+        Some((balancer.start(id, now), addr))
+    }
+
+    /// Picks another target of `backend` for a retry after a failure on `failed`.
+    pub fn pick_retry(
+        &self,
+        snapshot: &Snapshot,
+        backend: usize,
+        failed: gateway_core::balance::TargetId,
+        now: i64,
+    ) -> Option<(Ticket, SocketAddr)> {
+        let spec = snapshot.backends.get(backend)?;
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get_mut(&spec.id)?;
+        let id = balancer.next_for_retry(now, PickHint::default(), failed)?;
+        let addr = spec.targets.get(id.index())?.addr?;
+        Some((balancer.start(id, now), addr))
+    }
+
+    /// The call of `ticket` ended.
+    pub fn finish(
+        &self,
+        snapshot: &Snapshot,
+        backend: usize,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: i64,
+    ) {
+        let Some(spec) = snapshot.backends.get(backend) else {
+            return;
+        };
+        if let Some(b) = self.balancers.borrow_mut().get_mut(&spec.id) {
+            b.finish(ticket, outcome, now);
+        }
+    }
 }
 
 /// The per-core state `gateway_core::lifecycle::decide` changes.
@@ -173,8 +312,7 @@ impl Core {
             limits,
             node_shared,
             current: RefCell::new(Rc::new(CoreSnapshot::new(snapshot.clone()))),
-            pool: RefCell::new(Pool::default()),
-            balancers: RefCell::new(FxHashMap::default()),
+            upstreams: Upstreams::new(id),
             oauth_throttle: RefCell::default(),
             lifecycle: RefCell::new(LifecycleParts {
                 shard: gateway_core::quota::QuotaShard::new(),
@@ -191,7 +329,6 @@ impl Core {
             idle_cancel: RefCell::new(Canceller::new()),
             accept_cancel: RefCell::new(Canceller::new()),
             requests: Cell::new(0),
-            seed: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1)),
             ids: Cell::new(
                 crate::seal::random_bytes(8)
                     .ok()
@@ -252,52 +389,11 @@ impl Core {
     }
 
     fn rebuild_balancers(&self, snapshot: &Snapshot) {
-        let mut old = self.balancers.take();
-        let mut new = FxHashMap::default();
-        for b in &snapshot.backends {
-            if b.mock.is_some() {
-                continue;
-            }
-            let seed = self
-                .seed
-                .get()
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            self.seed.set(seed);
-            let built = match old.remove(&b.id) {
-                Some(prev) => Balancer::rebuild_from(&prev, &b.spec),
-                None => Balancer::new(&b.spec, seed),
-            };
-            if let Ok(balancer) = built {
-                new.insert(b.id.clone(), balancer);
-            }
-        }
-        *self.balancers.borrow_mut() = new;
-        self.apply_health(snapshot);
+        self.upstreams
+            .rebuild(snapshot, &self.node_shared.health(), now_ms());
     }
 
-    /// Unresolved targets and targets failing their health check are skipped.
-    fn apply_health(&self, snapshot: &Snapshot) {
-        let verdicts = self.node_shared.health();
-        let mut balancers = self.balancers.borrow_mut();
-        for b in &snapshot.backends {
-            let Some(balancer) = balancers.get_mut(&b.id) else {
-                continue;
-            };
-            for (i, t) in b.targets.iter().enumerate() {
-                let checked = verdicts.get(&(b.id.clone(), i)).copied().unwrap_or(true);
-                if let Some(id) = balancer.id_at(i) {
-                    let healthy = t.addr.is_some() && checked;
-                    let was = balancer.target(id, now_ms()).is_some_and(|s| s.healthy);
-                    if was != healthy {
-                        balancer.set_health(id, healthy);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Picks a target of `backend` (a retry avoids `failed`) and starts the call on it.
+    /// Picks a target of `backend` and starts the call on it ([`Upstreams::pick`]).
     pub fn pick(
         &self,
         snap: &CoreSnapshot,
@@ -306,28 +402,8 @@ impl Core {
         header_value: Option<&[u8]>,
         now: i64,
     ) -> Option<(Ticket, SocketAddr)> {
-        let spec = snap.shared.backends.get(backend)?;
-        let mut balancers = self.balancers.borrow_mut();
-        let balancer = balancers.get_mut(&spec.id)?;
-        let ip_v4;
-        let ip_v6;
-        let client_ip: &[u8] = match peer {
-            std::net::IpAddr::V4(ip) => {
-                ip_v4 = ip.octets();
-                &ip_v4
-            }
-            std::net::IpAddr::V6(ip) => {
-                ip_v6 = ip.octets();
-                &ip_v6
-            }
-        };
-        let hint = PickHint {
-            client_ip: Some(client_ip),
-            header_value,
-        };
-        let id = balancer.pick(now, hint)?;
-        let addr = spec.targets.get(id.index())?.addr?;
-        Some((balancer.start(id, now), addr))
+        self.upstreams
+            .pick(&snap.shared, backend, peer, header_value, now)
     }
 
     /// Picks another target of `backend` for a retry after a failure on `failed`.
@@ -337,24 +413,14 @@ impl Core {
         backend: usize,
         failed: gateway_core::balance::TargetId,
     ) -> Option<(Ticket, SocketAddr)> {
-        let spec = snap.shared.backends.get(backend)?;
-        let mut balancers = self.balancers.borrow_mut();
-        let balancer = balancers.get_mut(&spec.id)?;
-        let now = now_ms();
-        let id = balancer.next_for_retry(now, PickHint::default(), failed)?;
-        let addr = spec.targets.get(id.index())?.addr?;
-        Some((balancer.start(id, now), addr))
+        self.upstreams
+            .pick_retry(&snap.shared, backend, failed, now_ms())
     }
 
-    /// The call of `ticket` ended.
+    /// The call of `ticket` ended (the breaker's clock need not be finer than a tick).
     pub fn finish(&self, snap: &CoreSnapshot, backend: usize, ticket: Ticket, outcome: Outcome) {
-        let Some(spec) = snap.shared.backends.get(backend) else {
-            return;
-        };
-        if let Some(b) = self.balancers.borrow_mut().get_mut(&spec.id) {
-            // The breaker's clock need not be finer than a tick.
-            b.finish(ticket, outcome, self.clock.get().1);
-        }
+        self.upstreams
+            .finish(&snap.shared, backend, ticket, outcome, self.clock.get().1);
     }
 
     /// The local calendar day (`YYYYMMDD`) and month (`YYYYMM`) at `now_ms`, recomputed only when
@@ -495,14 +561,16 @@ impl Core {
         if health != self.health_seen.get() {
             self.health_seen.set(health);
             let current = self.current.borrow().shared.clone();
-            self.apply_health(&current);
+            self.upstreams
+                .apply_health(&current, &self.node_shared.health(), now_ms());
         }
         // The sweep peeks at every idle upstream socket (a syscall each): once a second is
         // enough, since a stale connection is also retried transparently.
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
         if ticks % SWEEP_EVERY_TICKS == 0 {
-            self.pool
+            self.upstreams
+                .pool
                 .borrow_mut()
                 .sweep(Instant::now(), Duration::from_secs(60));
         }

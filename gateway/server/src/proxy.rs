@@ -798,7 +798,11 @@ impl Conn {
             // such requests get at most a share of the target's connections on this core.
             let _streaming = match mode {
                 BodyMode::Streaming => {
-                    let place = core.pool.borrow_mut().reserve_streaming(key, streaming_max);
+                    let place = core
+                        .upstreams
+                        .pool
+                        .borrow_mut()
+                        .reserve_streaming(key, streaming_max);
                     if place.is_none() {
                         core.finish(&snap, backend, ticket, Outcome::Cancelled);
                         return self
@@ -810,11 +814,15 @@ impl Conn {
                 BodyMode::None | BodyMode::Buffered => None,
             };
             // Every pooled connection is checked to be silent before it is reused.
-            let pooled = core.pool.borrow_mut().take(key, plan.started, idle_timeout);
+            let pooled = core
+                .upstreams
+                .pool
+                .borrow_mut()
+                .take(key, plan.started, idle_timeout);
             let mut up = match pooled {
                 Some(c) => c,
                 None => {
-                    let reserved = core.pool.borrow_mut().reserve(key, max_open);
+                    let reserved = core.upstreams.pool.borrow_mut().reserve(key, max_open);
                     let connected = match reserved {
                         Ok(place) => {
                             crate::upstream::connect(addr, connect_timeout, place, tls).await
@@ -896,7 +904,10 @@ impl Conn {
                         self.access.upstream = Some((addr, self.access.upstream_us));
                     }
                     if upstream_reusable {
-                        core.pool.borrow_mut().put(key, up, plan.started, max_open);
+                        core.upstreams
+                            .pool
+                            .borrow_mut()
+                            .put(key, up, plan.started, max_open);
                     }
                     return client_next;
                 }
