@@ -914,11 +914,12 @@ fn a_credential_is_ignored_only_when_no_identifying_consumer_serves() {
     assert_eq!(call(&[], None), anonymous);
 }
 
-/// An access token the gateway issued (ES256, the cluster's key) names the oauth subscription
-/// by its id and counts on the client id it was issued; that client id and secret, sent as an
-/// API key, name no subscription.
-#[test]
-fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
+/// A fresh ES256 key pair as the cluster's token key `k1` (public part only: the tests sign).
+fn cluster_key() -> (
+    ring::signature::EcdsaKeyPair,
+    ring::rand::SystemRandom,
+    TokenKeys,
+) {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
@@ -932,6 +933,15 @@ fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
             retire_at_ms: None,
         }],
     };
+    (pair, rng, token_keys)
+}
+
+/// An access token the gateway issued (ES256, the cluster's key) names the oauth subscription
+/// by its id and counts on the client id it was issued; that client id and secret, sent as an
+/// API key, name no subscription.
+#[test]
+fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
+    let (pair, rng, token_keys) = cluster_key();
     let shop = api_json(
         "shop",
         json!([
@@ -977,19 +987,7 @@ fn an_access_token_names_its_oauth_subscription_and_counts_on_its_client_id() {
 /// is the answer rather than an anonymous call.
 #[test]
 fn a_token_a_serving_oauth_consumer_refuses_is_the_answer_beside_a_keyless_one() {
-    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let token_keys = TokenKeys {
-        signer: None,
-        public: vec![crate::jose::TokenPublicKey {
-            kid: "k1".into(),
-            key: gateway_model::jose::PublicKey::P256(pair.public_key().as_ref().to_vec()),
-            retire_at_ms: None,
-        }],
-    };
+    let (_, _, token_keys) = cluster_key();
     let shop = api_json(
         "shop",
         json!([{"id": "auth", "kind": "oauth"}, {"id": "free", "kind": "keyless"}]),
