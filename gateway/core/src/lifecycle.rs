@@ -260,7 +260,7 @@ pub fn decide<'t>(
 ) -> Decision<'t> {
     let head = req.head;
     let framing = head.framing();
-    let decision = Decision::new(req.max_body);
+    let mut decision = Decision::new(req.max_body);
     let method = head.method_str();
     let host = host_of(head);
     let headers = head.headers();
@@ -288,7 +288,6 @@ pub fn decide<'t>(
     // The OAuth2 endpoints of the APIs with an `oauth` consumer, on each of their hosts.
     if let Some(endpoint) = Endpoint::of(path) {
         if let Some((api_id, api)) = tables.oauth_hosts.get(host_str) {
-            let mut decision = decision;
             decision.max_body = OAUTH_MAX_BODY;
             if declared_over(framing, OAUTH_MAX_BODY) {
                 return decision.refuse(ErrorReply::BODY_TOO_LARGE);
@@ -323,7 +322,6 @@ pub fn decide<'t>(
             "encoded `/`, `\\` or non-ASCII byte in the path (not allowed on this route)",
         ));
     }
-    let mut decision = decision;
     decision.route = Some(found.slot);
     if let Some(max) = route.max_body_bytes {
         decision.max_body = max;
