@@ -394,16 +394,7 @@ impl Store {
                 .open_table(TOTALS)
                 .map_err(LedgerError::store("open totals"))?;
             for (key, add) in &totals {
-                let current = table
-                    .get(key.as_slice())
-                    .map_err(LedgerError::store("read totals"))?
-                    .map_or(0, |v| read_u64(v.value()));
-                table
-                    .insert(
-                        key.as_slice(),
-                        current.saturating_add(*add).to_le_bytes().as_slice(),
-                    )
-                    .map_err(LedgerError::store("write totals"))?;
+                add_u64(&mut table, key, *add, ("read totals", "write totals"))?;
             }
             let mut table = tx
                 .open_table(PRODUCERS)
@@ -1013,17 +1004,31 @@ fn write_resets(
     }
     for ((period, apikey, id, node), calls) in &delta.baseline {
         let key = totals_key(*period, apikey, *id, node);
-        let current = baseline
-            .get(key.as_slice())
-            .map_err(LedgerError::store("read reset baseline"))?
-            .map_or(0, |v| read_u64(v.value()));
-        baseline
-            .insert(
-                key.as_slice(),
-                current.saturating_add(*calls).to_le_bytes().as_slice(),
-            )
-            .map_err(LedgerError::store("write reset baseline"))?;
+        add_u64(
+            &mut baseline,
+            &key,
+            *calls,
+            ("read reset baseline", "write reset baseline"),
+        )?;
     }
+    Ok(())
+}
+
+/// Adds `add` (saturating) to the little-endian counter at `key` of a totals-shaped table (0
+/// when absent); `context` names the read and the write in errors.
+fn add_u64(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    key: &[u8],
+    add: u64,
+    context: (&'static str, &'static str),
+) -> Result<(), LedgerError> {
+    let current = table
+        .get(key)
+        .map_err(LedgerError::store(context.0))?
+        .map_or(0, |v| read_u64(v.value()));
+    table
+        .insert(key, current.saturating_add(add).to_le_bytes().as_slice())
+        .map_err(LedgerError::store(context.1))?;
     Ok(())
 }
 
